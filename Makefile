@@ -1,0 +1,41 @@
+# embedkit: `make demo` and `make test` work from a fresh clone.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.embedkit-installed
+# Small work (probes, metrics) runs fastest on one thread on these machines (docs/benchmarks.md).
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: setup test test-slow demo bench paper clean
+
+setup: $(STAMP)
+
+# torch/torchvision first, pinned: an unpinned requirement pulls a multi-GB build or a
+# torchvision that does not import beside the local torch wheel.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt torch torchvision
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+demo: setup
+	$(VENV)/bin/embedkit data phantom --out demo/phantom
+
+bench: setup
+	$(PY) benchmarks/run_all.py --out docs/benchmarks.md
+
+NIH_METADATA ?=
+NIH_IMAGES   ?=
+WEIGHTS      ?=
+paper: setup
+	@test -n "$(NIH_METADATA)" || (echo "usage: make paper NIH_METADATA=Data_Entry_2017_v2020.csv NIH_IMAGES=images/ WEIGHTS=weights/" && exit 2)
+	$(VENV)/bin/embedkit data nih --metadata $(NIH_METADATA) --images $(NIH_IMAGES) --out runs/nih/manifest.csv
+
+clean:
+	rm -rf demo cache runs reports .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

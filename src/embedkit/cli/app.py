@@ -1,0 +1,45 @@
+"""The `embedkit` command: subcommands are registered here, errors become one clear line."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from embedkit.cli import data
+from embedkit.cli.console import errors
+from embedkit.errors import EmbedkitError
+
+app = typer.Typer(help="Fairness of CLIP-like models on chest X-rays, from a feature cache.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+app.add_typer(data.app, name="data")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app; bad input prints a message and exits 2, never a traceback."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except EmbedkitError as exc:
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        return 1
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def run() -> None:
+    """Console-script wrapper: exit with main()'s status."""
+    sys.exit(main())

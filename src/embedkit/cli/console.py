@@ -1,0 +1,21 @@
+"""Rich output helpers shared by the CLI commands (the library never imports rich)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+errors = Console(stderr=True, soft_wrap=True)
+
+
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """Print a simple table."""
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(str(c))
+    for r in rows:
+        t.add_row(*(str(v) for v in r))
+    console.print(t)

@@ -1,0 +1,168 @@
+"""The paper's balanced NIH ChestX-ray14 subset ("NIH 6x200").
+
+Selection rule: single-label images of the candidate classes; groups sex x age band;
+N per (class, sex, age band) cell, a sex shortfall filled from the other sex of the same
+band; classes without enough images dropped with the reason; seeded; patient-disjoint
+stratified 7:1:2 split.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from embedkit.data.splits import patient_split
+from embedkit.errors import EmbedkitError
+from embedkit.manifest import AGE_GROUPS, SEXES, age_group, write_manifest
+
+CANDIDATE_CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Pneumonia", "Pneumothorax")
+REQUIRED = ("Image Index", "Finding Labels", "Patient ID", "Patient Age", "Patient Gender")
+_AGE_2017 = re.compile(r"^(\d{1,3})([YMD])$")
+
+
+@dataclass
+class Selection:
+    """What ``select_nih`` decided, for the summary table and the manifest."""
+
+    rows: list[dict[str, object]]
+    pools: dict[str, Counter]            # class -> Counter[(sex, band)] of candidates
+    qualified: list[str]
+    dropped: dict[str, str]              # class -> reason
+    counts: dict[str, Counter]           # class -> Counter[(sex, band)] selected
+    warnings: list[str] = field(default_factory=list)
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return path.open(encoding="utf-8", newline="")
+
+
+def _parse_age(text: str) -> int | None:
+    """Whole years from ``58`` (v2020) or ``058Y``/``006M``/``010D`` (2017); None when unusable."""
+    text = text.strip()
+    m = _AGE_2017.match(text)
+    if m:
+        value, unit = int(m.group(1)), m.group(2)
+        return value if unit == "Y" else 0
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if value >= 0 and value == int(value) else None
+
+
+def read_nih_metadata(path: str | Path) -> tuple[list[dict[str, object]], list[str]]:
+    """Parse ``Data_Entry_2017[_v2020].csv[.gz]`` into rows with int ages; returns (rows, warnings)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EmbedkitError(f"{path}: NIH metadata file not found (Data_Entry_2017_v2020.csv from the NIH box folder)")
+    warnings: list[str] = []
+    with _open_text(path) as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+        if missing:
+            raise EmbedkitError(f"{path}: not an NIH metadata file, missing column(s) {', '.join(missing)}")
+        raw = list(reader)
+    old_format = any(_AGE_2017.match(r["Patient Age"].strip()) for r in raw[:1000])
+    if old_format:
+        warnings.append(
+            f"{path.name} is the 2017 release (ages like '058Y'); its labels differ from the v2020 "
+            "relabelling the paper used — prefer Data_Entry_2017_v2020.csv"
+        )
+    rows, bad = [], []
+    for line, r in enumerate(raw, start=2):
+        age = _parse_age(r["Patient Age"])
+        sex = r["Patient Gender"].strip()
+        if age is None or age > 120 or sex not in SEXES:
+            bad.append(line)
+            continue
+        rows.append({"image": r["Image Index"], "labels": r["Finding Labels"].strip(), "patient": r["Patient ID"].strip(),
+                     "age": age, "sex": sex, "view": r.get("View Position", "")})
+    if bad:
+        warnings.append(f"{len(bad)} row(s) skipped for an unusable age or sex (lines {', '.join(map(str, bad[:10]))}{'…' if len(bad) > 10 else ''})")
+    return rows, warnings
+
+
+def select_nih(
+    rows: list[dict[str, object]],
+    *,
+    classes: tuple[str, ...] = CANDIDATE_CLASSES,
+    per_group: int = 50,
+    min_fraction: float = 0.9,
+    seed: int = 0,
+) -> Selection:
+    """Apply the paper's selection rule and split; see the module docstring."""
+    pools: dict[str, dict[tuple[str, str], list[dict]]] = {c: defaultdict(list) for c in classes}
+    for r in rows:
+        if r["labels"] in pools:  # single-label: Finding Labels is exactly the class
+            pools[r["labels"]][(r["sex"], age_group(r["age"]))].append(r)
+    rng = np.random.default_rng(seed)
+    n = per_group
+    selected, qualified, dropped, counts = [], [], {}, {}
+    for c in classes:
+        pool = pools[c]
+        short_band = [b for b in AGE_GROUPS if sum(len(pool[(s, b)]) for s in SEXES) < 2 * n]
+        short_cell = [(s, b) for s in SEXES for b in AGE_GROUPS if len(pool[(s, b)]) < min_fraction * n]
+        if short_band or short_cell:
+            why = [f"{b} has {sum(len(pool[(s, b)]) for s in SEXES)} < {2 * n} images" for b in short_band]
+            why += [f"{s}-{b} has {len(pool[(s, b)])} < {min_fraction:g}×{n} images" for s, b in short_cell]
+            dropped[c] = "; ".join(why)
+            continue
+        qualified.append(c)
+        counts[c] = Counter()
+        for b in AGE_GROUPS:
+            shuffled = {s: [pool[(s, b)][i] for i in rng.permutation(len(pool[(s, b)]))] for s in SEXES}
+            take = {s: min(n, len(shuffled[s])) for s in SEXES}
+            for s in SEXES:  # fill one sex's shortfall from the other sex of the same band
+                other = "F" if s == "M" else "M"
+                take[other] += max(0, n - len(shuffled[s]))
+            for s in SEXES:
+                chosen = shuffled[s][: take[s]]
+                counts[c][(s, b)] += len(chosen)
+                selected += [dict(r, label=c) for r in chosen]
+    cells = [(r["label"], r["sex"], age_group(r["age"])) for r in selected]
+    splits = patient_split([r["patient"] for r in selected], cells, seed=seed)
+    out = [
+        {"image_id": r["image"], "path": r["image"], "patient_id": r["patient"], "label": r["label"],
+         "sex": r["sex"], "age": r["age"], "split": s, "view_position": r["view"]}
+        for r, s in zip(selected, splits)
+    ]
+    return Selection(rows=out, pools={c: Counter({k: len(v) for k, v in pools[c].items()}) for c in classes},
+                     qualified=qualified, dropped=dropped, counts=counts)
+
+
+def build_nih(
+    metadata: str | Path,
+    out: str | Path,
+    *,
+    images: str | Path | None = None,
+    classes: tuple[str, ...] = CANDIDATE_CLASSES,
+    per_group: int = 50,
+    min_fraction: float = 0.9,
+    seed: int = 0,
+) -> Selection:
+    """Read the metadata, select, check image files (when ``images`` is given), write the manifest."""
+    rows, warnings = read_nih_metadata(metadata)
+    sel = select_nih(rows, classes=classes, per_group=per_group, min_fraction=min_fraction, seed=seed)
+    sel.warnings = warnings + sel.warnings
+    if not sel.qualified:
+        raise EmbedkitError(f"{metadata}: no class qualified: " + "; ".join(f"{c}: {w}" for c, w in sel.dropped.items()))
+    out = Path(out)
+    if images is not None:
+        images = Path(images).resolve()
+        missing = [r["image_id"] for r in sel.rows if not (images / str(r["image_id"])).is_file()]
+        if missing:
+            shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+            raise EmbedkitError(f"{len(missing)} selected image(s) are missing under {images}: {shown}")
+        for r in sel.rows:
+            r["path"] = str(images / str(r["image_id"]))
+    write_manifest(out, sel.rows, extra_columns=("view_position",))
+    return sel

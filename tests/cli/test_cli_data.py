@@ -1,0 +1,15 @@
+from embedkit.cli.app import main
+
+
+def test_phantom_command_and_bad_option(tmp_path, capsys):
+    assert main(["data", "phantom", "--out", str(tmp_path), "--per-group", "5", "--size", "16"]) == 0
+    assert "120 images" in capsys.readouterr().out
+    assert main(["data", "phantom", "--out", str(tmp_path), "--bias", "sex:F"]) == 2
+    assert "error: --bias 'sex:F'" in capsys.readouterr().err
+
+
+def test_bad_manifest_is_a_message_not_a_traceback(tmp_path, capsys):
+    (tmp_path / "m.csv").write_text("a,b\n1,2\n")
+    assert main(["data", "nih", "--metadata", str(tmp_path / "m.csv"), "--out", str(tmp_path / "o.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "not an NIH metadata file" in err and "Traceback" not in err

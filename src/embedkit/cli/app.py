@@ -6,13 +6,14 @@ import sys
 
 import typer
 
-from embedkit.cli import data
+from embedkit.cli import data, evaluate
 from embedkit.cli.console import errors
 from embedkit.errors import EmbedkitError
 
 app = typer.Typer(help="Fairness of CLIP-like models on chest X-rays, from a feature cache.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 app.add_typer(data.app, name="data")
+app.command("evaluate")(evaluate.evaluate)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,66 @@
+"""Sufficient statistics: every metric derives from per-cell confusion matrices and calibration bins.
+
+Working from counts lets one call evaluate 1,000 bootstrap or permutation replicates at once:
+arrays carry a leading replicate axis ``B`` and a cell axis ``G`` (e.g. the four sex x age groups).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+N_BINS = 15
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, cells: np.ndarray, *, n_classes: int, n_cells: int) -> np.ndarray:
+    """(B, G, C, C) counts, rows = true class, columns = predicted; inputs are (B, N) int arrays."""
+    b = np.arange(y_true.shape[0])[:, None]
+    code = ((b * n_cells + cells) * n_classes + y_true) * n_classes + y_pred
+    size = y_true.shape[0] * n_cells * n_classes * n_classes
+    return np.bincount(code.ravel(), minlength=size).reshape(-1, n_cells, n_classes, n_classes)
+
+
+def calibration(conf: np.ndarray, correct: np.ndarray, cells: np.ndarray, *, n_cells: int, n_bins: int = N_BINS) -> np.ndarray:
+    """(B, G, bins, 3) of [count, sum of confidence, sum of correct] over equal-width bins of [0, 1].
+
+    Bin k holds confidences in (k/n, (k+1)/n]; a confidence of exactly 0 goes to the first bin.
+    """
+    bins = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    b = np.arange(conf.shape[0])[:, None]
+    code = ((b * n_cells + cells) * n_bins + bins).ravel()
+    size = conf.shape[0] * n_cells * n_bins
+    out = [np.bincount(code, weights=w.ravel(), minlength=size) for w in (np.ones_like(conf), conf, correct)]
+    return np.stack(out, axis=-1).reshape(conf.shape[0], n_cells, n_bins, 3)
+
+
+def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def accuracy_from(cm: np.ndarray) -> np.ndarray:
+    """Accuracy of (..., C, C) confusion matrices; NaN for an empty one."""
+    return _div(np.trace(cm, axis1=-2, axis2=-1).astype(float), cm.sum((-2, -1)).astype(float))
+
+
+def f1_from(cm: np.ndarray, *, absent: str) -> np.ndarray:
+    """Per-class F1 (..., C). ``absent="zero"``: sklearn's zero_division=0; ``"nan"``: undefined
+    (NaN) for a class with no positives, as group-level metrics need."""
+    tp = np.diagonal(cm, axis1=-2, axis2=-1).astype(float)
+    support, predicted = cm.sum(-1), cm.sum(-2)
+    f1 = _div(2 * tp, support + predicted).astype(float)
+    if absent == "zero":
+        return np.nan_to_num(f1, nan=0.0)
+    return np.where(support > 0, f1, np.nan)
+
+
+def rates_from(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-vs-rest (TPR, FPR) per class, (..., C) each; NaN where undefined."""
+    tp = np.diagonal(cm, axis1=-2, axis2=-1).astype(float)
+    support, predicted, n = cm.sum(-1), cm.sum(-2), cm.sum((-2, -1))[..., None]
+    return _div(tp, support), _div(predicted - tp, n - support)
+
+
+def ece_from(cal: np.ndarray) -> np.ndarray:
+    """Expected calibration error of (..., bins, 3) statistics: sum_k |acc_k - conf_k| n_k / n."""
+    n = cal[..., 0].sum(-1)
+    return _div(np.abs(cal[..., 2] - cal[..., 1]).sum(-1), n)

@@ -1,0 +1,133 @@
+"""Run folders: ``predictions.csv`` and ``run.json``, the same for every method.
+
+``predictions.csv`` has one row per evaluated image: image_id, split, label, sex, age, pred,
+prob_<class>...; the report and ``embedkit evaluate`` read only these files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from embedkit.errors import EmbedkitError
+from embedkit.manifest import age_group
+
+PREDICTIONS = "predictions.csv"
+RECORD = "run.json"
+BASE_COLUMNS = ("image_id", "split", "label", "sex", "age", "pred")
+
+
+@dataclass
+class Predictions:
+    """One run's predictions; ``proba`` rows align with the other arrays."""
+
+    image_id: np.ndarray
+    split: np.ndarray
+    label: np.ndarray      # class names
+    sex: np.ndarray
+    age: np.ndarray
+    proba: np.ndarray
+    classes: tuple[str, ...]
+
+    def select(self, split: str) -> "Predictions":
+        keep = self.split == split
+        if not keep.any():
+            raise EmbedkitError(f"no rows with split '{split}' in the predictions")
+        return Predictions(self.image_id[keep], self.split[keep], self.label[keep], self.sex[keep], self.age[keep],
+                           self.proba[keep], self.classes)
+
+    def y_true(self) -> np.ndarray:
+        index = {c: i for i, c in enumerate(self.classes)}
+        return np.array([index[c] for c in self.label], dtype=np.int64)
+
+    def age_group(self) -> np.ndarray:
+        return np.array([age_group(int(a)) for a in self.age])
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_predictions(path: Path, p: Predictions) -> None:
+    """Write predictions atomically (a partial file is never left under the final name)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    with tmp.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow([*BASE_COLUMNS, *(f"prob_{c}" for c in p.classes)])
+        pred = p.proba.argmax(1)
+        for i in range(len(p.image_id)):
+            w.writerow([p.image_id[i], p.split[i], p.label[i], p.sex[i], int(p.age[i]), p.classes[pred[i]],
+                        *(f"{v:.7g}" for v in p.proba[i])])
+    os.replace(tmp, path)
+
+
+def read_predictions(path: str | Path) -> Predictions:
+    """Read a predictions file; errors name the file and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise EmbedkitError(f"{path}: predictions file not found")
+    with path.open(newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        rows = list(reader)
+    missing = [c for c in BASE_COLUMNS if c not in header]
+    prob_cols = [c for c in header if c.startswith("prob_")]
+    if missing or not prob_cols:
+        raise EmbedkitError(f"{path}: not a predictions file (missing {', '.join(missing) or 'prob_<class> columns'})")
+    classes = tuple(c[5:] for c in prob_cols)
+    col = {c: header.index(c) for c in header}
+    try:
+        proba = np.array([[float(r[col[c]]) for c in prob_cols] for r in rows])
+    except (ValueError, IndexError) as exc:
+        raise EmbedkitError(f"{path}: unreadable probability value ({exc})") from None
+    labels = np.array([r[col["label"]] for r in rows])
+    unknown = sorted(set(labels) - set(classes))
+    if unknown:
+        raise EmbedkitError(f"{path}: label(s) {', '.join(unknown)} have no prob_ column")
+    return Predictions(
+        image_id=np.array([r[col["image_id"]] for r in rows]), split=np.array([r[col["split"]] for r in rows]),
+        label=labels, sex=np.array([r[col["sex"]] for r in rows]), age=np.array([int(r[col["age"]]) for r in rows]),
+        proba=proba, classes=classes,
+    )
+
+
+def write_record(folder: Path, record: dict) -> None:
+    """Write ``run.json`` last: its presence marks a finished run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic_write(folder / RECORD, json.dumps(record, indent=2, default=_json_default))
+
+
+def read_record(folder: Path) -> dict | None:
+    """The run record, or None when the run has not finished."""
+    path = folder / RECORD
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, (np.ndarray,)):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj)}")
+
+
+def evaluate_predictions(p: Predictions, *, split: str = "test", n_boot: int = 1000, n_perm: int = 1000, seed: int = 0,
+                         return_replicates: bool = False) -> dict:
+    """The metrics object of a run (``embedkit.metrics.evaluate``) on one split."""
+    from embedkit.metrics import evaluate
+
+    s = p.select(split)
+    return evaluate(s.y_true(), s.proba, sex=s.sex, age_group=s.age_group(), classes=s.classes,
+                    n_boot=n_boot, n_perm=n_perm, seed=seed, return_replicates=return_replicates)

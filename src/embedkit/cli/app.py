@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from embedkit.cli import data, evaluate
+from embedkit.cli import data, evaluate, models
 from embedkit.cli.console import errors
 from embedkit.errors import EmbedkitError
 
@@ -14,6 +14,7 @@ app = typer.Typer(help="Fairness of CLIP-like models on chest X-rays, from a fea
                   pretty_exceptions_enable=False)
 app.add_typer(data.app, name="data")
 app.command("evaluate")(evaluate.evaluate)
+app.command("models")(models.models)
 
 
 def main(argv: list[str] | None = None) -> int:

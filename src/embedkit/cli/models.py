@@ -1,0 +1,13 @@
+"""`embedkit models`: the registered encoders."""
+
+from __future__ import annotations
+
+from embedkit.cli.console import table
+from embedkit.models import registry
+
+
+def models() -> None:
+    """List the encoders with embedding size, preprocessing and accepted weight formats."""
+    specs = [registry.get(n) for n in registry.names()]
+    table("encoders (append -tiny for a seeded small variant)", ["name", "family", "dim", "preprocessing", "weights"],
+          [[s.name, s.family, s.embed_dim, s.preprocessing, s.weight_formats] for s in specs])

@@ -1,0 +1,77 @@
+"""Zero-shot prompt formats: CLIP templates, GLoRIA's CheXpert generator and CXR-CLIP's lists.
+
+Word lists are data (``lists/*.json``). Prompts are built per class; the class name "Effusion"
+maps to "Pleural Effusion". The GLoRIA and CXR-CLIP generators lack Pneumothorax: its prompts
+fall back to CXR-CLIP's positive report sentences ("pneumothorax.", "there is pneumothorax.", …).
+
+Scoring (``embedkit.heads.zeroshot``): clip = cosine to the renormalised mean prompt embedding;
+gloria = max over a random sample of n prompts, then each class column standardised over the
+images scored (GLoRIA's ``zero_shot_classification``); cxrclip = mean cosine over all prompts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from functools import cache
+from importlib import resources
+
+FORMATS = ("clip", "gloria", "cxrclip")
+SAMPLED = {"gloria": 5}  # formats that sample n prompts per class (run over 10 seeds)
+NAME_MAP = {"Effusion": "Pleural Effusion"}
+
+
+def _load(name: str) -> dict:
+    return json.loads(resources.files("embedkit.prompts").joinpath("lists", name).read_text())
+
+
+def display_name(class_name: str) -> str:
+    """The finding's name as the prompt lists spell it."""
+    return NAME_MAP.get(class_name, class_name)
+
+
+def clip_prompts(class_name: str) -> list[str]:
+    """The 80 OpenAI templates filled with the lower-cased finding name."""
+    return [t.format(display_name(class_name).lower()) for t in _load("clip_templates.json")["templates"]]
+
+
+def _report_fallback(class_name: str) -> list[str]:
+    patterns = _load("cxrclip.json")["report_fallback"]["patterns"]
+    return [p.format(x=display_name(class_name).lower()) for p in patterns]
+
+
+def gloria_prompts(class_name: str) -> list[str]:
+    """Every severity x subtype x location prompt in dict key order, unstripped, as GLoRIA builds them."""
+    lists = _load("gloria_chexpert.json")["classes"].get(display_name(class_name))
+    if lists is None:
+        return _report_fallback(class_name)
+    return [f"{a} {b} {c}" for a, b, c in itertools.product(*lists.values())]
+
+
+def cxrclip_prompts(class_name: str) -> list[str]:
+    """GLoRIA's prompts stripped and with CXR-CLIP's two typo fixes."""
+    data = _load("cxrclip.json")
+    if display_name(class_name) not in _load("gloria_chexpert.json")["classes"]:
+        return _report_fallback(class_name)
+    out = []
+    for p in gloria_prompts(class_name):
+        for wrong, right in data["typo_fixes"].items():
+            p = p.replace(wrong, right)
+        out.append(p.strip())
+    return out
+
+
+GENERATORS = {"clip": clip_prompts, "gloria": gloria_prompts, "cxrclip": cxrclip_prompts}
+
+
+def prompt_set(fmt: str, classes: tuple[str, ...]) -> dict[str, list[str]]:
+    """All candidate prompts of a format, per class."""
+    return {c: GENERATORS[fmt](c) for c in classes}
+
+
+@cache
+def all_prompt_texts() -> list[str]:
+    """Every prompt of every format for the study's classes (used to build tiny vocabularies)."""
+    from embedkit.manifest import STUDY_CLASSES
+
+    return [p for fmt in FORMATS for ps in prompt_set(fmt, STUDY_CLASSES).values() for p in ps]

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from embedkit.cli import data, evaluate, models
+from embedkit.cli import cache, data, evaluate, models
 from embedkit.cli.console import errors
 from embedkit.errors import EmbedkitError
 
@@ -15,6 +15,8 @@ app = typer.Typer(help="Fairness of CLIP-like models on chest X-rays, from a fea
 app.add_typer(data.app, name="data")
 app.command("evaluate")(evaluate.evaluate)
 app.command("models")(models.models)
+app.command("extract")(cache.extract)
+app.add_typer(cache.app, name="cache")
 
 
 def main(argv: list[str] | None = None) -> int:

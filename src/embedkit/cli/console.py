@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 140)
 errors = Console(stderr=True, soft_wrap=True)
 
 

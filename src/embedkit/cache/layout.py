@@ -1,0 +1,242 @@
+"""The HDF5 layout, the content key, and crash-safe writing and checked reading.
+
+File layout (``<cache-dir>/<model>-<key[:16]>.h5``), readable with plain h5py::
+
+    /embeddings            (N, D) float32 (or float16), rows aligned with /image_id, fletcher32
+    /image_id              (N,) str (all strings: fixed-length UTF-8 bytes)
+    /meta/{label,sex,split,patient_id} (N,) str,  /meta/age (N,) int64
+    /classes               (C,) str   — the manifest's class list, in order
+    /text/<format>/embeddings  (M, D) float32;  /text/<format>/prompts (M,) str;
+    /text/<format>/class_index (M,) int64 — which class each prompt describes
+    /bad/{image_id,reason} images left out with --skip-bad
+    attrs: complete, key, key_fields (JSON), layout_version, model, weights_digest, description,
+           manifest, manifest_digest, versions (JSON), dtype, precision, device, created,
+           normalized, logit_scale, embed_dim, embeddings_sha256
+
+A file is written under ``*.partial`` and renamed only when complete; readers refuse files that
+are incomplete, carry another key, or fail their checksums.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from embedkit.errors import EmbedkitError
+
+LAYOUT_VERSION = 1
+META_COLUMNS = ("label", "sex", "split", "patient_id")
+
+
+def _put_strings(group, name: str, values) -> None:
+    """Strings as fixed-length UTF-8 bytes, so the fletcher32 checksum covers them too."""
+    data = np.array([str(v).encode() for v in values], dtype=bytes) if len(values) else np.zeros(0, dtype="S1")
+    group.create_dataset(name, data=data, fletcher32=len(values) > 0)
+
+
+def cache_key(fields: dict) -> str:
+    """SHA-256 of the JSON of everything that changes the numbers."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def cache_path(cache_dir: Path, model: str, key: str) -> Path:
+    return Path(cache_dir) / f"{model}-{key[:16]}.h5"
+
+
+@dataclass
+class TextSet:
+    """Prompt embeddings of one zero-shot format."""
+
+    embeddings: np.ndarray
+    prompts: list[str]
+    class_index: np.ndarray
+
+
+@dataclass
+class Cache:
+    """A cache file's contents in memory (what every experiment on cached features needs)."""
+
+    path: Path
+    embeddings: np.ndarray
+    image_id: np.ndarray
+    meta: dict[str, np.ndarray]
+    classes: tuple[str, ...]
+    text: dict[str, TextSet]
+    attrs: dict
+    bad: list[tuple[str, str]] = field(default_factory=list)
+
+    def labels(self) -> np.ndarray:
+        index = {c: i for i, c in enumerate(self.classes)}
+        return np.array([index[c] for c in self.meta["label"]], dtype=np.int64)
+
+    def split(self, name: str) -> np.ndarray:
+        """Boolean mask of the rows in a split."""
+        return self.meta["split"] == name
+
+
+def write_cache(path: Path, *, embeddings_chunks, n: int, dim: int, image_id: np.ndarray, meta: dict[str, np.ndarray],
+                classes: tuple[str, ...], text: dict[str, TextSet], attrs: dict, bad: list[tuple[str, str]],
+                dtype: str = "float32", rows_per_chunk: int = 1024) -> Path:
+    """Write a complete cache atomically: ``*.partial`` first, ``complete`` last, then rename.
+
+    ``embeddings_chunks`` yields (start_row, array) pieces, so memory stays bounded.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.unlink(missing_ok=True)
+    digest = hashlib.sha256()
+    with h5py.File(tmp, "w") as f:
+        emb = f.create_dataset("embeddings", shape=(n, dim), dtype=dtype, chunks=(max(1, min(rows_per_chunk, n)), dim),
+                               fletcher32=True)
+        for start, block in embeddings_chunks:
+            block = np.asarray(block, dtype=dtype)
+            emb[start:start + len(block)] = block
+            digest.update(block.tobytes())
+        _put_strings(f, "image_id", image_id)
+        g = f.create_group("meta")
+        for col in META_COLUMNS:
+            _put_strings(g, col, meta[col])
+        g.create_dataset("age", data=np.asarray(meta["age"], dtype=np.int64), fletcher32=n > 0)
+        _put_strings(f, "classes", classes)
+        _write_text(f, text)
+        b = f.create_group("bad")
+        _put_strings(b, "image_id", [i for i, _ in bad])
+        _put_strings(b, "reason", [r for _, r in bad])
+        for k, v in attrs.items():
+            f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) else v
+        f.attrs["embeddings_sha256"] = digest.hexdigest()
+        f.attrs["layout_version"] = LAYOUT_VERSION
+        f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        f.attrs["complete"] = True
+    _fsync(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _write_text(f: h5py.File, text: dict[str, TextSet]) -> None:
+    if "text" in f:
+        del f["text"]
+    t = f.create_group("text")
+    for fmt, s in text.items():
+        g = t.create_group(fmt)
+        g.create_dataset("embeddings", data=np.asarray(s.embeddings, dtype=np.float32), fletcher32=True)
+        _put_strings(g, "prompts", s.prompts)
+        g.create_dataset("class_index", data=np.asarray(s.class_index, dtype=np.int64), fletcher32=True)
+
+
+def replace_text(path: Path, text: dict[str, TextSet], attrs: dict) -> None:
+    """Refresh the prompt embeddings of a complete cache, atomically (copy, edit, rename)."""
+    import shutil
+
+    tmp = path.with_name(path.name + ".partial")
+    shutil.copyfile(path, tmp)
+    with h5py.File(tmp, "r+") as f:
+        _write_text(f, text)
+        for k, v in attrs.items():
+            f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) else v
+    _fsync(tmp)
+    os.replace(tmp, path)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _attrs(f: h5py.File) -> dict:
+    out = {}
+    for k, v in f.attrs.items():
+        if isinstance(v, bytes):
+            v = v.decode()
+        if isinstance(v, str) and v[:1] in "{[":
+            try:
+                v = json.loads(v)
+            except json.JSONDecodeError:
+                pass
+        out[k] = v.item() if isinstance(v, np.generic) else v
+    return out
+
+
+def _strings(ds) -> np.ndarray:
+    return np.array([b.decode() for b in ds[()]], dtype=str) if len(ds) else np.array([], dtype=str)
+
+
+def read_cache(path: str | Path, *, expect: dict | None = None) -> Cache:
+    """Read a cache into memory, refusing incomplete, mismatched or corrupted files.
+
+    ``expect`` (key fields) must equal the stored ones; a difference names the fields.
+    """
+    path = Path(path)
+    if not path.is_file():
+        partial = path.with_name(path.name + ".partial")
+        hint = " (an interrupted write left a .partial file; rerun `embedkit extract` to finish it)" if partial.exists() else ""
+        raise EmbedkitError(f"{path}: cache file not found{hint}; run `embedkit extract` first")
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = _attrs(f)
+            if not attrs.get("complete"):
+                raise EmbedkitError(f"{path}: incomplete cache (never finished); rerun `embedkit extract`")
+            if attrs.get("layout_version") != LAYOUT_VERSION:
+                raise EmbedkitError(f"{path}: cache layout version {attrs.get('layout_version')} is not "
+                                    f"{LAYOUT_VERSION}; extract again")
+            if expect is not None:
+                _check_key(path, attrs, expect)
+            cache = Cache(
+                path=path, embeddings=f["embeddings"][()], image_id=_strings(f["image_id"]),
+                meta={**{c: _strings(f["meta"][c]) for c in META_COLUMNS}, "age": f["meta"]["age"][()]},
+                classes=tuple(_strings(f["classes"])),
+                text={fmt: TextSet(g["embeddings"][()], list(_strings(g["prompts"])), g["class_index"][()])
+                      for fmt, g in f["text"].items()},
+                attrs=attrs, bad=list(zip(_strings(f["bad"]["image_id"]), _strings(f["bad"]["reason"]))),
+            )
+    except EmbedkitError:
+        raise
+    except (OSError, KeyError, ValueError) as exc:
+        raise EmbedkitError(f"{path}: truncated or corrupted cache ({str(exc)[:160]}); delete it and extract again") from None
+    return cache
+
+
+def _check_key(path: Path, attrs: dict, expect: dict) -> None:
+    stored = attrs.get("key_fields", {})
+    differ = sorted(k for k in set(stored) | set(expect) if stored.get(k) != expect.get(k))
+    if differ or attrs.get("key") != cache_key(expect):
+        raise EmbedkitError(f"{path}: cache was made with different settings ({', '.join(differ) or 'key'} differ); "
+                            "it will not be reused — extract again for these settings")
+
+
+def verify_cache(path: str | Path) -> dict:
+    """Read every dataset (checksums) and recompute the embeddings digest; returns the attrs."""
+    cache = read_cache(path)
+    stored = cache.attrs.get("embeddings_sha256")
+    dtype = cache.attrs.get("dtype", "float32")
+    digest = hashlib.sha256(np.ascontiguousarray(cache.embeddings.astype(dtype)).tobytes()).hexdigest()
+    if digest != stored:
+        raise EmbedkitError(f"{path}: embeddings do not match their recorded digest; delete it and extract again")
+    if cache.attrs.get("key") != cache_key(cache.attrs.get("key_fields", {})):
+        raise EmbedkitError(f"{path}: stored key does not match its key fields")
+    return cache.attrs | {"n": len(cache.image_id), "dim": cache.embeddings.shape[1], "text": sorted(cache.text)}
+
+
+def list_caches(cache_dir: str | Path) -> list[dict]:
+    """Summaries of the cache files in a folder (incomplete or unreadable ones marked)."""
+    out = []
+    for p in sorted(Path(cache_dir).glob("*.h5")):
+        try:
+            with h5py.File(p, "r") as f:
+                a = _attrs(f)
+                out.append({"path": p, "model": a.get("model"), "n": f["embeddings"].shape[0],
+                            "dim": f["embeddings"].shape[1], "dtype": a.get("dtype"), "complete": bool(a.get("complete")),
+                            "manifest": a.get("manifest"), "created": a.get("created"), "text": sorted(f.get("text", {}))})
+        except OSError:
+            out.append({"path": p, "model": None, "complete": False, "error": "unreadable"})
+    return out

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from embedkit.cli import cache, data, evaluate, models
+from embedkit.cli import cache, data, evaluate, heads, models
 from embedkit.cli.console import errors
 from embedkit.errors import EmbedkitError
 
@@ -17,6 +17,8 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("models")(models.models)
 app.command("extract")(cache.extract)
 app.add_typer(cache.app, name="cache")
+app.command("zeroshot")(heads.zeroshot)
+app.command("probe")(heads.probe)
 
 
 def main(argv: list[str] | None = None) -> int:

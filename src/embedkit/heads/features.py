@@ -1,0 +1,72 @@
+"""Cached features for the heads: find the cache of a (model, manifest) pair and split it."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from embedkit.cache import Cache, list_caches, read_cache
+from embedkit.errors import EmbedkitError
+from embedkit.manifest import read_manifest
+
+
+def find_cache(model: str, manifest: Path, cache_dir: Path) -> Path:
+    """The one complete cache of ``model`` made from this manifest's exact rows."""
+    digest = read_manifest(manifest).digest()
+    import h5py
+
+    found = []
+    for info in list_caches(cache_dir):
+        if info.get("model") != model or not info["complete"]:
+            continue
+        with h5py.File(info["path"], "r") as f:
+            if f.attrs.get("manifest_digest") == digest:
+                found.append(info["path"])
+    if not found:
+        raise EmbedkitError(f"no cache of {model} for {manifest} in {cache_dir}; run "
+                            f"`embedkit extract --model {model} --manifest {manifest} --cache-dir {cache_dir}` first")
+    if len(found) > 1:
+        raise EmbedkitError(f"several caches of {model} for {manifest} ({', '.join(p.name for p in found)}); "
+                            "choose one with --cache FILE")
+    return found[0]
+
+
+@dataclass
+class Split:
+    """One split's features and labels, plus the rows' identities for the predictions file."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    rows: np.ndarray  # indices into the cache
+
+
+def splits(cache: Cache) -> dict[str, Split]:
+    x = torch.from_numpy(np.asarray(cache.embeddings, dtype=np.float32))
+    y = torch.from_numpy(cache.labels())
+    out = {}
+    for name in ("train", "val", "test"):
+        idx = np.flatnonzero(cache.split(name))
+        if len(idx) == 0:
+            raise EmbedkitError(f"{cache.path}: no '{name}' rows; the heads need train, val and test splits")
+        out[name] = Split(x[idx], y[idx], idx)
+    return out
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run a block with ``n`` torch threads (small head training is fastest on one; see docs/benchmarks.md)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def load(cache_path: Path) -> tuple[Cache, dict[str, Split]]:
+    cache = read_cache(cache_path)
+    return cache, splits(cache)

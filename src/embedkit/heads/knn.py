@@ -1,0 +1,53 @@
+"""k-nearest neighbours (faiss, inner product on L2-normalised embeddings), k chosen on validation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+KS = (1, 3, 5, 7, 11, 15, 21, 31)
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+
+
+@dataclass
+class KnnHead:
+    index: object
+    train_labels: np.ndarray
+    n_classes: int
+    k: int = 5
+    val_accuracy: dict | None = None
+
+    def neighbours(self, x: np.ndarray, k: int) -> np.ndarray:
+        _, idx = self.index.search(_normalize(x), k)
+        return self.train_labels[idx]
+
+    def proba_from(self, labels: np.ndarray, k: int) -> np.ndarray:
+        """Vote fractions among the k nearest (ties in argmax go to the lower class index)."""
+        votes = np.zeros((len(labels), self.n_classes))
+        np.add.at(votes, (np.arange(len(labels))[:, None], labels[:, :k]), 1.0)
+        return votes / k
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return self.proba_from(self.neighbours(x, self.k), self.k)
+
+
+def fit_knn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *, n_classes: int,
+            ks: tuple[int, ...] = KS) -> KnnHead:
+    """Index the training split and pick k by validation accuracy (the smaller k on ties)."""
+    import faiss
+
+    xt = _normalize(x_train)
+    index = faiss.IndexFlatIP(xt.shape[1])
+    index.add(xt)
+    head = KnnHead(index, np.asarray(y_train), n_classes)
+    ks = tuple(k for k in ks if k <= len(xt))
+    labels = head.neighbours(x_val, max(ks))
+    acc = {k: float((head.proba_from(labels, k).argmax(1) == y_val).mean()) for k in ks}
+    head.k = max(ks, key=lambda k: (acc[k], -k))
+    head.val_accuracy = acc
+    return head

@@ -1,0 +1,56 @@
+"""Zero-shot classification from cached image and prompt embeddings (see ``embedkit.prompts``).
+
+clip: cosine to the renormalised mean of a class's normalised prompt embeddings, times the
+model's logit scale. gloria: max cosine over n randomly sampled prompts per class, then each
+class column standardised over the scored images (GLoRIA's zero_shot_classification).
+cxrclip: mean cosine over all of a class's prompts, times the logit scale. Probabilities are
+the softmax of these scores.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from embedkit.cache.layout import TextSet
+from embedkit.prompts import SAMPLED
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True).clip(1e-12)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def sample_prompts(text: TextSet, n_classes: int, n: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Indices of ``n`` prompts per class (all of them when a class has fewer)."""
+    out = []
+    for c in range(n_classes):
+        idx = np.flatnonzero(text.class_index == c)
+        out.append(idx if len(idx) <= n else rng.choice(idx, n, replace=False))
+    return out
+
+
+def scores(images: np.ndarray, text: TextSet, fmt: str, *, n_classes: int, logit_scale: float,
+           rng: np.random.Generator | None = None, n_prompts: int | None = None) -> np.ndarray:
+    """(N, C) class scores (logits) of ``images`` for one prompt format."""
+    img, txt = _normalize(np.asarray(images, dtype=np.float64)), _normalize(np.asarray(text.embeddings, dtype=np.float64))
+    if fmt == "clip":
+        weights = _normalize(np.stack([txt[text.class_index == c].mean(0) for c in range(n_classes)]))
+        return logit_scale * img @ weights.T
+    if fmt == "gloria":
+        chosen = sample_prompts(text, n_classes, n_prompts or SAMPLED["gloria"], rng or np.random.default_rng(0))
+        s = np.stack([(img @ txt[idx].T).max(1) for idx in chosen], axis=1)
+        if len(s) > 1:
+            s = (s - s.mean(0)) / s.std(0).clip(1e-12)
+        return s
+    if fmt == "cxrclip":
+        return logit_scale * np.stack([(img @ txt[text.class_index == c].T).mean(1) for c in range(n_classes)], axis=1)
+    raise ValueError(f"unknown prompt format {fmt!r}")
+
+
+def probabilities(images, text: TextSet, fmt: str, **kw) -> np.ndarray:
+    return _softmax(scores(images, text, fmt, **kw))

@@ -125,7 +125,7 @@ def _json_default(obj):
 
 def evaluate_predictions(p: Predictions, *, split: str = "test", n_boot: int = 1000, n_perm: int = 1000, seed: int = 0,
                          return_replicates: bool = False) -> dict:
-    """The metrics object of a run (``embedkit.metrics.evaluate``) on one split."""
+    """The metrics object of a run (``embedkit.metrics.suite``) on one split."""
     from embedkit.metrics import evaluate
 
     s = p.select(split)

@@ -92,6 +92,19 @@ def test_permutation_p_values_are_uniform_without_effect_and_noise_floor_is_larg
     assert 0.05 <= np.median(floors) <= 0.10
 
 
+def test_significance_holds_its_level_without_effect():
+    """Percentile-bootstrap CIs alone over-flag signed gaps at this size, and never include 0 for the
+    absolute gaps; the significance rule (CI excludes 0 and permutation p < 0.05) stays near 5 %."""
+    y, sex, age = balanced_design()
+    rng = np.random.default_rng(0)
+    flags = {"f1_gap": 0, "eqodds": 0, "ece_gap": 0}
+    for t in range(300):
+        r = evaluate(y, simulate(rng, y, signal=1.2), sex=sex, age_group=age, classes=CLASSES, n_boot=200, n_perm=200, seed=t)
+        for k in flags:
+            flags[k] += r["significant"]["sex"][k]
+    assert all(v / 300 <= 0.08 for v in flags.values()), flags
+
+
 def test_planted_gap_is_found():
     y, sex, age = balanced_design()
     rng = np.random.default_rng(0)

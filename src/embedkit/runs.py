@@ -111,6 +111,13 @@ def read_record(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def config_digest(obj) -> str:
+    """A short stable hash of a configuration (finished runs with the same digest are skipped)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_json_default).encode()).hexdigest()[:16]
+
+
 def _json_default(obj):
     if isinstance(obj, (np.integer,)):
         return int(obj)
@@ -118,8 +125,8 @@ def _json_default(obj):
         return float(obj)
     if isinstance(obj, (np.ndarray,)):
         return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
+    if isinstance(obj, (Path, tuple)):
+        return str(obj) if isinstance(obj, Path) else list(obj)
     raise TypeError(f"not JSON serialisable: {type(obj)}")
 
 
@@ -131,3 +138,11 @@ def evaluate_predictions(p: Predictions, *, split: str = "test", n_boot: int = 1
     s = p.select(split)
     return evaluate(s.y_true(), s.proba, sex=s.sex, age_group=s.age_group(), classes=s.classes,
                     n_boot=n_boot, n_perm=n_perm, seed=seed, return_replicates=return_replicates)
+
+
+def finish_run(folder: Path, predictions: Predictions, record: dict, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Write predictions, compute the test metrics into the record, write ``run.json`` last; returns the record."""
+    write_predictions(folder / PREDICTIONS, predictions)
+    record = dict(record, metrics=evaluate_predictions(predictions, split="test", n_boot=n_boot, n_perm=n_boot, seed=seed))
+    write_record(folder, record)
+    return record

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from embedkit.cli import cache, data, evaluate, heads, models, report
+from embedkit.cli import cache, data, evaluate, finetune, heads, models, report
 from embedkit.cli.console import errors
 from embedkit.errors import EmbedkitError
 
@@ -20,6 +20,7 @@ app.add_typer(cache.app, name="cache")
 app.command("zeroshot")(heads.zeroshot)
 app.command("probe")(heads.probe)
 app.command("report")(report.report)
+app.command("finetune")(finetune.finetune)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,8 +8,6 @@ the validation split only.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -23,7 +21,7 @@ from embedkit.heads import features, zeroshot
 from embedkit.heads.knn import KS, fit_knn
 from embedkit.heads.trained import HeadConfig, train_heads
 from embedkit.prompts import FORMATS, SAMPLED
-from embedkit.runs import Predictions, evaluate_predictions, read_record, write_predictions, write_record
+from embedkit.runs import Predictions, config_digest, finish_run, read_record
 
 ZEROSHOT_REPEATS = 10  # sampled prompt formats are run with 10 seeds, as the paper did
 
@@ -71,10 +69,6 @@ class RunResult:
     record: dict
 
 
-def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _predictions(cache: Cache, rows: np.ndarray, proba: np.ndarray, split: np.ndarray) -> Predictions:
     return Predictions(image_id=cache.image_id[rows], split=split, label=cache.meta["label"][rows],
                        sex=cache.meta["sex"][rows], age=cache.meta["age"][rows], proba=proba, classes=cache.classes)
@@ -86,15 +80,12 @@ def _write_run(cfg: ExperimentConfig, seed: int, cache: Cache, parts: dict, prob
     rows = np.concatenate([parts["val"].rows, parts["test"].rows])
     split = np.array(["val"] * len(parts["val"].rows) + ["test"] * len(parts["test"].rows))
     preds = _predictions(cache, rows, np.concatenate([proba["val"], proba["test"]]), split)
-    write_predictions(folder / "predictions.csv", preds)
     record = {
         "method": cfg.method, "model": cfg.model, "seed": seed, "config": cfg.fingerprint(), "config_hash": config_hash,
         "cache": {"path": str(cache.path), "key": cache.attrs.get("key")}, "versions": cache.attrs.get("versions"),
         "timings": {"seconds": seconds}, "selection": selection,
-        "metrics": evaluate_predictions(preds, split="test", n_boot=cfg.n_boot, n_perm=cfg.n_boot, seed=seed),
     }
-    write_record(folder, record)
-    return RunResult(folder, False, record)
+    return RunResult(folder, False, finish_run(folder, preds, record, n_boot=cfg.n_boot, seed=seed))
 
 
 def _done(cfg: ExperimentConfig, seed: int, config_hash: str) -> dict | None:
@@ -110,7 +101,7 @@ def run_experiment(cfg: ExperimentConfig) -> list[RunResult]:
         raise EmbedkitError(f"unknown method {cfg.method!r}; choose zeroshot, linear, mlp or knn")
     path = cfg.cache or features.find_cache(cfg.model, cfg.manifest, cfg.cache_dir)
     cache, parts = features.load(path)
-    config_hash = _hash({"config": cfg.fingerprint(), "cache": cache.attrs.get("key")})
+    config_hash = config_digest({"config": cfg.fingerprint(), "cache": cache.attrs.get("key")})
     seeds = _seeds(cfg)
     done = {s: _done(cfg, s, config_hash) for s in seeds}
     todo = [s for s in seeds if done[s] is None]

@@ -23,7 +23,9 @@ TINY = {"embed_dim": 32, "vision": {"image_size": 32, "patch_size": 8, "width": 
 OPENAI_ONLY_KEYS = ("input_resolution", "context_length", "vocab_size")
 DOWNLOAD = ("OpenAI's ViT-B-16.pt (https://openaipublic.azureedge.net/clip/models/5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt) "
             "or open_clip_pytorch_model.bin from the Hugging Face repo timm/vit_base_patch16_clip_224.openai")
-LORA = LoraTargets(modules=("out_proj", "c_fc", "c_proj"), parameters=("in_proj_weight",))
+# peft's LoRA MultiheadAttention adapts the fused q/k/v ``in_proj_weight`` and ``out_proj`` together
+# (a plain ``out_proj`` target never trains: MultiheadAttention reads its weight directly).
+LORA = LoraTargets(modules=("attn", "c_fc", "c_proj"))
 
 
 def build(cfg: dict):

@@ -1,0 +1,334 @@
+"""`embedkit finetune --lora|--full`: train encoder and a linear head together on images.
+
+Recipe (defaults are the paper's): AdamW, cosine annealing per epoch, batch 64, 150 epochs,
+learning rate chosen on validation (each candidate trained in full), and the epoch with the lowest
+validation loss evaluated on test. Shuffling is drawn from (seed, epoch), and the last checkpoint
+holds model, optimiser, scheduler and RNG state, so ``resume`` reaches the same numbers as an
+uninterrupted run. Under ``torchrun`` each rank takes its slice of every global batch (DDP; gloo
+on CPU, NCCL on GPU) and rank 0 writes the run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from embedkit.errors import EmbedkitError
+from embedkit.finetune.data import Images, load_images
+from embedkit.finetune.lora import FrozenPins, apply_lora, parse_targets, save_adapters
+from embedkit.manifest import read_manifest
+from embedkit.models import load_encoder
+from embedkit.runs import Predictions, config_digest, finish_run, read_record
+
+DEFAULT_LRS = {"lora": (1e-4, 1e-3), "full": (1e-5, 1e-4)}
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    model: str
+    manifest: Path
+    mode: str                                   # lora | full
+    weights: Path | None = None
+    runs_dir: Path = Path("runs")
+    dataset: str | None = None
+    seeds: tuple[int, ...] = (0,)
+    epochs: int = 150
+    batch_size: int = 64
+    lrs: tuple[float, ...] | None = None        # None: DEFAULT_LRS[mode]
+    weight_decay: float = 0.01
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    lora_targets: str | None = None
+    augment: bool = False
+    device: str = "auto"
+    bf16: bool | None = None                    # None: on for CUDA
+    grad_checkpointing: bool = False
+    compile: bool = False
+    memory_limit_gb: float = 4.0
+    workers: int = 1
+    skip_bad: bool = False
+    resume: bool = True
+    force: bool = False
+    n_boot: int = 1000
+
+    def learning_rates(self) -> tuple[float, ...]:
+        return self.lrs or DEFAULT_LRS[self.mode]
+
+    def run_dir(self, seed: int) -> Path:
+        dataset = self.dataset or self.manifest.resolve().parent.name
+        return self.runs_dir / dataset / self.model / self.mode / f"seed-{seed}"
+
+    def fingerprint(self) -> dict:
+        d = asdict(self)
+        for k in ("runs_dir", "seeds", "device", "memory_limit_gb", "workers", "resume", "force", "manifest", "compile"):
+            d.pop(k)
+        d["lrs"] = self.learning_rates()
+        if self.mode == "full":
+            for k in ("rank", "alpha", "dropout", "lora_targets"):
+                d.pop(k)
+        return d
+
+
+class Classifier(nn.Module):
+    """Image tower + linear head on its embedding."""
+
+    def __init__(self, tower: nn.Module, dim: int, n_classes: int):
+        super().__init__()
+        self.tower = tower
+        self.head = nn.Linear(dim, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.tower(x))
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Distributed:
+    """Join the torchrun process group when launched by torchrun; a single process otherwise."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return Distributed()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size())
+
+
+def _device(cfg: FinetuneConfig) -> torch.device:
+    if cfg.device != "auto":
+        return torch.device(cfg.device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Small random affine jitter per image (rotation ±10°, shift ±5 %, scale ±5 %)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    out = []
+    for img in x:
+        r = torch.rand(4, generator=gen) * 2 - 1
+        h, w = img.shape[-2:]
+        out.append(TF.affine(img, angle=10 * float(r[0]), translate=[0.05 * w * float(r[1]), 0.05 * h * float(r[2])],
+                             scale=1 + 0.05 * float(r[3]), shear=[0.0, 0.0]))
+    return torch.stack(out)
+
+
+def _freeze_batchnorm(model: nn.Module) -> None:
+    """LoRA keeps the encoder's BatchNorm statistics frozen (they are part of the pretrained weights)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def _trainable_state(model: nn.Module, mode: str) -> dict[str, torch.Tensor]:
+    """What a checkpoint must hold: trainable parameters, plus BatchNorm buffers in full mode."""
+    state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    if mode == "full":
+        state |= {n: b.detach().clone() for n, b in model.named_buffers()}
+    return state
+
+
+def _atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class Fit:
+    lr: float
+    best_epoch: int
+    best_val_loss: float
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _build(cfg: FinetuneConfig, seed: int, n_classes: int, device: torch.device):
+    enc = load_encoder(cfg.model, weights=cfg.weights, seed=0)
+    torch.manual_seed(seed)
+    model = Classifier(enc.image_tower, enc.embed_dim, n_classes)
+    info = {}
+    pins = None
+    if cfg.mode == "lora":
+        targets = parse_targets(cfg.lora_targets, enc.lora_targets)
+        info["lora_layers"] = apply_lora(model.tower, targets, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout)
+        info["targets"] = {"modules": list(targets.modules), "parameters": list(targets.parameters)}
+        pins = FrozenPins(model.tower)
+    elif cfg.mode == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+    else:
+        raise EmbedkitError(f"unknown fine-tuning mode {cfg.mode!r}: use --lora or --full")
+    for p in model.head.parameters():
+        p.requires_grad_(True)
+    if cfg.grad_checkpointing:
+        for m in model.tower.modules():
+            if hasattr(m, "set_grad_checkpointing"):
+                m.set_grad_checkpointing(True)
+                break
+    info["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    info["total_parameters"] = sum(p.numel() for p in model.parameters())
+    return enc, model.to(device), info, pins
+
+
+def _loss_on(model: nn.Module, images: Images, device: torch.device, amp: bool, batch: int = 128) -> tuple[float, torch.Tensor]:
+    """Mean cross-entropy and softmax probabilities over a split (eval mode)."""
+    model.eval()
+    probs = []
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        for x in images.batches([list(range(i, min(i + batch, len(images.rows)))) for i in range(0, len(images.rows), batch)]):
+            probs.append(F.softmax(model(x.to(device)).float(), -1).cpu())
+    p = torch.cat(probs)
+    return float(F.nll_loss(torch.log(p.clamp_min(1e-12)), images.labels)), p
+
+
+def fit(cfg: FinetuneConfig, seed: int, lr: float, data: dict[str, Images], n_classes: int, ckpt_dir: Path,
+        dist: Distributed, device: torch.device, on_epoch: Callable[[dict], None] | None = None):
+    """Train one (seed, lr); returns the fit summary and the model at its best epoch."""
+    enc, model, info, pins = _build(cfg, seed, n_classes, device)
+    amp = device.type == "cuda" if cfg.bf16 is None else cfg.bf16
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    net = model
+    if dist.world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    last = ckpt_dir / "last.pt"
+    fit_info = Fit(lr, 0, math.inf)
+    best_state = _trainable_state(model, cfg.mode)
+    start_epoch = 0
+    if cfg.resume and last.is_file():
+        ck = torch.load(last, map_location="cpu", weights_only=True)
+        model.load_state_dict(ck["state"], strict=False)
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        torch.set_rng_state(ck["rng"])
+        start_epoch, best_state = ck["epoch"], ck["best_state"]
+        fit_info = Fit(lr, ck["best_epoch"], ck["best_val_loss"], ck["history"], ck["seconds"])
+    train = data["train"]
+    n = len(train.rows)
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        net.train()
+        if cfg.mode == "lora":
+            _freeze_batchnorm(model)
+        gen = torch.Generator().manual_seed(1_000_003 * seed + epoch)
+        order = torch.randperm(n, generator=gen)
+        batches = [order[i:i + cfg.batch_size].tolist() for i in range(0, n, cfg.batch_size)]
+        losses = []
+        for idx, x in zip(batches, train.batches(batches)):
+            mine = torch.tensor_split(torch.arange(len(idx)), dist.world)[dist.rank]
+            xb, yb = x[mine], train.labels[idx][mine]
+            if cfg.augment:
+                xb = _augment(xb, gen)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = F.cross_entropy(net(xb.to(device, non_blocking=True)).float(), yb.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if pins:
+                pins.restore()
+            losses.append(loss.item())
+        sched.step()
+        val_loss, _ = _loss_on(model, data["val"], device, amp)
+        seconds = time.perf_counter() - t0
+        fit_info.seconds += seconds
+        if val_loss < fit_info.best_val_loss:
+            fit_info.best_val_loss, fit_info.best_epoch = val_loss, epoch + 1
+            best_state = _trainable_state(model, cfg.mode)
+        fit_info.history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
+                                 "images_per_s": n / seconds})
+        if dist.main:
+            _atomic_save({"state": _trainable_state(model, cfg.mode), "optimizer": opt.state_dict(),
+                          "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch + 1,
+                          "best_state": best_state, "best_epoch": fit_info.best_epoch,
+                          "best_val_loss": fit_info.best_val_loss, "history": fit_info.history,
+                          "seconds": fit_info.seconds}, last)
+        if on_epoch:
+            on_epoch({"seed": seed, "lr": lr, **fit_info.history[-1], "epochs": cfg.epochs})
+    model.load_state_dict(best_state, strict=False)
+    if pins:
+        pins.restore()
+    return fit_info, model, enc, info
+
+
+def finetune(cfg: FinetuneConfig, *, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+    """Fine-tune for every seed (skipping finished runs); returns the run records."""
+    manifest = read_manifest(cfg.manifest)
+    device = _device(cfg)
+    dist = init_distributed(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    config_hash = config_digest(cfg.fingerprint())
+    records = []
+    data = None
+    for seed in cfg.seeds:
+        folder = cfg.run_dir(seed)
+        done = read_record(folder)
+        if done and done.get("config_hash") == config_hash and not cfg.force:
+            records.append(done | {"skipped": True})
+            continue
+        if data is None:
+            enc = load_encoder(cfg.model, weights=cfg.weights, seed=0)
+            data = load_images(manifest, enc.preprocess, splits=("train", "val", "test"), labels=manifest.labels(),
+                               skip_bad=cfg.skip_bad, memory_limit_gb=cfg.memory_limit_gb, workers=cfg.workers)
+        fits = []
+        for lr in cfg.learning_rates():
+            ckpt_dir = folder / "checkpoints" / f"lr-{lr:g}"
+            if cfg.force and dist.main:
+                (ckpt_dir / "last.pt").unlink(missing_ok=True)
+            fits.append((lr, *fit(cfg, seed, lr, data, len(manifest.classes), ckpt_dir, dist, device, on_epoch)))
+        lr, best, model, enc, info = min(fits, key=lambda f: (f[1].best_val_loss, f[0]))
+        if dist.main:
+            records.append(_write(cfg, seed, manifest, data, model, enc, info, best, fits, device, config_hash))
+    return records
+
+
+def _write(cfg, seed, manifest, data, model, enc, info, best: Fit, fits, device, config_hash) -> dict:
+    folder = cfg.run_dir(seed)
+    amp = device.type == "cuda" if cfg.bf16 is None else cfg.bf16
+    proba = {s: _loss_on(model, data[s], device, amp)[1].numpy() for s in ("val", "test")}
+    rows = np.concatenate([data["val"].rows, data["test"].rows])
+    col = {c: manifest.column(c)[rows] for c in ("image_id", "label", "sex", "age")}
+    preds = Predictions(col["image_id"], np.array(["val"] * len(data["val"].rows) + ["test"] * len(data["test"].rows)),
+                        col["label"], col["sex"], col["age"], np.concatenate([proba["val"], proba["test"]]), manifest.classes)
+    if cfg.mode == "lora":
+        save_adapters(model.tower, folder / "adapter", parse_targets(cfg.lora_targets, enc.lora_targets),
+                      rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout)
+    else:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous().cpu() for k, v in model.tower.state_dict().items()}, str(folder / "encoder.safetensors"))
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous().cpu() for k, v in model.head.state_dict().items()}, str(folder / "head.safetensors"))
+    record = {"method": cfg.mode, "model": cfg.model, "seed": seed, "config": cfg.fingerprint(), "config_hash": config_hash,
+              "manifest_digest": manifest.digest(), "encoder": enc.describe(), **info,
+              "selection": {"lr": best.lr, "best_epoch": best.best_epoch, "val_loss": best.best_val_loss,
+                            "criterion": "lowest validation loss over lrs and epochs",
+                            "sweep": [{"lr": f[0], "best_epoch": f[1].best_epoch, "val_loss": f[1].best_val_loss} for f in fits]},
+              "history": best.history, "timings": {"seconds": sum(f[1].seconds for f in fits)}}
+    return finish_run(folder, preds, record, n_boot=cfg.n_boot, seed=seed)

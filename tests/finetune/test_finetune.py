@@ -1,0 +1,147 @@
+"""LoRA and full fine-tuning on tiny models and the phantom."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from embedkit.finetune.data import load_images
+from embedkit.finetune.lora import apply_lora, load_adapters
+from embedkit.finetune.train import Distributed, FinetuneConfig, _build, finetune, fit
+from embedkit.manifest import read_manifest
+from embedkit.models import load_encoder
+from embedkit.runs import read_predictions
+
+
+def data_for(manifest_path, model):
+    m = read_manifest(manifest_path)
+    enc = load_encoder(model)
+    return m, load_images(m, enc.preprocess, splits=("train", "val", "test"), labels=m.labels(), skip_bad=False,
+                          memory_limit_gb=1, workers=0)
+
+
+@pytest.mark.parametrize("model, modules, params", [("clip-tiny", 8, 0), ("medclip-rn50-tiny", 17, 0),
+                                                    ("medclip-vit-tiny", 30, 0), ("biomedclip-tiny", 48, 0)])
+def test_lora_reaches_every_intended_layer(model, modules, params):
+    enc = load_encoder(model)
+    counts = apply_lora(enc.image_tower, enc.lora_targets, rank=2, alpha=4, dropout=0.1)
+    assert counts.get("default", 0) == modules and counts.get("params", 0) == params
+    trainable = [n for n, p in enc.image_tower.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+
+
+def test_parameter_targets_get_a_second_adapter_and_both_train():
+    from embedkit.finetune.lora import parse_targets
+
+    enc = load_encoder("clip-tiny")
+    targets = parse_targets("c_fc,param:in_proj_weight", enc.lora_targets)
+    assert apply_lora(enc.image_tower, targets, rank=2, alpha=4, dropout=0.1) == {"default": 2, "params": 2}
+    for n, p in enc.image_tower.named_parameters():
+        if "lora_B" in n:
+            p.data.normal_()
+    enc.image_tower(torch.randn(2, 3, 32, 32)).sum().backward()
+    grads = {n: p.grad is not None and p.grad.abs().sum() > 0 for n, p in enc.image_tower.named_parameters() if "lora_A" in n}
+    assert len(grads) == 4 and all(grads.values())
+
+
+def test_lora_changes_only_adapters_and_head_full_changes_encoder(phantom_dir, tmp_path):
+    m, data = data_for(phantom_dir / "manifest.csv", "clip-tiny")
+    frozen = {k: v.clone() for k, v in load_encoder("clip-tiny").image_tower.state_dict().items()}
+    cfg = FinetuneConfig(model="clip-tiny", manifest=phantom_dir / "manifest.csv", mode="lora", epochs=2, batch_size=32, rank=2)
+    _, model, _, info = fit(cfg, 0, 1e-2, data, len(m.classes), tmp_path / "ck", Distributed(), torch.device("cpu"))
+    after = model.tower.state_dict()
+    base = {k.replace(".base_layer", ""): v for k, v in after.items() if "lora_" not in k}
+    changed_frozen = [k for k, v in frozen.items() if not torch.equal(v, base.get(k.replace("model.", "model.", 1), v))]
+    assert not changed_frozen
+    lora_b = [v for k, v in after.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # every adapter moved from its zero init
+    assert info["trainable_parameters"] < 0.2 * info["total_parameters"]
+    full = FinetuneConfig(model="clip-tiny", manifest=phantom_dir / "manifest.csv", mode="full", epochs=1, batch_size=32)
+    _, fmodel, _, _ = fit(full, 0, 1e-3, data, len(m.classes), tmp_path / "ck2", Distributed(), torch.device("cpu"))
+    assert not torch.equal(fmodel.tower.state_dict()["model.conv1.weight"], frozen["model.conv1.weight"])
+
+
+def test_loss_decreases_on_a_learnable_task(phantom_dir, tmp_path):
+    m, data = data_for(phantom_dir / "manifest.csv", "medclip-rn50-tiny")
+    cfg = FinetuneConfig(model="medclip-rn50-tiny", manifest=phantom_dir / "manifest.csv", mode="full", epochs=8, batch_size=32)
+    best, _, _, _ = fit(cfg, 0, 3e-3, data, len(m.classes), tmp_path / "ck", Distributed(), torch.device("cpu"))
+    losses = [h["train_loss"] for h in best.history]
+    assert losses[-1] < 0.8 * losses[0]
+
+
+KILL = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    from embedkit.finetune.train import FinetuneConfig, finetune
+    def stop(info):
+        if info["epoch"] == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+    cfg = FinetuneConfig(model="clip-tiny", manifest=Path(sys.argv[1]), mode="lora", runs_dir=Path(sys.argv[2]),
+                         epochs=4, batch_size=32, lrs=(1e-2,), rank=2, n_boot=50)
+    finetune(cfg, on_epoch=stop)
+""")
+
+
+def test_resume_after_interruption_matches_uninterrupted(phantom_dir, tmp_path):
+    manifest = phantom_dir / "manifest.csv"
+    script = tmp_path / "kill.py"
+    script.write_text(KILL)
+    killed = subprocess.run([sys.executable, str(script), str(manifest), str(tmp_path / "a")], capture_output=True)
+    assert killed.returncode == -9, killed.stderr.decode()[-1500:]
+    run_a = tmp_path / "a/phantom0/clip-tiny/lora/seed-0"
+    assert not (run_a / "run.json").exists() and (run_a / "checkpoints/lr-0.01/last.pt").exists()
+    cfg = dict(model="clip-tiny", manifest=manifest, mode="lora", epochs=4, batch_size=32, lrs=(1e-2,), rank=2, n_boot=50)
+    resumed = finetune(FinetuneConfig(runs_dir=tmp_path / "a", **cfg))[0]
+    clean = finetune(FinetuneConfig(runs_dir=tmp_path / "b", **cfg))[0]
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3, 4]
+    assert resumed["history"] == [h | {"images_per_s": r["images_per_s"]} for h, r in zip(clean["history"], resumed["history"])]
+    pa = read_predictions(run_a / "predictions.csv")
+    pb = read_predictions(tmp_path / "b/phantom0/clip-tiny/lora/seed-0/predictions.csv")
+    np.testing.assert_array_equal(pa.proba, pb.proba)
+    again = finetune(FinetuneConfig(runs_dir=tmp_path / "b", **cfg))[0]
+    assert again["skipped"]
+
+
+def test_run_folder_record_and_saved_adapter(phantom_dir, tmp_path):
+    manifest = phantom_dir / "manifest.csv"
+    (rec,) = finetune(FinetuneConfig(model="clip-tiny", manifest=manifest, mode="lora", runs_dir=tmp_path, epochs=2,
+                                     batch_size=32, lrs=(1e-3, 1e-2), rank=2, n_boot=50))
+    folder = tmp_path / "phantom0/clip-tiny/lora/seed-0"
+    saved = json.loads((folder / "run.json").read_text())
+    assert saved["trainable_parameters"] == rec["trainable_parameters"] > 0
+    assert {s["lr"] for s in saved["selection"]["sweep"]} == {1e-3, 1e-2} and saved["selection"]["best_epoch"] >= 1
+    assert {"accuracy", "fairness", "ci", "null"} <= set(saved["metrics"])
+    preds = read_predictions(folder / "predictions.csv")
+    assert set(preds.split) == {"val", "test"}
+    # the saved peft adapter + head reproduce the predictions
+    enc = load_encoder("clip-tiny")
+    load_adapters(enc.image_tower, folder / "adapter")
+    from safetensors.torch import load_file
+
+    head = torch.nn.Linear(enc.embed_dim, 6)
+    head.load_state_dict(load_file(str(folder / "head.safetensors")))
+    _, data = data_for(manifest, "clip-tiny")
+    enc.image_tower.eval()
+    with torch.no_grad():
+        p = torch.softmax(head(enc.image_tower(data["test"].tensors)), -1).numpy()
+    np.testing.assert_allclose(p, preds.select("test").proba, atol=1e-5)
+
+
+def test_two_process_gloo_equals_one_process(phantom_dir, tmp_path):
+    manifest = phantom_dir / "manifest.csv"
+    args = ["finetune", "--model", "clip-tiny", "--manifest", str(manifest), "--full", "--epochs", "2", "--batch-size", "32",
+            "--lrs", "1e-5", "--workers", "0"]  # Adam turns rounding-level gradient differences into ±lr steps
+    one = subprocess.run([sys.executable, "-m", "embedkit", *args, "--runs-dir", str(tmp_path / "one")], capture_output=True)
+    assert one.returncode == 0, one.stderr.decode()[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "embedkit", *args, "--runs-dir", str(tmp_path / "two")], capture_output=True)
+    assert two.returncode == 0, two.stderr.decode()[-3000:]
+    p1 = read_predictions(tmp_path / "one/phantom0/clip-tiny/full/seed-0/predictions.csv")
+    p2 = read_predictions(tmp_path / "two/phantom0/clip-tiny/full/seed-0/predictions.csv")
+    np.testing.assert_allclose(p1.proba, p2.proba, atol=1e-4)

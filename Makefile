@@ -24,7 +24,8 @@ test-slow: setup
 	$(PY) -m pytest -q -m slow
 
 demo: setup
-	$(VENV)/bin/embedkit data phantom --out demo/phantom
+	$(VENV)/bin/embedkit study --config studies/demo.toml
+	@echo "demo report: demo/report/report.html (Markdown: demo/report/report.md)"
 
 bench: setup
 	$(PY) benchmarks/run_all.py --out docs/benchmarks.md
@@ -33,8 +34,11 @@ NIH_METADATA ?=
 NIH_IMAGES   ?=
 WEIGHTS      ?=
 paper: setup
-	@test -n "$(NIH_METADATA)" || (echo "usage: make paper NIH_METADATA=Data_Entry_2017_v2020.csv NIH_IMAGES=images/ WEIGHTS=weights/" && exit 2)
-	$(VENV)/bin/embedkit data nih --metadata $(NIH_METADATA) --images $(NIH_IMAGES) --out runs/nih/manifest.csv
+	@test -n "$(NIH_METADATA)" -a -n "$(NIH_IMAGES)" -a -n "$(WEIGHTS)" || \
+	  (echo "usage: make paper NIH_METADATA=Data_Entry_2017_v2020.csv NIH_IMAGES=images/ WEIGHTS=weights/" && exit 2)
+	$(VENV)/bin/embedkit study --config studies/paper.toml --set vars.metadata=$(abspath $(NIH_METADATA)) \
+	  --set vars.images=$(abspath $(NIH_IMAGES)) --set vars.weights=$(abspath $(WEIGHTS))
+	@echo "paper report: reports/paper/report.html"
 
 clean:
 	rm -rf demo cache runs reports .pytest_cache

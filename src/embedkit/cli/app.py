@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from embedkit.cli import cache, data, evaluate, finetune, heads, models, report
+from embedkit.cli import cache, data, evaluate, finetune, heads, models, report, study
 from embedkit.cli.console import errors
 from embedkit.errors import EmbedkitError
 
@@ -21,12 +21,15 @@ app.command("zeroshot")(heads.zeroshot)
 app.command("probe")(heads.probe)
 app.command("report")(report.report)
 app.command("finetune")(finetune.finetune)
+app.command("study")(study.study)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app; bad input prints a message and exits 2, never a traceback."""
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)  # click returns a typer.Exit code instead of raising
+        if isinstance(rc, int):
+            return rc
     except EmbedkitError as exc:
         errors.print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2

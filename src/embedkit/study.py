@@ -1,0 +1,273 @@
+"""`embedkit study`: the whole study from one TOML file — data, extraction, cache-path experiments,
+fine-tuning, report — skipping what is already done, so a rerun after a crash (or after adding a
+model) does only the missing work. It orchestrates library calls; it computes nothing itself.
+
+A failed step is logged (``<runs>/study.log``) and reported at the end; the other steps still run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import tomllib
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from embedkit.errors import EmbedkitError
+
+CACHE_METHODS = ("zeroshot", "linear", "mlp", "knn")
+HEAVY_METHODS = ("lora", "full")
+log = logging.getLogger("embedkit.study")
+
+
+@dataclass
+class Step:
+    stage: str                       # data | extract | experiments | finetune | report
+    name: str
+    done: bool
+    estimate_s: float
+    run: Callable[[], object]
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class Study:
+    path: Path
+    config: dict
+    root: Path
+
+    def resolve(self, value: str | None) -> Path | None:
+        """Paths in the study file are relative to the file's folder."""
+        if value in (None, ""):
+            return None
+        p = Path(str(value).format(**self.config.get("vars", {})))
+        return (p if p.is_absolute() else self.root / p).resolve()
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        p = self.config.get("paths", {})
+        return {k: self.resolve(p.get(k, d)) for k, d in
+                (("cache_dir", "cache"), ("runs_dir", "runs"), ("report_dir", "reports"))}
+
+    @property
+    def manifest(self) -> Path:
+        data = self.config["data"]
+        out = self.resolve(data["out"] if data["kind"] != "manifest" else data["path"])
+        return out / "manifest.csv" if data["kind"] == "phantom" else out
+
+    @property
+    def models(self) -> dict[str, dict]:
+        return self.config.get("models", {})
+
+    @property
+    def methods(self) -> dict[str, dict]:
+        return self.config.get("methods", {})
+
+
+def _set(config: dict, dotted: str, value: str) -> None:
+    *parents, leaf = dotted.split(".")
+    node = config
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+
+
+def load_study(path: str | Path, overrides: list[str] = ()) -> Study:
+    """Read a study TOML; ``overrides`` are ``dotted.key=value`` strings (e.g. vars.weights=/w)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EmbedkitError(f"{path}: study file not found")
+    try:
+        config = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise EmbedkitError(f"{path}: not valid TOML ({exc})") from None
+    for item in overrides:
+        if "=" not in item:
+            raise EmbedkitError(f"--set {item!r}: expected KEY=VALUE, e.g. vars.weights=/data/weights")
+        _set(config, *item.split("=", 1))
+    if config.get("data", {}).get("kind") not in ("phantom", "nih", "manifest"):
+        raise EmbedkitError(f"{path}: [data] kind must be phantom, nih or manifest")
+    unknown = set(config.get("methods", {})) - set(CACHE_METHODS + HEAVY_METHODS)
+    if unknown:
+        raise EmbedkitError(f"{path}: unknown method(s) {', '.join(sorted(unknown))}; "
+                            f"use {', '.join(CACHE_METHODS + HEAVY_METHODS)}")
+    return Study(path, config, path.parent.resolve())
+
+
+def _seeds(study: Study, method: str) -> tuple[int, ...]:
+    return tuple(study.methods[method].get("seeds", study.config.get("seeds", [0])))
+
+
+def _data_step(study: Study) -> Step:
+    data, manifest = study.config["data"], study.manifest
+
+    def build():
+        if data["kind"] == "phantom":
+            from embedkit.data.phantom import Bias, PhantomSpec, make_phantom
+
+            spec = PhantomSpec(per_group=int(data.get("per_group", 50)), size=int(data.get("size", 224)),
+                               seed=int(data.get("seed", 0)), bias=[Bias.parse(b) for b in data.get("bias", [])])
+            return make_phantom(manifest.parent, spec)
+        if data["kind"] == "nih":
+            from embedkit.data.nih import build_nih
+
+            return build_nih(study.resolve(data["metadata"]), manifest, images=study.resolve(data.get("images")),
+                             per_group=int(data.get("per_group", 50)), seed=int(data.get("seed", 0)))
+        raise EmbedkitError(f"{manifest}: manifest not found")
+
+    return Step("data", f"{data['kind']} → {manifest}", manifest.is_file(), 5.0, build)
+
+
+def _cached(study: Study, model: str) -> bool:
+    if not study.manifest.is_file():
+        return False
+    try:
+        from embedkit.heads.features import find_cache
+
+        find_cache(model, study.manifest, study.paths["cache_dir"])
+        return True
+    except EmbedkitError:
+        return False
+
+
+def _n_images(study: Study) -> int:
+    data = study.config["data"]
+    return 24 * int(data.get("per_group", 50)) if data["kind"] != "manifest" else 1200
+
+
+def _extract_step(study: Study) -> Step:
+    from embedkit.cache.extract import ExtractConfig, extract
+
+    models = tuple(study.models)
+    opts = study.config.get("extract", {})
+
+    def cfg(names):
+        return ExtractConfig(manifest=study.manifest, models=names, cache_dir=study.paths["cache_dir"],
+                             weights={m: study.resolve(study.models[m].get("weights")) for m in names if study.models[m].get("weights")},
+                             tokenizers={m: study.resolve(study.models[m].get("tokenizer")) for m in names if study.models[m].get("tokenizer")},
+                             batch_size=int(opts.get("batch_size", 32)), workers=int(opts.get("workers", 1)),
+                             device=opts.get("device", "auto"))
+
+    def run():
+        try:  # one pass decodes each image once for every model
+            return extract(cfg(models))
+        except EmbedkitError as exc:  # isolate the failing model; the others still get their cache
+            log.warning("joint extraction failed (%s); extracting model by model", exc)
+            failures = []
+            for m in models:
+                try:
+                    extract(cfg((m,)))
+                except EmbedkitError as e:
+                    failures.append(f"{m}: {e}")
+            if failures:
+                raise EmbedkitError("; ".join(failures))
+
+    done = all(_cached(study, m) for m in models)
+    per_image = sum(0.002 if m.endswith("-tiny") else 0.25 for m in models)
+    return Step("extract", ", ".join(models), done, _n_images(study) * per_image, run)
+
+
+def _finished(folder: Path) -> bool:
+    return (folder / "run.json").is_file()
+
+
+def _experiment_steps(study: Study) -> list[Step]:
+    from embedkit.heads.runner import ExperimentConfig, run_experiment
+    from embedkit.heads.trained import HeadConfig
+
+    steps = []
+    for model in study.models:
+        for method in CACHE_METHODS:
+            if method not in study.methods:
+                continue
+            opts = dict(study.methods[method])
+            opts.pop("seeds", None)
+            head = {k: (tuple(v) if isinstance(v, list) else v) for k, v in opts.items()
+                    if k in HeadConfig.__dataclass_fields__}
+            prompts = opts.get("prompts", "all")
+            cfg = ExperimentConfig(model=model, manifest=study.manifest, method=method, cache_dir=study.paths["cache_dir"],
+                                   runs_dir=study.paths["runs_dir"], dataset=study.config.get("dataset"),
+                                   seeds=_seeds(study, method), head=HeadConfig(kind="mlp" if method == "mlp" else "linear", **head),
+                                   prompts=("clip", "gloria", "cxrclip") if prompts == "all" else tuple(prompts))
+            folders = [cfg.run_dir(s) for s in (cfg.seeds if method != "knn" else cfg.seeds[:1])]
+            steps.append(Step("experiments", f"{model} / {method}", all(_finished(f) for f in folders),
+                              2.0 + (10.0 if method == "mlp" else 0.0), lambda cfg=cfg: run_experiment(cfg)))
+    return steps
+
+
+def _finetune_steps(study: Study) -> list[Step]:
+    from embedkit.finetune.train import FinetuneConfig, finetune
+
+    steps = []
+    for model, spec in study.models.items():
+        for method in HEAVY_METHODS:
+            if method not in study.methods:
+                continue
+            opts = {k: (tuple(v) if isinstance(v, list) else v) for k, v in study.methods[method].items()
+                    if k in FinetuneConfig.__dataclass_fields__ and k not in ("seeds",)}
+            cfg = FinetuneConfig(model=model, manifest=study.manifest, mode=method, weights=study.resolve(spec.get("weights")),
+                                 runs_dir=study.paths["runs_dir"], dataset=study.config.get("dataset"),
+                                 seeds=_seeds(study, method), **opts)
+            epochs = cfg.epochs * len(cfg.learning_rates()) * len(cfg.seeds)
+            per_image = 0.002 if model.endswith("-tiny") else 0.75
+            steps.append(Step("finetune", f"{model} / {method}", all(_finished(cfg.run_dir(s)) for s in cfg.seeds),
+                              epochs * _n_images(study) * per_image, lambda cfg=cfg: finetune(cfg)))
+    return steps
+
+
+def plan(study: Study) -> list[Step]:
+    """Every step in order, with whether it is already done and a rough time."""
+    from embedkit.report import build_report
+
+    steps = [_data_step(study), _extract_step(study), *_experiment_steps(study), *_finetune_steps(study)]
+    steps.append(Step("report", str(study.paths["report_dir"]), False, 10.0,
+                      lambda: build_report(study.paths["runs_dir"], study.paths["report_dir"],
+                                           n_boot=int(study.config.get("report", {}).get("n_boot", 1000)))))
+    return steps
+
+
+def run_study(study: Study, *, on_step: Callable[[Step, str], None] | None = None) -> list[Step]:
+    """Run every step that is not done; returns the steps (``error`` set on the failed ones)."""
+    runs = study.paths["runs_dir"]
+    runs.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(runs / "study.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        steps = []
+        for stage in ("data", "extract", "rest"):
+            # later stages are planned once the manifest and caches exist
+            current = plan(study)
+            todo = [s for s in current if (s.stage == stage if stage != "rest" else s.stage not in ("data", "extract"))]
+            for step in todo:
+                steps.append(step)
+                if step.done:
+                    log.info("skip (done) %s: %s", step.stage, step.name)
+                    if on_step:
+                        on_step(step, "skipped")
+                    continue
+                log.info("start %s: %s", step.stage, step.name)
+                if on_step:
+                    on_step(step, "started")
+                t0 = time.perf_counter()
+                try:
+                    step.run()
+                    status = "finished"
+                except Exception as exc:  # recorded, reported at the end; the other steps go on
+                    step.error = f"{type(exc).__name__}: {exc}"
+                    log.error("failed %s: %s\n%s", step.stage, step.name, traceback.format_exc())
+                    status = "failed"
+                    if stage in ("data",):
+                        return steps
+                step.seconds = time.perf_counter() - t0
+                log.info("%s %s: %s (%.1f s)", status, step.stage, step.name, step.seconds)
+                if on_step:
+                    on_step(step, status)
+        return steps
+    finally:
+        log.removeHandler(handler)
+        handler.close()

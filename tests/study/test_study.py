@@ -1,0 +1,101 @@
+"""The whole study: the demo at a small size (with an interruption), and the paper's dry run."""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from embedkit.cli.app import main
+from embedkit.study import load_study, plan, run_study
+
+DEMO = """
+seeds = [0, 1]
+[data]
+kind = "phantom"
+out = "phantom"
+per_group = 6
+size = 32
+bias = ["sex=F:0.6"]
+[paths]
+cache_dir = "cache"
+runs_dir = "runs"
+report_dir = "report"
+[models]
+clip-tiny = {}
+medclip-rn50-tiny = {}
+[methods]
+zeroshot = {}
+linear = { epochs = 10 }
+mlp = { epochs = 5, weight_decays = [1e-2] }
+knn = {}
+lora = { epochs = 1, lrs = [1e-3], seeds = [0] }
+full = { epochs = 2, lrs = [1e-3], seeds = [0] }
+[report]
+n_boot = 50
+"""
+
+
+def test_demo_study_end_to_end_with_interruption(tmp_path):
+    config = tmp_path / "demo.toml"
+    config.write_text(DEMO)
+    # start the study and kill it once the first run has finished
+    proc = subprocess.Popen([sys.executable, "-m", "embedkit", "study", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "runs").glob("*/*/*/seed-*/run.json")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/*/*/seed-*/run.json")}
+    assert finished, "no run finished before the kill"
+    study = load_study(config)
+    steps = run_study(study)
+    assert not [s for s in steps if s.error], [s.error for s in steps if s.error]
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # no repeated work
+    runs = sorted(str(p.relative_to(tmp_path / "runs").parent) for p in (tmp_path / "runs").glob("*/*/*/seed-*/run.json"))
+    assert len(runs) == 2 * (2 + 2 + 2 + 1 + 1 + 1)  # 2 models x (zeroshot, linear, mlp: 2 seeds; knn, lora, full: 1)
+    md = (tmp_path / "report/report.md").read_text()
+    assert "Fairness gaps, sex" in md and len(list((tmp_path / "report/figures").glob("*.png"))) == 7
+    again = run_study(study)  # everything done: only the report is rebuilt
+    assert [s.stage for s in again if not s.done] == ["report"]
+    assert "finished" in (tmp_path / "runs/study.log").read_text()
+
+
+def test_a_failing_step_is_recorded_and_the_rest_completes(tmp_path, capsys):
+    config = tmp_path / "s.toml"
+    config.write_text(DEMO.replace("medclip-rn50-tiny = {}", 'medclip-rn50-tiny = { weights = "missing.bin" }')
+                      .replace("lora = { epochs = 1, lrs = [1e-3], seeds = [0] }\n", "").replace(
+                          "full = { epochs = 2, lrs = [1e-3], seeds = [0] }\n", ""))
+    assert main(["study", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "failed" in out and "missing.bin" in out
+    assert (tmp_path / "runs/phantom/clip-tiny/linear/seed-1/run.json").is_file()
+    assert (tmp_path / "report/report.md").is_file()
+
+
+def test_paper_dry_run_on_generated_nih_metadata(tmp_path, capsys):
+    meta = tmp_path / "Data_Entry_2017_v2020.csv"
+    with meta.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender", "View Position"])
+        i = 0
+        for label in ("Atelectasis", "Cardiomegaly", "Effusion"):
+            for sex in "MF":
+                for age in (30, 70):
+                    for k in range(60):
+                        w.writerow([f"{i:08d}_000.png", label, 0, f"{i // 2}", age + k % 20, sex, "PA"])
+                        i += 1
+    paper = Path(__file__).parents[2] / "studies/paper.toml"
+    args = ["study", "--config", str(paper), "--dry-run", "--set", f"vars.metadata={meta}", "--set", f"vars.weights={tmp_path}/w",
+            "--set", f"paths.runs_dir={tmp_path}/runs", "--set", f"paths.cache_dir={tmp_path}/cache",
+            "--set", f"data.out={tmp_path}/runs/nih/manifest.csv"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "data" in out and "gloria / full" in out and "step(s) to run" in out
+    study = load_study(paper, args[5::2])
+    steps = plan(study)
+    assert len(steps) == 1 + 1 + 5 * 4 + 5 * 2 + 1 and not any(s.done for s in steps)

@@ -51,6 +51,7 @@ class ExtractConfig:
     text_only: bool = False
     rows_per_chunk: int = 256
     seed: int = 0
+    shard: tuple[int, int] | None = None      # (i, n); None: from torchrun's RANK/WORLD_SIZE, else unsharded
 
 
 @dataclass
@@ -62,6 +63,7 @@ class ExtractResult:
     seconds: float
     reused: bool
     bad: list[tuple[str, str]]
+    joined: bool = True                       # False: this shard is done, another shard will assemble the file
 
     @property
     def images_per_s(self) -> float:
@@ -113,18 +115,22 @@ def _collate(items):
 
 
 @contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """Exclusive lock on ``path.lock``; a second extraction of the same key fails clearly."""
-    lock = path.with_name(path.name + ".lock")
+def _lock(path: Path, suffix: str = ".lock", *, quiet: bool = False) -> Iterator[bool]:
+    """Exclusive lock on ``path + suffix``; a second extraction of the same key (or shard) fails
+    clearly, or with ``quiet`` the context yields False instead."""
+    lock = path.with_name(path.name + suffix)
     lock.parent.mkdir(parents=True, exist_ok=True)
     fh = open(lock, "a+")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         fh.close()
+        if quiet:
+            yield False
+            return
         raise EmbedkitError(f"{path}: another process is extracting this cache right now; wait for it to finish") from None
     try:
-        yield
+        yield True
     finally:
         fcntl.flock(fh, fcntl.LOCK_UN)
         fh.close()
@@ -210,9 +216,32 @@ def _versions() -> dict:
             "transformers": transformers.__version__, "h5py": h5py.__version__, "numpy": np.__version__}
 
 
+def resolve_shard(cfg: ExtractConfig) -> tuple[int, int] | None:
+    """``--shard i/n``, or torchrun's RANK/WORLD_SIZE, or None for a single process."""
+    shard = cfg.shard
+    if shard is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        shard = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
+    if shard is not None and not 0 <= shard[0] < shard[1]:
+        raise EmbedkitError(f"--shard {shard[0]}/{shard[1]}: need 0 <= i < n")
+    return shard
+
+
+def shard_chunks(n_chunks: int, shard: tuple[int, int] | None) -> range:
+    """The contiguous block of chunks shard i of n owns (sizes differ by at most one chunk)."""
+    if shard is None:
+        return range(n_chunks)
+    i, n = shard
+    return range(i * n_chunks // n, (i + 1) * n_chunks // n)
+
+
 def extract(cfg: ExtractConfig, *, on_progress: Callable[[int, int], None] | None = None) -> list[ExtractResult]:
-    """Fill (or reuse) one cache file per model; see the module docstring."""
+    """Fill (or reuse) one cache file per model; see the module docstring.
+
+    Sharded (``cfg.shard`` or under torchrun), each process fills the chunks of its own block and
+    the last shard to finish assembles the file, which is then identical to an unsharded run.
+    """
     manifest = read_manifest(cfg.manifest)
+    shard = resolve_shard(cfg)
     device = resolve_device(cfg.device)
     if cfg.precision not in PRECISIONS:
         raise EmbedkitError(f"--precision {cfg.precision!r}: choose fp32, bf16 or fp16")
@@ -224,9 +253,10 @@ def extract(cfg: ExtractConfig, *, on_progress: Callable[[int, int], None] | Non
         fields = key_fields(enc, manifest, dtype=cfg.dtype, precision=cfg.precision)
         jobs.append(_Job(name, enc, fields, cache_path(cfg.cache_dir, name, cache_key(fields))))
     results: dict[str, ExtractResult] = {}
+    suffix = f".shard-{shard[0]}-of-{shard[1]}.lock" if shard else ".lock"
     with ExitStack() as stack:
         for job in jobs:
-            stack.enter_context(_lock(job.path))
+            stack.enter_context(_lock(job.path, suffix))
         pending = []
         for job in jobs:
             if job.path.is_file():
@@ -242,11 +272,27 @@ def extract(cfg: ExtractConfig, *, on_progress: Callable[[int, int], None] | Non
                 pending.append(job)
         if pending:
             start = time.perf_counter()
-            _run(pending, manifest, cfg, device, on_progress)
+            _run(pending, manifest, cfg, device, on_progress, shard)
             seconds = time.perf_counter() - start
             for job in pending:
-                results[job.name] = _assemble(job, manifest, cfg, device, seconds)
+                results[job.name] = _join(job, manifest, cfg, device, seconds, shard)
     return [results[name] for name in cfg.models]
+
+
+def _join(job: _Job, manifest: Manifest, cfg: ExtractConfig, device: torch.device, seconds: float,
+          shard: tuple[int, int] | None) -> ExtractResult:
+    """Assemble the file when every chunk is done (unsharded: always); otherwise report the shard done."""
+    n_chunks = len(_chunks(len(manifest), cfg.rows_per_chunk))
+    mine = sum(len(c) for k, c in enumerate(_chunks(len(manifest), cfg.rows_per_chunk)) if k in shard_chunks(n_chunks, shard))
+    waiting = ExtractResult(job.name, job.path, mine, job.encoder.embed_dim, seconds, False, [], joined=False)
+    if shard is None:
+        return _assemble(job, manifest, cfg, device, seconds)
+    if not all(job.parts.done(k) for k in range(n_chunks)):
+        return waiting
+    with _lock(job.path, quiet=True) as got:
+        if not got or job.path.is_file():  # another shard is assembling, or has
+            return waiting
+        return _assemble(job, manifest, cfg, device, seconds)
 
 
 def _chunks(n: int, rows: int) -> list[range]:
@@ -254,16 +300,17 @@ def _chunks(n: int, rows: int) -> list[range]:
 
 
 def _run(jobs: list[_Job], manifest: Manifest, cfg: ExtractConfig, device: torch.device,
-         on_progress: Callable[[int, int], None] | None) -> None:
+         on_progress: Callable[[int, int], None] | None, shard: tuple[int, int] | None = None) -> None:
     chunks = _chunks(len(manifest), cfg.rows_per_chunk)
-    todo = [k for k in range(len(chunks)) if any(not j.parts.done(k) for j in jobs)]
+    owned = shard_chunks(len(chunks), shard)
+    todo = [k for k in owned if any(not j.parts.done(k) for j in jobs)]
     for job in jobs:
         _prepare(job.encoder, device, cfg.precision)
     batches = [list(chunks[k][s:s + cfg.batch_size]) for k in todo for s in range(0, len(chunks[k]), cfg.batch_size)]
     dataset = _Rows([manifest.image_path(r) for r in manifest.rows], [j.encoder.preprocess for j in jobs])
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers, collate_fn=_collate,
                                          pin_memory=device.type == "cuda", persistent_workers=False)
-    done_rows, total = sum(len(chunks[k]) for k in range(len(chunks)) if k not in todo), len(manifest)
+    done_rows, total = sum(len(chunks[k]) for k in owned if k not in todo), sum(len(chunks[k]) for k in owned)
     if on_progress:
         on_progress(done_rows, total)
     for rows, tensors, errors in loader:

@@ -42,6 +42,8 @@ def extract(
     skip_bad: bool = typer.Option(False, help="Leave unreadable images out (listed in the file) instead of stopping."),
     text_only: bool = typer.Option(False, help="Only refresh the prompt embeddings of existing caches."),
     quiet: bool = typer.Option(False, help="No progress bar."),
+    shard: Optional[str] = typer.Option(None, help="i/n: extract only shard i of n (e.g. a SLURM array task); "
+                                                   "the last shard to finish assembles the cache. Under torchrun: automatic."),
 ) -> None:
     """Run frozen encoders once over a manifest and store image and prompt embeddings in HDF5."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -52,7 +54,7 @@ def extract(
     cfg = ExtractConfig(manifest=manifest, models=models, cache_dir=cache_dir,
                         weights=_per_model(weights, models, "--weights"), tokenizers=_per_model(tokenizer, models, "--tokenizer"),
                         batch_size=batch_size, workers=workers, dtype=dtype, precision=precision, device=device,
-                        skip_bad=skip_bad, text_only=text_only)
+                        skip_bad=skip_bad, text_only=text_only, shard=_shard(shard))
     if quiet:
         results = run_extract(cfg)
     else:
@@ -71,11 +73,27 @@ def extract(
 
             results = run_extract(cfg, on_progress=progress)
     for r in results:
+        if not r.joined:
+            console.print(f"{r.model}: shard done ({r.n} rows, {r.seconds:.1f} s); the last shard to finish writes {r.path}",
+                          highlight=False)
+            continue
         how = "reused" if r.reused else f"{r.seconds:.1f} s, {r.images_per_s:.1f} img/s"
         bad = f", {len(r.bad)} bad image(s) left out" if r.bad else ""
         console.print(f"{r.model}: {r.path} (N={r.n}, D={r.dim}; {how}{bad})", highlight=False)
         for image_id, reason in r.bad[:20]:
             console.print(f"  bad: {image_id}: {reason}", highlight=False)
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    from embedkit.errors import EmbedkitError
+
+    if not text:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise EmbedkitError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
+    return i, n
 
 
 @app.command("ls")

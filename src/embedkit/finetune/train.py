@@ -239,6 +239,7 @@ def fit(cfg: FinetuneConfig, seed: int, lr: float, data: dict[str, Images], n_cl
         order = torch.randperm(n, generator=gen)
         batches = [order[i:i + cfg.batch_size].tolist() for i in range(0, n, cfg.batch_size)]
         losses = []
+        t_train = time.perf_counter()
         for idx, x in zip(batches, train.batches(batches)):
             mine = torch.tensor_split(torch.arange(len(idx)), dist.world)[dist.rank]
             xb, yb = x[mine], train.labels[idx][mine]
@@ -253,6 +254,7 @@ def fit(cfg: FinetuneConfig, seed: int, lr: float, data: dict[str, Images], n_cl
                 pins.restore()
             losses.append(loss.item())
         sched.step()
+        train_seconds = time.perf_counter() - t_train
         val_loss, _ = _loss_on(model, data["val"], device, amp)
         seconds = time.perf_counter() - t0
         fit_info.seconds += seconds
@@ -260,7 +262,7 @@ def fit(cfg: FinetuneConfig, seed: int, lr: float, data: dict[str, Images], n_cl
             fit_info.best_val_loss, fit_info.best_epoch = val_loss, epoch + 1
             best_state = _trainable_state(model, cfg.mode)
         fit_info.history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
-                                 "images_per_s": n / seconds})
+                                 "images_per_s": n / train_seconds, "step_seconds": train_seconds / len(batches)})
         if dist.main:
             _atomic_save({"state": _trainable_state(model, cfg.mode), "optimizer": opt.state_dict(),
                           "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch + 1,

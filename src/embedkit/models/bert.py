@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import cache
 from pathlib import Path
 
 from embedkit.errors import EmbedkitError
@@ -55,6 +56,32 @@ def save_tokenizer(folder: Path, vocab: list[str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(str(folder))
+
+
+@cache
+def tiny_tokenizer() -> Path:
+    """A small WordPiece tokenizer (the prompts' words plus characters) for the tiny variants, made once per process."""
+    import tempfile
+
+    from embedkit.prompts import all_prompt_texts
+
+    folder = Path(tempfile.mkdtemp(prefix="embedkit-tiny-tokenizer-"))
+    save_tokenizer(folder, make_vocab(all_prompt_texts()))
+    return folder
+
+
+def tiny_vocab_size() -> int:
+    return len((tiny_tokenizer() / "vocab.txt").read_text().splitlines())
+
+
+def copy_tokenizer(source: Path | None, target: Path, skip: tuple[str, ...] = ()) -> None:
+    """Copy tokenizer files next to saved weights (tiny variants ship theirs)."""
+    if source is None:
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    for f in Path(source).iterdir():
+        if f.is_file() and f.name not in skip:
+            (target / f.name).write_bytes(f.read_bytes())
 
 
 def write_config(folder: Path, values: dict) -> Path:

@@ -9,7 +9,6 @@ folder never touches the network.
 from __future__ import annotations
 
 import copy
-import shutil
 import json
 import tempfile
 from pathlib import Path
@@ -122,17 +121,13 @@ def load(weights: Path | None, tokenizer: Path | None, tiny: bool) -> Encoder:
 
 def tiny(seed: int) -> Encoder:
     """A seeded small BiomedCLIP (ViT-Tiny at 32 px, 2-layer BERT) with its own tokenizer files."""
-    from embedkit.prompts import all_prompt_texts
-
     cfg = copy.deepcopy(PUBLISHED_CONFIG)
     cfg["model_cfg"].update(embed_dim=32, vision_cfg=dict(TINY_VISION))
-    folder = Path(tempfile.mkdtemp(prefix="biomedclip-tiny-tok-"))
-    vocab = bert.make_vocab(all_prompt_texts())
-    bert.save_tokenizer(folder, vocab)
     torch.manual_seed(seed)
-    model = build(cfg, dict(bert.TINY_BERT, vocab_size=len(vocab)))
-    enc = _encoder(model, cfg, folder, "biomedclip-tiny", state_digest(model))
-    enc.description["bert"] = dict(bert.TINY_BERT, vocab_size=len(vocab))
+    values = dict(bert.TINY_BERT, vocab_size=bert.tiny_vocab_size())
+    model = build(cfg, values)
+    enc = _encoder(model, cfg, bert.tiny_tokenizer(), "biomedclip-tiny", state_digest(model))
+    enc.description["bert"] = values
     return enc
 
 
@@ -147,10 +142,7 @@ def save(encoder: Encoder, folder: Path) -> Path:
     torch.save(state, folder / "open_clip_pytorch_model.bin")
     if "bert" in encoder.description:  # tiny: ship the BERT size, which the official name implies
         bert.write_config(folder, encoder.description["bert"])
-    if encoder.tokenizer_dir is not None:
-        for f in Path(encoder.tokenizer_dir).iterdir():
-            if f.is_file() and f.name != "config.json":
-                shutil.copy(f, folder / f.name)
+    bert.copy_tokenizer(encoder.tokenizer_dir, folder, skip=("config.json",))
     return folder
 
 

@@ -12,7 +12,6 @@ the local word-region branch needs per-word and per-region features that are not
 from __future__ import annotations
 
 import re
-import tempfile
 from pathlib import Path
 
 import torch
@@ -140,7 +139,8 @@ def _encoder(model: GLoRIA, cfg: dict, tiny: bool, tokenizer_dir: Path | None, d
         description={"family": "gloria", "tiny": tiny, "weights": digest, "upsample": sizes["upsample"],
                      "text": f"Bio_ClinicalBERT, process_text, max {word_num}, last {last_n} layers, word sum, "
                              "mean over word slots, sum over layers", "image": "global embedding"},
-        lora_targets=LORA, logit_scale=1.0 / cfg["model"]["gloria"]["temp3"] * 100, tokenizer_dir=tokenizer_dir,
+        # GLoRIA's global loss scales cosine similarities by temp3 (10)
+        lora_targets=LORA, logit_scale=float(cfg["model"]["gloria"]["temp3"]), tokenizer_dir=tokenizer_dir,
     )
 
 
@@ -176,14 +176,9 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def tiny(seed: int) -> Encoder:
-    from embedkit.prompts import all_prompt_texts
-
-    folder = Path(tempfile.mkdtemp(prefix="clinicalbert-tiny-tok-"))
-    vocab = bert.make_vocab(all_prompt_texts())
-    bert.save_tokenizer(folder, vocab)
     torch.manual_seed(seed)
-    model = _build(CONFIG, True, len(vocab))
-    return _encoder(model, CONFIG, True, folder, state_digest(model))
+    model = _build(CONFIG, True, bert.tiny_vocab_size())
+    return _encoder(model, CONFIG, True, bert.tiny_tokenizer(), state_digest(model))
 
 
 def save(encoder: Encoder, path: Path) -> Path:
@@ -197,11 +192,7 @@ def save(encoder: Encoder, path: Path) -> Path:
     state["gloria.text_encoder.model.embeddings.position_ids"] = torch.arange(n_pos)[None]
     torch.save({"epoch": 0, "global_step": 0, "pytorch-lightning_version": "1.1.4", "state_dict": state,
                 "hparams_name": "cfg", "hyper_parameters": OmegaConf.create(CONFIG), "hparams_type": DictConfig}, path)
-    if encoder.tokenizer_dir is not None:
-        tok = path.parent / "tokenizer"
-        tok.mkdir(exist_ok=True)
-        for f in Path(encoder.tokenizer_dir).iterdir():
-            (tok / f.name).write_bytes(f.read_bytes())
+    bert.copy_tokenizer(encoder.tokenizer_dir, path.parent / "tokenizer")
     return path
 
 

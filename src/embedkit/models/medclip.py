@@ -9,7 +9,6 @@ Bio_ClinicalBERT tokenizer is not in the zip: text encoding takes ``--tokenizer 
 from __future__ import annotations
 
 import math
-import tempfile
 from pathlib import Path
 
 import torch
@@ -175,14 +174,9 @@ def _loader(variant: str):
 
 def _tiny(variant: str):
     def tiny(seed: int) -> Encoder:
-        from embedkit.prompts import all_prompt_texts
-
-        folder = Path(tempfile.mkdtemp(prefix="clinicalbert-tiny-tok-"))
-        vocab = bert.make_vocab(all_prompt_texts())
-        bert.save_tokenizer(folder, vocab)
         torch.manual_seed(seed)
-        model = MedCLIPModel(variant, True, dict(bert.TINY_BERT, vocab_size=len(vocab)), 32)
-        return _encoder(model, variant, True, folder, state_digest(model))
+        model = MedCLIPModel(variant, True, dict(bert.TINY_BERT, vocab_size=bert.tiny_vocab_size()), 32)
+        return _encoder(model, variant, True, bert.tiny_tokenizer(), state_digest(model))
 
     return tiny
 
@@ -195,10 +189,7 @@ def save(encoder: Encoder, folder: Path) -> Path:
     n_pos = encoder.model.text_model.model.config.max_position_embeddings
     state["text_model.model.embeddings.position_ids"] = torch.arange(n_pos)[None]
     torch.save(state, folder / WEIGHTS_NAME)
-    if encoder.tokenizer_dir is not None:
-        (folder / "tokenizer").mkdir(exist_ok=True)
-        for f in Path(encoder.tokenizer_dir).iterdir():
-            (folder / "tokenizer" / f.name).write_bytes(f.read_bytes())
+    bert.copy_tokenizer(encoder.tokenizer_dir, folder / "tokenizer")
     return folder
 
 

@@ -1,0 +1,139 @@
+"""Extraction: pipeline vs pure forward (full size), peak memory vs N, cache read speed, shards 1 vs 2."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import child, timed
+
+
+def pipeline_vs_forward(model: str, n: int = 48, size: int = 512) -> dict:
+    """Images/s of `extract` (decode in a worker, preprocess, forward, HDF5) against the bare forward of
+    the same encoder on the same preprocessed batches, in one process, side by side."""
+    return child(f"""
+import time, tempfile, torch
+from pathlib import Path
+from PIL import Image
+from benchmarks.common import full_encoder
+from embedkit.cache.extract import ExtractConfig, extract
+from embedkit.data.phantom import PhantomSpec, make_phantom
+from embedkit.models import get, load_encoder
+from embedkit.models.images import decode
+tmp = Path(tempfile.mkdtemp())
+make_phantom(tmp / "d", PhantomSpec(per_group=max(5, {n} // 24 + 1), size={size}, seed=0))
+weights = get("{model}").save(full_encoder("{model}"), tmp / ("w.bin" if "{model}" == "clip" else "w"))
+enc = load_encoder("{model}", weights=weights)
+from embedkit.manifest import read_manifest
+m = read_manifest(tmp / "d/manifest.csv")
+rows = m.rows[:{n}]
+import csv
+with open(tmp / "d/m.csv", "w", newline="") as fh:
+    w = csv.DictWriter(fh, fieldnames=list(rows[0])); w.writeheader(); w.writerows(rows)
+x = torch.stack([enc.preprocess(decode(m.image_path(r))) for r in rows])
+enc.image_tower.eval()
+with torch.inference_mode():
+    enc.encode_images(x[:4])
+    t0 = time.perf_counter()
+    for i in range(0, len(x), 16):
+        enc.encode_images(x[i:i + 16])
+    forward = time.perf_counter() - t0
+t0 = time.perf_counter()
+extract(ExtractConfig(manifest=tmp / "d/m.csv", models=("{model}",), cache_dir=tmp / "c", batch_size=16, workers=1,
+                      weights={{"{model}": weights}}))
+pipeline = time.perf_counter() - t0
+RESULT = dict(model="{model}", n={n}, image_px={size}, forward_img_s={n} / forward, pipeline_img_s={n} / pipeline,
+              ratio=forward / pipeline)
+""")
+
+
+def peak_memory(n: int) -> dict:
+    return child(f"""
+import tempfile, time
+from pathlib import Path
+from embedkit.data.phantom import PhantomSpec, make_phantom
+from embedkit.cache.extract import ExtractConfig, extract
+tmp = Path(tempfile.mkdtemp())
+make_phantom(tmp, PhantomSpec(per_group={n} // 24 + 1, size=16, seed=0))
+import resource
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+t0 = time.perf_counter()
+r = extract(ExtractConfig(manifest=tmp / "manifest.csv", models=("clip-tiny",), cache_dir=tmp / "c", batch_size=256,
+                          workers=1, rows_per_chunk=1024))[0]
+RESULT = dict(n=r.n, seconds=time.perf_counter() - t0, rss_before_mib=before, embeddings_mib=r.n * r.dim * 4 / 2**20)
+""")
+
+
+def read_speed(n: int = 100_000, d: int = 512) -> dict:
+    from embedkit.cache import read_cache
+    from embedkit.cache.layout import write_cache
+
+    tmp = Path(tempfile.mkdtemp())
+    x = np.random.default_rng(0).normal(size=(n, d)).astype(np.float32)
+    meta = {c: ["x"] * n for c in ("label", "sex", "split", "patient_id")} | {"age": [50] * n}
+    path = write_cache(tmp / "big.h5", embeddings_chunks=[(0, x)], n=n, dim=d, image_id=[f"i{i}" for i in range(n)],
+                       meta=meta, classes=("x",), text={}, attrs={"key": "bench"}, bad=[])
+    import h5py
+
+    raw = timed(lambda: h5py.File(path, "r")["embeddings"][()], repeat=3)
+    full = timed(lambda: read_cache(path), repeat=3)
+    mb = x.nbytes / 2**20
+    return {"n": n, "d": d, "mib": mb, "embeddings_mb_s": mb / raw, "whole_cache_mb_s": mb / full, "read_cache_s": full}
+
+
+def shards(n: int = 24) -> dict:
+    """Throughput of one process on one core against two shard processes on two cores (full-size CLIP)."""
+    return child(f"""
+import os, subprocess, sys, tempfile, time, csv
+from pathlib import Path
+from embedkit.data.phantom import PhantomSpec, make_phantom
+tmp = Path(tempfile.mkdtemp())
+make_phantom(tmp / "d", PhantomSpec(per_group=5, size=256, seed=0))
+from embedkit.manifest import read_manifest
+m = read_manifest(tmp / "d/manifest.csv")
+rows = m.rows[:{n}]
+with open(tmp / "d/m.csv", "w", newline="") as fh:
+    w = csv.DictWriter(fh, fieldnames=list(rows[0])); w.writeheader(); w.writerows(rows)
+from benchmarks.common import full_encoder
+from embedkit.models import get
+weights = get("clip").save(full_encoder("clip"), tmp / "w.bin")
+code = '''
+import json, sys
+from embedkit.cache.extract import ExtractConfig, extract
+shard = None if sys.argv[2] == "-" else tuple(int(v) for v in sys.argv[2].split("/"))
+r = extract(ExtractConfig(manifest=sys.argv[1], models=("clip",), cache_dir=sys.argv[3], batch_size=8, workers=0,
+                          rows_per_chunk=4, shard=shard, weights={{"clip": sys.argv[4]}}))[0]
+print(json.dumps([r.seconds, r.n]))
+'''
+env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.getcwd())
+import json
+def launch(shard, out):
+    return subprocess.Popen([sys.executable, "-c", code, str(tmp / "d/m.csv"), shard, str(tmp / out), str(weights)],
+                            env=env, stdout=subprocess.PIPE, text=True)
+one = json.loads(launch("-", "one").communicate()[0].strip().splitlines()[-1])
+procs = [launch(f"{{i}}/2", "two") for i in range(2)]
+two = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+# extraction time only (model loading excluded); the two shards run concurrently
+RESULT = dict(n={n}, one_process_img_s=one[1] / one[0], two_processes_img_s={n} / max(t for t, _ in two),
+              speedup=one[0] / max(t for t, _ in two))
+""")
+
+
+def decode_rate(n: int = 20, size: int = 1024) -> dict:
+    """Decode + CLIP preprocessing of NIH-sized 8-bit PNGs on one core (the GPU-side bottleneck)."""
+    from PIL import Image
+
+    from embedkit.models.images import ClipPreprocess, decode
+
+    tmp = Path(tempfile.mkdtemp())
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:size, 0:size]
+    for i in range(n):
+        img = (128 + 60 * np.sin(x / (20 + i)) + rng.normal(0, 20, (size, size))).clip(0, 255).astype(np.uint8)
+        Image.fromarray(img).save(tmp / f"{i}.png")
+    pre = ClipPreprocess(224)
+    t = timed(lambda: [pre(decode(tmp / f"{i}.png")) for i in range(n)], repeat=2)
+    return {"n": n, "px": size, "img_s_per_core": n / t}

@@ -1,0 +1,47 @@
+"""Helpers shared by the benchmarks: timing, peak memory of a child process, full-size random encoders."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed(fn, *args, repeat: int = 1, **kw) -> float:
+    """Best of ``repeat`` wall-clock runs, in seconds."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn(*args, **kw)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def child(code: str, env: dict | None = None) -> dict:
+    """Run ``code`` in a fresh Python; it prints one JSON object last. Adds peak RSS (MiB)."""
+    import os
+
+    wrapped = code + "\nimport resource, json as _j\nprint(_j.dumps({**RESULT, 'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+    out = subprocess.run([sys.executable, "-c", wrapped], capture_output=True, text=True, cwd=ROOT,
+                         env=dict(os.environ, **(env or {})))
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def full_encoder(name: str):
+    """The published architecture with random weights (no downloads), wrapped by the family's code."""
+    import torch
+
+    from embedkit.models import bert, clip, medclip
+
+    torch.manual_seed(0)
+    if name == "clip":
+        return clip._encoder(clip.build(clip.FULL), clip.FULL, "clip", "random")
+    if name == "medclip-rn50":
+        return medclip._encoder(medclip.MedCLIPModel("rn50", False, bert.CLINICAL_BERT, 512), "rn50", False, None, "random")
+    raise ValueError(name)

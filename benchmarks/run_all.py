@@ -68,8 +68,8 @@ def main() -> None:
     cost = bench_heads.reencode_cost()
     reencode = cost["seconds_per_image"] * 840 * 150 * 5 * 5 * 2  # linear + MLP, 5 models, 5 seeds
     sections.append("## Heads on cached features: the whole grid\n\n5 models (D = 512, GLoRIA 768) × {linear, MLP, kNN} × "
-                    "5 seeds × 150 epochs on 1,200 samples, default sweeps (linear: 2 lr × 2 wd; MLP hidden 128: 2 lr × 2 "
-                    "wd; kNN: 8 k), metrics with 1,000 bootstrap and 1,000 permutation replicates per run.\n\n"
+                    "5 seeds × 150 epochs on 1,200 samples, default sweeps (linear: 2 lr × 2 wd; MLP hidden 128: 2 lr; "
+                    "kNN: 8 k), metrics with 1,000 bootstrap and 1,000 permutation replicates per run.\n\n"
                     + table(["torch threads", "total s", "linear s", "MLP s", "kNN s"],
                             [[g["threads"], f"{g['total_s']:.1f}", f"{g['linear_s']:.1f}", f"{g['mlp_s']:.1f}", f"{g['knn_s']:.1f}"]
                              for g in (g1, g2)])

@@ -3,7 +3,7 @@
 import numpy as np
 
 from embedkit.cli.app import main
-from embedkit.report import build_report, summarise
+from embedkit.report import summarise
 from embedkit.runs import Predictions, write_predictions, write_record
 
 CLASSES = ("Edema", "Effusion", "Pneumothorax")

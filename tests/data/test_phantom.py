@@ -28,7 +28,7 @@ def test_deterministic_for_a_seed(tmp_path):
     assert a.read_text() == b.read_text()
     for name in ("ph000000.png", "ph000077.png"):
         assert (tmp_path / "a/images" / name).read_bytes() == (tmp_path / "b/images" / name).read_bytes()
-    c = make_phantom(tmp_path / "c", PhantomSpec(per_group=5, size=24, seed=4))
+    make_phantom(tmp_path / "c", PhantomSpec(per_group=5, size=24, seed=4))
     assert (tmp_path / "c/images/ph000000.png").read_bytes() != (tmp_path / "a/images/ph000000.png").read_bytes()
 
 

@@ -13,7 +13,7 @@ import torch
 
 from embedkit.finetune.data import load_images
 from embedkit.finetune.lora import apply_lora, load_adapters
-from embedkit.finetune.train import Distributed, FinetuneConfig, _build, finetune, fit
+from embedkit.finetune.train import Distributed, FinetuneConfig, finetune, fit
 from embedkit.manifest import read_manifest
 from embedkit.models import load_encoder
 from embedkit.runs import read_predictions

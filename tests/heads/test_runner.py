@@ -10,7 +10,7 @@ from embedkit.heads.runner import ExperimentConfig, run_experiment
 from embedkit.heads.trained import HeadConfig
 from embedkit.runs import read_predictions
 
-from .conftest import CLASSES, make_cache, separable, text_set
+from .conftest import make_cache, separable, text_set
 
 FAST = HeadConfig(epochs=20, lrs=(1e-3, 1e-2), weight_decays=(1e-4,))
 

@@ -30,7 +30,7 @@ medclip-rn50-tiny = {}
 [methods]
 zeroshot = {}
 linear = { epochs = 10 }
-mlp = { epochs = 5, weight_decays = [1e-2] }
+mlp = { epochs = 5 }
 knn = {}
 lora = { epochs = 1, lrs = [1e-3], seeds = [0] }
 full = { epochs = 2, lrs = [1e-3], seeds = [0] }

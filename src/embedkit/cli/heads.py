@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from embedkit.cli.console import console, table
+from embedkit.cli.console import table
 from embedkit.heads.knn import KS
 from embedkit.heads.runner import ExperimentConfig, run_experiment
 from embedkit.heads.trained import HeadConfig
@@ -64,8 +64,8 @@ def probe(
     head: str = typer.Option("linear", help="linear | mlp | knn"),
     seeds: str = typer.Option("0", help="Comma-separated seeds, run in one call."),
     epochs: int = typer.Option(150), batch_size: int = typer.Option(64),
-    lrs: str = typer.Option("1e-3,1e-2", help="Learning-rate sweep (chosen on validation)."),
-    weight_decays: str = typer.Option("1e-4,1e-2", help="Weight-decay sweep (chosen on validation)."),
+    lrs: Optional[str] = typer.Option(None, help="Learning-rate sweep, chosen on validation (default: linear 1e-3,1e-2; mlp 1e-4,1e-3)."),
+    weight_decays: Optional[str] = typer.Option(None, help="Weight-decay sweep, chosen on validation (default: linear 1e-4,1e-2; mlp 1e-2)."),
     hidden: int = typer.Option(128, help="MLP hidden width."), dropout: float = typer.Option(0.2, help="MLP dropout."),
     ks: str = typer.Option(",".join(map(str, KS)), help="kNN k candidates (chosen on validation)."),
     threads: int = typer.Option(1, help="Torch threads (one is fastest for heads this small)."),
@@ -76,6 +76,7 @@ def probe(
     cfg = ExperimentConfig(model=model, manifest=manifest, method=head, cache_dir=cache_dir, cache=cache, runs_dir=runs_dir,
                            dataset=dataset, seeds=_ints(seeds), ks=_ints(ks), force=force, threads=threads,
                            head=HeadConfig(kind=head if head in ("linear", "mlp") else "linear", epochs=epochs,
-                                           batch_size=batch_size, lrs=_floats(lrs), weight_decays=_floats(weight_decays),
+                                           batch_size=batch_size, lrs=_floats(lrs) if lrs else None,
+                                           weight_decays=_floats(weight_decays) if weight_decays else None,
                                            hidden=hidden, dropout=dropout))
     _show(run_experiment(cfg))

@@ -9,11 +9,10 @@ the validation split only.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from embedkit.cache import Cache
 from embedkit.errors import EmbedkitError
@@ -55,7 +54,9 @@ class ExperimentConfig:
             d.pop(k)
         if self.method != "zeroshot":
             d.pop("prompts")
-        if self.method not in ("linear", "mlp"):
+        if self.method in ("linear", "mlp"):
+            d["head"] = asdict(self.head.resolved(self.method))
+        else:
             d.pop("head")
         if self.method != "knn":
             d.pop("ks")
@@ -121,7 +122,7 @@ def _seeds(cfg: ExperimentConfig) -> tuple[int, ...]:
 
 def _trained(cfg, cache, parts, seeds, config_hash):
     start = time.perf_counter()
-    heads = train_heads(parts["train"], parts["val"], replace(cfg.head, kind=cfg.method), list(seeds), len(cache.classes))
+    heads = train_heads(parts["train"], parts["val"], cfg.head.resolved(cfg.method), list(seeds), len(cache.classes))
     seconds = (time.perf_counter() - start) / len(seeds)
     for h in heads:
         proba = {s: h.predict_proba(parts[s].x).numpy() for s in ("val", "test")}

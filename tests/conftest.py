@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# No test may reach the network: loaders without --weights must fail at once with instructions.
+os.environ["EMBEDKIT_OFFLINE"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 from embedkit.data.phantom import PhantomSpec, make_phantom
 from embedkit.manifest import read_manifest

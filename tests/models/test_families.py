@@ -186,8 +186,8 @@ def test_wrong_family_and_missing_keys_are_named(published, tmp_path):
 
 
 def test_offline_errors_say_what_to_download(published):
-    for name, needle in [("biomedclip", "BiomedCLIP-PubMedBERT"), ("medclip-vit", "medclip-vit-pretrained.zip"),
-                         ("gloria", "chexpert_resnet50.ckpt")]:
+    for name, needle in [("clip", "ViT-B-16.pt"), ("biomedclip", "BiomedCLIP-PubMedBERT"),
+                         ("medclip-vit", "medclip-vit-pretrained.zip"), ("gloria", "chexpert_resnet50.ckpt")]:
         with pytest.raises(EmbedkitError, match=needle):
             load_encoder(name)
     enc, weights, _ = published["medclip-rn50"]

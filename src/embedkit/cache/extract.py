@@ -43,7 +43,7 @@ class ExtractConfig:
     weights: dict[str, Path] = field(default_factory=dict)
     tokenizers: dict[str, Path] = field(default_factory=dict)
     batch_size: int = 32
-    workers: int = 1
+    workers: int | None = None                # None: auto_workers(device)
     dtype: str = "float32"
     precision: str = "fp32"
     device: str = "auto"
@@ -74,6 +74,13 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def auto_workers(device: torch.device) -> int:
+    """Decode workers: several beside a GPU; none on CPU, where a worker process competes with the
+    forward's threads for the cores (measured on 2 cores: 0.55 of the bare forward with one worker,
+    0.95 decoding inline; docs/benchmarks.md)."""
+    return min(8, max((os.cpu_count() or 1) - 1, 0)) if device.type == "cuda" else 0
 
 
 def key_fields(encoder: Encoder, manifest: Manifest, *, dtype: str, precision: str) -> dict:
@@ -308,7 +315,8 @@ def _run(jobs: list[_Job], manifest: Manifest, cfg: ExtractConfig, device: torch
         _prepare(job.encoder, device, cfg.precision)
     batches = [list(chunks[k][s:s + cfg.batch_size]) for k in todo for s in range(0, len(chunks[k]), cfg.batch_size)]
     dataset = _Rows([manifest.image_path(r) for r in manifest.rows], [j.encoder.preprocess for j in jobs])
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers, collate_fn=_collate,
+    workers = auto_workers(device) if cfg.workers is None else cfg.workers
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=_collate,
                                          pin_memory=device.type == "cuda", persistent_workers=False)
     done_rows, total = sum(len(chunks[k]) for k in owned if k not in todo), sum(len(chunks[k]) for k in owned)
     if on_progress:

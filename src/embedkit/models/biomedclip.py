@@ -101,8 +101,10 @@ def _encoder(model, cfg: dict, tokenizer_dir: Path | None, name: str, digest: st
 def load(weights: Path | None, tokenizer: Path | None, tiny: bool) -> Encoder:
     """BiomedCLIP from its Hugging Face folder (or the weights file inside one)."""
     if weights is None:
-        raise EmbedkitError(f"biomedclip: pass --weights DIR, a local copy of the Hugging Face repo {HUB_ID} "
-                            f"({CONFIG_FILE}, open_clip_pytorch_model.bin and the tokenizer files)")
+        from embedkit.models.download import hub_snapshot
+
+        weights = hub_snapshot(HUB_ID, f"biomedclip: pass --weights DIR, a local copy of the Hugging Face repo {HUB_ID} "
+                                       f"({CONFIG_FILE}, open_clip_pytorch_model.bin and the tokenizer files)")
     folder = weights if weights.is_dir() else weights.parent
     cfg = _read_config(folder)
     files = [folder / f for f in WEIGHT_FILES if (folder / f).is_file()]

@@ -69,6 +69,10 @@ def load(weights: Path | None, tokenizer: Path | None, tiny: bool) -> Encoder:
 
 
 def _from_hub() -> Encoder:
+    from embedkit.models.download import offline
+
+    if offline():
+        raise EmbedkitError(f"clip: offline; download {DOWNLOAD} and pass --weights PATH")
     try:
         import open_clip
 

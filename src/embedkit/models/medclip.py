@@ -156,8 +156,11 @@ def _encoder(model: MedCLIPModel, variant: str, tiny: bool, tokenizer_dir: Path 
 def _loader(variant: str):
     def load(weights: Path | None, tokenizer: Path | None, tiny: bool) -> Encoder:
         if weights is None:
-            raise EmbedkitError(f"medclip-{variant}: download {ZIPS[variant]}, unzip it and pass the folder "
-                                f"(or its {WEIGHTS_NAME}) with --weights")
+            from embedkit.models.download import unzipped
+
+            weights = unzipped(ZIPS[variant], f"medclip-{variant}",
+                               f"medclip-{variant}: download {ZIPS[variant]}, unzip it and pass the folder "
+                               f"(or its {WEIGHTS_NAME}) with --weights")
         file = weights / WEIGHTS_NAME if weights.is_dir() else weights
         state = load_state_dict(file)
         n_vocab = state.get("text_model.model.embeddings.word_embeddings.weight")

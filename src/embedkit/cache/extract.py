@@ -183,7 +183,7 @@ class _Job:
     buffers: dict = field(default_factory=dict)
 
 
-def _encode_chunked(job: _Job, x: torch.Tensor, device: torch.device, precision: str) -> np.ndarray:
+def _encode(job: _Job, x: torch.Tensor, device: torch.device, precision: str) -> np.ndarray:
     dtype = PRECISIONS[precision]
     x = x.to(device, non_blocking=device.type == "cuda")
     with torch.inference_mode():
@@ -331,7 +331,7 @@ def _run(jobs: list[_Job], manifest: Manifest, cfg: ExtractConfig, device: torch
             if job.parts.done(k):
                 continue
             buf = job.buffers.setdefault(k, ([], [], []))
-            buf[0].append(_encode_chunked(job, x, device, cfg.precision))
+            buf[0].append(_encode(job, x, device, cfg.precision))
             buf[1].append(np.array([not e for e in errors]))
             buf[2].extend(errors)
             if sum(len(v) for v in buf[1]) == len(chunks[k]):
@@ -344,9 +344,12 @@ def _run(jobs: list[_Job], manifest: Manifest, cfg: ExtractConfig, device: torch
 
 def _assemble(job: _Job, manifest: Manifest, cfg: ExtractConfig, device: torch.device, seconds: float) -> ExtractResult:
     chunks = _chunks(len(manifest), cfg.rows_per_chunk)
-    valid = np.concatenate([job.parts.load(k)[1] for k in range(len(chunks))])
-    errors = [e for k in range(len(chunks)) for e in job.parts.load(k)[2]]
-    keep = np.flatnonzero(valid)
+    valid, errors = [], []
+    for k in range(len(chunks)):  # masks and errors first: the file's N must be known before writing
+        _, ok, errs = job.parts.load(k)
+        valid.append(ok)
+        errors += errs
+    keep = np.flatnonzero(np.concatenate(valid))
     bad = [(manifest.rows[i]["image_id"], e) for i, e in enumerate(errors) if e]
 
     def pieces():

@@ -310,6 +310,9 @@ def finetune(cfg: FinetuneConfig, *, on_epoch: Callable[[dict], None] | None = N
 
 
 def _write(cfg, seed, manifest, data, model, enc, info, best: Fit, fits, device, config_hash) -> dict:
+    """Predictions for val and test at the best epoch, the adapter or encoder, the head, and run.json."""
+    from safetensors.torch import save_file
+
     folder = cfg.run_dir(seed)
     amp = device.type == "cuda" if cfg.bf16 is None else cfg.bf16
     proba = {s: _loss_on(model, data[s], device, amp)[1].numpy() for s in ("val", "test")}
@@ -321,11 +324,7 @@ def _write(cfg, seed, manifest, data, model, enc, info, best: Fit, fits, device,
         save_adapters(model.tower, folder / "adapter", parse_targets(cfg.lora_targets, enc.lora_targets),
                       rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout)
     else:
-        from safetensors.torch import save_file
-
         save_file({k: v.contiguous().cpu() for k, v in model.tower.state_dict().items()}, str(folder / "encoder.safetensors"))
-    from safetensors.torch import save_file
-
     save_file({k: v.contiguous().cpu() for k, v in model.head.state_dict().items()}, str(folder / "head.safetensors"))
     record = {"method": cfg.mode, "model": cfg.model, "seed": seed, "config": cfg.fingerprint(), "config_hash": config_hash,
               "manifest_digest": manifest.digest(), "encoder": enc.describe(), **info,

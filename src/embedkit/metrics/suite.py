@@ -12,6 +12,8 @@ A gap is marked significant when its bootstrap CI excludes 0 and its permutation
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from itertools import combinations
 
 import numpy as np
@@ -46,18 +48,12 @@ def _gap_pair(cm_a, cm_b, cal_a, cal_b) -> dict[str, np.ndarray]:
         }
 
 
-class _quiet:
+@contextmanager
+def _quiet():
     """Silence 'mean of empty slice' warnings: an all-NaN mean is NaN by design."""
-
-    def __enter__(self):
-        import warnings
-
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        self._w.__exit__(*exc)
+        yield
 
 
 def summarise(cm: np.ndarray, cal: np.ndarray, classes: tuple[str, ...]) -> dict[str, np.ndarray]:

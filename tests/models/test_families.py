@@ -226,3 +226,29 @@ def test_swin_v5_key_map_is_applied_only_when_installed_names_differ():
         assert _rename_for_installed(model) is None
         assert any("attention.self.query" in k for k in installed)
     assert len(SWIN_V5_RENAMES) == 7
+
+
+def test_biomedclip_config_in_the_older_key_spelling_loads(published, images, tmp_path):
+    import shutil
+
+    enc, folder, _ = published["biomedclip"]
+    old = tmp_path / "old"
+    shutil.copytree(folder, old)
+    cfg = json.loads((old / "open_clip_config.json").read_text())
+    text = cfg["model_cfg"]["text_cfg"]
+    text["proj"], text["pooler_type"] = text.pop("hf_proj_type"), text.pop("hf_pooler_type")
+    (old / "open_clip_config.json").write_text(json.dumps(cfg))
+    loaded = load_encoder("biomedclip-tiny", weights=old)
+    x = batch(enc, images)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode_images(x), enc.encode_images(x))
+        torch.testing.assert_close(loaded.encode_texts(PROMPTS), enc.encode_texts(PROMPTS))
+
+
+def test_models_command_lists_every_family(capsys):
+    from embedkit.cli.app import main
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("clip", "biomedclip", "medclip-vit", "medclip-rn50", "gloria", "TorchScript", "chexpert_resnet50.ckpt"):
+        assert name in out

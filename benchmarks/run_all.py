@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 import bench_extract  # noqa: E402
 import bench_finetune  # noqa: E402
 import bench_heads  # noqa: E402
+import bench_metrics  # noqa: E402
 
 
 def table(header, rows) -> str:
@@ -87,6 +88,11 @@ def main() -> None:
                       f"(forward only, no sweep) against {g1['total_s']:.0f} s from the cache — about "
                       f"{reencode / g1['total_s']:,.0f}× (an extrapolation from the measured per-image cost; all five "
                       "encoders priced as CLIP).\n")
+
+    m = bench_metrics.evaluate_time()
+    sections.append(f"## Metrics\n\nEvery metric of one run on a {m['n']}-image test split with {m['n_boot']:,} stratified "
+                    f"bootstrap and {m['n_boot']:,} permutation replicates (`embedkit.metrics.evaluate`): "
+                    f"**{m['seconds']:.3f} s** (best of 5).\n")
 
     # 5. fine-tuning
     rows = []

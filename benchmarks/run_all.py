@@ -62,8 +62,9 @@ def main() -> None:
         rows.append([r["n"], f"{r['seconds']:.1f}", f"{r['rss_before_mib']:.0f}", f"{r['peak_rss_mib']:.0f}", f"{r['embeddings_mib']:.1f}"])
     sections.append("## Extraction: peak memory against N (clip-tiny, 16 px phantom, batch 256, chunks of 1,024 rows)\n\n"
                     + table(["images", "seconds", "RSS before extraction (MiB)", "peak RSS (MiB)", "embeddings (MiB)"], rows)
-                    + "\nPeak memory must not grow with N beyond the embeddings themselves: rows stream through fixed "
-                      "chunks, and assembly copies one chunk at a time.\n")
+                    + "\nImages stream through fixed chunks and assembly copies one chunk at a time, so no image data "
+                      "accumulates; what grows with N is the manifest held in memory (a few KB per row: ~90 MiB per "
+                      "20,000 rows here, about 1.7 GB for MIMIC-CXR's 377k rows).\n")
 
     # 3. read speed
     r = bench_extract.read_speed()

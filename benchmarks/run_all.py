@@ -83,6 +83,8 @@ def main() -> None:
                     + table(["torch threads", "total s", "linear s", "MLP s", "kNN s"],
                             [[g["threads"], f"{g['total_s']:.1f}", f"{g['linear_s']:.1f}", f"{g['mlp_s']:.1f}", f"{g['knn_s']:.1f}"]
                              for g in (g1, g2)])
+                    + "\nThe heads default to one torch thread: two are faster only on an idle machine, and two torch "
+                      "threads on two cores slow several-fold as soon as anything else holds a core.\n"
                     + f"\nRe-encoding images every epoch instead (what FairMedFM's linear probe does): a full-size CLIP "
                       f"forward costs {cost['seconds_per_image']:.3f} s per image here, so 840 training images × 150 epochs "
                       f"× 5 seeds × 5 models × 2 trained heads would take about {reencode / 3600:,.0f} CPU-hours "

@@ -85,11 +85,11 @@ def summarise(runs_dir: Path, *, n_boot: int = 1000) -> list[Group]:
     return groups
 
 
-def _fmt(entry: dict | None, digits: int = 3, absolute: bool = False) -> str:
+def _fmt(entry: dict | None, digits: int = 3) -> str:
     if not entry or entry.get("mean") is None:
         return "—"
     mean = entry["mean"]
-    text = f"{abs(mean) if absolute else mean:.{digits}f}"
+    text = f"{mean:.{digits}f}"
     if entry.get("sd") is not None:
         text += f" ± {entry['sd']:.{digits}f}"
     lo, hi = entry.get("ci", [None, None])
@@ -106,10 +106,15 @@ def _get(tree: dict, path: str):
     return tree
 
 
+def _models(by: dict) -> list[str]:
+    """Models found, the paper's five first in their order, then any others (tiny variants) sorted."""
+    return [m for m in MODELS if any(k[0] == m for k in by)] + sorted({k[0] for k in by} - set(MODELS))
+
+
 def tables(groups: list[Group]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) for every table of the report."""
     by = {(g.model, g.method): g for g in groups}
-    models = [m for m in MODELS if any(k[0] == m for k in by)] + sorted({k[0] for k in by} - set(MODELS))
+    models = _models(by)
     methods = [m for m in METHODS if any(k[1] == m for k in by)] or list(METHODS)
     out = []
     out.append(("Accuracy (test; mean ± sd over seeds [95% CI pooling seeds and bootstrap])", ["model", *methods],
@@ -151,7 +156,7 @@ def figures(groups: list[Group], out: Path) -> dict[str, Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     by = {(g.model, g.method): g for g in groups}
-    models = [m for m in MODELS if any(k[0] == m for k in by)] + sorted({k[0] for k in by} - set(MODELS))
+    models = _models(by)
     paths = {}
 
     def bars(ax, values, labels, series, title, ylabel):

@@ -203,7 +203,7 @@ def text_sets(encoder: Encoder, classes: tuple[str, ...]) -> dict[str, TextSet]:
     with torch.inference_mode():
         for fmt in FORMATS:
             prompts, index, embs = [], [], []
-            for c, (cls, texts) in enumerate(prompt_set(fmt, classes).items()):
+            for c, texts in enumerate(prompt_set(fmt, classes).values()):
                 for start in range(0, len(texts), 256):
                     embs.append(encoder.encode_texts(texts[start:start + 256]).float().cpu().numpy())
                 prompts += texts
@@ -289,12 +289,12 @@ def extract(cfg: ExtractConfig, *, on_progress: Callable[[int, int], None] | Non
 def _join(job: _Job, manifest: Manifest, cfg: ExtractConfig, device: torch.device, seconds: float,
           shard: tuple[int, int] | None) -> ExtractResult:
     """Assemble the file when every chunk is done (unsharded: always); otherwise report the shard done."""
-    n_chunks = len(_chunks(len(manifest), cfg.rows_per_chunk))
-    mine = sum(len(c) for k, c in enumerate(_chunks(len(manifest), cfg.rows_per_chunk)) if k in shard_chunks(n_chunks, shard))
-    waiting = ExtractResult(job.name, job.path, mine, job.encoder.embed_dim, seconds, False, [], joined=False)
     if shard is None:
         return _assemble(job, manifest, cfg, device, seconds)
-    if not all(job.parts.done(k) for k in range(n_chunks)):
+    chunks = _chunks(len(manifest), cfg.rows_per_chunk)
+    mine = sum(len(chunks[k]) for k in shard_chunks(len(chunks), shard))
+    waiting = ExtractResult(job.name, job.path, mine, job.encoder.embed_dim, seconds, False, [], joined=False)
+    if not all(job.parts.done(k) for k in range(len(chunks))):
         return waiting
     with _lock(job.path, quiet=True) as got:
         if not got or job.path.is_file():  # another shard is assembling, or has

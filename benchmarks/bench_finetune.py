@@ -16,7 +16,7 @@ from embedkit.data.phantom import PhantomSpec, make_phantom
 from embedkit.finetune.data import Images
 from embedkit.finetune.train import Classifier, Distributed, FinetuneConfig, fit
 from embedkit.finetune.lora import apply_lora
-from embedkit.models import get
+from embedkit.models import get, load_encoder
 tmp = Path(tempfile.mkdtemp())
 weights = get("{model}").save(full_encoder("{model}"), tmp / ("w.bin" if "{model}" == "clip" else "w"))
 n = {batch} * {steps}
@@ -26,11 +26,12 @@ data = {{s: Images(torch.arange(len(x)).numpy(), y, x) for s in ("train", "val")
 data["val"] = Images(torch.arange(2).numpy(), y[:2], x[:2])
 cfg = FinetuneConfig(model="{model}", manifest=tmp / "m.csv", mode="{mode}", weights=weights, epochs=2, batch_size={batch},
                      resume=False, rank=8)
-best, model, enc, info = fit(cfg, 0, 1e-4, data, 6, tmp / "ck", Distributed(), torch.device("cpu"))
+enc = load_encoder("{model}", weights=weights)
+best, model, info = fit(cfg, enc, 0, 1e-4, data, 6, tmp / "ck", Distributed(), torch.device("cpu"))
 ours = best.history[-1]["step_seconds"]   # second epoch: warm
 # the bare loop: same model (a fresh copy), same batches, same optimiser
 from embedkit.finetune.train import _build
-_, bare, _, _ = _build(cfg, 0, 6, torch.device("cpu"))
+bare, _, _ = _build(cfg, enc, 0, 6, torch.device("cpu"))
 opt = torch.optim.AdamW([p for p in bare.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.01)
 bare.train()
 def epoch():

@@ -52,9 +52,10 @@ def test_parameter_targets_get_a_second_adapter_and_both_train():
 
 def test_lora_changes_only_adapters_and_head_full_changes_encoder(phantom_dir, tmp_path):
     m, data = data_for(phantom_dir / "manifest.csv", "clip-tiny")
-    frozen = {k: v.clone() for k, v in load_encoder("clip-tiny").image_tower.state_dict().items()}
+    enc = load_encoder("clip-tiny")
+    frozen = {k: v.clone() for k, v in enc.image_tower.state_dict().items()}
     cfg = FinetuneConfig(model="clip-tiny", manifest=phantom_dir / "manifest.csv", mode="lora", epochs=2, batch_size=32, rank=2)
-    _, model, _, info = fit(cfg, 0, 1e-2, data, len(m.classes), tmp_path / "ck", Distributed(), torch.device("cpu"))
+    _, model, info = fit(cfg, enc, 0, 1e-2, data, len(m.classes), tmp_path / "ck", Distributed(), torch.device("cpu"))
     after = model.tower.state_dict()
     base = {k.replace(".base_layer", ""): v for k, v in after.items() if "lora_" not in k}
     changed_frozen = [k for k, v in frozen.items() if not torch.equal(v, base.get(k.replace("model.", "model.", 1), v))]
@@ -63,14 +64,18 @@ def test_lora_changes_only_adapters_and_head_full_changes_encoder(phantom_dir, t
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # every adapter moved from its zero init
     assert info["trainable_parameters"] < 0.2 * info["total_parameters"]
     full = FinetuneConfig(model="clip-tiny", manifest=phantom_dir / "manifest.csv", mode="full", epochs=1, batch_size=32)
-    _, fmodel, _, _ = fit(full, 0, 1e-3, data, len(m.classes), tmp_path / "ck2", Distributed(), torch.device("cpu"))
+    _, fmodel, _ = fit(full, enc, 0, 1e-3, data, len(m.classes), tmp_path / "ck2", Distributed(), torch.device("cpu"))
     assert not torch.equal(fmodel.tower.state_dict()["model.conv1.weight"], frozen["model.conv1.weight"])
+    # each fit trains a copy: the loaded encoder is left exactly as loaded, ready for the next lr
+    assert enc.image_tower.state_dict().keys() == frozen.keys()
+    assert all(torch.equal(v, frozen[k]) for k, v in enc.image_tower.state_dict().items())
 
 
 def test_loss_decreases_on_a_learnable_task(phantom_dir, tmp_path):
     m, data = data_for(phantom_dir / "manifest.csv", "medclip-rn50-tiny")
     cfg = FinetuneConfig(model="medclip-rn50-tiny", manifest=phantom_dir / "manifest.csv", mode="full", epochs=8, batch_size=32)
-    best, _, _, _ = fit(cfg, 0, 3e-3, data, len(m.classes), tmp_path / "ck", Distributed(), torch.device("cpu"))
+    best, _, _ = fit(cfg, load_encoder("medclip-rn50-tiny"), 0, 3e-3, data, len(m.classes), tmp_path / "ck", Distributed(),
+                     torch.device("cpu"))
     losses = [h["train_loss"] for h in best.history]
     assert losses[-1] < 0.8 * losses[0]
 

@@ -10,6 +10,7 @@ on CPU, NCCL on GPU) and rank 0 writes the run.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -26,7 +27,7 @@ from embedkit.errors import EmbedkitError
 from embedkit.finetune.data import Images, load_images
 from embedkit.finetune.lora import FrozenPins, apply_lora, parse_targets, save_adapters
 from embedkit.manifest import read_manifest
-from embedkit.models import load_encoder
+from embedkit.models import Encoder, load_encoder
 from embedkit.runs import Predictions, config_digest, finish_run, read_record
 
 DEFAULT_LRS = {"lora": (1e-4, 1e-3), "full": (1e-5, 1e-4)}
@@ -164,10 +165,10 @@ class Fit:
     seconds: float = 0.0
 
 
-def _build(cfg: FinetuneConfig, seed: int, n_classes: int, device: torch.device):
-    enc = load_encoder(cfg.model, weights=cfg.weights, seed=0)
+def _build(cfg: FinetuneConfig, enc: Encoder, seed: int, n_classes: int, device: torch.device):
+    """A classifier on a fresh copy of ``enc``'s image tower (``enc`` itself stays untouched for the next lr)."""
     torch.manual_seed(seed)
-    model = Classifier(enc.image_tower, enc.embed_dim, n_classes)
+    model = Classifier(copy.deepcopy(enc.image_tower), enc.embed_dim, n_classes)
     info = {}
     pins = None
     if cfg.mode == "lora":
@@ -189,7 +190,7 @@ def _build(cfg: FinetuneConfig, seed: int, n_classes: int, device: torch.device)
                 break
     info["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     info["total_parameters"] = sum(p.numel() for p in model.parameters())
-    return enc, model.to(device), info, pins
+    return model.to(device), info, pins
 
 
 def _loss_on(model: nn.Module, images: Images, device: torch.device, amp: bool, batch: int = 128) -> tuple[float, torch.Tensor]:
@@ -203,10 +204,10 @@ def _loss_on(model: nn.Module, images: Images, device: torch.device, amp: bool, 
     return float(F.nll_loss(torch.log(p.clamp_min(1e-12)), images.labels)), p
 
 
-def fit(cfg: FinetuneConfig, seed: int, lr: float, data: dict[str, Images], n_classes: int, ckpt_dir: Path,
+def fit(cfg: FinetuneConfig, enc: Encoder, seed: int, lr: float, data: dict[str, Images], n_classes: int, ckpt_dir: Path,
         dist: Distributed, device: torch.device, on_epoch: Callable[[dict], None] | None = None):
-    """Train one (seed, lr); returns the fit summary and the model at its best epoch."""
-    enc, model, info, pins = _build(cfg, seed, n_classes, device)
+    """Train one (seed, lr) on a copy of ``enc``; returns the fit summary, the model at its best epoch and its info."""
+    model, info, pins = _build(cfg, enc, seed, n_classes, device)
     amp = device.type == "cuda" if cfg.bf16 is None else cfg.bf16
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=cfg.weight_decay)
@@ -274,7 +275,7 @@ def fit(cfg: FinetuneConfig, seed: int, lr: float, data: dict[str, Images], n_cl
     model.load_state_dict(best_state, strict=False)
     if pins:
         pins.restore()
-    return fit_info, model, enc, info
+    return fit_info, model, info
 
 
 def finetune(cfg: FinetuneConfig, *, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
@@ -286,24 +287,28 @@ def finetune(cfg: FinetuneConfig, *, on_epoch: Callable[[dict], None] | None = N
         torch.cuda.set_device(device)
     config_hash = config_digest(cfg.fingerprint())
     records = []
-    data = None
+    data = enc = None
     for seed in cfg.seeds:
         folder = cfg.run_dir(seed)
         done = read_record(folder)
         if done and done.get("config_hash") == config_hash and not cfg.force:
             records.append(done | {"skipped": True})
             continue
-        if data is None:
+        if data is None:  # loaded once: every (seed, lr) trains a copy of its image tower
             enc = load_encoder(cfg.model, weights=cfg.weights, seed=0)
             data = load_images(manifest, enc.preprocess, splits=("train", "val", "test"), labels=manifest.labels(),
                                skip_bad=cfg.skip_bad, memory_limit_gb=cfg.memory_limit_gb, workers=cfg.workers)
-        fits = []
+        fits, chosen = [], None
         for lr in cfg.learning_rates():
             ckpt_dir = folder / "checkpoints" / f"lr-{lr:g}"
             if cfg.force and dist.main:
                 (ckpt_dir / "last.pt").unlink(missing_ok=True)
-            fits.append((lr, *fit(cfg, seed, lr, data, len(manifest.classes), ckpt_dir, dist, device, on_epoch)))
-        lr, best, model, enc, info = min(fits, key=lambda f: (f[1].best_val_loss, f[0]))
+            result, model, info = fit(cfg, enc, seed, lr, data, len(manifest.classes), ckpt_dir, dist, device, on_epoch)
+            fits.append((lr, result))
+            if chosen is None or (result.best_val_loss, lr) < (chosen[0].best_val_loss, chosen[0].lr):
+                chosen = (result, model, info)  # only the best model so far stays in memory
+            del model
+        best, model, info = chosen
         if dist.main:
             records.append(_write(cfg, seed, manifest, data, model, enc, info, best, fits, device, config_hash))
     return records

@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.embedkit-installed
 # Small work (probes, metrics) runs fastest on one thread on these machines (docs/benchmarks.md).
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup test test-slow demo bench paper clean
+.PHONY: setup test test-slow demo bench bench-gpu paper clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,10 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/run_all.py --out docs/benchmarks.md
+
+# On a machine with a GPU: single-GPU extraction throughput and the NIH estimate (about 3 min).
+bench-gpu: setup
+	$(PY) benchmarks/bench_gpu.py --device cuda --out docs/benchmarks-gpu.md
 
 NIH_METADATA ?=
 NIH_IMAGES   ?=

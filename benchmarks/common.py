@@ -34,14 +34,20 @@ def child(code: str, env: dict | None = None) -> dict:
 
 
 def full_encoder(name: str):
-    """The published architecture with random weights (no downloads), wrapped by the family's code."""
+    """The published architecture with random weights (no downloads), wrapped by the family's own code."""
     import torch
 
-    from embedkit.models import bert, clip, medclip
+    from embedkit.models import bert, biomedclip, clip, gloria, medclip
 
     torch.manual_seed(0)
     if name == "clip":
         return clip._encoder(clip.build(clip.FULL), clip.FULL, "clip", "random")
-    if name == "medclip-rn50":
-        return medclip._encoder(medclip.MedCLIPModel("rn50", False, bert.CLINICAL_BERT, 512), "rn50", False, None, "random")
+    if name == "biomedclip":
+        model = biomedclip.build(biomedclip.PUBLISHED_CONFIG, bert.BIOMED_BERT)
+        return biomedclip._encoder(model, biomedclip.PUBLISHED_CONFIG, None, "biomedclip", "random")
+    if name in ("medclip-vit", "medclip-rn50"):
+        variant = name.split("-")[1]
+        return medclip._encoder(medclip.MedCLIPModel(variant, False, bert.CLINICAL_BERT, 512), variant, False, None, "random")
+    if name == "gloria":
+        return gloria._encoder(gloria._build(gloria.CONFIG, False), gloria.CONFIG, False, None, "random")
     raise ValueError(name)

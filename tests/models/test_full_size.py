@@ -3,27 +3,10 @@
 import pytest
 import torch
 
+from benchmarks.common import full_encoder
 from embedkit.models import get, load_encoder
-from embedkit.models.base import Encoder
 
 pytestmark = pytest.mark.slow
-
-
-def _full(name: str) -> Encoder:
-    """An encoder at the published size with random weights, wrapped by the family's own code."""
-    from embedkit.models import bert, biomedclip, clip, gloria, medclip
-
-    torch.manual_seed(0)
-    if name == "clip":
-        model = clip.build(clip.FULL)
-        return clip._encoder(model, clip.FULL, "clip", "random")
-    if name == "biomedclip":
-        model = biomedclip.build(biomedclip.PUBLISHED_CONFIG, bert.BIOMED_BERT)
-        return biomedclip._encoder(model, biomedclip.PUBLISHED_CONFIG, None, "biomedclip", "random")
-    if name.startswith("medclip"):
-        variant = name.split("-")[1]
-        return medclip._encoder(medclip.MedCLIPModel(variant, False, bert.CLINICAL_BERT, 512), variant, False, None, "random")
-    return gloria._encoder(gloria._build(gloria.CONFIG, False), gloria.CONFIG, False, None, "random")
 
 
 EXPECTED_KEYS = {"clip": 302, "biomedclip": 352, "medclip-rn50": 521, "medclip-vit": 434, "gloria": 521}
@@ -33,7 +16,7 @@ EXPECTED_KEYS = {"clip": 302, "biomedclip": 352, "medclip-rn50": 521, "medclip-v
 def test_full_size_published_format_round_trip(tmp_path, images, name):
     from .conftest import batch
 
-    enc = _full(name)
+    enc = full_encoder(name)
     target = tmp_path / {"clip": "open_clip_pytorch_model.bin", "gloria": "chexpert_resnet50.ckpt"}.get(name, "w")
     saved = get(name).save(enc, target)
     from embedkit.models.checkpoints import load_lightning_checkpoint, load_state_dict

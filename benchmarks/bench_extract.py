@@ -137,3 +137,59 @@ def decode_rate(n: int = 20, size: int = 1024) -> dict:
     pre = ClipPreprocess(224)
     t = timed(lambda: [pre(decode(tmp / f"{i}.png")) for i in range(n)], repeat=2)
     return {"n": n, "px": size, "img_s_per_core": n / t}
+
+
+def join_merge_vs_virtual(n: int = 112_120, d: int = 512, shards: int = 8, rows_per_chunk: int = 1024) -> dict:
+    """Joining the shards' output, two ways, on NIH-sized embeddings: the merge `extract` does (stream the
+    `.parts/` chunks into one checksummed HDF5 file) against an HDF5 virtual dataset over one file per
+    shard (the shard files themselves are the shards' work and not timed); then reading each result."""
+    import h5py
+
+    from embedkit.cache.extract import _Parts
+    from embedkit.cache.layout import write_cache
+
+    tmp = Path(tempfile.mkdtemp())
+    x = np.random.default_rng(0).normal(size=(n, d)).astype(np.float32)
+    starts = list(range(0, n, rows_per_chunk))
+    parts = _Parts(tmp / "merged.h5", "bench")
+    for k, s in enumerate(starts):
+        block = x[s:s + rows_per_chunk]
+        parts.save(k, block, np.ones(len(block), bool), [""] * len(block))
+    bounds = [starts[i * len(starts) // shards] for i in range(shards)] + [n]
+    for i in range(shards):
+        with h5py.File(tmp / f"shard-{i}.h5", "w") as f:
+            f.create_dataset("embeddings", data=x[bounds[i]:bounds[i + 1]], chunks=(rows_per_chunk, d), fletcher32=True)
+    meta = {c: ["x"] * n for c in ("label", "sex", "split", "patient_id")} | {"age": [50] * n}
+
+    def merge():
+        def pieces():
+            for k, s in enumerate(starts):
+                yield s, parts.load(k)[0]
+        write_cache(tmp / "merged.h5", embeddings_chunks=pieces(), n=n, dim=d, image_id=[f"i{i}" for i in range(n)],
+                    meta=meta, classes=("x",), text={}, attrs={"key": "bench"}, bad=[], rows_per_chunk=rows_per_chunk)
+
+    def virtual():
+        layout = h5py.VirtualLayout(shape=(n, d), dtype=np.float32)
+        for i in range(shards):
+            rows = bounds[i + 1] - bounds[i]
+            layout[bounds[i]:bounds[i + 1]] = h5py.VirtualSource(f"shard-{i}.h5", "embeddings", shape=(rows, d))
+        with h5py.File(tmp / "virtual.h5", "w") as f:
+            f.create_virtual_dataset("embeddings", layout)
+
+    def read(name):
+        with h5py.File(tmp / name, "r") as f:
+            return f["embeddings"][()]
+
+    merge_s, virtual_s = timed(merge, repeat=2), timed(virtual, repeat=2)
+    assert np.array_equal(read("merged.h5"), read("virtual.h5"))
+    mb = x.nbytes / 2**20
+    rows = np.sort(np.random.default_rng(1).choice(n, 2_000, replace=False))
+
+    def gather(name):
+        with h5py.File(tmp / name, "r") as f:
+            return f["embeddings"][rows]
+
+    return {"n": n, "d": d, "shards": shards, "mib": mb, "merge_s": merge_s, "virtual_s": virtual_s,
+            "merged_read_mb_s": mb / timed(read, "merged.h5", repeat=3),
+            "virtual_read_mb_s": mb / timed(read, "virtual.h5", repeat=3),
+            "merged_gather_s": timed(gather, "merged.h5", repeat=3), "virtual_gather_s": timed(gather, "virtual.h5", repeat=3)}

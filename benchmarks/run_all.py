@@ -51,7 +51,7 @@ def main() -> None:
                     "tower — and the HDF5 assembly) are listed apart.\n\n"
                     + table(["model", "decode workers", "images", "image size", "forward img/s", "pipeline img/s",
                              "pipeline / forward", "once-per-file s"], rows)
-                    + "\nOn 2 cores a decode worker process competes with the forward's two threads; decoding inline "
+                    + "\nOn 2 cores a decode worker process competes with the forward for the cores; decoding inline "
                       "(workers 0) keeps the cores for the forward, so extraction on CPU defaults to no workers and uses "
                       "several beside a GPU.\n")
 
@@ -117,22 +117,39 @@ def main() -> None:
 
     # 6. scale out
     s = bench_extract.shards()
+    j = bench_extract.join_merge_vs_virtual()
     d = bench_extract.decode_rate()
     nih = 112_120
     sections.append("## Scale out: shards\n\n"
                     f"Full-size CLIP, {s['n']} images, one thread per process: one process {s['one_process_img_s']:.2f} img/s, "
                     f"two shard processes {s['two_processes_img_s']:.2f} img/s together (×{s['speedup']:.2f}; the core "
                     "ratio is 2).\n\n"
-                    "**Estimate for the full NIH set (112,120 images) on GPUs.** No GPU was lent to this session, so the "
-                    "single-GPU forward is not measured here. On a GPU the decode of the 1024² PNGs, not the encoder, "
-                    f"bounds extraction: decoding plus CLIP preprocessing ran at {d['img_s_per_core']:.0f} img/s per CPU core "
-                    "here (synthetic 1024² PNGs). Assuming 16 decode workers per GPU (a typical node share) and a fp32 "
-                    "ViT-B/16 forward well above that rate:\n\n"
-                    + table(["GPUs", "decode-bound throughput (img/s)", "wall time for 112,120 images"],
-                            [[g, f"{16 * g * d['img_s_per_core']:,.0f}", f"{nih / (16 * g * d['img_s_per_core']):.0f} s"]
+                    f"**Joining the shards: merge or virtual dataset.** {j['n']:,} × {j['d']} float32 embeddings (the full "
+                    f"NIH set, {j['mib']:.0f} MiB) from {j['shards']} shards:\n\n"
+                    + table(["join", "join s", "full read MB/s", "2,000 scattered rows s"],
+                            [["merge into one file (what `extract` does)", f"{j['merge_s']:.2f}", f"{j['merged_read_mb_s']:,.0f}",
+                              f"{j['merged_gather_s']:.3f}"],
+                             ["HDF5 virtual dataset over shard files", f"{j['virtual_s']:.4f}", f"{j['virtual_read_mb_s']:,.0f}",
+                              f"{j['virtual_gather_s']:.3f}"]])
+                    + f"\nThe merge costs {j['merge_s']:.1f} s once per cache, negligible beside the extraction; the virtual "
+                      f"dataset is free to build but every later read runs at {j['virtual_read_mb_s'] / j['merged_read_mb_s']:.2f}× "
+                      "the merged speed, its file is not self-contained (moving or deleting a shard file breaks it) and its "
+                      "whole-file checksum would need a pass over every shard anyway. Chosen: the merge.\n\n"
+                    "**Estimate for the full NIH set (112,120 images) on GPUs.** No GPU was lent to this task, so the "
+                    "single-GPU figure is not measured here; `make bench-gpu` measures it on a GPU machine (bare forward of "
+                    "all five encoders at fp32 and bf16, then `extract` end to end on 1024² PNGs) and writes "
+                    "`docs/benchmarks-gpu.md`. Until then, from two figures: decoding plus CLIP preprocessing of 1024² PNGs "
+                    f"runs at {d['img_s_per_core']:.0f} img/s per CPU core (measured here, synthetic PNGs), and timm's "
+                    "published inference benchmark gives 2,270 img/s for OpenAI's ViT-B/16 (`vit_base_patch16_clip_quickgelu_224`) "
+                    "on one RTX 4090 with AMP, batch 1,024 (`results/benchmark-infer-amp-nchw-pt240-cu124-rtx4090.csv`, "
+                    "not measured here). With 8 decode workers per GPU (the default beside a GPU) decoding is the bound:\n\n"
+                    + table(["GPUs", "decode-bound img/s (8 workers per GPU)", "wall time for 112,120 images"],
+                            [[g, f"{8 * g * d['img_s_per_core']:,.0f}", f"{nih / (8 * g * d['img_s_per_core']) / 60:.1f} min"]
                              for g in (1, 8, 32)])
-                    + "\nAbove 8 GPUs, start-up (model load, ~1 min) and the final assembly (a sequential copy at the "
-                      "read speed above) dominate; the estimate ignores them.\n")
+                    + "\nAdd per rank the once-per-file costs of the first table (model load, prompt embeddings: about "
+                      f"a minute on CPU, seconds on a GPU) and once the merge ({j['merge_s']:.1f} s). Past 8 GPUs these fixed "
+                      "costs are most of the wall time; more decode workers per GPU (`--workers`) raise the bound until the "
+                      "forward (≈2,000 img/s per GPU by the figure above) limits.\n")
 
     text = (f"# Benchmarks\n\n{env}. Total benchmark time {(time.time() - t_start) / 60:.1f} min.\n\n"
             + "\n".join(sections))

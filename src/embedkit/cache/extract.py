@@ -78,8 +78,8 @@ def resolve_device(device: str) -> torch.device:
 
 def auto_workers(device: torch.device) -> int:
     """Decode workers: several beside a GPU; none on CPU, where a worker process competes with the
-    forward's threads for the cores (measured on 2 cores: 0.55 of the bare forward with one worker,
-    0.95 decoding inline; docs/benchmarks.md)."""
+    forward for the cores (measured on 2 cores, MedCLIP-RN50: 0.90 of the bare forward with one worker,
+    0.98 decoding inline; docs/benchmarks.md)."""
     return min(8, max((os.cpu_count() or 1) - 1, 0)) if device.type == "cuda" else 0
 
 

@@ -70,7 +70,8 @@ def nih_like(folder: Path, n: int, size: int) -> Path:
 def pipeline_rate(model: str, weights: Path, manifest: Path, cache_dir: Path, device: str, batch: int) -> dict:
     """`extract` img/s (decode, preprocessing, forward, chunk files), its once-per-file seconds (model load,
     key, prompt embeddings, assembly) and its decode worker count."""
-    from embedkit.cache.extract import ExtractConfig, auto_workers, extract, resolve_device
+    from embedkit.cache.extract import ExtractConfig, auto_workers, extract
+    from embedkit.devices import resolve_device
 
     cfg = ExtractConfig(manifest=manifest, models=(model,), cache_dir=cache_dir, batch_size=batch, device=device,
                         weights={model: weights})

@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from embedkit.cache.layout import LAYOUT_VERSION, TextSet, cache_key, cache_path, read_cache, replace_text, write_cache
+from embedkit.devices import resolve_device
 from embedkit.errors import EmbedkitError
 from embedkit.manifest import Manifest, read_manifest
 from embedkit.models import Encoder, load_encoder
@@ -68,12 +69,6 @@ class ExtractResult:
     @property
     def images_per_s(self) -> float:
         return self.n / self.seconds if self.seconds > 0 else float("inf")
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def auto_workers(device: torch.device) -> int:

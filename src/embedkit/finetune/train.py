@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from embedkit.devices import resolve_device
 from embedkit.errors import EmbedkitError
 from embedkit.finetune.data import Images, load_images
 from embedkit.finetune.lora import FrozenPins, apply_lora, parse_targets, save_adapters
@@ -111,14 +112,6 @@ def init_distributed(device: torch.device) -> Distributed:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return Distributed(dist.get_rank(), dist.get_world_size())
-
-
-def _device(cfg: FinetuneConfig) -> torch.device:
-    if cfg.device != "auto":
-        return torch.device(cfg.device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -281,7 +274,7 @@ def fit(cfg: FinetuneConfig, enc: Encoder, seed: int, lr: float, data: dict[str,
 def finetune(cfg: FinetuneConfig, *, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Fine-tune for every seed (skipping finished runs); returns the run records."""
     manifest = read_manifest(cfg.manifest)
-    device = _device(cfg)
+    device = resolve_device(cfg.device)
     dist = init_distributed(device)
     if device.type == "cuda":
         torch.cuda.set_device(device)

@@ -67,15 +67,21 @@ RESULT = dict(n=r.n, seconds=time.perf_counter() - t0, rss_before_mib=before, em
 """)
 
 
+def _embeddings_cache(path: Path, chunks, n: int, d: int, rows_per_chunk: int = 1024) -> Path:
+    """A complete cache of ``n`` × ``d`` embeddings with placeholder metadata (what the read benchmarks need)."""
+    from embedkit.cache.layout import META_COLUMNS, write_cache
+
+    meta = {c: ["x"] * n for c in META_COLUMNS} | {"age": [50] * n}
+    return write_cache(path, embeddings_chunks=chunks, n=n, dim=d, image_id=[f"i{i}" for i in range(n)], meta=meta,
+                       classes=("x",), text={}, attrs={"key": "bench"}, bad=[], rows_per_chunk=rows_per_chunk)
+
+
 def read_speed(n: int = 100_000, d: int = 512) -> dict:
     from embedkit.cache import read_cache
-    from embedkit.cache.layout import write_cache
 
     tmp = Path(tempfile.mkdtemp())
     x = np.random.default_rng(0).normal(size=(n, d)).astype(np.float32)
-    meta = {c: ["x"] * n for c in ("label", "sex", "split", "patient_id")} | {"age": [50] * n}
-    path = write_cache(tmp / "big.h5", embeddings_chunks=[(0, x)], n=n, dim=d, image_id=[f"i{i}" for i in range(n)],
-                       meta=meta, classes=("x",), text={}, attrs={"key": "bench"}, bad=[])
+    path = _embeddings_cache(tmp / "big.h5", [(0, x)], n, d)
     import h5py
 
     raw = timed(lambda: h5py.File(path, "r")["embeddings"][()], repeat=3)
@@ -146,7 +152,6 @@ def join_merge_vs_virtual(n: int = 112_120, d: int = 512, shards: int = 8, rows_
     import h5py
 
     from embedkit.cache.extract import _Parts
-    from embedkit.cache.layout import write_cache
 
     tmp = Path(tempfile.mkdtemp())
     x = np.random.default_rng(0).normal(size=(n, d)).astype(np.float32)
@@ -159,14 +164,10 @@ def join_merge_vs_virtual(n: int = 112_120, d: int = 512, shards: int = 8, rows_
     for i in range(shards):
         with h5py.File(tmp / f"shard-{i}.h5", "w") as f:
             f.create_dataset("embeddings", data=x[bounds[i]:bounds[i + 1]], chunks=(rows_per_chunk, d), fletcher32=True)
-    meta = {c: ["x"] * n for c in ("label", "sex", "split", "patient_id")} | {"age": [50] * n}
 
     def merge():
-        def pieces():
-            for k, s in enumerate(starts):
-                yield s, parts.load(k)[0]
-        write_cache(tmp / "merged.h5", embeddings_chunks=pieces(), n=n, dim=d, image_id=[f"i{i}" for i in range(n)],
-                    meta=meta, classes=("x",), text={}, attrs={"key": "bench"}, bad=[], rows_per_chunk=rows_per_chunk)
+        pieces = ((s, parts.load(k)[0]) for k, s in enumerate(starts))
+        _embeddings_cache(tmp / "merged.h5", pieces, n, d, rows_per_chunk)
 
     def virtual():
         layout = h5py.VirtualLayout(shape=(n, d), dtype=np.float32)

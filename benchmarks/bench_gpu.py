@@ -61,9 +61,9 @@ def nih_like(folder: Path, n: int, size: int) -> Path:
     (folder / "images").mkdir(parents=True)
     rows = []
     for i in range(n):
-        row = dict(base.rows[i % len(base.rows)], image_id=f"x{i:06d}", path=f"images/x{i:06d}.png")
-        shutil.copyfile(base.image_path(base.rows[i % len(base.rows)]), folder / row["path"])
-        rows.append(row)
+        source = base.rows[i % len(base.rows)]
+        rows.append(dict(source, image_id=f"x{i:06d}", path=f"images/x{i:06d}.png"))
+        shutil.copyfile(base.image_path(source), folder / rows[-1]["path"])
     return write_manifest(folder / "manifest.csv", rows)
 
 

@@ -33,7 +33,7 @@ def test_report_tables_figures_and_gaps(tmp_path, capsys):
     groups = summarise(tmp_path / "runs", n_boot=100)
     clip = next(g for g in groups if g.model == "clip" and g.method == "linear")
     assert clip.summary["accuracy"]["n_seeds"] == 3 and clip.summary["accuracy"]["sd"] > 0
-    assert main(["report", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "rep"), "--n-boot", "100"]) == 0
+    assert main(["report", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "rep"), "--n-boot", "100"]) == 0
     md = (tmp_path / "rep/report.md").read_text()
     assert "| clip | " in md and "| gloria | — |" in md  # gloria has no zero-shot run: a visible gap
     assert "Fairness gaps, sex" in md and "eqodds floor" in md

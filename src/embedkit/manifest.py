@@ -114,13 +114,20 @@ def read_manifest(
     path = Path(path)
     if not path.is_file():
         raise EmbedkitError(f"{path}: manifest not found; build one with `embedkit data nih` or `embedkit data phantom`")
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        header = tuple(reader.fieldnames or ())
-        missing = [c for c in COLUMNS if c not in header]
-        if missing:
-            raise _fail(path, 1, None, f"missing column(s) {', '.join(missing)}; required: {', '.join(COLUMNS)}")
-        rows = [dict(r) for r in reader]
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            header = tuple(reader.fieldnames or ())
+            if not header:
+                raise _fail(path, None, None, "is empty; a manifest starts with the header "
+                                              f"{','.join(COLUMNS)}")
+            missing = [c for c in COLUMNS if c not in header]
+            if missing:
+                raise _fail(path, 1, None, f"missing column(s) {', '.join(missing)}; required: {', '.join(COLUMNS)}")
+            rows = [dict(r) for r in reader]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise EmbedkitError(f"{path}: not a UTF-8 CSV text file ({type(exc).__name__}); a manifest is a CSV with "
+                            f"columns {', '.join(COLUMNS)}") from None
     if not rows:
         raise _fail(path, None, None, "has no rows")
     seen: dict[str, int] = {}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embedkit.errors import EmbedkitError
 from embedkit.metrics import aggregate_seeds
 from embedkit.metrics.suite import CELLS, significant
 from embedkit.runs import PREDICTIONS, RECORD, evaluate_predictions, read_predictions
@@ -270,7 +271,12 @@ def _html_table(title, header, rows) -> str:
 def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = 1000) -> Path:
     """Write ``out/report.md``, ``out/report.html`` (figures embedded) and ``out/figures/*.png``."""
     runs_dir, out = Path(runs_dir), Path(out)
+    if not runs_dir.is_dir():
+        raise EmbedkitError(f"{runs_dir}: runs folder not found")
     groups = summarise(runs_dir, n_boot=n_boot)
+    if not groups:
+        raise EmbedkitError(f"{runs_dir}: no finished runs (<dataset>/<model>/<method>/seed-<k>/run.json) found; "
+                            "run `embedkit probe`, `zeroshot` or `finetune` first")
     figs = figures(groups, out / "figures")
     tabs = tables(groups)
     intro = (f"# embedkit study report\n\nRuns: `{runs_dir}` — {sum(len(g.runs) for g in groups)} runs in {len(groups)} "

@@ -74,27 +74,33 @@ def read_predictions(path: str | Path) -> Predictions:
     path = Path(path)
     if not path.is_file():
         raise EmbedkitError(f"{path}: predictions file not found")
-    with path.open(newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, [])
-        rows = list(reader)
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, [])
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise EmbedkitError(f"{path}: not a predictions CSV ({type(exc).__name__}); give a run's predictions.csv") from None
     missing = [c for c in BASE_COLUMNS if c not in header]
     prob_cols = [c for c in header if c.startswith("prob_")]
     if missing or not prob_cols:
         raise EmbedkitError(f"{path}: not a predictions file (missing {', '.join(missing) or 'prob_<class> columns'})")
     classes = tuple(c[5:] for c in prob_cols)
     col = {c: header.index(c) for c in header}
+    if not rows:
+        raise EmbedkitError(f"{path}: has a header but no rows")
     try:
         proba = np.array([[float(r[col[c]]) for c in prob_cols] for r in rows])
+        age = np.array([int(r[col["age"]]) for r in rows])
     except (ValueError, IndexError) as exc:
-        raise EmbedkitError(f"{path}: unreadable probability value ({exc})") from None
+        raise EmbedkitError(f"{path}: unreadable value ({exc}); every row needs an integer age and numeric prob_ columns") from None
     labels = np.array([r[col["label"]] for r in rows])
     unknown = sorted(set(labels) - set(classes))
     if unknown:
         raise EmbedkitError(f"{path}: label(s) {', '.join(unknown)} have no prob_ column")
     return Predictions(
         image_id=np.array([r[col["image_id"]] for r in rows]), split=np.array([r[col["split"]] for r in rows]),
-        label=labels, sex=np.array([r[col["sex"]] for r in rows]), age=np.array([int(r[col["age"]]) for r in rows]),
+        label=labels, sex=np.array([r[col["sex"]] for r in rows]), age=age,
         proba=proba, classes=classes,
     )
 

@@ -148,7 +148,7 @@ def _extract_step(study: Study) -> Step:
         return ExtractConfig(manifest=study.manifest, models=names, cache_dir=study.paths["cache_dir"],
                              weights={m: study.resolve(study.models[m].get("weights")) for m in names if study.models[m].get("weights")},
                              tokenizers={m: study.resolve(study.models[m].get("tokenizer")) for m in names if study.models[m].get("tokenizer")},
-                             batch_size=int(opts.get("batch_size", 32)), workers=opts.get("workers"),
+                             batch_size=int(opts.get("batch_size", 64)), workers=opts.get("workers"),
                              device=opts.get("device", "auto"))
 
     def run():

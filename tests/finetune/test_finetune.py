@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from embedkit.finetune.data import load_images
+from embedkit.finetune.head import Head, embed_split, fit_probe_init
 from embedkit.finetune.lora import apply_lora, load_adapters
 from embedkit.finetune.train import Distributed, FinetuneConfig, finetune, fit
 from embedkit.manifest import read_manifest
@@ -24,6 +25,11 @@ def data_for(manifest_path, model):
     enc = load_encoder(model)
     return m, load_images(m, enc.preprocess, splits=("train", "val", "test"), labels=m.labels(), skip_bad=False,
                           memory_limit_gb=1, workers=0)
+
+
+def probe_init(enc, data, seed=0):
+    features = {s: embed_split(enc.image_tower, data[s], torch.device("cpu")) for s in ("train", "val")}
+    return fit_probe_init(features, data, seed, 6)
 
 
 @pytest.mark.parametrize("model, modules, params", [("clip-tiny", 8, 0), ("medclip-rn50-tiny", 17, 0),
@@ -55,17 +61,20 @@ def test_lora_changes_only_adapters_and_head_full_changes_encoder(phantom_dir, t
     enc = load_encoder("clip-tiny")
     frozen = {k: v.clone() for k, v in enc.image_tower.state_dict().items()}
     cfg = FinetuneConfig(model="clip-tiny", manifest=phantom_dir / "manifest.csv", mode="lora", epochs=2, batch_size=32, rank=2)
-    _, model, info = fit(cfg, enc, 0, 1e-2, data, len(m.classes), tmp_path / "ck", Distributed(), torch.device("cpu"))
+    init = probe_init(enc, data)
+    _, model, info = fit(cfg, enc, 0, 1e-2, 0.01, data, init, tmp_path / "ck", Distributed(), torch.device("cpu"))
     after = model.tower.state_dict()
     base = {k.replace(".base_layer", ""): v for k, v in after.items() if "lora_" not in k}
     changed_frozen = [k for k, v in frozen.items() if not torch.equal(v, base.get(k.replace("model.", "model.", 1), v))]
     assert not changed_frozen
-    lora_b = [v for k, v in after.items() if "lora_B" in k]
+    last = torch.load(tmp_path / "ck/last.pt", weights_only=True)["state"]  # the selected epoch may be 0
+    lora_b = [v for k, v in last.items() if "lora_B" in k]
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # every adapter moved from its zero init
     assert info["trainable_parameters"] < 0.2 * info["total_parameters"]
     full = FinetuneConfig(model="clip-tiny", manifest=phantom_dir / "manifest.csv", mode="full", epochs=1, batch_size=32)
-    _, fmodel, _ = fit(full, enc, 0, 1e-3, data, len(m.classes), tmp_path / "ck2", Distributed(), torch.device("cpu"))
-    assert not torch.equal(fmodel.tower.state_dict()["model.conv1.weight"], frozen["model.conv1.weight"])
+    _, fmodel, _ = fit(full, enc, 0, 1e-3, 0.01, data, init, tmp_path / "ck2", Distributed(), torch.device("cpu"))
+    full_last = torch.load(tmp_path / "ck2/last.pt", weights_only=True)["state"]
+    assert not torch.equal(full_last["tower.model.conv1.weight"], frozen["model.conv1.weight"])
     # each fit trains a copy: the loaded encoder is left exactly as loaded, ready for the next lr
     assert enc.image_tower.state_dict().keys() == frozen.keys()
     assert all(torch.equal(v, frozen[k]) for k, v in enc.image_tower.state_dict().items())
@@ -73,11 +82,46 @@ def test_lora_changes_only_adapters_and_head_full_changes_encoder(phantom_dir, t
 
 def test_loss_decreases_on_a_learnable_task(phantom_dir, tmp_path):
     m, data = data_for(phantom_dir / "manifest.csv", "medclip-rn50-tiny")
+    enc = load_encoder("medclip-rn50-tiny")
     cfg = FinetuneConfig(model="medclip-rn50-tiny", manifest=phantom_dir / "manifest.csv", mode="full", epochs=8, batch_size=32)
-    best, _, _ = fit(cfg, load_encoder("medclip-rn50-tiny"), 0, 3e-3, data, len(m.classes), tmp_path / "ck", Distributed(),
-                     torch.device("cpu"))
+    best, _, _ = fit(cfg, enc, 0, 3e-3, 0.01, data, probe_init(enc, data), tmp_path / "ck", Distributed(), torch.device("cpu"))
     losses = [h["train_loss"] for h in best.history]
     assert losses[-1] < 0.8 * losses[0]
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_frozen_encoder_reaches_the_linear_probe(phantom_dir, tmp_path, mode):
+    """Encoder learning rate 0: fine-tuning's validation loss is the linear probe's (within 5 %)."""
+    m, data = data_for(phantom_dir / "manifest.csv", "clip-tiny")
+    enc = load_encoder("clip-tiny")
+    init = probe_init(enc, data)
+    cfg = FinetuneConfig(model="clip-tiny", manifest=phantom_dir / "manifest.csv", mode=mode, epochs=2, batch_size=32, rank=2)
+    best, _, _ = fit(cfg, enc, 0, 0.0, 0.0, data, init, tmp_path / "ck", Distributed(), torch.device("cpu"))
+    assert best.best_val_loss <= 1.05 * init.record["val_loss"]
+    assert best.best_val_loss == pytest.approx(init.record["val_loss"], rel=1e-4)
+
+
+def test_selection_is_never_worse_than_the_start(phantom_dir, tmp_path):
+    """A learning rate that wrecks the encoder: the selected state is the start (epoch 0), not a wreck."""
+    m, data = data_for(phantom_dir / "manifest.csv", "clip-tiny")
+    enc = load_encoder("clip-tiny")
+    init = probe_init(enc, data)
+    cfg = FinetuneConfig(model="clip-tiny", manifest=phantom_dir / "manifest.csv", mode="full", epochs=3, batch_size=32)
+    best, model, _ = fit(cfg, enc, 0, 1.0, 0.0, data, init, tmp_path / "ck", Distributed(), torch.device("cpu"))
+    start = init.record["val_loss"]
+    assert best.best_val_loss <= start * (1 + 1e-5)
+    assert all(h["val_loss"] > start for h in best.history) and best.best_epoch == 0
+
+
+def test_head_on_normalised_embeddings_learns_and_is_calibrated(phantom_dir, tmp_path):
+    """The collapse of issue 13: full fine-tuning of a normalised tower kept >= 4 predicted classes and
+    a mean top-class confidence within 0.15 of the accuracy on test."""
+    (rec,) = finetune(FinetuneConfig(model="biomedclip-tiny", manifest=phantom_dir / "manifest.csv", mode="full",
+                                     runs_dir=tmp_path, epochs=3, batch_size=32, lrs=(1e-3,), n_boot=20))
+    p = read_predictions(tmp_path / "phantom0/biomedclip-tiny/full/seed-0/predictions.csv").select("test")
+    assert len(set(p.proba.argmax(1))) >= 4
+    assert abs(p.proba.max(1).mean() - rec["metrics"]["accuracy"]) <= 0.15
+    assert rec["selection"]["val_loss"] <= rec["init"]["val_loss"] * (1 + 1e-5)
 
 
 KILL = textwrap.dedent("""
@@ -100,7 +144,7 @@ def test_resume_after_interruption_matches_uninterrupted(phantom_dir, tmp_path):
     killed = subprocess.run([sys.executable, str(script), str(manifest), str(tmp_path / "a")], capture_output=True)
     assert killed.returncode == -9, killed.stderr.decode()[-1500:]
     run_a = tmp_path / "a/phantom0/clip-tiny/lora/seed-0"
-    assert not (run_a / "run.json").exists() and (run_a / "checkpoints/lr-0.01/last.pt").exists()
+    assert not (run_a / "run.json").exists() and (run_a / "checkpoints/lr-0.01-wd-0.01/last.pt").exists()
     cfg = dict(model="clip-tiny", manifest=manifest, mode="lora", epochs=4, batch_size=32, lrs=(1e-2,), rank=2, n_boot=50)
     resumed = finetune(FinetuneConfig(runs_dir=tmp_path / "a", **cfg))[0]
     clean = finetune(FinetuneConfig(runs_dir=tmp_path / "b", **cfg))[0]
@@ -122,7 +166,7 @@ def test_run_folder_record_and_saved_adapter(phantom_dir, tmp_path):
     folder = tmp_path / "phantom0/clip-tiny/lora/seed-0"
     saved = json.loads((folder / "run.json").read_text())
     assert saved["trainable_parameters"] == rec["trainable_parameters"] > 0
-    assert {s["lr"] for s in saved["selection"]["sweep"]} == {1e-3, 1e-2} and saved["selection"]["best_epoch"] >= 1
+    assert {s["lr"] for s in saved["selection"]["sweep"]} == {1e-3, 1e-2} and saved["selection"]["best_epoch"] >= 0
     assert {"accuracy", "fairness", "ci", "null"} <= set(saved["metrics"])
     preds = read_predictions(folder / "predictions.csv")
     assert set(preds.split) == {"val", "test"}
@@ -131,7 +175,7 @@ def test_run_folder_record_and_saved_adapter(phantom_dir, tmp_path):
     load_adapters(enc.image_tower, folder / "adapter")
     from safetensors.torch import load_file
 
-    head = torch.nn.Linear(enc.embed_dim, 6)
+    head = Head(enc.embed_dim, 6)
     head.load_state_dict(load_file(str(folder / "head.safetensors")))
     _, data = data_for(manifest, "clip-tiny")
     enc.image_tower.eval()

@@ -73,6 +73,18 @@ def test_zeroshot_picks_format_on_validation_and_records_scores(tmp_path):
     assert runs[0].record["metrics"]["accuracy"] > 0.9
 
 
+def test_cxrclip_runs_differ_by_seed_and_record_their_prompts(tmp_path):
+    x, y, split = separable(d=8, noise=0.6)
+    rng = np.random.default_rng(3)
+    text = text_set({c: np.concatenate([np.repeat(x[y == c][:1], 12, 0), rng.normal(size=(12, 8))]) for c in range(3)})
+    cache = make_cache(tmp_path / "cx.h5", x, y, split, text={"cxrclip": text})
+    runs = run_experiment(cfg(cache, tmp_path, "zeroshot", seeds=(0, 1, 2), prompts=("cxrclip",)))
+    probs = [read_predictions(r.path / "predictions.csv").proba for r in runs]
+    assert not np.allclose(probs[0], probs[1]) and not np.allclose(probs[1], probs[2])
+    sel = runs[1].record["selection"]
+    assert sel["prompt_sample_seed"] == 1 and sel["n_prompts"] == 10 and sel["prompts_used"]["pool_sizes"] == [24] * 3
+
+
 def test_missing_prompt_set_says_how_to_add_it(synthetic_cache, tmp_path):
     from embedkit.errors import EmbedkitError
 

@@ -40,3 +40,20 @@ def test_sampling_is_seeded_and_capped():
     a = sample_prompts(text, 3, 5, np.random.default_rng(1))
     b = sample_prompts(text, 3, 5, np.random.default_rng(1))
     assert [len(i) for i in a] == [5, 2, 5] and all((x == y).all() for x, y in zip(a, b))
+
+
+def test_cxrclip_draws_prompts_per_image_and_seed():
+    """CXR-CLIP's evaluator: every image averages its own random 10 of a class's prompts."""
+    rng = np.random.default_rng(0)
+    text = text_set({c: rng.normal(size=(30, 8)) for c in range(3)})
+    img = rng.normal(size=(50, 8))
+    a, b = (scores(img, text, "cxrclip", n_classes=3, logit_scale=1.0, rng=np.random.default_rng(s)) for s in (1, 2))
+    again = scores(img, text, "cxrclip", n_classes=3, logit_scale=1.0, rng=np.random.default_rng(1))
+    np.testing.assert_array_equal(a, again)
+    assert not np.allclose(a, b)
+    # unbiased: averaged over many seeds, the score tends to the mean over all prompts
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
+    full = np.stack([(unit(img) @ unit(text.embeddings[text.class_index == c]).T).mean(1) for c in range(3)], 1)
+    many = np.mean([scores(img, text, "cxrclip", n_classes=3, logit_scale=1.0, rng=np.random.default_rng(s))
+                    for s in range(300)], axis=0)
+    np.testing.assert_allclose(many, full, atol=0.02)

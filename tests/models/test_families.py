@@ -15,8 +15,8 @@ from .conftest import batch
 PROMPTS = ["mild pulmonary edema", "there is pneumothorax.", "a photo of a pleural effusion."]
 
 
-def test_registry_lists_all_five_families():
-    assert names() == ["clip", "biomedclip", "medclip-vit", "medclip-rn50", "gloria"]
+def test_registry_lists_all_five_families_and_the_imagenet_vit():
+    assert names() == ["clip", "biomedclip", "medclip-vit", "medclip-rn50", "gloria", "vit-imagenet"]
     with pytest.raises(EmbedkitError, match="unknown model 'clap'"):
         load_encoder("clap")
 
@@ -250,5 +250,6 @@ def test_models_command_lists_every_family(capsys):
 
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    for name in ("clip", "biomedclip", "medclip-vit", "medclip-rn50", "gloria", "TorchScript", "chexpert_resnet50.ckpt"):
+    for name in ("clip", "biomedclip", "medclip-vit", "medclip-rn50", "gloria", "vit-imagenet", "TorchScript",
+                 "chexpert_resnet50.ckpt"):
         assert name in out

@@ -26,7 +26,7 @@ from PIL import Image
 
 from embedkit.cache.layout import LAYOUT_VERSION, TextSet, cache_key, cache_path, read_cache, replace_text, write_cache
 from embedkit.devices import resolve_device
-from embedkit.errors import EmbedkitError
+from embedkit.errors import EmbedkitError, LockedError
 from embedkit.manifest import Manifest, read_manifest
 from embedkit.models import Encoder, load_encoder
 from embedkit.prompts import FORMATS, prompt_set
@@ -43,7 +43,7 @@ class ExtractConfig:
     cache_dir: Path = Path("cache")
     weights: dict[str, Path] = field(default_factory=dict)
     tokenizers: dict[str, Path] = field(default_factory=dict)
-    batch_size: int = 32
+    batch_size: int = 64
     workers: int | None = None                # None: auto_workers(device)
     dtype: str = "float32"
     precision: str = "fp32"
@@ -53,6 +53,7 @@ class ExtractConfig:
     rows_per_chunk: int = 256
     seed: int = 0
     shard: tuple[int, int] | None = None      # (i, n); None: from torchrun's RANK/WORLD_SIZE, else unsharded
+    wait: bool = False                        # another process holds the lock: wait (True) or refuse
 
 
 @dataclass
@@ -117,20 +118,21 @@ def _collate(items):
 
 
 @contextmanager
-def _lock(path: Path, suffix: str = ".lock", *, quiet: bool = False) -> Iterator[bool]:
+def _lock(path: Path, suffix: str = ".lock", *, quiet: bool = False, wait: bool = False) -> Iterator[bool]:
     """Exclusive lock on ``path + suffix``; a second extraction of the same key (or shard) fails
-    clearly, or with ``quiet`` the context yields False instead."""
+    clearly (LockedError), waits for it with ``wait``, or with ``quiet`` yields False instead."""
     lock = path.with_name(path.name + suffix)
     lock.parent.mkdir(parents=True, exist_ok=True)
     fh = open(lock, "a+")
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
         fh.close()
         if quiet:
             yield False
             return
-        raise EmbedkitError(f"{path}: another process is extracting this cache right now; wait for it to finish") from None
+        raise LockedError(f"{path}: another process is extracting this cache right now; "
+                          "rerun with --wait to wait for it") from None
     try:
         yield True
     finally:
@@ -193,8 +195,11 @@ def _prepare(encoder: Encoder, device: torch.device, precision: str) -> None:
 
 
 def text_sets(encoder: Encoder, classes: tuple[str, ...]) -> dict[str, TextSet]:
-    """Prompt embeddings of every zero-shot format, encoded one class at a time (as the authors did)."""
+    """Prompt embeddings of every zero-shot format, encoded one class at a time (as the authors did);
+    none for a vision-only encoder."""
     out = {}
+    if encoder.vision_only:
+        return out
     with torch.inference_mode():
         for fmt in FORMATS:
             prompts, index, embs = [], [], []
@@ -258,7 +263,7 @@ def extract(cfg: ExtractConfig, *, on_progress: Callable[[int, int], None] | Non
     suffix = f".shard-{shard[0]}-of-{shard[1]}.lock" if shard else ".lock"
     with ExitStack() as stack:
         for job in jobs:
-            stack.enter_context(_lock(job.path, suffix))
+            stack.enter_context(_lock(job.path, suffix, wait=cfg.wait))
         pending = []
         for job in jobs:
             if job.path.is_file():
@@ -364,7 +369,7 @@ def _assemble(job: _Job, manifest: Manifest, cfg: ExtractConfig, device: torch.d
     attrs = {"key": cache_key(job.fields), "key_fields": job.fields, "model": job.name,
              "weights_digest": json.loads(enc.describe()).get("weights", ""), "description": enc.describe(),
              "manifest": str(manifest.path), "manifest_digest": manifest.digest(), "versions": _versions(),
-             "dtype": cfg.dtype, "precision": cfg.precision, "device": str(device), "normalized": enc.normalized,
+             "dtype": cfg.dtype, "precision": cfg.precision, "device": str(device), "normalized": enc.normalized, "vision_only": enc.vision_only,
              "logit_scale": enc.logit_scale, "embed_dim": enc.embed_dim,
              "text_missing": "" if text else "no tokenizer: run `embedkit extract --text-only --tokenizer DIR`"}
     write_cache(job.path, embeddings_chunks=pieces(), n=len(keep), dim=enc.embed_dim,

@@ -172,15 +172,20 @@ def _strings(ds) -> np.ndarray:
 
 
 def read_cache(path: str | Path, *, expect: dict | None = None) -> Cache:
-    """Read a cache into memory, refusing incomplete, mismatched or corrupted files.
+    """Read a cache into memory, refusing incomplete, mismatched, edited or corrupted files.
 
-    ``expect`` (key fields) must equal the stored ones; a difference names the fields.
+    ``expect`` (key fields) must equal the stored ones; a difference names the fields. The
+    embeddings are checked against their recorded SHA-256 on every read (about 1 ms per MB:
+    docs/benchmarks.md), so an edited cache is never used silently.
     """
     path = Path(path)
     if not path.is_file():
         partial = path.with_name(path.name + ".partial")
         hint = " (an interrupted write left a .partial file; rerun `embedkit extract` to finish it)" if partial.exists() else ""
         raise EmbedkitError(f"{path}: cache file not found{hint}; run `embedkit extract` first")
+    if not h5py.is_hdf5(path):
+        raise EmbedkitError(f"{path}: not an embedkit cache (not an HDF5 file); caches are the .h5 files that "
+                            "`embedkit extract` writes into --cache-dir")
     try:
         with h5py.File(path, "r") as f:
             attrs = _attrs(f)
@@ -203,7 +208,18 @@ def read_cache(path: str | Path, *, expect: dict | None = None) -> Cache:
         raise
     except (OSError, KeyError, ValueError) as exc:
         raise EmbedkitError(f"{path}: truncated or corrupted cache ({str(exc)[:160]}); delete it and extract again") from None
+    _check_digest(cache)
     return cache
+
+
+def _check_digest(cache: Cache) -> None:
+    dtype = cache.attrs.get("dtype", "float32")
+    digest = hashlib.sha256(np.ascontiguousarray(cache.embeddings.astype(dtype)).tobytes()).hexdigest()
+    if digest != cache.attrs.get("embeddings_sha256"):
+        model = cache.attrs.get("model", "MODEL")
+        raise EmbedkitError(f"{cache.path}: embeddings do not match their recorded digest (the file was edited or "
+                            f"damaged); delete it and re-extract: `embedkit extract --model {model} --manifest "
+                            f"{cache.attrs.get('manifest', 'MANIFEST')}`")
 
 
 def _check_key(path: Path, attrs: dict, expect: dict) -> None:
@@ -216,12 +232,7 @@ def _check_key(path: Path, attrs: dict, expect: dict) -> None:
 
 def verify_cache(path: str | Path) -> dict:
     """Read every dataset (checksums) and recompute the embeddings digest; returns the attrs."""
-    cache = read_cache(path)
-    stored = cache.attrs.get("embeddings_sha256")
-    dtype = cache.attrs.get("dtype", "float32")
-    digest = hashlib.sha256(np.ascontiguousarray(cache.embeddings.astype(dtype)).tobytes()).hexdigest()
-    if digest != stored:
-        raise EmbedkitError(f"{path}: embeddings do not match their recorded digest; delete it and extract again")
+    cache = read_cache(path)  # checks the embeddings digest
     if cache.attrs.get("key") != cache_key(cache.attrs.get("key_fields", {})):
         raise EmbedkitError(f"{path}: stored key does not match its key fields")
     return cache.attrs | {"n": len(cache.image_id), "dim": cache.embeddings.shape[1], "text": sorted(cache.text)}

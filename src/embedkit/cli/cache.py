@@ -7,55 +7,56 @@ from typing import Optional
 
 import typer
 
+from embedkit.cli import options as opt
 from embedkit.cli.console import console, table
 
 app = typer.Typer(help="Inspect embedding caches.", no_args_is_help=True)
 
 
-def _per_model(values: list[str], models: tuple[str, ...], option: str) -> dict[str, Path]:
-    """``PATH`` (one model) or ``model=PATH`` items -> {model: path}."""
-    from embedkit.errors import EmbedkitError
+def _shard(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: expected i/n, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise typer.BadParameter(f"{text!r}: shard i of n needs 0 <= i < n")
+    return i, n
 
-    out = {}
-    for v in values:
-        if "=" in v:
-            name, path = v.split("=", 1)
-        elif len(models) == 1:
-            name, path = models[0], v
-        else:
-            raise EmbedkitError(f"{option} {v!r}: with several models write MODEL=PATH")
-        out[name] = Path(path)
-    return out
+
+def _dtype(text: str) -> str:
+    if text not in ("float32", "float16"):
+        raise typer.BadParameter(f"{text!r}: choose float32 or float16")
+    return text
 
 
 def extract(
-    model: str = typer.Option(..., help="Model name(s), comma-separated: clip,biomedclip,… (or *-tiny)."),
-    manifest: Path = typer.Option(..., help="Manifest CSV."),
-    cache_dir: Path = typer.Option(Path("cache"), help="Where cache files live."),
-    weights: list[str] = typer.Option([], help="Weights file/folder (MODEL=PATH with several models)."),
+    model: str = opt.model_option(), manifest: Path = opt.manifest_option(),
+    cache_dir: Path = opt.cache_dir_option(),
+    weights: list[str] = opt.weights_option(),
     tokenizer: list[str] = typer.Option([], help="Tokenizer folder for MedCLIP/GLoRIA text (MODEL=DIR)."),
-    batch_size: int = typer.Option(32),
-    workers: Optional[int] = typer.Option(None, help="DataLoader worker processes decoding images (default: several "
-                                                      "beside a GPU, none on CPU — measured faster there)."),
-    dtype: str = typer.Option("float32", help="Stored embedding dtype: float32 or float16."),
-    precision: str = typer.Option("fp32", help="Compute precision: fp32 (default, the authors' numbers), bf16, fp16 (GPU)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 …"),
+    batch_size: int = opt.batch_size_option(),
+    workers: Optional[int] = typer.Option(None, min=0, help="DataLoader worker processes decoding images (default: "
+                                                           "several beside a GPU, none on CPU — measured faster there)."),
+    dtype: str = typer.Option("float32", callback=_dtype, help="Stored embedding dtype: float32 or float16."),
+    precision: str = opt.precision_option(), device: str = opt.device_option(),
     skip_bad: bool = typer.Option(False, help="Leave unreadable images out (listed in the file) instead of stopping."),
     text_only: bool = typer.Option(False, help="Only refresh the prompt embeddings of existing caches."),
-    quiet: bool = typer.Option(False, help="No progress bar."),
-    shard: Optional[str] = typer.Option(None, help="i/n: extract only shard i of n (e.g. a SLURM array task); "
-                                                   "the last shard to finish assembles the cache. Under torchrun: automatic."),
+    quiet: bool = opt.quiet_option(), wait: bool = opt.wait_option(),
+    shard: Optional[str] = typer.Option(None, callback=_shard, help="i/n: extract only shard i of n (e.g. a SLURM array "
+                                        "task); the last shard to finish assembles the cache. Under torchrun: automatic."),
 ) -> None:
     """Run frozen encoders once over a manifest and store image and prompt embeddings in HDF5."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from embedkit.cache.extract import ExtractConfig, extract as run_extract
 
-    models = tuple(m.strip() for m in model.split(",") if m.strip())
-    cfg = ExtractConfig(manifest=manifest, models=models, cache_dir=cache_dir,
-                        weights=_per_model(weights, models, "--weights"), tokenizers=_per_model(tokenizer, models, "--tokenizer"),
+    models = model
+    cfg = ExtractConfig(manifest=manifest, models=models, cache_dir=cache_dir, wait=wait,
+                        weights=opt.per_model(weights, models, "--weights"), tokenizers=opt.per_model(tokenizer, models, "--tokenizer"),
                         batch_size=batch_size, workers=workers, dtype=dtype, precision=precision, device=device,
-                        skip_bad=skip_bad, text_only=text_only, shard=_shard(shard))
+                        skip_bad=skip_bad, text_only=text_only, shard=shard)
     if quiet:
         results = run_extract(cfg)
     else:
@@ -85,30 +86,22 @@ def extract(
             console.print(f"  bad: {image_id}: {reason}", highlight=False)
 
 
-def _shard(text: str | None) -> tuple[int, int] | None:
-    from embedkit.errors import EmbedkitError
-
-    if not text:
-        return None
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise EmbedkitError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
-    return i, n
-
-
 @app.command("ls")
-def ls(cache_dir: Path = typer.Argument(Path("cache"))) -> None:
+def ls(cache_dir: Path = typer.Argument(Path("cache"), exists=True, file_okay=False, help="Folder of cache files.")) -> None:
     """List cache files."""
     from embedkit.cache import list_caches
+    from embedkit.errors import EmbedkitError
 
+    found = list_caches(cache_dir)
+    if not found:
+        raise EmbedkitError(f"{cache_dir}: no cache files (*.h5) here; make them with `embedkit extract`")
     table(f"caches in {cache_dir}", ["file", "model", "N", "D", "dtype", "complete", "prompt sets", "manifest"],
           [[c["path"].name, c.get("model"), c.get("n", "?"), c.get("dim", "?"), c.get("dtype", "?"),
-            "yes" if c["complete"] else "NO", ",".join(c.get("text", [])), c.get("manifest", "")] for c in list_caches(cache_dir)])
+            "yes" if c["complete"] else "NO", ",".join(c.get("text", [])), c.get("manifest", "")] for c in found])
 
 
 @app.command("verify")
-def verify(file: Path = typer.Argument(..., help="A cache .h5 file.")) -> None:
+def verify(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="A cache .h5 file.")) -> None:
     """Check a cache: complete, checksums intact, key consistent."""
     from embedkit.cache import verify_cache
 

@@ -31,12 +31,12 @@ def _split_summary(manifest_path: Path) -> None:
 
 @app.command("nih")
 def nih(
-    metadata: Path = typer.Option(..., help="Data_Entry_2017_v2020.csv (or .gz, or the 2017 file)."),
+    metadata: Path = typer.Option(..., exists=True, dir_okay=False, help="Data_Entry_2017_v2020.csv (or .gz, or the 2017 file)."),
     out: Path = typer.Option(..., help="Manifest CSV to write."),
-    images: Optional[Path] = typer.Option(None, help="NIH images folder; every selected file is checked."),
-    per_group: int = typer.Option(50, help="Images per (class, sex, age band) cell."),
-    min_fraction: float = typer.Option(0.9, help="A cell needs at least this fraction of --per-group."),
-    seed: int = typer.Option(0),
+    images: Optional[Path] = typer.Option(None, exists=True, file_okay=False, help="NIH images folder; every selected file is checked."),
+    per_group: int = typer.Option(50, min=1, help="Images per (class, sex, age band) cell."),
+    min_fraction: float = typer.Option(0.9, min=0.0, max=1.0, help="A cell needs at least this fraction of --per-group."),
+    seed: int = typer.Option(0, min=0, help="Seed of the selection and the split."),
     classes: str = typer.Option(",".join(CANDIDATE_CLASSES), help="Comma-separated candidate classes."),
 ) -> None:
     """Select the paper's balanced NIH ChestX-ray14 subset and split it 7:1:2 by patient."""
@@ -53,10 +53,10 @@ def nih(
 
 @app.command("phantom")
 def phantom(
-    out: Path = typer.Option(..., help="Folder for manifest.csv, images/ and phantom.json."),
-    per_group: int = typer.Option(50, help="Images per (class, sex, age band) cell."),
-    size: int = typer.Option(224, help="Image side in pixels."),
-    seed: int = typer.Option(0),
+    out: Path = typer.Option(..., file_okay=False, help="Folder for manifest.csv, images/ and phantom.json."),
+    per_group: int = typer.Option(50, min=5, help="Images per (class, sex, age band) cell."),
+    size: int = typer.Option(224, min=16, help="Image side in pixels."),
+    seed: int = typer.Option(0, min=0, help="Seed of the generated images and the split."),
     bias: list[str] = typer.Option([], help="Plant unfairness: ATTR=GROUP:STRENGTH, e.g. sex=F:0.6 (repeatable)."),
 ) -> None:
     """Generate the phantom chest X-ray dataset (the embedded default for demo and tests)."""

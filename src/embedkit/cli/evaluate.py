@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from embedkit.cli import options as opt
 from embedkit.cli.console import console, table
 from embedkit.runs import evaluate_predictions, read_predictions
 
@@ -18,13 +19,35 @@ def _fmt(value, ci=None) -> str:
     return text + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] is not None else "")
 
 
+def _split(text: str) -> str:
+    if text not in ("train", "val", "test"):
+        raise typer.BadParameter(f"{text!r}: choose val or test")
+    return text
+
+
+def _why_not(result: dict, attr: str, gap: str) -> str:
+    """Significant, or the real reason it is not: the CI includes 0, or p >= alpha (or both)."""
+    from embedkit.metrics.suite import ALPHA
+
+    if result["significant"][attr][gap]:
+        return "yes"
+    lo, hi = result["ci"]["fairness"][attr][gap]
+    p = result["p_value"][attr][gap]
+    reasons = []
+    if lo is None or (lo <= 0 <= hi):
+        reasons.append("CI includes 0")
+    if p >= ALPHA:
+        reasons.append(f"p = {p:.2f} >= {ALPHA}")
+    return "no (" + "; ".join(reasons or ["undefined"]) + ")"
+
+
 def evaluate(
-    predictions: Path = typer.Argument(..., help="A run's predictions.csv."),
-    split: str = typer.Option("test", help="Which split's rows to evaluate."),
+    predictions: Path = typer.Argument(..., exists=True, dir_okay=False, help="A run's predictions.csv."),
+    split: str = typer.Option("test", callback=_split, help="Which split's rows to evaluate: val or test."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
-    n_boot: int = typer.Option(1000, help="Bootstrap resamples."),
-    n_perm: int = typer.Option(1000, help="Permutations for p-values and the noise floor."),
-    seed: int = typer.Option(0),
+    n_boot: int = opt.n_boot_option(),
+    n_perm: int = typer.Option(1000, min=0, help="Permutations for p-values and the noise floor."),
+    seed: int = typer.Option(0, min=0, help="Seed of the bootstrap and permutation draws."),
 ) -> None:
     """Utility and fairness metrics with bootstrap CIs, p-values and the noise floor."""
     result = evaluate_predictions(read_predictions(predictions), split=split, n_boot=n_boot, n_perm=n_perm, seed=seed)
@@ -36,12 +59,12 @@ def evaluate(
                   f"macro F1 {_fmt(result['f1_macro'], ci['f1_macro'])}, var F1 {_fmt(result['var_f1'], ci['var_f1'])}")
     table("per-class F1", ["class", "F1 [95% CI]"], [[c, _fmt(v, ci["f1"][c])] for c, v in result["f1"].items()])
     table("per group", ["attribute", "group", "n", "accuracy", "macro F1", "ECE"],
-          [[a, g, v["n"], _fmt(v["accuracy"], ci["groups"][a][g]["accuracy"]), _fmt(v["f1_macro"], ci["groups"][a][g]["f1_macro"]),
+          [[a, g, int(v["n"]), _fmt(v["accuracy"], ci["groups"][a][g]["accuracy"]), _fmt(v["f1_macro"], ci["groups"][a][g]["f1_macro"]),
             _fmt(v["ece"], ci["groups"][a][g]["ece"])] for a, gs in result["groups"].items() for g, v in gs.items()])
     rows = []
     for attr, gaps in result["fairness"].items():
         for k, v in gaps.items():
-            sig = "yes" if result["significant"][attr][k] else "no (CI includes 0)"
+            sig = _why_not(result, attr, k)
             rows.append([attr, k, _fmt(v, ci["fairness"][attr][k]), _fmt(result["null"][attr][k]),
                          _fmt(result["excess"][attr][k]), f"{result['p_value'][attr][k]:.3f}", sig])
     table("fairness gaps (f1_gap signed: sex M−F, age young−old)",

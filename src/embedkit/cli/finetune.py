@@ -7,53 +7,65 @@ from typing import Optional
 
 import typer
 
+from embedkit.cli import options as opt
 from embedkit.cli.console import console, table
-from embedkit.errors import EmbedkitError
 
 
 def finetune(
-    model: str = typer.Option(...), manifest: Path = typer.Option(...),
+    model: str = opt.model_option(several=False), manifest: Path = opt.manifest_option(),
     lora: bool = typer.Option(False, "--lora", help="LoRA on every layer of the image encoder."),
     full: bool = typer.Option(False, "--full", help="Train the whole image encoder."),
-    weights: Optional[Path] = typer.Option(None, help="Published weights (see `embedkit models`)."),
-    seeds: str = typer.Option("0"), epochs: int = typer.Option(150), batch_size: int = typer.Option(64),
-    lrs: Optional[str] = typer.Option(None, help="Learning rates to choose from on validation (default: lora 1e-4,1e-3; full 1e-5,1e-4)."),
-    weight_decay: float = typer.Option(0.01),
-    rank: int = typer.Option(8), alpha: int = typer.Option(16), dropout: float = typer.Option(0.1),
+    weights: list[str] = opt.weights_option(),
+    seeds: str = opt.seeds_option(), epochs: int = opt.epochs_option(), batch_size: int = opt.batch_size_option(),
+    lrs: Optional[str] = opt.lrs_option("lora 1e-4,1e-3; full 1e-5,1e-4"),
+    weight_decays: Optional[str] = opt.weight_decays_option("1e-2"),
+    lora_rank: int = typer.Option(8, min=1, help="LoRA rank."), lora_alpha: int = typer.Option(16, min=1, help="LoRA alpha."),
+    lora_dropout: float = typer.Option(0.1, min=0.0, max=0.99, help="LoRA dropout."),
     lora_targets: Optional[str] = typer.Option(None, help="Override the adapter's targets: names, param:NAME for raw parameters."),
     augment: bool = typer.Option(False, help="Small random affine jitter per image."),
-    device: str = typer.Option("auto"), bf16: Optional[bool] = typer.Option(None, help="bf16 autocast (default: on for CUDA)."),
-    grad_checkpointing: bool = typer.Option(False), compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
-    memory_limit_gb: float = typer.Option(4.0, help="Keep decoded images in memory up to this size."),
-    workers: int = typer.Option(1), skip_bad: bool = typer.Option(False),
+    device: str = opt.device_option(), precision: str = opt.precision_option(),
+    grad_checkpointing: bool = typer.Option(False, help="Recompute activations in the backward pass to save memory."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    memory_limit_gb: float = typer.Option(4.0, min=0.0, help="Keep decoded images in memory up to this size."),
+    workers: Optional[int] = typer.Option(None, min=0, help="DataLoader worker processes decoding images (default: "
+                                                           "several beside a GPU, none on CPU — measured faster there)."),
+    skip_bad: bool = typer.Option(False, help="Leave unreadable images out instead of stopping."),
     resume: bool = typer.Option(True, help="Continue from the last checkpoint of an interrupted run."),
-    force: bool = typer.Option(False), runs_dir: Path = typer.Option(Path("runs")), dataset: Optional[str] = typer.Option(None),
+    force: bool = opt.force_option(), quiet: bool = opt.quiet_option(),
+    runs_dir: Path = opt.runs_dir_option(), dataset: Optional[str] = opt.dataset_option(),
 ) -> None:
     """Fine-tune an encoder with a linear head (LoRA or full); writes a run folder like the probes."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from embedkit.finetune.train import FinetuneConfig, finetune as run
 
     if lora == full:
-        raise EmbedkitError("choose exactly one of --lora and --full")
-    cfg = FinetuneConfig(model=model, manifest=manifest, mode="lora" if lora else "full", weights=weights,
-                         runs_dir=runs_dir, dataset=dataset, seeds=tuple(int(s) for s in seeds.split(",")), epochs=epochs,
-                         batch_size=batch_size, lrs=tuple(float(v) for v in lrs.split(",")) if lrs else None,
-                         weight_decay=weight_decay, rank=rank, alpha=alpha, dropout=dropout, lora_targets=lora_targets,
-                         augment=augment, device=device, bf16=bf16, grad_checkpointing=grad_checkpointing, compile=compile,
-                         memory_limit_gb=memory_limit_gb, workers=workers, skip_bad=skip_bad, resume=resume, force=force)
+        raise typer.BadParameter("choose exactly one of --lora and --full", param_hint="--lora / --full")
+    cfg = FinetuneConfig(model=model, manifest=manifest, mode="lora" if lora else "full",
+                         weights=opt.per_model(weights, (model,), "--weights").get(model),
+                         runs_dir=runs_dir, dataset=dataset, seeds=seeds, epochs=epochs, batch_size=batch_size, lrs=lrs,
+                         weight_decays=weight_decays or (0.01,), rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout,
+                         lora_targets=lora_targets, augment=augment, device=device, precision=precision,
+                         grad_checkpointing=grad_checkpointing, compile=compile, memory_limit_gb=memory_limit_gb,
+                         workers=workers, skip_bad=skip_bad, resume=resume, force=force)
+    records = run(cfg) if quiet else _with_progress(cfg, run)
+    table(f"{cfg.mode} fine-tuning", ["run", "status", "trainable params", "lr", "wd", "best epoch", "test acc", "macro F1"],
+          [[str(cfg.run_dir(r["seed"])), "skipped (done)" if r.get("skipped") else "ran", f"{r['trainable_parameters']:,}",
+            r["selection"]["lr"], r["selection"].get("weight_decay"), r["selection"]["best_epoch"],
+            f"{r['metrics']['accuracy']:.3f}", f"{r['metrics']['f1_macro']:.3f}"] for r in records])
+
+
+def _with_progress(cfg, run):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                   console=console, transient=True) as bar:
         tasks = {}
 
         def on_epoch(e: dict) -> None:
-            key = (e["seed"], e["lr"])
+            key = (e["seed"], e["lr"], e["weight_decay"])
             if key not in tasks:
-                tasks[key] = bar.add_task(f"{cfg.mode} seed {e['seed']} lr {e['lr']:g}", total=e["epochs"], info="")
+                tasks[key] = bar.add_task(f"{cfg.mode} seed {e['seed']} lr {e['lr']:g} wd {e['weight_decay']:g}",
+                                          total=e["epochs"], info="")
             bar.update(tasks[key], completed=e["epoch"], info=f"loss {e['train_loss']:.3f}  val {e['val_loss']:.3f}  "
                                                              f"{e['images_per_s']:.1f} img/s")
 
-        records = run(cfg, on_epoch=on_epoch)
-    table(f"{cfg.mode} fine-tuning", ["seed", "status", "trainable params", "lr", "best epoch", "test acc", "macro F1"],
-          [[r["seed"], "skipped (done)" if r.get("skipped") else "ran", f"{r['trainable_parameters']:,}", r["selection"]["lr"],
-            r["selection"]["best_epoch"], f"{r['metrics']['accuracy']:.3f}", f"{r['metrics']['f1_macro']:.3f}"] for r in records])
+        return run(cfg, on_epoch=on_epoch)

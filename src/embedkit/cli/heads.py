@@ -7,19 +7,10 @@ from typing import Optional
 
 import typer
 
+from embedkit.cli import options as opt
 from embedkit.cli.console import table
 from embedkit.heads.knn import KS
-from embedkit.heads.runner import ExperimentConfig, run_experiment
-from embedkit.heads.trained import HeadConfig
 from embedkit.prompts import FORMATS
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(",") if v.strip())
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in text.split(",") if v.strip())
 
 
 def _show(results) -> None:
@@ -32,51 +23,58 @@ def _show(results) -> None:
     table("runs", ["run", "status", "test acc", "macro F1", "|F1 gap| sex", "chosen on validation"], rows)
 
 
-COMMON = dict(
-    cache_dir=typer.Option(Path("cache"), help="Where caches live."),
-    cache=typer.Option(None, help="Use this cache file instead of looking one up."),
-    runs_dir=typer.Option(Path("runs"), help="Where run folders go."),
-    dataset=typer.Option(None, help="Dataset name in the run path (default: the manifest's folder name)."),
-    force=typer.Option(False, help="Rerun finished runs."),
-)
+def _prompts(text: str) -> tuple[str, ...]:
+    return FORMATS if text == "all" else opt._choices(text, "--prompts", FORMATS)
 
 
 def zeroshot(
-    model: str = typer.Option(...), manifest: Path = typer.Option(...),
-    prompts: str = typer.Option("all", help="clip | gloria | cxrclip | all (best chosen on validation)."),
-    seeds: str = typer.Option(",".join(map(str, range(10))), help="Prompt-sampling seeds (sampled formats)."),
-    cache_dir: Path = COMMON["cache_dir"], cache: Optional[Path] = COMMON["cache"], runs_dir: Path = COMMON["runs_dir"],
-    dataset: Optional[str] = COMMON["dataset"], force: bool = COMMON["force"],
+    model: str = opt.model_option(), manifest: Path = opt.manifest_option(),
+    prompts: str = typer.Option("all", callback=_prompts, help="clip | gloria | cxrclip | all (best chosen on validation)."),
+    seeds: str = opt.seeds_option("0-9", "Prompt-sampling seeds (the sampled formats run once per seed)"),
+    cache_dir: Path = opt.cache_dir_option(), cache_file: Optional[Path] = opt.cache_file_option(),
+    runs_dir: Path = opt.runs_dir_option(), dataset: Optional[str] = opt.dataset_option(), force: bool = opt.force_option(),
 ) -> None:
     """Zero-shot classification from cached image and prompt embeddings."""
-    formats = FORMATS if prompts == "all" else tuple(p.strip() for p in prompts.split(","))
-    bad = [f for f in formats if f not in FORMATS]
-    if bad:
-        from embedkit.errors import EmbedkitError
+    from embedkit.heads.runner import ExperimentConfig, run_experiment
 
-        raise EmbedkitError(f"--prompts {prompts!r}: choose from {', '.join(FORMATS)} or all")
-    _show(run_experiment(ExperimentConfig(model=model, manifest=manifest, method="zeroshot", cache_dir=cache_dir, cache=cache,
-                                          runs_dir=runs_dir, dataset=dataset, seeds=_ints(seeds), prompts=formats, force=force)))
+    _one_cache_file(model, cache_file)
+    _show([r for m in model for r in run_experiment(ExperimentConfig(
+        model=m, manifest=manifest, method="zeroshot", cache_dir=cache_dir, cache=cache_file, runs_dir=runs_dir,
+        dataset=dataset, seeds=seeds, prompts=prompts, force=force))])
+
+
+def _one_cache_file(models: tuple[str, ...], cache_file: Path | None) -> None:
+    if cache_file is not None and len(models) > 1:
+        raise typer.BadParameter("--cache-file names one model's cache; give one --model with it", param_hint="--cache-file")
 
 
 def probe(
-    model: str = typer.Option(...), manifest: Path = typer.Option(...),
-    head: str = typer.Option("linear", help="linear | mlp | knn"),
-    seeds: str = typer.Option("0", help="Comma-separated seeds, run in one call."),
-    epochs: int = typer.Option(150), batch_size: int = typer.Option(64),
-    lrs: Optional[str] = typer.Option(None, help="Learning-rate sweep, chosen on validation (default: linear 1e-3,1e-2; mlp 1e-4,1e-3)."),
-    weight_decays: Optional[str] = typer.Option(None, help="Weight-decay sweep, chosen on validation (default: linear 1e-4,1e-2; mlp 1e-2)."),
-    hidden: int = typer.Option(128, help="MLP hidden width."), dropout: float = typer.Option(0.2, help="MLP dropout."),
-    ks: str = typer.Option(",".join(map(str, KS)), help="kNN k candidates (chosen on validation)."),
-    threads: int = typer.Option(1, help="Torch threads (one is fastest for heads this small)."),
-    cache_dir: Path = COMMON["cache_dir"], cache: Optional[Path] = COMMON["cache"], runs_dir: Path = COMMON["runs_dir"],
-    dataset: Optional[str] = COMMON["dataset"], force: bool = COMMON["force"],
+    model: str = opt.model_option(), manifest: Path = opt.manifest_option(),
+    head: str = typer.Option("linear", "--head", callback=opt.parse_heads,
+                                         help="linear, mlp, knn — comma-separated for several in one run."),
+    seeds: str = opt.seeds_option(),
+    epochs: int = opt.epochs_option(), batch_size: int = opt.batch_size_option(),
+    lrs: Optional[str] = opt.lrs_option("linear 1e-3,1e-2; mlp 1e-4,1e-3"),
+    weight_decays: Optional[str] = opt.weight_decays_option("linear 1e-4,1e-2; mlp 1e-2"),
+    hidden: int = typer.Option(128, min=1, help="MLP hidden width."),
+    dropout: float = typer.Option(0.2, min=0.0, max=0.99, help="MLP dropout."),
+    ks: str = typer.Option(",".join(map(str, KS)), callback=opt.parse_ks, help="kNN k candidates (chosen on validation)."),
+    threads: int = opt.threads_option(),
+    cache_dir: Path = opt.cache_dir_option(), cache_file: Optional[Path] = opt.cache_file_option(),
+    runs_dir: Path = opt.runs_dir_option(), dataset: Optional[str] = opt.dataset_option(), force: bool = opt.force_option(),
 ) -> None:
-    """Train a linear, MLP or kNN head on cached features."""
-    cfg = ExperimentConfig(model=model, manifest=manifest, method=head, cache_dir=cache_dir, cache=cache, runs_dir=runs_dir,
-                           dataset=dataset, seeds=_ints(seeds), ks=_ints(ks), force=force, threads=threads,
-                           head=HeadConfig(kind=head if head in ("linear", "mlp") else "linear", epochs=epochs,
-                                           batch_size=batch_size, lrs=_floats(lrs) if lrs else None,
-                                           weight_decays=_floats(weight_decays) if weight_decays else None,
-                                           hidden=hidden, dropout=dropout))
-    _show(run_experiment(cfg))
+    """Train linear, MLP or kNN heads on cached features: every model x head in one process."""
+    from embedkit.heads.runner import ExperimentConfig, run_experiment
+    from embedkit.heads.trained import HeadConfig
+
+    _one_cache_file(model, cache_file)
+    results = []
+    for m in model:
+        for h in head:
+            cfg = ExperimentConfig(model=m, manifest=manifest, method=h, cache_dir=cache_dir, cache=cache_file,
+                                   runs_dir=runs_dir, dataset=dataset, seeds=seeds, ks=ks, force=force, threads=threads,
+                                   head=HeadConfig(kind=h if h in ("linear", "mlp") else "linear", epochs=epochs,
+                                                   batch_size=batch_size, lrs=lrs, weight_decays=weight_decays,
+                                                   hidden=hidden, dropout=dropout))
+            results += run_experiment(cfg)
+    _show(results)

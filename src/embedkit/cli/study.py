@@ -14,7 +14,7 @@ def _duration(seconds: float) -> str:
 
 
 def study(
-    config: Path = typer.Option(..., help="Study TOML (studies/demo.toml, studies/paper.toml)."),
+    config: Path = typer.Option(..., exists=True, dir_okay=False, help="Study TOML (studies/demo.toml, studies/paper.toml)."),
     dry_run: bool = typer.Option(False, help="Print the plan: what will run, what is done, rough time."),
     set_: list[str] = typer.Option([], "--set", help="Override a setting: dotted.key=value (repeatable)."),
 ) -> None:

@@ -65,12 +65,16 @@ def read_nih_metadata(path: str | Path) -> tuple[list[dict[str, object]], list[s
     if not path.is_file():
         raise EmbedkitError(f"{path}: NIH metadata file not found (Data_Entry_2017_v2020.csv from the NIH box folder)")
     warnings: list[str] = []
-    with _open_text(path) as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
-        if missing:
-            raise EmbedkitError(f"{path}: not an NIH metadata file, missing column(s) {', '.join(missing)}")
-        raw = list(reader)
+    try:
+        with _open_text(path) as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+            if missing:
+                raise EmbedkitError(f"{path}: not an NIH metadata file, missing column(s) {', '.join(missing)}")
+            raw = list(reader)
+    except (UnicodeDecodeError, csv.Error, OSError, EOFError) as exc:
+        raise EmbedkitError(f"{path}: not an NIH metadata CSV ({type(exc).__name__}); expected "
+                            "Data_Entry_2017_v2020.csv (or .csv.gz)") from None
     old_format = any(_AGE_2017.match(r["Patient Age"].strip()) for r in raw[:1000])
     if old_format:
         warnings.append(

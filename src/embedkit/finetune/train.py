@@ -1,8 +1,12 @@
 """`embedkit finetune --lora|--full`: train encoder and a linear head together on images.
 
 Recipe (defaults are the paper's): AdamW, cosine annealing per epoch, batch 64, 150 epochs,
-learning rate chosen on validation (each candidate trained in full), and the epoch with the lowest
-validation loss evaluated on test. Shuffling is drawn from (seed, epoch), and the last checkpoint
+learning rate and weight decay chosen on validation (each candidate trained in full), and the
+epoch with the lowest validation loss evaluated on test. The head is LP-FT's (Kumar et al. 2022):
+it standardises the embedding with the training split's statistics, exactly like the cached-feature
+linear probe, and starts from that probe fitted on the encoder's own features. The state before the
+first step is evaluated too ("epoch 0"), so a run is never selected worse than the probe it starts
+from (the comparison of head designs that chose this: docs/benchmarks.md). Shuffling is drawn from (seed, epoch), and the last checkpoint
 holds model, optimiser, scheduler and RNG state, so ``resume`` reaches the same numbers as an
 uninterrupted run. Under ``torchrun`` each rank takes its slice of every global batch (DDP; gloo
 on CPU, NCCL on GPU) and rank 0 writes the run.
@@ -25,7 +29,9 @@ from torch.nn import functional as F
 
 from embedkit.devices import resolve_device
 from embedkit.errors import EmbedkitError
+from embedkit.cache.extract import auto_workers
 from embedkit.finetune.data import Images, load_images
+from embedkit.finetune.head import Head, ProbeInit, embed_split, fit_probe_init
 from embedkit.finetune.lora import FrozenPins, apply_lora, parse_targets, save_adapters
 from embedkit.manifest import read_manifest
 from embedkit.models import Encoder, load_encoder
@@ -46,18 +52,18 @@ class FinetuneConfig:
     epochs: int = 150
     batch_size: int = 64
     lrs: tuple[float, ...] | None = None        # None: DEFAULT_LRS[mode]
-    weight_decay: float = 0.01
+    weight_decays: tuple[float, ...] = (0.01,)
     rank: int = 8
     alpha: int = 16
     dropout: float = 0.1
     lora_targets: str | None = None
     augment: bool = False
     device: str = "auto"
-    bf16: bool | None = None                    # None: on for CUDA
+    precision: str = "fp32"                     # fp32 | bf16 (autocast)
     grad_checkpointing: bool = False
     compile: bool = False
     memory_limit_gb: float = 4.0
-    workers: int = 1
+    workers: int | None = None                  # None: auto_workers(device), as extraction
     skip_bad: bool = False
     resume: bool = True
     force: bool = False
@@ -75,6 +81,7 @@ class FinetuneConfig:
         for k in ("runs_dir", "seeds", "device", "memory_limit_gb", "workers", "resume", "force", "manifest", "compile"):
             d.pop(k)
         d["lrs"] = self.learning_rates()
+        d["head"] = "standardised linear, linear-probe start (LP-FT)"
         if self.mode == "full":
             for k in ("rank", "alpha", "dropout", "lora_targets"):
                 d.pop(k)
@@ -82,15 +89,15 @@ class FinetuneConfig:
 
 
 class Classifier(nn.Module):
-    """Image tower + linear head on its embedding."""
+    """Image tower + standardising linear head on its embedding."""
 
     def __init__(self, tower: nn.Module, dim: int, n_classes: int):
         super().__init__()
         self.tower = tower
-        self.head = nn.Linear(dim, n_classes)
+        self.head = Head(dim, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.tower(x))
+        return self.head(self.tower(x).float())
 
 
 @dataclass
@@ -152,16 +159,19 @@ def _atomic_save(obj, path: Path) -> None:
 @dataclass
 class Fit:
     lr: float
+    weight_decay: float
     best_epoch: int
     best_val_loss: float
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
 
-def _build(cfg: FinetuneConfig, enc: Encoder, seed: int, n_classes: int, device: torch.device):
-    """A classifier on a fresh copy of ``enc``'s image tower (``enc`` itself stays untouched for the next lr)."""
+def _build(cfg: FinetuneConfig, enc: Encoder, seed: int, init: ProbeInit, device: torch.device):
+    """A classifier on a fresh copy of ``enc``'s image tower (``enc`` itself stays untouched for the
+    next sweep point), its head set to the linear probe ``init``."""
     torch.manual_seed(seed)
-    model = Classifier(copy.deepcopy(enc.image_tower), enc.embed_dim, n_classes)
+    model = Classifier(copy.deepcopy(enc.image_tower), enc.embed_dim, init.n_classes)
+    init.apply(model.head)
     info = {}
     pins = None
     if cfg.mode == "lora":
@@ -169,11 +179,9 @@ def _build(cfg: FinetuneConfig, enc: Encoder, seed: int, n_classes: int, device:
         info["lora_layers"] = apply_lora(model.tower, targets, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout)
         info["targets"] = {"modules": list(targets.modules), "parameters": list(targets.parameters)}
         pins = FrozenPins(model.tower)
-    elif cfg.mode == "full":
+    else:
         for p in model.parameters():
             p.requires_grad_(True)
-    else:
-        raise EmbedkitError(f"unknown fine-tuning mode {cfg.mode!r}: use --lora or --full")
     for p in model.head.parameters():
         p.requires_grad_(True)
     if cfg.grad_checkpointing:
@@ -186,24 +194,39 @@ def _build(cfg: FinetuneConfig, enc: Encoder, seed: int, n_classes: int, device:
     return model.to(device), info, pins
 
 
-def _loss_on(model: nn.Module, images: Images, device: torch.device, amp: bool, batch: int = 128) -> tuple[float, torch.Tensor]:
+def _autocast(cfg: FinetuneConfig, device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+
+def _loss_on(model: nn.Module, images: Images, device: torch.device, cfg: FinetuneConfig,
+             batch: int = 128) -> tuple[float, torch.Tensor]:
     """Mean cross-entropy and softmax probabilities over a split (eval mode)."""
     model.eval()
     probs = []
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+    with torch.no_grad(), _autocast(cfg, device):
         for x in images.batches([list(range(i, min(i + batch, len(images.rows)))) for i in range(0, len(images.rows), batch)]):
             probs.append(F.softmax(model(x.to(device)).float(), -1).cpu())
     p = torch.cat(probs)
     return float(F.nll_loss(torch.log(p.clamp_min(1e-12)), images.labels)), p
 
 
-def fit(cfg: FinetuneConfig, enc: Encoder, seed: int, lr: float, data: dict[str, Images], n_classes: int, ckpt_dir: Path,
-        dist: Distributed, device: torch.device, on_epoch: Callable[[dict], None] | None = None):
-    """Train one (seed, lr) on a copy of ``enc``; returns the fit summary, the model at its best epoch and its info."""
-    model, info, pins = _build(cfg, enc, seed, n_classes, device)
-    amp = device.type == "cuda" if cfg.bf16 is None else cfg.bf16
+def _resume(last: Path, model, opt, sched, fit_info: Fit):
+    ck = torch.load(last, map_location="cpu", weights_only=True)
+    model.load_state_dict(ck["state"], strict=False)
+    opt.load_state_dict(ck["optimizer"])
+    sched.load_state_dict(ck["scheduler"])
+    torch.set_rng_state(ck["rng"])
+    return ck["epoch"], ck["best_state"], Fit(fit_info.lr, fit_info.weight_decay, ck["best_epoch"], ck["best_val_loss"],
+                                               ck["history"], ck["seconds"])
+
+
+def fit(cfg: FinetuneConfig, enc: Encoder, seed: int, lr: float, wd: float, data: dict[str, Images], init: ProbeInit,
+        ckpt_dir: Path, dist: Distributed, device: torch.device, on_epoch: Callable[[dict], None] | None = None):
+    """Train one (seed, lr, wd) on a copy of ``enc``; returns the fit summary, the model at its best
+    epoch (epoch 0 = the linear probe it started from) and its info."""
+    model, info, pins = _build(cfg, enc, seed, init, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=wd)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     net = model
     if dist.world > 1:
@@ -211,17 +234,11 @@ def fit(cfg: FinetuneConfig, enc: Encoder, seed: int, lr: float, data: dict[str,
     if cfg.compile:
         net = torch.compile(net)
     last = ckpt_dir / "last.pt"
-    fit_info = Fit(lr, 0, math.inf)
-    best_state = _trainable_state(model, cfg.mode)
-    start_epoch = 0
     if cfg.resume and last.is_file():
-        ck = torch.load(last, map_location="cpu", weights_only=True)
-        model.load_state_dict(ck["state"], strict=False)
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        torch.set_rng_state(ck["rng"])
-        start_epoch, best_state = ck["epoch"], ck["best_state"]
-        fit_info = Fit(lr, ck["best_epoch"], ck["best_val_loss"], ck["history"], ck["seconds"])
+        start_epoch, best_state, fit_info = _resume(last, model, opt, sched, Fit(lr, wd, 0, math.inf))
+    else:  # epoch 0: the state training starts from is a candidate too
+        start_epoch, best_state = 0, _trainable_state(model, cfg.mode)
+        fit_info = Fit(lr, wd, 0, _loss_on(model, data["val"], device, cfg)[0])
     train = data["train"]
     n = len(train.rows)
     for epoch in range(start_epoch, cfg.epochs):
@@ -239,7 +256,7 @@ def fit(cfg: FinetuneConfig, enc: Encoder, seed: int, lr: float, data: dict[str,
             xb, yb = x[mine], train.labels[idx][mine]
             if cfg.augment:
                 xb = _augment(xb, gen)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            with _autocast(cfg, device):
                 loss = F.cross_entropy(net(xb.to(device, non_blocking=True)).float(), yb.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -249,9 +266,8 @@ def fit(cfg: FinetuneConfig, enc: Encoder, seed: int, lr: float, data: dict[str,
             losses.append(loss.item())
         sched.step()
         train_seconds = time.perf_counter() - t_train
-        val_loss, _ = _loss_on(model, data["val"], device, amp)
-        seconds = time.perf_counter() - t0
-        fit_info.seconds += seconds
+        val_loss, _ = _loss_on(model, data["val"], device, cfg)
+        fit_info.seconds += time.perf_counter() - t0
         if val_loss < fit_info.best_val_loss:
             fit_info.best_val_loss, fit_info.best_epoch = val_loss, epoch + 1
             best_state = _trainable_state(model, cfg.mode)
@@ -264,15 +280,23 @@ def fit(cfg: FinetuneConfig, enc: Encoder, seed: int, lr: float, data: dict[str,
                           "best_val_loss": fit_info.best_val_loss, "history": fit_info.history,
                           "seconds": fit_info.seconds}, last)
         if on_epoch:
-            on_epoch({"seed": seed, "lr": lr, **fit_info.history[-1], "epochs": cfg.epochs})
+            on_epoch({"seed": seed, "lr": lr, "weight_decay": wd, **fit_info.history[-1], "epochs": cfg.epochs})
     model.load_state_dict(best_state, strict=False)
     if pins:
         pins.restore()
     return fit_info, model, info
 
 
+def _check(cfg: FinetuneConfig) -> None:
+    if cfg.precision not in ("fp32", "bf16"):
+        raise EmbedkitError(f"--precision {cfg.precision}: fine-tuning runs in fp32 or bf16 (autocast)")
+    if cfg.mode not in ("lora", "full"):
+        raise EmbedkitError(f"unknown fine-tuning mode {cfg.mode!r}: use --lora or --full")
+
+
 def finetune(cfg: FinetuneConfig, *, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Fine-tune for every seed (skipping finished runs); returns the run records."""
+    _check(cfg)
     manifest = read_manifest(cfg.manifest)
     device = resolve_device(cfg.device)
     dist = init_distributed(device)
@@ -280,40 +304,44 @@ def finetune(cfg: FinetuneConfig, *, on_epoch: Callable[[dict], None] | None = N
         torch.cuda.set_device(device)
     config_hash = config_digest(cfg.fingerprint())
     records = []
-    data = enc = None
+    data = enc = features = None
     for seed in cfg.seeds:
         folder = cfg.run_dir(seed)
         done = read_record(folder)
         if done and done.get("config_hash") == config_hash and not cfg.force:
             records.append(done | {"skipped": True})
             continue
-        if data is None:  # loaded once: every (seed, lr) trains a copy of its image tower
+        if data is None:  # loaded once: every (seed, lr, wd) trains a copy of its image tower
             enc = load_encoder(cfg.model, weights=cfg.weights, seed=0)
             data = load_images(manifest, enc.preprocess, splits=("train", "val", "test"), labels=manifest.labels(),
-                               skip_bad=cfg.skip_bad, memory_limit_gb=cfg.memory_limit_gb, workers=cfg.workers)
+                               skip_bad=cfg.skip_bad, memory_limit_gb=cfg.memory_limit_gb,
+                               workers=auto_workers(device) if cfg.workers is None else cfg.workers)
+            features = {s: embed_split(enc.image_tower.to(device), data[s], device) for s in ("train", "val")}
+        init = fit_probe_init(features, data, seed, len(manifest.classes))
         fits, chosen = [], None
         for lr in cfg.learning_rates():
-            ckpt_dir = folder / "checkpoints" / f"lr-{lr:g}"
-            if cfg.force and dist.main:
-                (ckpt_dir / "last.pt").unlink(missing_ok=True)
-            result, model, info = fit(cfg, enc, seed, lr, data, len(manifest.classes), ckpt_dir, dist, device, on_epoch)
-            fits.append((lr, result))
-            if chosen is None or (result.best_val_loss, lr) < (chosen[0].best_val_loss, chosen[0].lr):
-                chosen = (result, model, info)  # only the best model so far stays in memory
-            del model
+            for wd in cfg.weight_decays:
+                ckpt_dir = folder / "checkpoints" / f"lr-{lr:g}-wd-{wd:g}"
+                if cfg.force and dist.main:
+                    (ckpt_dir / "last.pt").unlink(missing_ok=True)
+                result, model, info = fit(cfg, enc, seed, lr, wd, data, init, ckpt_dir, dist, device, on_epoch)
+                fits.append(result)
+                if chosen is None or (result.best_val_loss, lr, wd) < (chosen[0].best_val_loss, chosen[0].lr, chosen[0].weight_decay):
+                    chosen = (result, model, info)  # only the best model so far stays in memory
+                del model
         best, model, info = chosen
         if dist.main:
-            records.append(_write(cfg, seed, manifest, data, model, enc, info, best, fits, device, config_hash))
+            records.append(_write(cfg, seed, manifest, data, model, enc, info | {"init": init.record}, best, fits,
+                                  device, config_hash))
     return records
 
 
-def _write(cfg, seed, manifest, data, model, enc, info, best: Fit, fits, device, config_hash) -> dict:
+def _write(cfg, seed, manifest, data, model, enc, info, best: Fit, fits: list[Fit], device, config_hash) -> dict:
     """Predictions for val and test at the best epoch, the adapter or encoder, the head, and run.json."""
     from safetensors.torch import save_file
 
     folder = cfg.run_dir(seed)
-    amp = device.type == "cuda" if cfg.bf16 is None else cfg.bf16
-    proba = {s: _loss_on(model, data[s], device, amp)[1].numpy() for s in ("val", "test")}
+    proba = {s: _loss_on(model, data[s], device, cfg)[1].numpy() for s in ("val", "test")}
     rows = np.concatenate([data["val"].rows, data["test"].rows])
     col = {c: manifest.column(c)[rows] for c in ("image_id", "label", "sex", "age")}
     preds = Predictions(col["image_id"], np.array(["val"] * len(data["val"].rows) + ["test"] * len(data["test"].rows)),
@@ -326,8 +354,10 @@ def _write(cfg, seed, manifest, data, model, enc, info, best: Fit, fits, device,
     save_file({k: v.contiguous().cpu() for k, v in model.head.state_dict().items()}, str(folder / "head.safetensors"))
     record = {"method": cfg.mode, "model": cfg.model, "seed": seed, "config": cfg.fingerprint(), "config_hash": config_hash,
               "manifest_digest": manifest.digest(), "encoder": enc.describe(), **info,
-              "selection": {"lr": best.lr, "best_epoch": best.best_epoch, "val_loss": best.best_val_loss,
-                            "criterion": "lowest validation loss over lrs and epochs",
-                            "sweep": [{"lr": f[0], "best_epoch": f[1].best_epoch, "val_loss": f[1].best_val_loss} for f in fits]},
-              "history": best.history, "timings": {"seconds": sum(f[1].seconds for f in fits)}}
+              "selection": {"lr": best.lr, "weight_decay": best.weight_decay, "best_epoch": best.best_epoch,
+                            "val_loss": best.best_val_loss,
+                            "criterion": "lowest validation loss over lrs, weight decays and epochs (0 = the linear-probe start)",
+                            "sweep": [{"lr": f.lr, "weight_decay": f.weight_decay, "best_epoch": f.best_epoch,
+                                       "val_loss": f.best_val_loss} for f in fits]},
+              "history": best.history, "timings": {"seconds": sum(f.seconds for f in fits)}}
     return finish_run(folder, preds, record, n_boot=cfg.n_boot, seed=seed)

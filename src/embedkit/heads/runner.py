@@ -143,6 +143,9 @@ def _knn(cfg, cache, parts, seeds, config_hash):
 
 def _zeroshot(cfg, cache, parts, seeds, config_hash):
     start = time.perf_counter()
+    if cache.attrs.get("vision_only"):
+        raise EmbedkitError(f"{cfg.model} is a vision-only encoder (no text tower), so it has no zero-shot; "
+                            "use `embedkit probe` or `embedkit finetune` with it")
     missing = [f for f in cfg.prompts if f not in cache.text]
     if missing:
         raise EmbedkitError(f"{cache.path}: no prompt embeddings for {', '.join(missing)}; add them with "
@@ -166,8 +169,9 @@ def _zeroshot(cfg, cache, parts, seeds, config_hash):
     for seed in seeds:  # a deterministic format gives identical runs for every seed
         repeat = seed if sampled else 0
         p = {s: proba(best, s, repeat) for s in ("val", "test")}
-        selection = {"prompt_format": best, "val_scores": val_scores, "criterion": "highest validation accuracy",
-                     "prompt_sample_seed": repeat if sampled else None,
-                     "n_prompts": SAMPLED.get(best), "scoring": {"clip": "mean embedding", "gloria": "max, column z-score",
-                                                                  "cxrclip": "mean cosine"}[best]}
+        selection = {"prompt_format": best, "val_scores": val_scores, "criterion": "highest validation mean accuracy",
+                     "prompt_sample_seed": repeat if sampled else None, "n_prompts": SAMPLED.get(best),
+                     "prompts_used": zeroshot.used_prompts(cache.text[best], best, n_classes, repeat),
+                     "scoring": {"clip": "mean embedding", "gloria": "max, column z-score",
+                                 "cxrclip": "mean cosine over a per-image sample"}[best]}
         yield _write_run(cfg, seed, cache, parts, p, selection, time.perf_counter() - start, config_hash)

@@ -3,8 +3,8 @@
 clip: cosine to the renormalised mean of a class's normalised prompt embeddings, times the
 model's logit scale. gloria: max cosine over n randomly sampled prompts per class, then each
 class column standardised over the scored images (GLoRIA's zero_shot_classification).
-cxrclip: mean cosine over all of a class's prompts, times the logit scale. Probabilities are
-the softmax of these scores.
+cxrclip: for every image, mean cosine over n prompts per class drawn afresh for that image
+(CXR-CLIP's evaluator), times the logit scale. Probabilities are the softmax of these scores.
 """
 
 from __future__ import annotations
@@ -34,6 +34,25 @@ def sample_prompts(text: TextSet, n_classes: int, n: int, rng: np.random.Generat
     return out
 
 
+def _per_image_mean(sims: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """(N,) mean of a random ``n`` of each row's similarities (all when a class has fewer), one draw per row."""
+    if sims.shape[1] <= n:
+        return sims.mean(1)
+    pick = np.argsort(rng.random(sims.shape), axis=1)[:, :n]
+    return np.take_along_axis(sims, pick, axis=1).mean(1)
+
+
+def used_prompts(text: TextSet, fmt: str, n_classes: int, seed: int) -> dict:
+    """What a sampled run used, for its run.json: gloria's drawn prompts; cxrclip's per-image draw rule."""
+    if fmt == "gloria":
+        chosen = sample_prompts(text, n_classes, SAMPLED["gloria"], np.random.default_rng(seed))
+        return {"per_class": [[text.prompts[i] for i in idx] for idx in chosen]}
+    if fmt == "cxrclip":
+        return {"per_image": f"{SAMPLED['cxrclip']} of each class's prompts drawn for every image with numpy seed {seed}",
+                "pool_sizes": [int((text.class_index == c).sum()) for c in range(n_classes)]}
+    return {"all": True}
+
+
 def scores(images: np.ndarray, text: TextSet, fmt: str, *, n_classes: int, logit_scale: float,
            rng: np.random.Generator | None = None, n_prompts: int | None = None) -> np.ndarray:
     """(N, C) class scores (logits) of ``images`` for one prompt format."""
@@ -48,7 +67,10 @@ def scores(images: np.ndarray, text: TextSet, fmt: str, *, n_classes: int, logit
             s = (s - s.mean(0)) / s.std(0).clip(1e-12)
         return s
     if fmt == "cxrclip":
-        return logit_scale * np.stack([(img @ txt[text.class_index == c].T).mean(1) for c in range(n_classes)], axis=1)
+        rng = rng or np.random.default_rng(0)
+        n = n_prompts or SAMPLED["cxrclip"]
+        return logit_scale * np.stack([_per_image_mean(img @ txt[text.class_index == c].T, n, rng)
+                                       for c in range(n_classes)], axis=1)
     raise ValueError(f"unknown prompt format {fmt!r}")
 
 

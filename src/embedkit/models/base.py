@@ -40,6 +40,7 @@ class Encoder:
     lora_targets: LoraTargets = field(default_factory=LoraTargets)
     logit_scale: float = 100.0
     tokenizer_dir: Path | None = None  # where the tokenizer files came from (saved beside tiny weights)
+    vision_only: bool = False          # no text tower: no prompt embeddings, no zero-shot
 
     def encode_images(self, batch: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) preprocessed images -> (N, D) embeddings."""

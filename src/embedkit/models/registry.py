@@ -32,7 +32,7 @@ class ModelSpec:
 
 
 _MODELS: dict[str, ModelSpec] = {}
-FAMILIES = ("clip", "biomedclip", "medclip", "gloria")  # adapter modules, one file each
+FAMILIES = ("clip", "biomedclip", "medclip", "gloria", "vit_imagenet")  # adapter modules, one file each
 
 
 def register(spec: ModelSpec) -> ModelSpec:

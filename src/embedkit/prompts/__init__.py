@@ -5,8 +5,11 @@ maps to "Pleural Effusion". The GLoRIA and CXR-CLIP generators lack Pneumothorax
 fall back to CXR-CLIP's positive report sentences ("pneumothorax.", "there is pneumothorax.", …).
 
 Scoring (``embedkit.heads.zeroshot``): clip = cosine to the renormalised mean prompt embedding;
-gloria = max over a random sample of n prompts, then each class column standardised over the
-images scored (GLoRIA's ``zero_shot_classification``); cxrclip = mean cosine over all prompts.
+gloria = max over a random sample of 5 prompts per class, then each class column standardised over
+the images scored (GLoRIA's ``zero_shot_classification``); cxrclip = mean cosine over 10 prompts
+per class drawn afresh for every image (kakaobrain/cxr-clip ``Evaluator.zeroshot_gloria``:
+``np.random.permutation(similarities)[:num_prompt]`` then ``mean``; its num_prompt options are
+5, 10 or all). The two sampled formats run once per seed and are reported as mean ± sd.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from functools import cache
 from importlib import resources
 
 FORMATS = ("clip", "gloria", "cxrclip")
-SAMPLED = {"gloria": 5}  # formats that sample n prompts per class (run over 10 seeds)
+SAMPLED = {"gloria": 5, "cxrclip": 10}  # formats that sample n prompts per class (run over 10 seeds)
 NAME_MAP = {"Effusion": "Pleural Effusion"}
 
 

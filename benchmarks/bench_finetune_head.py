@@ -1,0 +1,92 @@
+"""Which fine-tuning head can learn and say how sure it is (issue 13), measured on the demo's phantom.
+
+Three heads on the same tower, the demo's fine-tuning settings (10 epochs, LoRA lr 3e-3, full lr 1e-3),
+epoch 0 always a candidate:
+  bare      nn.Linear on the (L2-normalised) embedding, default init — the old design;
+  std       standardised with training statistics, default init;
+  lp-ft     standardised and started from the linear probe on the tower's own features (chosen).
+Reported on test beside the cached-feature linear probe: accuracy, predicted classes, mean
+top-class confidence minus accuracy, and the selected validation loss.
+
+    python benchmarks/bench_finetune_head.py [--models clip-tiny,...] [--epochs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DESIGNS = ("bare", "std", "lp-ft")
+LRS = {"lora": 3e-3, "full": 1e-3}
+MODELS = ("clip-tiny", "biomedclip-tiny", "medclip-vit-tiny", "medclip-rn50-tiny", "gloria-tiny")
+
+
+def _init(design: str, probe, dim: int, n_classes: int, seed: int):
+    """The ProbeInit each design starts from (``probe`` is the fitted linear probe)."""
+    from dataclasses import replace
+
+    from torch import nn
+
+    if design == "lp-ft":
+        return probe
+    torch.manual_seed(seed)
+    lin = nn.Linear(dim, n_classes)
+    mean, std = (torch.zeros(dim), torch.ones(dim)) if design == "bare" else (probe.mean, probe.std)
+    return replace(probe, mean=mean, std=std, weight=lin.weight.detach().clone(), bias=lin.bias.detach().clone())
+
+
+def compare(manifest: Path, models=MODELS, epochs: int = 10) -> list[dict]:
+    from embedkit.finetune.data import load_images
+    from embedkit.finetune.head import embed_split, fit_probe_init
+    from embedkit.finetune.train import Distributed, FinetuneConfig, _loss_on, fit
+    from embedkit.manifest import read_manifest
+    from embedkit.models import load_encoder
+
+    m = read_manifest(manifest)
+    cpu, rows = torch.device("cpu"), []
+    for name in models:
+        enc = load_encoder(name)
+        data = load_images(m, enc.preprocess, splits=("train", "val", "test"), labels=m.labels(), skip_bad=False,
+                           memory_limit_gb=2, workers=0)
+        feats = {s: embed_split(enc.image_tower, data[s], cpu) for s in ("train", "val", "test")}
+        probe = fit_probe_init(feats, data, 0, len(m.classes))
+        lp = torch.softmax(((feats["test"] - probe.mean) / probe.std) @ probe.weight.T + probe.bias, -1).numpy()
+        rows.append(_row(name, "-", "linear probe (cache)", lp, data["test"].labels.numpy(), probe.record["val_loss"]))
+        for mode, lr in LRS.items():
+            cfg = FinetuneConfig(model=name, manifest=manifest, mode=mode, epochs=epochs, batch_size=64)
+            for design in DESIGNS:
+                with tempfile.TemporaryDirectory() as ck:
+                    best, model, _ = fit(cfg, enc, 0, lr, 0.01, data, _init(design, probe, enc.embed_dim, len(m.classes), 0),
+                                         Path(ck), Distributed(), cpu)
+                p = _loss_on(model, data["test"], cpu, cfg)[1].numpy()
+                rows.append(_row(name, mode, design, p, data["test"].labels.numpy(), best.best_val_loss, best.best_epoch))
+    return rows
+
+
+def _row(model, mode, design, proba, y, val_loss, epoch=None) -> dict:
+    pred = proba.argmax(1)
+    acc = float((pred == y).mean())
+    return {"model": model, "mode": mode, "head": design, "test_acc": acc, "classes": int(len(set(pred))),
+            "conf_minus_acc": float(proba.max(1).mean() - acc), "val_loss": float(val_loss), "best_epoch": epoch}
+
+
+def demo_phantom(folder: Path) -> Path:
+    from embedkit.data.phantom import Bias, PhantomSpec, make_phantom
+
+    return make_phantom(folder, PhantomSpec(per_group=25, size=64, seed=0, bias=[Bias.parse("sex=F:0.6")]))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--epochs", type=int, default=10)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in compare(demo_phantom(Path(tmp)), tuple(args.models.split(",")), args.epochs):
+            print(r, file=sys.stdout, flush=True)

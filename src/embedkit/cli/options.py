@@ -1,0 +1,233 @@
+"""One dialect for every command: shared option names, types, defaults, help and value checks.
+
+Each concept has one option here (``--runs-dir``, ``--seeds`` with ranges like ``0-4``,
+``--precision``, ...), and every value is parsed and checked where it is declared, so a bad value
+is a usage error naming the option (exit 2), never a traceback from deep inside the library.
+``SYNONYMS`` lists spellings we refuse to grow again; tests/cli/test_cli_options.py walks every
+command against both tables. Parameters are annotated ``str`` for typer's parser; their callbacks
+hand the command the parsed value (a tuple of seeds, of floats, of model names ...).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import typer
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+HEADS = ("linear", "mlp", "knn")
+
+# Options shared by several commands: the same name, type, default and help wherever they appear.
+SHARED = ("--model", "--manifest", "--runs-dir", "--cache-dir", "--cache-file", "--dataset", "--weights", "--seeds",
+          "--lrs", "--weight-decays", "--epochs", "--batch-size", "--workers", "--precision", "--device", "--threads",
+          "--quiet", "--force", "--wait", "--n-boot")
+
+# Spellings that mean a shared concept: an option may not use the left-hand name.
+SYNONYMS = {
+    "--runs": "--runs-dir", "--run-dir": "--runs-dir", "--cache": "--cache-file", "--caches": "--cache-dir",
+    "--weight-decay": "--weight-decays", "--wd": "--weight-decays", "--lr": "--lrs", "--bf16": "--precision",
+    "--fp16": "--precision", "--amp": "--precision", "--seed-list": "--seeds", "--num-threads": "--threads",
+    "--silent": "--quiet", "--overwrite": "--force", "--gpu": "--device",
+}
+
+
+def _items(text: str, option: str) -> list[str]:
+    items = [v.strip() for v in str(text).split(",") if v.strip()]
+    if not items:
+        raise typer.BadParameter(f"{option} needs at least one value")
+    return items
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``0,1,2`` or ``0-4`` (inclusive) or a mix; duplicates removed, order kept."""
+    out: list[int] = []
+    for item in _items(text, "--seeds"):
+        try:
+            if "-" in item:
+                lo, hi = item.split("-", 1)
+                lo_i, hi_i = int(lo), int(hi)
+                if hi_i < lo_i:
+                    raise ValueError
+                out += range(lo_i, hi_i + 1)
+            else:
+                out.append(int(item))
+        except ValueError:
+            raise typer.BadParameter(f"{item!r} is not a seed; use integers and ranges, e.g. 0,1,2 or 0-4") from None
+    return tuple(dict.fromkeys(out))
+
+
+def _numbers(text: str | None, option: str, kind, *, minimum: float, strict: bool):
+    if text is None:
+        return None
+    out = []
+    for item in _items(text, option):
+        try:
+            v = kind(item)
+        except ValueError:
+            raise typer.BadParameter(f"{item!r} is not a number; give a comma-separated list, e.g. "
+                                     f"{'1e-4,1e-3' if kind is float else '5,10,20'}") from None
+        if v < minimum or (strict and v == minimum):
+            raise typer.BadParameter(f"{item!r} must be {'>' if strict else '>='} {minimum:g}")
+        out.append(v)
+    return tuple(out)
+
+
+def parse_lrs(text: str | None) -> tuple[float, ...] | None:
+    return _numbers(text, "--lrs", float, minimum=0.0, strict=True)
+
+
+def parse_weight_decays(text: str | None) -> tuple[float, ...] | None:
+    return _numbers(text, "--weight-decays", float, minimum=0.0, strict=False)
+
+
+def parse_ks(text: str) -> tuple[int, ...]:
+    return _numbers(text, "--ks", int, minimum=1, strict=False)
+
+
+def parse_precision(text: str) -> str:
+    if text not in PRECISIONS:
+        raise typer.BadParameter(f"{text!r}: choose {', '.join(PRECISIONS)}")
+    return text
+
+
+def parse_device(text: str) -> str:
+    """Check the device exists here now, so a missing GPU is a usage error and not a driver crash."""
+    from embedkit.devices import check_device
+    from embedkit.errors import EmbedkitError
+
+    try:
+        check_device(text)
+    except EmbedkitError as exc:
+        raise typer.BadParameter(str(exc).split(": ", 1)[-1]) from None
+    return text
+
+
+def _choices(text: str, option: str, valid: tuple[str, ...]) -> tuple[str, ...]:
+    items = tuple(_items(text, option))
+    for item in items:
+        if item not in valid:
+            close = difflib.get_close_matches(item, valid, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise typer.BadParameter(f"{item!r} is not one of {', '.join(valid)}{hint}")
+    return items
+
+
+def parse_heads(text: str) -> tuple[str, ...]:
+    return _choices(text, "--head", HEADS)
+
+
+def parse_models(text: str) -> tuple[str, ...]:
+    """Comma-separated registered model names (with the ``-tiny`` variants)."""
+    from embedkit.models import registry
+
+    valid = tuple(registry.names()) + tuple(f"{n}-tiny" for n in registry.names())
+    return _choices(text, "--model", valid)
+
+
+def one_model(text: str) -> str:
+    models = parse_models(text)
+    if len(models) != 1:
+        raise typer.BadParameter("give one model here")
+    return models[0]
+
+
+def model_option(*, several: bool = True):
+    return typer.Option(..., "--model", callback=parse_models if several else one_model,
+                        help="Encoder name(s) from `embedkit models`" + (", comma-separated." if several else "."))
+
+
+def manifest_option():
+    return typer.Option(..., "--manifest", exists=True, dir_okay=False, help="Manifest CSV (see README: Data).")
+
+
+def seeds_option(default: str = "0", what: str = "Seeds"):
+    return typer.Option(default, "--seeds", callback=parse_seeds, help=f"{what}: 0,1,2 or a range 0-4.")
+
+
+def runs_dir_option(*, must_exist: bool = False):
+    return typer.Option(Path("runs"), "--runs-dir", exists=must_exist, file_okay=False,
+                        help="Folder of run folders (<runs-dir>/<dataset>/<model>/<method>/seed-<k>).")
+
+
+def cache_dir_option(*, must_exist: bool = False):
+    return typer.Option(Path("cache"), "--cache-dir", exists=must_exist, file_okay=False, help="Folder of cache files.")
+
+
+def cache_file_option():
+    return typer.Option(None, "--cache-file", exists=True, dir_okay=False,
+                        help="Use this cache file instead of looking one up in --cache-dir.")
+
+
+def dataset_option():
+    return typer.Option(None, "--dataset", help="Dataset name in the run path (default: the manifest's folder name).")
+
+
+def lrs_option(default_help: str):
+    return typer.Option(None, "--lrs", callback=parse_lrs,
+                        help=f"Learning rates, comma-separated, chosen on validation (default: {default_help}).")
+
+
+def weight_decays_option(default_help: str):
+    return typer.Option(None, "--weight-decays", callback=parse_weight_decays,
+                        help=f"Weight decays, comma-separated, chosen on validation (default: {default_help}).")
+
+
+def epochs_option(default: int = 150):
+    return typer.Option(default, "--epochs", min=1, help="Training epochs (the epoch with the lowest validation loss is kept).")
+
+
+def batch_size_option(default: int = 64):
+    return typer.Option(default, "--batch-size", min=1, help="Images (or feature rows) per batch.")
+
+
+def precision_option():
+    return typer.Option("fp32", "--precision", callback=parse_precision,
+                        help="Compute precision: fp32 (the authors' numbers), bf16, fp16 (GPU).")
+
+
+def device_option():
+    return typer.Option("auto", "--device", callback=parse_device, help="auto (a GPU when there is one), cpu, cuda, cuda:1 ...")
+
+
+def threads_option():
+    return typer.Option(1, "--threads", min=1, help="Torch threads (one is fastest for small work here: docs/benchmarks.md).")
+
+
+def quiet_option():
+    return typer.Option(False, "--quiet", help="No progress display.")
+
+
+def force_option():
+    return typer.Option(False, "--force", help="Redo work that is already finished.")
+
+
+def wait_option():
+    return typer.Option(False, "--wait", help="Wait for another process holding the lock instead of exiting with code 3.")
+
+
+def n_boot_option(default: int = 1000):
+    return typer.Option(default, "--n-boot", min=0, help="Bootstrap resamples (and permutations) per run.")
+
+
+def weights_option():
+    return typer.Option([], "--weights", help="Weights file or folder (see `embedkit models`); MODEL=PATH with several "
+                                             "models (repeatable).")
+
+
+def per_model(values: list[str], models: tuple[str, ...], option: str) -> dict[str, Path]:
+    """``PATH`` (one model) or ``MODEL=PATH`` items -> {model: path}; paths must exist."""
+    out = {}
+    for v in values:
+        if "=" in v:
+            name, path = v.split("=", 1)
+        elif len(models) == 1:
+            name, path = models[0], v
+        else:
+            raise typer.BadParameter(f"{v!r}: with several models write MODEL=PATH", param_hint=option)
+        if name not in models:
+            raise typer.BadParameter(f"{v!r}: {name} is not among --model {','.join(models)}", param_hint=option)
+        if not Path(path).exists():
+            raise typer.BadParameter(f"{path}: no such file or folder", param_hint=option)
+        out[name] = Path(path)
+    return out

@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.embedkit-installed
 # Small work (probes, metrics) runs fastest on one thread on these machines (docs/benchmarks.md).
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup test test-slow demo bench bench-gpu paper clean
+.PHONY: setup test test-slow demo bench bench-gpu paper report-check clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,17 @@ test-slow: setup
 demo: setup
 	$(VENV)/bin/embedkit study --config studies/demo.toml
 	@echo "demo report: demo/report/report.html (Markdown: demo/report/report.md)"
+
+# Render the demo report in headless Chromium (Debian's chromium package) to demo/report/report.png.
+REPORT ?= demo/report/report.html
+report-check:
+	@test -f $(REPORT) || (echo "no $(REPORT): run make demo first" && exit 2)
+	@if command -v chromium >/dev/null 2>&1; then \
+	  chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
+	    --disable-component-update --disable-sync --user-data-dir=$$(mktemp -d) --hide-scrollbars \
+	    --window-size=1280,4000 --screenshot=$(dir $(REPORT))report.png file://$(abspath $(REPORT)) 2>/dev/null \
+	  && echo "rendered: $(dir $(REPORT))report.png"; \
+	else echo "report-check skipped: no chromium here (apt-get install chromium)"; fi
 
 bench: setup
 	$(PY) benchmarks/run_all.py --out docs/benchmarks.md

@@ -86,8 +86,12 @@ def read_speed(n: int = 100_000, d: int = 512) -> dict:
 
     raw = timed(lambda: h5py.File(path, "r")["embeddings"][()], repeat=3)
     full = timed(lambda: read_cache(path), repeat=3)
+    import hashlib
+
+    digest = timed(lambda: hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest(), repeat=3)
     mb = x.nbytes / 2**20
-    return {"n": n, "d": d, "mib": mb, "embeddings_mb_s": mb / raw, "whole_cache_mb_s": mb / full, "read_cache_s": full}
+    return {"n": n, "d": d, "mib": mb, "embeddings_mb_s": mb / raw, "whole_cache_mb_s": mb / full, "read_cache_s": full,
+            "digest_s": digest}
 
 
 def shards(n: int = 24) -> dict:
@@ -194,3 +198,42 @@ def join_merge_vs_virtual(n: int = 112_120, d: int = 512, shards: int = 8, rows_
             "merged_read_mb_s": mb / timed(read, "merged.h5", repeat=3),
             "virtual_read_mb_s": mb / timed(read, "virtual.h5", repeat=3),
             "merged_gather_s": timed(gather, "merged.h5", repeat=3), "virtual_gather_s": timed(gather, "virtual.h5", repeat=3)}
+
+
+def kill_and_resume(model: str = "medclip-rn50", n: int = 600) -> dict:
+    """Full-size extraction of ``n`` phantom images: an uninterrupted run, and a run killed at 50 % of
+    that time then resumed. Batch-level parts mean the resume should take about half a full run."""
+    return child(f"""
+import json, os, signal, subprocess, sys, tempfile, time, csv
+from pathlib import Path
+from embedkit.data.phantom import PhantomSpec, make_phantom
+tmp = Path(tempfile.mkdtemp())
+make_phantom(tmp / "d", PhantomSpec(per_group=25, size=224, seed=0))
+from benchmarks.common import full_encoder
+from embedkit.models import get
+weights = get("{model}").save(full_encoder("{model}"), tmp / "w")
+code = '''
+import json, sys, time
+from embedkit.cache.extract import ExtractConfig, extract
+t0 = time.perf_counter()
+r = extract(ExtractConfig(manifest=sys.argv[1], models=("{model}",), cache_dir=sys.argv[2], batch_size=32, workers=0,
+                          weights={{"{model}": sys.argv[3]}}))[0]
+print(json.dumps([time.perf_counter() - t0, r.seconds]))
+'''
+env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH=os.getcwd())
+def launch(out):
+    return subprocess.Popen([sys.executable, "-c", code, str(tmp / "d/manifest.csv"), str(tmp / out), str(weights)],
+                            env=env, stdout=subprocess.PIPE, text=True)
+full = json.loads(launch("a").communicate()[0].strip().splitlines()[-1])
+p = launch("b")
+time.sleep(0.5 * full[0])
+p.send_signal(signal.SIGKILL); p.wait()
+parts = len(list((tmp / "b").glob("*.parts/chunk-*.npz")))
+resumed = json.loads(launch("b").communicate()[0].strip().splitlines()[-1])
+a = next((tmp / "a").glob("*.h5")); b = next((tmp / "b").glob("*.h5"))
+import h5py, numpy as np
+with h5py.File(a) as fa, h5py.File(b) as fb:
+    same = bool(np.array_equal(fa["embeddings"][()], fb["embeddings"][()]))
+RESULT = dict(model="{model}", n={n}, full_s=full[0], resumed_s=resumed[0], ratio=resumed[0] / full[0],
+              batches_kept=parts, bitwise_equal=same)
+""")

@@ -41,4 +41,68 @@ def test_report_tables_figures_and_gaps(tmp_path, capsys):
                 "fig3d_gaps_zeroshot", "reliability_by_group"):
         assert (tmp_path / "rep/figures" / f"{fig}.png").stat().st_size > 1000
     page = (tmp_path / "rep/report.html").read_text()
-    assert page.count("data:image/png;base64,") == 7 and "<table>" in page
+    assert page.count("data:image/png;base64,") == 8 and "<table>" in page  # 7 paper figures + findings
+
+
+class _Outline:
+    """Tags in document order and the text outside tags (for structure checks)."""
+
+    def __init__(self, page: str):
+        from html.parser import HTMLParser
+
+        self.tags, self.text = [], []
+        outline = self
+
+        class P(HTMLParser):
+            def handle_starttag(self, tag, attrs):
+                outline.tags.append((tag, dict(attrs)))
+
+            def handle_data(self, data):
+                outline.text.append(data)
+
+        P().feed(page)
+
+
+def _biased_run(root, model, method, seed, gap, n=240, one_class=False):
+    """Predictions where women are classified worse by ``gap`` (planted), or one predicted class."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    sex = np.where((np.arange(n) // 3) % 2 == 0, "M", "F")
+    age = np.where((np.arange(n) // 6) % 2 == 0, 30, 70)
+    correct = rng.random(n) < np.where(sex == "M", 0.8, 0.8 - gap)
+    pred = np.where(correct, y, (y + 1) % 3)
+    proba = np.full((n, 3), 0.1)
+    proba[np.arange(n), 0 if one_class else pred] = 0.8
+    p = Predictions(np.array([f"i{i}" for i in range(n)]), np.array(["test"] * n), np.array(CLASSES)[y], sex, age,
+                    proba, CLASSES)
+    folder = root / "toy" / model / method / f"seed-{seed}"
+    write_predictions(folder / "predictions.csv", p)
+    write_record(folder, {"method": method, "model": model, "seed": seed, "manifest": str(root / "m/manifest.csv")})
+
+
+def test_report_opens_with_findings_and_renders_degenerate_runs(tmp_path):
+    import json as _json
+
+    from embedkit.report import build_report
+
+    runs = tmp_path / "runs"
+    (runs / "m").mkdir(parents=True)
+    (runs / "m/phantom.json").write_text(_json.dumps({"bias": [{"attribute": "sex", "group": "F", "strength": 0.6}]}))
+    for seed in range(2):
+        _biased_run(runs, "clip", "linear", seed, gap=0.4)
+    _biased_run(runs, "gloria", "linear", 0, gap=0.0)
+    _biased_run(runs, "gloria", "zeroshot", 0, gap=0.0, one_class=True)  # one predicted class: point CIs
+    build_report(runs, tmp_path / "rep", n_boot=200)
+    page = (tmp_path / "rep/report.html").read_text()
+    outline = _Outline(page)
+    order = [t for t, _ in outline.tags]
+    sections = [a.get("id") for t, a in outline.tags if t == "section"]
+    assert order[order.index("body") + 1] == "h1" and sections[:3] == ["findings", "figures", "tables"]
+    first_table = order.index("table")
+    assert order.index("section") < first_table and all(t != "table" for t in order[:order.index("details")])
+    text = " ".join(outline.text)
+    assert "# embedkit" not in text and "| ---" not in text and "![" not in text  # no raw Markdown
+    assert "clip / linear: sex F1 gap +" in text and "M better" in text
+    assert "Planted bias (sex = F, findings 60% fainter): recovered as a significant F1 gap by 1 of 3" in text
+    md = (tmp_path / "rep/report.md").read_text()
+    assert md.index("## Findings") < md.index("## Figures") < md.index("## Tables")

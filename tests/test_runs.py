@@ -40,3 +40,33 @@ def test_bad_predictions_file(tmp_path):
         read_predictions(tmp_path / "p.csv")
     with pytest.raises(EmbedkitError, match="no rows with split 'train'"):
         make_predictions().select("train")
+
+
+def test_two_manifests_in_one_folder_never_share_a_run(phantom_dir, tmp_path, capsys):
+    """The dataset part of a run path defaults to the manifest's folder: a second manifest there is
+    refused (name it with --dataset), never written over the first one's results."""
+    import csv
+
+    src = phantom_dir / "manifest.csv"
+    rows = list(csv.DictReader(src.open()))
+    rows[0]["label"] = "Edema" if rows[0]["label"] != "Edema" else "Effusion"  # one relabelled image
+    other = phantom_dir / "manifest-relabelled.csv"
+    with other.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    try:
+        cache, runs = str(tmp_path / "c"), str(tmp_path / "r")
+        for m in (src, other):
+            assert main(["extract", "--model", "clip-tiny", "--manifest", str(m), "--cache-dir", cache, "--quiet"]) == 0
+        args = ["probe", "--model", "clip-tiny", "--head", "knn", "--cache-dir", cache, "--runs-dir", runs]
+        assert main([*args, "--manifest", str(src)]) == 0
+        before = (tmp_path / "r/phantom0/clip-tiny/knn/seed-0/predictions.csv").read_bytes()
+        capsys.readouterr()
+        assert main([*args, "--manifest", str(other)]) == 2
+        assert "another manifest" in capsys.readouterr().err
+        assert (tmp_path / "r/phantom0/clip-tiny/knn/seed-0/predictions.csv").read_bytes() == before
+        assert main([*args, "--manifest", str(other), "--dataset", "relabelled"]) == 0
+        assert (tmp_path / "r/relabelled/clip-tiny/knn/seed-0/run.json").is_file()
+    finally:
+        other.unlink()

@@ -117,6 +117,61 @@ def read_record(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+@dataclass
+class RunState:
+    """Whether a run folder holds the result a configuration asks for: done, to run, or stale (why)."""
+
+    status: str          # done | to run | stale
+    reason: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.status == "done"
+
+
+def run_state(folder: Path, identity: dict, *, manifest_digest: str | None = None) -> RunState:
+    """The one answer to "is this run done?" for heads, zero-shot and fine-tuning alike: done only when
+    the finished record's digest equals the digest of ``identity`` (everything that determines the
+    result). A folder written for another manifest is refused, never overwritten."""
+    record = read_record(folder)
+    if record is None:
+        return RunState("to run", "not run yet")
+    stored = record.get("manifest_digest")
+    if manifest_digest and stored and stored != manifest_digest:
+        raise EmbedkitError(f"{folder}: this run folder holds results for another manifest (digest {stored[:12]}); "
+                            "give this dataset its own name with --dataset NAME (study: dataset = ...)")
+    if record.get("config_hash") == config_digest(identity):
+        return RunState("done")
+    return RunState("stale", describe_change(record.get("identity", record.get("config", {})), identity))
+
+
+def describe_change(old: dict, new: dict) -> str:
+    """'epochs 150 → 100; weights changed' — what differs between two identities, shortly."""
+    a, b = _flat(old), _flat(_jsonable(new))
+    changes = []
+    for k in sorted(set(a) | set(b)):
+        if a.get(k) != b.get(k):
+            short = k.rsplit("/", 1)[-1]
+            if "digest" in short or "key" in short or k in ("weights", "manifest", "cache"):
+                changes.append(f"{short.replace('_digest', '')} changed")
+            else:
+                changes.append(f"{k.replace('/', '.')} {a.get(k, '—')} → {b.get(k, '—')}")
+    return "; ".join(changes[:4]) or "finished under another version"
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}/{k}" if prefix else str(k)))
+    return out
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
 def config_digest(obj) -> str:
     """A short stable hash of a configuration (finished runs with the same digest are skipped)."""
     import hashlib

@@ -8,6 +8,7 @@ A failed step is logged (``<runs>/study.log``) and reported at the end; the othe
 from __future__ import annotations
 
 import logging
+import re
 import time
 import tomllib
 import traceback
@@ -26,11 +27,25 @@ log = logging.getLogger("embedkit.study")
 class Step:
     stage: str                       # data | extract | experiments | finetune | report
     name: str
-    done: bool
+    status: str                      # done | to run | stale
     estimate_s: float
     run: Callable[[], object]
+    reason: str = ""                 # why a step is stale ("epochs 150 → 100", "weights changed")
     error: str | None = None
     seconds: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.status == "done"
+
+
+def _combine(states) -> tuple[str, str]:
+    """One step's status from its runs' RunStates: done only when all are."""
+    states = list(states)
+    stale = [s for s in states if s.status == "stale"]
+    if stale:
+        return "stale", stale[0].reason
+    return ("done", "") if all(s.done for s in states) else ("to run", "")
 
 
 @dataclass
@@ -66,6 +81,11 @@ class Study:
     def methods(self) -> dict[str, dict]:
         return self.config.get("methods", {})
 
+    def runs(self, model: str, method: str) -> bool:
+        """Whether ``model`` takes part in ``method``: listed in [methods] and, when the model names
+        its own ``methods`` (e.g. vit-imagenet only for full fine-tuning), among those."""
+        return method in self.methods and method in self.models[model].get("methods", self.methods)
+
 
 def _set(config: dict, dotted: str, value: str) -> None:
     *parents, leaf = dotted.split(".")
@@ -88,13 +108,9 @@ def load_study(path: str | Path, overrides: list[str] = ()) -> Study:
         if "=" not in item:
             raise EmbedkitError(f"--set {item!r}: expected KEY=VALUE, e.g. vars.weights=/data/weights")
         _set(config, *item.split("=", 1))
-    if config.get("data", {}).get("kind") not in ("phantom", "nih", "manifest"):
-        raise EmbedkitError(f"{path}: [data] kind must be phantom, nih or manifest")
-    unknown = set(config.get("methods", {})) - set(CACHE_METHODS + HEAVY_METHODS)
-    if unknown:
-        raise EmbedkitError(f"{path}: unknown method(s) {', '.join(sorted(unknown))}; "
-                            f"use {', '.join(CACHE_METHODS + HEAVY_METHODS)}")
-    return Study(path, config, path.parent.resolve())
+    from embedkit.study_schema import validate
+
+    return Study(path, validate(config, path), path.parent.resolve())
 
 
 def _seeds(study: Study, method: str) -> tuple[int, ...]:
@@ -118,19 +134,26 @@ def _data_step(study: Study) -> Step:
                              per_group=int(data.get("per_group", 50)), seed=int(data.get("seed", 0)))
         raise EmbedkitError(f"{manifest}: manifest not found")
 
-    return Step("data", f"{data['kind']} → {manifest}", manifest.is_file(), 5.0, build)
+    return Step("data", f"{data['kind']} → {manifest}", "done" if manifest.is_file() else "to run", 5.0, build)
 
 
-def _cached(study: Study, model: str) -> bool:
+def _cache_of(study: Study, model: str) -> tuple[Path | None, str]:
+    """The cache this study's settings for ``model`` would use (weights content, precision, manifest
+    rows), or None and why not."""
     if not study.manifest.is_file():
-        return False
-    try:
-        from embedkit.heads.features import find_cache
+        return None, ""
+    from embedkit.heads.features import find_cache
+    from embedkit.models.checkpoints import file_digest
 
-        find_cache(model, study.manifest, study.paths["cache_dir"])
-        return True
-    except EmbedkitError:
-        return False
+    weights = study.resolve(study.models[model].get("weights"))
+    expect = {"precision": study.config.get("extract", {}).get("precision", "fp32")}
+    if weights is not None and weights.exists():
+        expect["weights_digest"] = file_digest(weights)
+    try:
+        return find_cache(model, study.manifest, study.paths["cache_dir"], expect=expect), ""
+    except EmbedkitError as exc:
+        differ = re.search(r"differ in ([^;]+)", str(exc))
+        return None, f"{differ.group(1)} changed" if differ else ""
 
 
 def _n_images(study: Study) -> int:
@@ -141,7 +164,7 @@ def _n_images(study: Study) -> int:
 def _extract_step(study: Study) -> Step:
     from embedkit.cache.extract import ExtractConfig, extract
 
-    models = tuple(study.models)
+    models = tuple(m for m in study.models if any(study.runs(m, k) for k in CACHE_METHODS))
     opts = study.config.get("extract", {})
 
     def cfg(names):
@@ -149,7 +172,7 @@ def _extract_step(study: Study) -> Step:
                              weights={m: study.resolve(study.models[m].get("weights")) for m in names if study.models[m].get("weights")},
                              tokenizers={m: study.resolve(study.models[m].get("tokenizer")) for m in names if study.models[m].get("tokenizer")},
                              batch_size=int(opts.get("batch_size", 64)), workers=opts.get("workers"),
-                             device=opts.get("device", "auto"))
+                             device=opts.get("device", "auto"), precision=opts.get("precision", "fp32"))
 
     def run():
         try:  # one pass decodes each image once for every model
@@ -165,46 +188,50 @@ def _extract_step(study: Study) -> Step:
             if failures:
                 raise EmbedkitError("; ".join(failures))
 
-    done = all(_cached(study, m) for m in models)
+    found = {m: _cache_of(study, m) for m in models}
+    reasons = [f"{m}: {why}" for m, (path, why) in found.items() if path is None and why]
+    status = "done" if all(p for p, _ in found.values()) else "stale" if reasons else "to run"
     per_image = sum(0.002 if m.endswith("-tiny") else 0.25 for m in models)
-    return Step("extract", ", ".join(models), done, _n_images(study) * per_image, run)
-
-
-def _finished(folder: Path) -> bool:
-    return (folder / "run.json").is_file()
+    return Step("extract", ", ".join(models), status, _n_images(study) * per_image, run, "; ".join(reasons))
 
 
 def _experiment_steps(study: Study) -> list[Step]:
-    from embedkit.heads.runner import ExperimentConfig, run_experiment
+    from embedkit.cache import cache_key_of
+    from embedkit.heads.runner import ExperimentConfig, identity, run_experiment, seeds_of
     from embedkit.heads.trained import HeadConfig
+    from embedkit.runs import run_state
 
-    steps = []
+    steps, caches = [], {}
     for model in study.models:
         for method in CACHE_METHODS:
-            if method not in study.methods:
+            if not study.runs(model, method):
                 continue
             opts = dict(study.methods[method])
             opts.pop("seeds", None)
             head = {k: (tuple(v) if isinstance(v, list) else v) for k, v in opts.items()
                     if k in HeadConfig.__dataclass_fields__}
             prompts = opts.get("prompts", "all")
+            extra = {"ks": tuple(opts["ks"])} if opts.get("ks") else {}
             cfg = ExperimentConfig(model=model, manifest=study.manifest, method=method, cache_dir=study.paths["cache_dir"],
                                    runs_dir=study.paths["runs_dir"], dataset=study.config.get("dataset"),
                                    seeds=_seeds(study, method), head=HeadConfig(kind="mlp" if method == "mlp" else "linear", **head),
-                                   prompts=("clip", "gloria", "cxrclip") if prompts == "all" else tuple(prompts))
-            folders = [cfg.run_dir(s) for s in (cfg.seeds if method != "knn" else cfg.seeds[:1])]
-            steps.append(Step("experiments", f"{model} / {method}", all(_finished(f) for f in folders),
-                              2.0 + (10.0 if method == "mlp" else 0.0), lambda cfg=cfg: run_experiment(cfg)))
+                                   prompts=("clip", "gloria", "cxrclip") if prompts == "all" else tuple(prompts), **extra)
+            cache = caches.setdefault(model, _cache_of(study, model)[0])
+            states = [run_state(cfg.run_dir(s), identity(cfg, cache_key_of(cache))) for s in seeds_of(cfg)]
+            status, reason = _combine(states)
+            steps.append(Step("experiments", f"{model} / {method}", status, 2.0 + (10.0 if method == "mlp" else 0.0),
+                              lambda cfg=cfg: run_experiment(cfg), reason))
     return steps
 
 
 def _finetune_steps(study: Study) -> list[Step]:
     from embedkit.finetune.train import FinetuneConfig, finetune
+    from embedkit.runs import RunState, run_state
 
     steps = []
     for model, spec in study.models.items():
         for method in HEAVY_METHODS:
-            if method not in study.methods:
+            if not study.runs(model, method):
                 continue
             opts = {k: (tuple(v) if isinstance(v, list) else v) for k, v in study.methods[method].items()
                     if k in FinetuneConfig.__dataclass_fields__ and k not in ("seeds",)}
@@ -213,8 +240,11 @@ def _finetune_steps(study: Study) -> list[Step]:
                                  seeds=_seeds(study, method), **opts)
             epochs = cfg.epochs * len(cfg.learning_rates()) * len(cfg.seeds)
             per_image = 0.002 if model.endswith("-tiny") else 0.75
-            steps.append(Step("finetune", f"{model} / {method}", all(_finished(cfg.run_dir(s)) for s in cfg.seeds),
-                              epochs * _n_images(study) * per_image, lambda cfg=cfg: finetune(cfg)))
+            ready = study.manifest.is_file() and (cfg.weights is None or cfg.weights.exists())
+            states = [run_state(cfg.run_dir(s), cfg.identity()) for s in cfg.seeds] if ready else [RunState("to run")]
+            status, reason = _combine(states)
+            steps.append(Step("finetune", f"{model} / {method}", status, epochs * _n_images(study) * per_image,
+                              lambda cfg=cfg: finetune(cfg), reason))
     return steps
 
 
@@ -223,7 +253,7 @@ def plan(study: Study) -> list[Step]:
     from embedkit.report import build_report
 
     steps = [_data_step(study), _extract_step(study), *_experiment_steps(study), *_finetune_steps(study)]
-    steps.append(Step("report", str(study.paths["report_dir"]), False, 10.0,
+    steps.append(Step("report", str(study.paths["report_dir"]), "to run", 10.0,
                       lambda: build_report(study.paths["runs_dir"], study.paths["report_dir"],
                                            n_boot=int(study.config.get("report", {}).get("n_boot", 1000)))))
     return steps

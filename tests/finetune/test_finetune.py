@@ -32,14 +32,28 @@ def probe_init(enc, data, seed=0):
     return fit_probe_init(features, data, seed, 6)
 
 
-@pytest.mark.parametrize("model, modules, params", [("clip-tiny", 8, 0), ("medclip-rn50-tiny", 17, 0),
-                                                    ("medclip-vit-tiny", 30, 0), ("biomedclip-tiny", 48, 0)])
-def test_lora_reaches_every_intended_layer(model, modules, params):
+ENDS = {  # the first and last layers of each tower: patch embedding or stem, and the final projection
+    "clip-tiny": ("model.conv1", "model"),  # visual.proj is a raw parameter: its adapter sits on `model`
+    "medclip-rn50-tiny": ("model.model.conv1", "model.model.fc"),
+    "medclip-vit-tiny": ("model.model.embeddings.patch_embeddings.projection", "model.projection_head"),
+    "biomedclip-tiny": ("model.trunk.patch_embed.proj", "model.head.proj"),
+    "gloria-tiny": ("model.model.conv1", "model.global_embedder"),
+    "vit-imagenet-tiny": ("model.patch_embed.proj", None),  # its last layer is the norm; the head is dropped
+}
+
+
+@pytest.mark.parametrize("model, modules, params", [("clip-tiny", 9, 1), ("medclip-rn50-tiny", 18, 0),
+                                                    ("medclip-vit-tiny", 32, 0), ("biomedclip-tiny", 50, 0),
+                                                    ("gloria-tiny", 18, 0), ("vit-imagenet-tiny", 9, 0)])
+def test_lora_reaches_every_layer_including_the_ends(model, modules, params):
     enc = load_encoder(model)
     counts = apply_lora(enc.image_tower, enc.lora_targets, rank=2, alpha=4, dropout=0.1)
     assert counts.get("default", 0) == modules and counts.get("params", 0) == params
     trainable = [n for n, p in enc.image_tower.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
+    names = {n.replace(".base_layer", "") for n in trainable}
+    for end in filter(None, ENDS[model]):
+        assert any(n.startswith(end + ".lora_A") for n in names), (end, sorted(names)[:6])
 
 
 def test_parameter_targets_get_a_second_adapter_and_both_train():

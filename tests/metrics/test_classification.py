@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from embedkit.metrics import accuracy, ece, f1_per_class, rates_per_class
+from embedkit.metrics import accuracy, ece, ece_binned, f1_per_class, rates_per_class
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -34,12 +34,25 @@ def test_rates_by_hand():
     assert np.isnan(tpr[0]) and tpr[1] == 0.5 and np.isnan(fpr[1]) and fpr[0] == 0.5
 
 
-def test_ece_by_hand_with_empty_bins_and_edges():
+def test_paper_ece_is_the_unbinned_mean_gap_between_confidence_and_correctness():
+    # Eq. 4: mean |p_i - o_i|; here |1-1|, |0.9-0|, |0.5-1|, |0.5-0|
+    proba = np.array([[1.0, 0.0], [0.9, 0.1], [0.5, 0.5], [0.5, 0.5]])
+    y = np.array([0, 1, 0, 1])
+    assert ece(y, proba) == pytest.approx((0 + 0.9 + 0.5 + 0.5) / 4)
+    # calibrated random predictions (labels drawn from the probabilities): the binned ECE is near 0,
+    # the paper's is not — the two definitions differ several-fold, so each must be named
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(6), 2000)
+    yy = np.array([rng.choice(6, p=row) for row in p])
+    assert ece(yy, p) > 5 * ece_binned(yy, p)
+
+
+def test_binned_ece_by_hand_with_empty_bins_and_edges():
     # confidences 1.0 (last bin), 0.9 (bin 13: (13/15, 14/15]), 0.5 twice (bin 7)
     proba = np.array([[1.0, 0.0], [0.9, 0.1], [0.5, 0.5], [0.5, 0.5]])
     y = np.array([0, 1, 0, 1])  # argmax ties go to class 0: correct, wrong, correct, wrong
     expected = (abs(1 - 1.0) * 1 + abs(0 - 0.9) * 1 + abs(0.5 - 0.5) * 2) / 4
-    assert ece(y, proba) == pytest.approx(expected)
+    assert ece_binned(y, proba) == pytest.approx(expected)
     # a confidence exactly on a bin edge (1/3 = 5/15) falls in the lower bin (5/15 is its upper edge)
     p3 = np.full((2, 3), 1 / 3)
-    assert ece(np.array([0, 1]), p3) == pytest.approx(abs(0.5 - 1 / 3))
+    assert ece_binned(np.array([0, 1]), p3) == pytest.approx(abs(0.5 - 1 / 3))

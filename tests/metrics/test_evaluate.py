@@ -5,7 +5,8 @@ import pytest
 from sklearn.metrics import f1_score
 
 from embedkit.metrics import aggregate_seeds, eqodds, evaluate, f1_gap
-from embedkit.metrics.classification import ece
+from embedkit.metrics.classification import ece, ece_binned
+from embedkit.metrics.fairness import ece_binned_gap, ece_gap
 
 C = 6
 CLASSES = tuple("ABCDEF")
@@ -39,6 +40,9 @@ def test_agrees_with_single_metric_functions():
     m = sex == "F"
     assert r["groups"]["sex"]["F"]["f1_macro"] == pytest.approx(f1_score(y[m], pred[m], average="macro"))
     assert r["groups"]["sex"]["F"]["ece"] == pytest.approx(ece(y[m], proba[m]))
+    assert r["groups"]["sex"]["F"]["ece_binned"] == pytest.approx(ece_binned(y[m], proba[m]))
+    assert r["fairness"]["sex"]["ece_gap"] == pytest.approx(ece_gap(y, proba, groups=sex, a="M", b="F"))
+    assert r["fairness"]["age"]["ece_binned_gap"] == pytest.approx(ece_binned_gap(y, proba, groups=age, a="young", b="old"))
     assert r["fairness"]["sex"]["f1_gap"] == pytest.approx(f1_gap(y, pred, groups=sex, a="M", b="F", n_classes=C))
     assert r["fairness"]["age"]["eqodds"] == pytest.approx(eqodds(y, pred, groups=age, a="young", b="old", n_classes=C))
     cells = np.char.add(np.char.add(sex, "-"), age)
@@ -46,7 +50,7 @@ def test_agrees_with_single_metric_functions():
              for i, a in enumerate(np.unique(cells)) for b in np.unique(cells)[i + 1:]]
     assert r["fairness"]["sex_age"]["f1_gap"] == pytest.approx(max(pairs))
     # shape of the JSON: ci mirrors the metrics, null mirrors fairness
-    assert set(r["ci"]["fairness"]["sex"]) == set(r["null"]["sex"]) == {"f1_gap", "eqodds", "ece_gap"}
+    assert set(r["ci"]["fairness"]["sex"]) == set(r["null"]["sex"]) == {"f1_gap", "eqodds", "ece_gap", "ece_binned_gap"}
     lo, hi = r["ci"]["accuracy"]
     assert lo <= r["accuracy"] <= hi
     assert r["excluded"]["sex"] == {"f1_gap": 0, "eqodds": 0}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from embedkit.metrics import ece, ece_gap, eqodds, f1_gap, var_f1
+from embedkit.metrics import ece, ece_binned, ece_binned_gap, ece_gap, eqodds, f1_gap, var_f1
 from embedkit.metrics.fairness import eqodds_terms, f1_gap_terms
 
 Y = np.array([0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 2, 2])
@@ -47,3 +47,9 @@ def test_ece_gap_is_absolute_difference():
     proba = rng.dirichlet(np.ones(3), 12)
     expected = abs(ece(Y[:6], proba[:6]) - ece(Y[6:], proba[6:]))
     assert ece_gap(Y, proba, groups=G, a="M", b="F") == pytest.approx(expected)
+    # by hand, the paper's Eq. 4: | mean_A |p - o| - mean_A' |p - o| |
+    conf, correct = proba.max(1), (proba.argmax(1) == Y).astype(float)
+    by_hand = abs(np.abs(conf[:6] - correct[:6]).mean() - np.abs(conf[6:] - correct[6:]).mean())
+    assert ece_gap(Y, proba, groups=G, a="M", b="F") == pytest.approx(by_hand)
+    binned = abs(ece_binned(Y[:6], proba[:6]) - ece_binned(Y[6:], proba[6:]))
+    assert ece_binned_gap(Y, proba, groups=G, a="M", b="F") == pytest.approx(binned)

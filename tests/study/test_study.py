@@ -59,7 +59,7 @@ def test_demo_study_end_to_end_with_interruption(tmp_path):
     runs = sorted(str(p.relative_to(tmp_path / "runs").parent) for p in (tmp_path / "runs").glob("*/*/*/seed-*/run.json"))
     assert len(runs) == 2 * (2 + 2 + 2 + 1 + 1 + 1)  # 2 models x (zeroshot, linear, mlp: 2 seeds; knn, lora, full: 1)
     md = (tmp_path / "report/report.md").read_text()
-    assert "Fairness gaps, sex" in md and len(list((tmp_path / "report/figures").glob("*.png"))) == 7
+    assert "Fairness gaps, sex" in md and len(list((tmp_path / "report/figures").glob("*.png"))) == 8  # + findings
     again = run_study(study)  # everything done: only the report is rebuilt
     assert [s.stage for s in again if not s.done] == ["report"]
     assert "finished" in (tmp_path / "runs/study.log").read_text()
@@ -96,6 +96,74 @@ def test_paper_dry_run_on_generated_nih_metadata(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "data" in out and "gloria / full" in out and "step(s) to run" in out
+    assert "vit-imagenet / full" in out and "│ clip / full" not in out and "vit-imagenet / linear" not in out
     study = load_study(paper, args[5::2])
     steps = plan(study)
     assert len(steps) == 1 + 1 + 5 * 4 + 5 * 2 + 1 and not any(s.done for s in steps)
+
+
+def test_a_config_with_typos_is_refused_naming_each_key(tmp_path):
+    import pytest
+
+    from embedkit.errors import EmbedkitError
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(DEMO.replace("per_group = 6", "per_grup = 6").replace("clip-tiny = {}", "clip-tiyn = {}")
+                   .replace("mlp = { epochs = 5 }", "mlp = { epoch = 5 }").replace("[report]", "[reprot]")
+                   .replace("knn = {}", 'knn = { ks = "five" }'))
+    with pytest.raises(EmbedkitError) as err:
+        load_study(bad)
+    msg = str(err.value)
+    for needle in ("'data.per_grup' (did you mean 'per_group'?)", "'clip-tiyn' (did you mean 'clip-tiny'?)",
+                   "'methods.mlp.epoch' (did you mean 'epochs'?)", "'reprot' (did you mean 'report'?)", "methods.knn.ks"):
+        assert needle in msg, msg
+
+
+SMALL = """
+seeds = [0]
+[data]
+kind = "phantom"
+out = "phantom"
+per_group = 5
+size = 16
+[paths]
+cache_dir = "cache"
+runs_dir = "runs"
+report_dir = "report"
+[models]
+clip-tiny = { weights = "w.bin" }
+medclip-rn50-tiny = {}
+[methods]
+linear = { epochs = 3 }
+knn = {}
+lora = { epochs = 1, lrs = [1e-3] }
+[report]
+n_boot = 20
+"""
+
+
+def test_the_study_reruns_exactly_what_changed(tmp_path):
+    from embedkit.models import get, load_encoder
+
+    get("clip").save(load_encoder("clip-tiny", seed=0), tmp_path / "w.bin")
+    config = tmp_path / "s.toml"
+    config.write_text(SMALL)
+    steps = run_study(load_study(config))
+    assert not [s.error for s in steps if s.error]
+
+    def status(overrides=()):
+        return {(s.stage, s.name): (s.status, s.reason) for s in plan(load_study(config, list(overrides)))}
+
+    now = status()  # nothing changed: nothing to run but the report
+    assert [k for k, (st, _) in now.items() if st != "done"] == [("report", str(tmp_path / "report"))]
+    changed = status(["methods.linear.epochs=2"])
+    stale = {k: v for k, v in changed.items() if v[0] != "done" and k[0] != "report"}
+    assert set(stale) == {("experiments", "clip-tiny / linear"), ("experiments", "medclip-rn50-tiny / linear")}
+    assert all(v == ("stale", "config.head.epochs 3 → 2") for v in stale.values()), stale
+    get("clip").save(load_encoder("clip-tiny", seed=1), tmp_path / "w.bin")  # new weights in the same file
+    after = status()
+    stale = {k for k, v in after.items() if v[0] != "done" and k[0] != "report"}
+    assert stale == {("extract", "clip-tiny, medclip-rn50-tiny"), ("experiments", "clip-tiny / linear"),
+                     ("experiments", "clip-tiny / knn"), ("finetune", "clip-tiny / lora")}
+    assert "weights" in after[("extract", "clip-tiny, medclip-rn50-tiny")][1]
+    assert after[("finetune", "clip-tiny / lora")] == ("stale", "weights changed")

@@ -1,9 +1,9 @@
 """`embedkit extract`: run each frozen encoder once over a manifest and fill its cache file.
 
 Images are decoded once per row (in DataLoader workers) and handed to every requested model's
-own preprocessing. Rows are processed in fixed chunks; each finished chunk is saved atomically
-under ``<cache>.parts/``, so a run killed at any moment resumes without recomputing finished
-chunks, and the chunk boundaries (hence the batches, hence the numbers) never change.
+own preprocessing. Rows are processed in fixed chunks (one batch each by default); each finished
+chunk is saved atomically under ``<cache>.parts/``, so a run killed at any moment loses at most the
+batch in flight, and the chunk boundaries (hence the batches, hence the numbers) never change.
 The HDF5 file is assembled and renamed into place only at the end.
 """
 
@@ -50,10 +50,15 @@ class ExtractConfig:
     device: str = "auto"
     skip_bad: bool = False
     text_only: bool = False
-    rows_per_chunk: int = 256
+    rows_per_chunk: int | None = None         # rows saved together for resume; None: one batch, so a
+                                              # kill loses at most the batch in flight
     seed: int = 0
     shard: tuple[int, int] | None = None      # (i, n); None: from torchrun's RANK/WORLD_SIZE, else unsharded
     wait: bool = False                        # another process holds the lock: wait (True) or refuse
+
+    @property
+    def chunk_rows(self) -> int:
+        return self.rows_per_chunk or self.batch_size
 
 
 @dataclass
@@ -157,14 +162,19 @@ class _Parts:
     def done(self, k: int) -> bool:
         return self.file(k).is_file()
 
-    def save(self, k: int, emb: np.ndarray, valid: np.ndarray, errors: list[str]) -> None:
+    def save(self, k: int, emb: np.ndarray, valid: np.ndarray, errors: list[str], pairs: np.ndarray | None = None) -> None:
         tmp = self.dir / f".chunk-{k:06d}.tmp.npz"
-        np.savez(tmp, embeddings=emb, valid=valid, errors=np.asarray(errors, dtype=str))
+        extra = {} if pairs is None else {"pairs": pairs}
+        np.savez(tmp, embeddings=emb, valid=valid, errors=np.asarray(errors, dtype=str), **extra)
         os.replace(tmp, self.file(k))
 
     def load(self, k: int):
         with np.load(self.file(k)) as z:
             return z["embeddings"], z["valid"], list(z["errors"])
+
+    def load_pairs(self, k: int) -> np.ndarray | None:
+        with np.load(self.file(k)) as z:
+            return z["pairs"] if "pairs" in z else None
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -178,6 +188,25 @@ class _Job:
     path: Path
     parts: _Parts | None = None
     buffers: dict = field(default_factory=dict)
+    pair_texts: list[str] = field(default_factory=list)   # prompts of the pair similarity, deduplicated
+    pair_prepared: object = None
+
+
+def _prepare_pairs(job: _Job, classes: tuple[str, ...]) -> None:
+    """An encoder with a pair similarity (GLoRIA's local branch) scores every image against every
+    prompt of every format while its images pass; the prompts are prepared once here."""
+    enc = job.encoder
+    if enc.pair_similarity is None or enc.text_encoder is None:
+        return
+    job.pair_texts = list(dict.fromkeys(p for fmt in FORMATS for ps in prompt_set(fmt, classes).values() for p in ps))
+    job.pair_prepared = enc.pair_similarity.prepare(job.pair_texts)
+
+
+def _pair_scores(job: _Job, x: torch.Tensor, device: torch.device, precision: str) -> np.ndarray | None:
+    if job.pair_prepared is None:
+        return None
+    x = x.to(device, non_blocking=device.type == "cuda").to(PRECISIONS[precision])
+    return job.encoder.pair_similarity(x, job.pair_prepared).float().cpu().numpy()
 
 
 def _encode(job: _Job, x: torch.Tensor, device: torch.device, precision: str) -> np.ndarray:
@@ -269,6 +298,7 @@ def extract(cfg: ExtractConfig, *, on_progress: Callable[[int, int], None] | Non
             if job.path.is_file():
                 cache = read_cache(job.path, expect=job.fields)
                 if cfg.text_only:
+                    _refuse_text_only_pairs(job)
                     replace_text(job.path, text_sets(job.encoder, manifest.classes), {})
                 results[job.name] = ExtractResult(job.name, job.path, len(cache.image_id), cache.embeddings.shape[1],
                                                   0.0, True, cache.bad)
@@ -291,7 +321,7 @@ def _join(job: _Job, manifest: Manifest, cfg: ExtractConfig, device: torch.devic
     """Assemble the file when every chunk is done (unsharded: always); otherwise report the shard done."""
     if shard is None:
         return _assemble(job, manifest, cfg, device, seconds)
-    chunks = _chunks(len(manifest), cfg.rows_per_chunk)
+    chunks = _chunks(len(manifest), cfg.chunk_rows)
     mine = sum(len(chunks[k]) for k in shard_chunks(len(chunks), shard))
     waiting = ExtractResult(job.name, job.path, mine, job.encoder.embed_dim, seconds, False, [], joined=False)
     if not all(job.parts.done(k) for k in range(len(chunks))):
@@ -302,17 +332,38 @@ def _join(job: _Job, manifest: Manifest, cfg: ExtractConfig, device: torch.devic
         return _assemble(job, manifest, cfg, device, seconds)
 
 
+def _refuse_text_only_pairs(job: _Job) -> None:
+    if job.encoder.pair_similarity is not None:
+        raise EmbedkitError(f"{job.name}: its zero-shot similarity (GLoRIA's word-region branch) is computed from the "
+                            f"images, so --text-only cannot refresh it; delete {job.path} and extract again with "
+                            "--tokenizer DIR")
+
+
+def _with_pairs(text: dict[str, TextSet], job: _Job, valid: list[np.ndarray], n_chunks: int) -> dict[str, TextSet]:
+    """Attach each format's (N, M) columns of the pair similarity (kept image rows only)."""
+    if not job.pair_texts:
+        return text
+    pairs = [job.parts.load_pairs(k) for k in range(n_chunks)]
+    if any(p is None for p in pairs):
+        raise EmbedkitError(f"{job.path}: chunks without the pair similarity; delete {job.parts.dir} and extract again")
+    matrix = np.concatenate([p[ok] for p, ok in zip(pairs, valid)])
+    column = {t: i for i, t in enumerate(job.pair_texts)}
+    return {fmt: TextSet(s.embeddings, s.prompts, s.class_index, matrix[:, [column[p] for p in s.prompts]])
+            for fmt, s in text.items()}
+
+
 def _chunks(n: int, rows: int) -> list[range]:
     return [range(s, min(s + rows, n)) for s in range(0, n, rows)]
 
 
 def _run(jobs: list[_Job], manifest: Manifest, cfg: ExtractConfig, device: torch.device,
          on_progress: Callable[[int, int], None] | None, shard: tuple[int, int] | None = None) -> None:
-    chunks = _chunks(len(manifest), cfg.rows_per_chunk)
+    chunks = _chunks(len(manifest), cfg.chunk_rows)
     owned = shard_chunks(len(chunks), shard)
     todo = [k for k in owned if any(not j.parts.done(k) for j in jobs)]
     for job in jobs:
         _prepare(job.encoder, device, cfg.precision)
+        _prepare_pairs(job, manifest.classes)
     batches = [list(chunks[k][s:s + cfg.batch_size]) for k in todo for s in range(0, len(chunks[k]), cfg.batch_size)]
     dataset = _Rows([manifest.image_path(r) for r in manifest.rows], [j.encoder.preprocess for j in jobs])
     workers = auto_workers(device) if cfg.workers is None else cfg.workers
@@ -326,16 +377,20 @@ def _run(jobs: list[_Job], manifest: Manifest, cfg: ExtractConfig, device: torch
         if bad and not cfg.skip_bad:
             raise EmbedkitError(f"bad image: {bad[0][1]} (row image_id {bad[0][0]}); fix or remove it, "
                                 "or pass --skip-bad to leave bad images out")
-        k = rows[0] // cfg.rows_per_chunk
+        k = rows[0] // cfg.chunk_rows
         for job, x in zip(jobs, tensors):
             if job.parts.done(k):
                 continue
-            buf = job.buffers.setdefault(k, ([], [], []))
+            buf = job.buffers.setdefault(k, ([], [], [], []))
             buf[0].append(_encode(job, x, device, cfg.precision))
             buf[1].append(np.array([not e for e in errors]))
             buf[2].extend(errors)
+            pairs = _pair_scores(job, x, device, cfg.precision)
+            if pairs is not None:
+                buf[3].append(pairs)
             if sum(len(v) for v in buf[1]) == len(chunks[k]):
-                job.parts.save(k, np.concatenate(buf[0]), np.concatenate(buf[1]), buf[2])
+                job.parts.save(k, np.concatenate(buf[0]), np.concatenate(buf[1]), buf[2],
+                               np.concatenate(buf[3]) if buf[3] else None)
                 del job.buffers[k]
         done_rows += len(rows)
         if on_progress:
@@ -343,7 +398,7 @@ def _run(jobs: list[_Job], manifest: Manifest, cfg: ExtractConfig, device: torch
 
 
 def _assemble(job: _Job, manifest: Manifest, cfg: ExtractConfig, device: torch.device, seconds: float) -> ExtractResult:
-    chunks = _chunks(len(manifest), cfg.rows_per_chunk)
+    chunks = _chunks(len(manifest), cfg.chunk_rows)
     valid, errors = [], []
     for k in range(len(chunks)):  # masks and errors first: the file's N must be known before writing
         _, ok, errs = job.parts.load(k)
@@ -365,7 +420,7 @@ def _assemble(job: _Job, manifest: Manifest, cfg: ExtractConfig, device: torch.d
     text = {}
     if enc.text_encoder is not None:
         enc.to(device)
-        text = text_sets(enc, manifest.classes)
+        text = _with_pairs(text_sets(enc, manifest.classes), job, valid, len(chunks))
     attrs = {"key": cache_key(job.fields), "key_fields": job.fields, "model": job.name,
              "weights_digest": json.loads(enc.describe()).get("weights", ""), "description": enc.describe(),
              "manifest": str(manifest.path), "manifest_digest": manifest.digest(), "versions": _versions(),
@@ -374,6 +429,6 @@ def _assemble(job: _Job, manifest: Manifest, cfg: ExtractConfig, device: torch.d
              "text_missing": "" if text else "no tokenizer: run `embedkit extract --text-only --tokenizer DIR`"}
     write_cache(job.path, embeddings_chunks=pieces(), n=len(keep), dim=enc.embed_dim,
                 image_id=[r["image_id"] for r in rows], meta=meta, classes=manifest.classes, text=text, attrs=attrs,
-                bad=bad, dtype=cfg.dtype, rows_per_chunk=cfg.rows_per_chunk)
+                bad=bad, dtype=cfg.dtype)
     job.parts.remove()
     return ExtractResult(job.name, job.path, len(keep), enc.embed_dim, seconds, False, bad)

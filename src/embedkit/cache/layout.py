@@ -8,6 +8,8 @@ File layout (``<cache-dir>/<model>-<key[:16]>.h5``), readable with plain h5py::
     /classes               (C,) str   — the manifest's class list, in order
     /text/<format>/embeddings  (M, D) float32;  /text/<format>/prompts (M,) str;
     /text/<format>/class_index (M,) int64 — which class each prompt describes
+    /text/<format>/local_similarity (N, M) float32, GLoRIA only — its word-region similarity of
+                           every image row to every prompt (needs the images, so made at extraction)
     /bad/{image_id,reason} images left out with --skip-bad
     attrs: complete, key, key_fields (JSON), layout_version, model, weights_digest, description,
            manifest, manifest_digest, versions (JSON), dtype, precision, device, created,
@@ -52,11 +54,14 @@ def cache_path(cache_dir: Path, model: str, key: str) -> Path:
 
 @dataclass
 class TextSet:
-    """Prompt embeddings of one zero-shot format."""
+    """Prompt embeddings of one zero-shot format; ``local`` (N, M), row-aligned with the image
+    embeddings, holds a similarity that needs more than the two embeddings (GLoRIA's word-region
+    branch), computed at extraction."""
 
     embeddings: np.ndarray
     prompts: list[str]
     class_index: np.ndarray
+    local: np.ndarray | None = None
 
 
 @dataclass
@@ -129,6 +134,8 @@ def _write_text(f: h5py.File, text: dict[str, TextSet]) -> None:
         g.create_dataset("embeddings", data=np.asarray(s.embeddings, dtype=np.float32), fletcher32=True)
         _put_strings(g, "prompts", s.prompts)
         g.create_dataset("class_index", data=np.asarray(s.class_index, dtype=np.int64), fletcher32=True)
+        if s.local is not None:
+            g.create_dataset("local_similarity", data=np.asarray(s.local, dtype=np.float32), fletcher32=True)
 
 
 def replace_text(path: Path, text: dict[str, TextSet], attrs: dict) -> None:
@@ -200,7 +207,8 @@ def read_cache(path: str | Path, *, expect: dict | None = None) -> Cache:
                 path=path, embeddings=f["embeddings"][()], image_id=_strings(f["image_id"]),
                 meta={**{c: _strings(f["meta"][c]) for c in META_COLUMNS}, "age": f["meta"]["age"][()]},
                 classes=tuple(_strings(f["classes"])),
-                text={fmt: TextSet(g["embeddings"][()], list(_strings(g["prompts"])), g["class_index"][()])
+                text={fmt: TextSet(g["embeddings"][()], list(_strings(g["prompts"])), g["class_index"][()],
+                                   g["local_similarity"][()] if "local_similarity" in g else None)
                       for fmt, g in f["text"].items()},
                 attrs=attrs, bad=list(zip(_strings(f["bad"]["image_id"]), _strings(f["bad"]["reason"]))),
             )
@@ -247,7 +255,35 @@ def list_caches(cache_dir: str | Path) -> list[dict]:
                 a = _attrs(f)
                 out.append({"path": p, "model": a.get("model"), "n": f["embeddings"].shape[0],
                             "dim": f["embeddings"].shape[1], "dtype": a.get("dtype"), "complete": bool(a.get("complete")),
-                            "manifest": a.get("manifest"), "created": a.get("created"), "text": sorted(f.get("text", {}))})
+                            "manifest": a.get("manifest"), "created": a.get("created"), "text": sorted(f.get("text", {})),
+                            "key": a.get("key"), "manifest_digest": a.get("manifest_digest"),
+                            "weights_digest": a.get("weights_digest"), "precision": a.get("precision")})
         except OSError:
             out.append({"path": p, "model": None, "complete": False, "error": "unreadable"})
     return out
+
+
+def find_cache(model: str, manifest_digest: str, cache_dir: str | Path, *, expect: dict | None = None,
+               manifest_hint: str = "MANIFEST") -> Path:
+    """The one complete cache of ``model`` made from these manifest rows (and, with ``expect``, with
+    these attrs: weights_digest, precision ...). Errors say what to run or what differs."""
+    candidates = [c for c in list_caches(cache_dir) if c.get("model") == model and c["complete"]
+                  and c.get("manifest_digest") == manifest_digest]
+    found = [c for c in candidates if all(c.get(k) == v for k, v in (expect or {}).items())]
+    if not found:
+        differ = sorted({k for c in candidates for k, v in (expect or {}).items() if c.get(k) != v})
+        why = f"; the caches there differ in {', '.join(d.replace('_digest', '') for d in differ)}" if differ else ""
+        raise EmbedkitError(f"no cache of {model} for {manifest_hint} in {cache_dir}{why}; run `embedkit extract "
+                            f"--model {model} --manifest {manifest_hint} --cache-dir {cache_dir}` first")
+    if len(found) > 1:
+        raise EmbedkitError(f"several caches of {model} for {manifest_hint} ({', '.join(c['path'].name for c in found)}); "
+                            "choose one with --cache-file FILE")
+    return found[0]["path"]
+
+
+def cache_key_of(path: str | Path | None) -> str | None:
+    """A complete cache's content key, read from its attributes alone (no embeddings loaded)."""
+    if path is None:
+        return None
+    with h5py.File(path, "r") as f:
+        return _attrs(f).get("key")

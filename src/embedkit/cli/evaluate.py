@@ -58,9 +58,10 @@ def evaluate(
     console.print(f"{predictions} ({split}, n = {result['n']}): accuracy {_fmt(result['accuracy'], ci['accuracy'])}, "
                   f"macro F1 {_fmt(result['f1_macro'], ci['f1_macro'])}, var F1 {_fmt(result['var_f1'], ci['var_f1'])}")
     table("per-class F1", ["class", "F1 [95% CI]"], [[c, _fmt(v, ci["f1"][c])] for c, v in result["f1"].items()])
-    table("per group", ["attribute", "group", "n", "accuracy", "macro F1", "ECE"],
+    table("per group", ["attribute", "group", "n", "accuracy", "macro F1", "ECE (Eq. 4)", "ECE (15 bins)"],
           [[a, g, int(v["n"]), _fmt(v["accuracy"], ci["groups"][a][g]["accuracy"]), _fmt(v["f1_macro"], ci["groups"][a][g]["f1_macro"]),
-            _fmt(v["ece"], ci["groups"][a][g]["ece"])] for a, gs in result["groups"].items() for g, v in gs.items()])
+            _fmt(v["ece"], ci["groups"][a][g]["ece"]), _fmt(v["ece_binned"], ci["groups"][a][g]["ece_binned"])]
+           for a, gs in result["groups"].items() for g, v in gs.items()])
     rows = []
     for attr, gaps in result["fairness"].items():
         for k, v in gaps.items():

@@ -27,8 +27,8 @@ def study(
     s = load_study(config, set_)
     if dry_run:
         steps = plan(s)
-        table(f"plan for {config}", ["stage", "step", "status", "rough time"],
-              [[p.stage, p.name, "done" if p.done else "will run", "—" if p.done else _duration(p.estimate_s)] for p in steps])
+        table(f"plan for {config}", ["stage", "step", "status", "why", "rough time"],
+              [[p.stage, p.name, p.status, p.reason, "—" if p.done else _duration(p.estimate_s)] for p in steps])
         todo = sum(p.estimate_s for p in steps if not p.done)
         console.print(f"{sum(not p.done for p in steps)} step(s) to run, roughly {_duration(todo)} (CPU estimates; "
                       "a GPU is much faster)")

@@ -35,7 +35,7 @@ from embedkit.finetune.head import Head, ProbeInit, embed_split, fit_probe_init
 from embedkit.finetune.lora import FrozenPins, apply_lora, parse_targets, save_adapters
 from embedkit.manifest import read_manifest
 from embedkit.models import Encoder, load_encoder
-from embedkit.runs import Predictions, config_digest, finish_run, read_record
+from embedkit.runs import Predictions, config_digest, finish_run, read_record, run_state
 
 DEFAULT_LRS = {"lora": (1e-4, 1e-3), "full": (1e-5, 1e-4)}
 
@@ -75,6 +75,13 @@ class FinetuneConfig:
     def run_dir(self, seed: int) -> Path:
         dataset = self.dataset or self.manifest.resolve().parent.name
         return self.runs_dir / dataset / self.model / self.mode / f"seed-{seed}"
+
+    def identity(self) -> dict:
+        """Everything that determines the result: the settings, the weights' content and the manifest's rows."""
+        from embedkit.models.checkpoints import file_digest
+
+        return {"config": self.fingerprint(), "weights": file_digest(self.weights) if self.weights else None,
+                "manifest": read_manifest(self.manifest).digest()}
 
     def fingerprint(self) -> dict:
         d = asdict(self)
@@ -302,14 +309,14 @@ def finetune(cfg: FinetuneConfig, *, on_epoch: Callable[[dict], None] | None = N
     dist = init_distributed(device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    config_hash = config_digest(cfg.fingerprint())
+    identity = cfg.identity()
+    config_hash = config_digest(identity)
     records = []
     data = enc = features = None
     for seed in cfg.seeds:
         folder = cfg.run_dir(seed)
-        done = read_record(folder)
-        if done and done.get("config_hash") == config_hash and not cfg.force:
-            records.append(done | {"skipped": True})
+        if run_state(folder, identity, manifest_digest=manifest.digest()).done and not cfg.force:
+            records.append(read_record(folder) | {"skipped": True})
             continue
         if data is None:  # loaded once: every (seed, lr, wd) trains a copy of its image tower
             enc = load_encoder(cfg.model, weights=cfg.weights, seed=0)
@@ -332,11 +339,11 @@ def finetune(cfg: FinetuneConfig, *, on_epoch: Callable[[dict], None] | None = N
         best, model, info = chosen
         if dist.main:
             records.append(_write(cfg, seed, manifest, data, model, enc, info | {"init": init.record}, best, fits,
-                                  device, config_hash))
+                                  device, config_hash, identity))
     return records
 
 
-def _write(cfg, seed, manifest, data, model, enc, info, best: Fit, fits: list[Fit], device, config_hash) -> dict:
+def _write(cfg, seed, manifest, data, model, enc, info, best: Fit, fits: list[Fit], device, config_hash, identity) -> dict:
     """Predictions for val and test at the best epoch, the adapter or encoder, the head, and run.json."""
     from safetensors.torch import save_file
 
@@ -353,7 +360,8 @@ def _write(cfg, seed, manifest, data, model, enc, info, best: Fit, fits: list[Fi
         save_file({k: v.contiguous().cpu() for k, v in model.tower.state_dict().items()}, str(folder / "encoder.safetensors"))
     save_file({k: v.contiguous().cpu() for k, v in model.head.state_dict().items()}, str(folder / "head.safetensors"))
     record = {"method": cfg.mode, "model": cfg.model, "seed": seed, "config": cfg.fingerprint(), "config_hash": config_hash,
-              "manifest_digest": manifest.digest(), "encoder": enc.describe(), **info,
+              "identity": identity,
+              "manifest_digest": manifest.digest(), "manifest": str(cfg.manifest.resolve()), "encoder": enc.describe(), **info,
               "selection": {"lr": best.lr, "weight_decay": best.weight_decay, "best_epoch": best.best_epoch,
                             "val_loss": best.best_val_loss,
                             "criterion": "lowest validation loss over lrs, weight decays and epochs (0 = the linear-probe start)",

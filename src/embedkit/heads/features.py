@@ -9,30 +9,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embedkit.cache import Cache, list_caches, read_cache
+from embedkit.cache import Cache, read_cache
+from embedkit.cache import find_cache as _find
 from embedkit.errors import EmbedkitError
 from embedkit.manifest import read_manifest
 
 
-def find_cache(model: str, manifest: Path, cache_dir: Path) -> Path:
+def find_cache(model: str, manifest: Path, cache_dir: Path, *, expect: dict | None = None) -> Path:
     """The one complete cache of ``model`` made from this manifest's exact rows."""
-    digest = read_manifest(manifest).digest()
-    import h5py
-
-    found = []
-    for info in list_caches(cache_dir):
-        if info.get("model") != model or not info["complete"]:
-            continue
-        with h5py.File(info["path"], "r") as f:
-            if f.attrs.get("manifest_digest") == digest:
-                found.append(info["path"])
-    if not found:
-        raise EmbedkitError(f"no cache of {model} for {manifest} in {cache_dir}; run "
-                            f"`embedkit extract --model {model} --manifest {manifest} --cache-dir {cache_dir}` first")
-    if len(found) > 1:
-        raise EmbedkitError(f"several caches of {model} for {manifest} ({', '.join(p.name for p in found)}); "
-                            "choose one with --cache FILE")
-    return found[0]
+    return _find(model, read_manifest(manifest).digest(), cache_dir, expect=expect, manifest_hint=str(manifest))
 
 
 @dataclass

@@ -20,7 +20,7 @@ from embedkit.heads import features, zeroshot
 from embedkit.heads.knn import KS, fit_knn
 from embedkit.heads.trained import HeadConfig, train_heads
 from embedkit.prompts import FORMATS, SAMPLED
-from embedkit.runs import Predictions, config_digest, finish_run, read_record
+from embedkit.runs import Predictions, config_digest, finish_run, read_record, run_state
 
 ZEROSHOT_REPEATS = 10  # sampled prompt formats are run with 10 seeds, as the paper did
 
@@ -75,6 +75,12 @@ def _predictions(cache: Cache, rows: np.ndarray, proba: np.ndarray, split: np.nd
                        sex=cache.meta["sex"][rows], age=cache.meta["age"][rows], proba=proba, classes=cache.classes)
 
 
+def identity(cfg: ExperimentConfig, cache_key: str | None) -> dict:
+    """Everything that determines a cache-path run's result: its settings and the cache (whose key
+    covers the encoder, its weights, the manifest rows and the precision)."""
+    return {"config": cfg.fingerprint(), "cache": cache_key}
+
+
 def _write_run(cfg: ExperimentConfig, seed: int, cache: Cache, parts: dict, proba: dict, selection: dict,
                seconds: float, config_hash: str) -> RunResult:
     folder = cfg.run_dir(seed)
@@ -83,17 +89,18 @@ def _write_run(cfg: ExperimentConfig, seed: int, cache: Cache, parts: dict, prob
     preds = _predictions(cache, rows, np.concatenate([proba["val"], proba["test"]]), split)
     record = {
         "method": cfg.method, "model": cfg.model, "seed": seed, "config": cfg.fingerprint(), "config_hash": config_hash,
+        "identity": identity(cfg, cache.attrs.get("key")), "manifest_digest": cache.attrs.get("manifest_digest"),
+        "manifest": str(cfg.manifest.resolve()),
         "cache": {"path": str(cache.path), "key": cache.attrs.get("key")}, "versions": cache.attrs.get("versions"),
         "timings": {"seconds": seconds}, "selection": selection,
     }
     return RunResult(folder, False, finish_run(folder, preds, record, n_boot=cfg.n_boot, seed=seed))
 
 
-def _done(cfg: ExperimentConfig, seed: int, config_hash: str) -> dict | None:
-    if cfg.force:
-        return None
-    record = read_record(cfg.run_dir(seed))
-    return record if record and record.get("config_hash") == config_hash else None
+def _done(cfg: ExperimentConfig, seed: int, cache: Cache) -> dict | None:
+    state = run_state(cfg.run_dir(seed), identity(cfg, cache.attrs.get("key")),
+                      manifest_digest=cache.attrs.get("manifest_digest"))
+    return read_record(cfg.run_dir(seed)) if state.done and not cfg.force else None
 
 
 def run_experiment(cfg: ExperimentConfig) -> list[RunResult]:
@@ -102,9 +109,9 @@ def run_experiment(cfg: ExperimentConfig) -> list[RunResult]:
         raise EmbedkitError(f"unknown method {cfg.method!r}; choose zeroshot, linear, mlp or knn")
     path = cfg.cache or features.find_cache(cfg.model, cfg.manifest, cfg.cache_dir)
     cache, parts = features.load(path)
-    config_hash = config_digest({"config": cfg.fingerprint(), "cache": cache.attrs.get("key")})
-    seeds = _seeds(cfg)
-    done = {s: _done(cfg, s, config_hash) for s in seeds}
+    config_hash = config_digest(identity(cfg, cache.attrs.get("key")))
+    seeds = seeds_of(cfg)
+    done = {s: _done(cfg, s, cache) for s in seeds}
     todo = [s for s in seeds if done[s] is None]
     results = {s: RunResult(cfg.run_dir(s), True, done[s]) for s in seeds if done[s] is not None}
     if todo:
@@ -115,7 +122,7 @@ def run_experiment(cfg: ExperimentConfig) -> list[RunResult]:
     return [results[s] for s in seeds]
 
 
-def _seeds(cfg: ExperimentConfig) -> tuple[int, ...]:
+def seeds_of(cfg: ExperimentConfig) -> tuple[int, ...]:
     """kNN has no randomness: one run, under the first seed."""
     return cfg.seeds if cfg.method in ("linear", "mlp", "zeroshot") else cfg.seeds[:1]
 
@@ -156,8 +163,9 @@ def _zeroshot(cfg, cache, parts, seeds, config_hash):
     y = {s: parts[s].y.numpy() for s in ("val", "test")}
 
     def proba(fmt: str, split: str, repeat: int) -> np.ndarray:
-        rng = np.random.default_rng(repeat)
-        return zeroshot.probabilities(x[split], cache.text[fmt], fmt, n_classes=n_classes, logit_scale=scale, rng=rng)
+        rng, text = np.random.default_rng(repeat), cache.text[fmt]
+        local = None if text.local is None else text.local[parts[split].rows]
+        return zeroshot.probabilities(x[split], text, fmt, n_classes=n_classes, logit_scale=scale, rng=rng, local=local)
 
     val_scores = {}
     for fmt in cfg.prompts:
@@ -173,5 +181,7 @@ def _zeroshot(cfg, cache, parts, seeds, config_hash):
                      "prompt_sample_seed": repeat if sampled else None, "n_prompts": SAMPLED.get(best),
                      "prompts_used": zeroshot.used_prompts(cache.text[best], best, n_classes, repeat),
                      "scoring": {"clip": "mean embedding", "gloria": "max, column z-score",
-                                 "cxrclip": "mean cosine over a per-image sample"}[best]}
+                                 "cxrclip": "mean cosine over a per-image sample"}[best],
+                     "similarity": "global cosine" if cache.text[best].local is None
+                                   else "(local word-region + global cosine) / 2, GLoRIA's"}
         yield _write_run(cfg, seed, cache, parts, p, selection, time.perf_counter() - start, config_hash)

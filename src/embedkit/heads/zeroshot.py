@@ -54,9 +54,17 @@ def used_prompts(text: TextSet, fmt: str, n_classes: int, seed: int) -> dict:
 
 
 def scores(images: np.ndarray, text: TextSet, fmt: str, *, n_classes: int, logit_scale: float,
-           rng: np.random.Generator | None = None, n_prompts: int | None = None) -> np.ndarray:
-    """(N, C) class scores (logits) of ``images`` for one prompt format."""
+           rng: np.random.Generator | None = None, n_prompts: int | None = None,
+           local: np.ndarray | None = None) -> np.ndarray:
+    """(N, C) class scores (logits) of ``images`` for one prompt format.
+
+    ``local`` (N, M), the cached word-region similarity of these image rows (GLoRIA), switches
+    every format to GLoRIA's image-prompt similarity (local + global cosine) / 2, pooled per format:
+    gloria max over its sample, cxrclip mean over its per-image sample, clip mean over all prompts."""
     img, txt = _normalize(np.asarray(images, dtype=np.float64)), _normalize(np.asarray(text.embeddings, dtype=np.float64))
+    if local is not None:
+        return _pooled(0.5 * (np.asarray(local, dtype=np.float64) + img @ txt.T), text, fmt, n_classes=n_classes,
+                       logit_scale=logit_scale, rng=rng, n_prompts=n_prompts)
     if fmt == "clip":
         weights = _normalize(np.stack([txt[text.class_index == c].mean(0) for c in range(n_classes)]))
         return logit_scale * img @ weights.T
@@ -71,6 +79,22 @@ def scores(images: np.ndarray, text: TextSet, fmt: str, *, n_classes: int, logit
         n = n_prompts or SAMPLED["cxrclip"]
         return logit_scale * np.stack([_per_image_mean(img @ txt[text.class_index == c].T, n, rng)
                                        for c in range(n_classes)], axis=1)
+    raise ValueError(f"unknown prompt format {fmt!r}")
+
+
+def _pooled(sim: np.ndarray, text: TextSet, fmt: str, *, n_classes: int, logit_scale: float,
+            rng: np.random.Generator | None, n_prompts: int | None) -> np.ndarray:
+    """Class scores from a full (N, M) image-prompt similarity matrix."""
+    rng = rng or np.random.default_rng(0)
+    if fmt == "gloria":
+        chosen = sample_prompts(text, n_classes, n_prompts or SAMPLED["gloria"], rng)
+        s = np.stack([sim[:, idx].max(1) for idx in chosen], axis=1)
+        return (s - s.mean(0)) / s.std(0).clip(1e-12) if len(s) > 1 else s
+    if fmt == "cxrclip":
+        n = n_prompts or SAMPLED["cxrclip"]
+        return logit_scale * np.stack([_per_image_mean(sim[:, text.class_index == c], n, rng) for c in range(n_classes)], 1)
+    if fmt == "clip":
+        return logit_scale * np.stack([sim[:, text.class_index == c].mean(1) for c in range(n_classes)], 1)
     raise ValueError(f"unknown prompt format {fmt!r}")
 
 

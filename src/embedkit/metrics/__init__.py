@@ -5,9 +5,9 @@
 - ``suite``: ``evaluate``, every metric of a run plus bootstrap CIs, permutation p-values and the noise floor.
 """
 
-from embedkit.metrics.classification import accuracy, ece, f1_per_class, rates_per_class
+from embedkit.metrics.classification import accuracy, ece, ece_binned, f1_per_class, rates_per_class
 from embedkit.metrics.suite import aggregate_seeds, evaluate
-from embedkit.metrics.fairness import ece_gap, eqodds, f1_gap, var_f1
+from embedkit.metrics.fairness import ece_binned_gap, ece_gap, eqodds, f1_gap, var_f1
 
-__all__ = ["accuracy", "ece", "f1_per_class", "rates_per_class", "var_f1", "f1_gap", "eqodds", "ece_gap",
-           "evaluate", "aggregate_seeds"]
+__all__ = ["accuracy", "ece", "ece_binned", "f1_per_class", "rates_per_class", "var_f1", "f1_gap", "eqodds", "ece_gap",
+           "ece_binned_gap", "evaluate", "aggregate_seeds"]

@@ -32,10 +32,18 @@ def rates_per_class(y_true: np.ndarray, y_pred: np.ndarray, *, n_classes: int) -
     return stats.rates_from(_cm(y_true, y_pred, n_classes))
 
 
-def ece(y_true: np.ndarray, proba: np.ndarray, *, n_bins: int = stats.N_BINS) -> float:
-    """Expected calibration error of the top-class confidence, equal-width bins over [0, 1]."""
+def _calibration(y_true, proba, n_bins: int) -> np.ndarray:
     proba = np.asarray(proba, dtype=float)
     pred = proba.argmax(1)
     conf, correct = _as_batch(proba.max(1), (pred == np.asarray(y_true)).astype(float))
-    cal = stats.calibration(conf, correct, np.zeros(conf.shape, dtype=np.int64), n_cells=1, n_bins=n_bins)
-    return float(stats.ece_from(cal)[0, 0])
+    return stats.calibration(conf, correct, np.zeros(conf.shape, dtype=np.int64), n_cells=1, n_bins=n_bins)
+
+
+def ece(y_true: np.ndarray, proba: np.ndarray) -> float:
+    """The paper's ECE (Eq. 4): mean |p_i - o_i| of the top-class probability p_i and its correctness o_i."""
+    return float(stats.ece_from(_calibration(y_true, proba, 1))[0, 0])
+
+
+def ece_binned(y_true: np.ndarray, proba: np.ndarray, *, n_bins: int = stats.N_BINS) -> float:
+    """Binned ECE of the top-class confidence, equal-width bins over [0, 1] (Guo et al. 2017)."""
+    return float(stats.ece_binned_from(_calibration(y_true, proba, n_bins))[0, 0])

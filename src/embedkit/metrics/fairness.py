@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from embedkit.metrics import stats
-from embedkit.metrics.classification import ece, f1_per_class, rates_per_class
+from embedkit.metrics.classification import ece, ece_binned, f1_per_class, rates_per_class
 
 
 def _masks(groups: np.ndarray, a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
@@ -51,8 +51,15 @@ def eqodds(y_true, y_pred, *, groups, a: str, b: str, n_classes: int) -> float:
     return eqodds_terms(y_true, y_pred, groups=groups, a=a, b=b, n_classes=n_classes)[0]
 
 
-def ece_gap(y_true, proba, *, groups, a: str, b: str, n_bins: int = stats.N_BINS) -> float:
-    """|ECE_a - ECE_b| of the top-class confidence."""
+def ece_gap(y_true, proba, *, groups, a: str, b: str) -> float:
+    """The paper's Eq. 4: |ECE_a - ECE_b| with the unbinned ECE (mean |p_i - o_i|)."""
     ma, mb = _masks(groups, a, b)
     y_true, proba = np.asarray(y_true), np.asarray(proba)
-    return abs(ece(y_true[ma], proba[ma], n_bins=n_bins) - ece(y_true[mb], proba[mb], n_bins=n_bins))
+    return abs(ece(y_true[ma], proba[ma]) - ece(y_true[mb], proba[mb]))
+
+
+def ece_binned_gap(y_true, proba, *, groups, a: str, b: str, n_bins: int = stats.N_BINS) -> float:
+    """|ECE_a - ECE_b| with the binned ECE."""
+    ma, mb = _masks(groups, a, b)
+    y_true, proba = np.asarray(y_true), np.asarray(proba)
+    return abs(ece_binned(y_true[ma], proba[ma], n_bins=n_bins) - ece_binned(y_true[mb], proba[mb], n_bins=n_bins))

@@ -20,7 +20,8 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, cells: np.ndarray, *, n_cl
 
 
 def calibration(conf: np.ndarray, correct: np.ndarray, cells: np.ndarray, *, n_cells: int, n_bins: int = N_BINS) -> np.ndarray:
-    """(B, G, bins, 3) of [count, sum of confidence, sum of correct] over equal-width bins of [0, 1].
+    """(B, G, bins, 4) of [count, sum of confidence, sum of correct, sum of |confidence - correct|]
+    over equal-width bins of [0, 1].
 
     Bin k holds confidences in (k/n, (k+1)/n]; a confidence of exactly 0 goes to the first bin.
     """
@@ -28,8 +29,9 @@ def calibration(conf: np.ndarray, correct: np.ndarray, cells: np.ndarray, *, n_c
     b = np.arange(conf.shape[0])[:, None]
     code = ((b * n_cells + cells) * n_bins + bins).ravel()
     size = conf.shape[0] * n_cells * n_bins
-    out = [np.bincount(code, weights=w.ravel(), minlength=size) for w in (np.ones_like(conf), conf, correct)]
-    return np.stack(out, axis=-1).reshape(conf.shape[0], n_cells, n_bins, 3)
+    weights = (np.ones_like(conf), conf, correct, np.abs(conf - correct))
+    out = [np.bincount(code, weights=w.ravel(), minlength=size) for w in weights]
+    return np.stack(out, axis=-1).reshape(conf.shape[0], n_cells, n_bins, 4)
 
 
 def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -61,6 +63,12 @@ def rates_from(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ece_from(cal: np.ndarray) -> np.ndarray:
-    """Expected calibration error of (..., bins, 3) statistics: sum_k |acc_k - conf_k| n_k / n."""
+    """The paper's ECE (its Eq. 4, no bins): the mean over samples of |p_i - o_i|, with p_i the
+    top-class probability and o_i = 1 when the top class is the true class, else 0."""
+    return _div(cal[..., 3].sum(-1), cal[..., 0].sum(-1))
+
+
+def ece_binned_from(cal: np.ndarray) -> np.ndarray:
+    """The binned top-class ECE of (..., bins, 4) statistics: sum_k |acc_k - conf_k| n_k / n."""
     n = cal[..., 0].sum(-1)
     return _div(np.abs(cal[..., 2] - cal[..., 1]).sum(-1), n)

@@ -5,7 +5,8 @@ All statistics come from per-(sex x age) cell counts (``stats``), so the observe
 are computed the same way, in one vectorised pass each.
 
 Conventions (also in the report): predictions are the argmax of the probabilities (ties go to
-the lower class index); f1_gap is signed A - A' (sex: M - F, age: young - old); the noise floor
+the lower class index); ``ece`` is the paper's Eq. 4 (mean |p_i - o_i| of the top-class
+probability, no bins) and ``ece_binned`` the 15-bin top-class ECE, each with its gap; f1_gap is signed A - A' (sex: M - F, age: young - old); the noise floor
 is the median of |gap| under the permutation null, and the excess is |gap| minus that floor.
 A gap is marked significant when its bootstrap CI excludes 0 and its permutation p < 0.05.
 """
@@ -27,7 +28,7 @@ ATTRIBUTES = {
     "age": {a: [i for i, c in enumerate(CELLS) if c.endswith("-" + a)] for a in AGE_GROUPS},
     "sex_age": {c: [i] for i, c in enumerate(CELLS)},
 }
-GAPS = ("f1_gap", "eqodds", "ece_gap")
+GAPS = ("f1_gap", "eqodds", "ece_gap", "ece_binned_gap")
 
 
 def _group_stats(cm: np.ndarray, cal: np.ndarray, cells: list[int]):
@@ -43,6 +44,7 @@ def _gap_pair(cm_a, cm_b, cal_a, cal_b) -> dict[str, np.ndarray]:
             "f1_gap": np.nanmean(f1_diff, -1),
             "eqodds": np.nanmean(terms, -1),
             "ece_gap": np.abs(stats.ece_from(cal_a) - stats.ece_from(cal_b)),
+            "ece_binned_gap": np.abs(stats.ece_binned_from(cal_a) - stats.ece_binned_from(cal_b)),
             "excluded/f1_gap": np.isnan(f1_diff).sum(-1).astype(float),
             "excluded/eqodds": np.isnan(terms).sum(-1).astype(float),
         }
@@ -57,7 +59,7 @@ def _quiet():
 
 
 def summarise(cm: np.ndarray, cal: np.ndarray, classes: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Flat ``{"path/to/metric": (B,) array}`` from (B, 4, C, C) confusions and (B, 4, bins, 3) calibration."""
+    """Flat ``{"path/to/metric": (B,) array}`` from (B, 4, C, C) confusions and (B, 4, bins, 4) calibration."""
     out: dict[str, np.ndarray] = {}
     total, total_cal = cm.sum(1), cal.sum(1)
     f1 = stats.f1_from(total, absent="zero")
@@ -66,6 +68,7 @@ def summarise(cm: np.ndarray, cal: np.ndarray, classes: tuple[str, ...]) -> dict
     out["f1_macro"] = f1.mean(-1)
     out["var_f1"] = f1.var(-1)
     out["ece"] = stats.ece_from(total_cal)
+    out["ece_binned"] = stats.ece_binned_from(total_cal)
     for c, name in enumerate(classes):
         out[f"f1/{name}"] = f1[:, c]
     with _quiet():
@@ -77,6 +80,7 @@ def summarise(cm: np.ndarray, cal: np.ndarray, classes: tuple[str, ...]) -> dict
                 out[f"groups/{attr}/{g}/accuracy"] = stats.accuracy_from(gcm)
                 out[f"groups/{attr}/{g}/f1_macro"] = np.nanmean(gf1, -1)
                 out[f"groups/{attr}/{g}/ece"] = stats.ece_from(gcal)
+                out[f"groups/{attr}/{g}/ece_binned"] = stats.ece_binned_from(gcal)
             pairs = [_gap_pair(per[a][0], per[b][0], per[a][1], per[b][1]) for a, b in combinations(groups, 2)]
             if len(groups) == 2:
                 for k, v in pairs[0].items():

@@ -41,6 +41,9 @@ class Encoder:
     logit_scale: float = 100.0
     tokenizer_dir: Path | None = None  # where the tokenizer files came from (saved beside tiny weights)
     vision_only: bool = False          # no text tower: no prompt embeddings, no zero-shot
+    # an image-prompt similarity that needs more than the two embeddings (GLoRIA's local branch):
+    # ``prepare(prompts)`` once, then ``(images, prepared) -> (B, M)`` per batch at extraction
+    pair_similarity: object | None = None
 
     def encode_images(self, batch: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) preprocessed images -> (N, D) embeddings."""

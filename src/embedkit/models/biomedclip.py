@@ -38,7 +38,7 @@ PUBLISHED_CONFIG = {
 }
 TINY_VISION = {"timm_model_name": "vit_tiny_patch16_224", "timm_model_pretrained": False, "timm_pool": "",
                "timm_proj": "linear", "image_size": 32}
-LORA = LoraTargets(modules=("qkv", "attn.proj", "fc1", "fc2"))
+LORA = LoraTargets(modules=("patch_embed.proj", "qkv", "attn.proj", "fc1", "fc2", "head.proj"))
 OLD_SPELLING = {"proj": "hf_proj_type", "pooler_type": "hf_pooler_type"}
 
 

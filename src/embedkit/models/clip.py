@@ -25,7 +25,9 @@ DOWNLOAD = ("OpenAI's ViT-B-16.pt (https://openaipublic.azureedge.net/clip/model
             "or open_clip_pytorch_model.bin from the Hugging Face repo timm/vit_base_patch16_clip_224.openai")
 # peft's LoRA MultiheadAttention adapts the fused q/k/v ``in_proj_weight`` and ``out_proj`` together
 # (a plain ``out_proj`` target never trains: MultiheadAttention reads its weight directly).
-LORA = LoraTargets(modules=("attn", "c_fc", "c_proj"))
+# The patch embedding (conv1) is a Conv2d peft adapts as a LoRA conv; the final projection ``proj``
+# is a raw parameter (``x @ proj``), reached through peft's target_parameters.
+LORA = LoraTargets(modules=("conv1", "attn", "c_fc", "c_proj"), parameters=("proj",))
 
 
 def build(cfg: dict):

@@ -5,13 +5,16 @@ through an allow-listed unpickler (nothing executed). Keys are stripped up to th
 ``gloria.`` as the authors' ``load_gloria`` does. The image embedding is the global one
 (``global_embedder`` of the pooled layer-4 features, 768-d, not normalised); the text embedding is
 GLoRIA's sentence embedding (last 4 BERT layers, word pieces summed into words, mean over the
-97 word slots, summed over layers). Zero-shot from the cache uses the global similarity only:
-the local word-region branch needs per-word and per-region features that are not cached.
+97 word slots, summed over layers). Zero-shot uses GLoRIA's (local + global) / 2 similarity: the
+local word-region branch needs per-word and per-region features, so extraction computes it for
+every image and prompt (``LocalSimilarity``) and the cache stores the (images x prompts) matrix.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -37,7 +40,7 @@ CONFIG = {  # configs/chexpert_pretrain_config.yaml, the fields the code reads
     "transforms": {"norm": "half", "random_crop": {"crop_size": 224}},
 }
 TINY_SIZES = {"imsize": 36, "crop": 32, "upsample": 40}
-LORA = LoraTargets(modules=("conv1", "conv2", "conv3", "downsample.0"))
+LORA = LoraTargets(modules=("conv1", "conv2", "conv3", "downsample.0", "global_embedder"))  # conv1 includes the stem
 
 
 class ImageEncoder(nn.Module):
@@ -55,11 +58,70 @@ class ImageEncoder(nn.Module):
         self.upsample = upsample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.both(x)[0]
+
+    def both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(global (B, D), local (B, D, regions)): layer-4 pooled and layer-3 region embeddings."""
         m = self.model
         x = nn.functional.interpolate(x, size=(self.upsample, self.upsample), mode="bilinear", align_corners=True)
         x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
-        x = m.layer4(m.layer3(m.layer2(m.layer1(x))))
-        return self.global_embedder(self.pool(x).flatten(1))
+        local = m.layer3(m.layer2(m.layer1(x)))
+        glob = self.global_embedder(self.pool(m.layer4(local)).flatten(1))
+        return glob, self.local_embedder(local).flatten(2)
+
+
+@dataclass
+class Words:
+    """The prompts' word embeddings as GLoRIA's local branch sees them: per prompt the real word
+    slots it reads (D, n) and how many zero-padded slots the slice also covers."""
+
+    real: list[torch.Tensor]
+    zeros: list[int]
+
+
+class LocalSimilarity:
+    """GLoRIA's ``get_local_similarities`` (temp1 4, exp(5 cos), max over words, log) for a batch of
+    images against prepared prompts, exactly — including the source's quirk that a prompt's
+    ``cap_len`` counts the characters of the raw prompt, so slots 1..cap_len of the 97 word slots
+    are read and the zero-padded ones take part in the softmax over words (each adds exp(0)) and
+    give cosine 0. Zero slots are accounted for in closed form instead of being multiplied."""
+
+    def __init__(self, model: "GLoRIA", words_fn, temp1: float = 4.0, temp2: float = 5.0):
+        self.model, self.words_fn, self.temp1, self.temp2 = model, words_fn, temp1, temp2
+
+    def prepare(self, texts: list[str]) -> Words:
+        real, zeros = [], []
+        with torch.inference_mode():
+            for start in range(0, len(texts), 64):
+                for text, (emb, n_words) in zip(texts[start:start + 64], self.words_fn(texts[start:start + 64])):
+                    cap_len = len([c for c in text if c != "["])
+                    n = min(n_words - 1, cap_len)  # slot 0 is [CLS]; words and [SEP] follow
+                    real.append(emb[:, 1:1 + n].float())
+                    zeros.append(cap_len - n)
+        return Words(real, zeros)
+
+    def __call__(self, images: torch.Tensor, words: Words) -> torch.Tensor:
+        """(B, M) local similarities of preprocessed images to the prepared prompts."""
+        with torch.inference_mode():
+            context = self.model.img_encoder.both(images)[1].float()              # (B, D, R)
+            out = [self._one(context, w, z) for w, z in zip(words.real, words.zeros)]
+        return torch.stack(out, 1)
+
+    def _one(self, context: torch.Tensor, word: torch.Tensor, zeros: int) -> torch.Tensor:
+        logits = torch.einsum("bdr,dw->brw", context, word)                       # (B, R, n)
+        if zeros:  # zero slots: logit 0 each in the softmax over words
+            pad = torch.full_like(logits[..., :1], math.log(zeros))
+            attn = torch.softmax(torch.cat([logits, pad], -1), -1)[..., :-1]
+        else:
+            attn = torch.softmax(logits, -1)
+        attn = torch.softmax(self.temp1 * attn.transpose(1, 2), -1)               # (B, n, R) over regions
+        weighted = torch.einsum("bdr,bwr->bdw", context, attn)                    # (B, D, n)
+        w12 = (weighted * word[None]).sum(1)
+        cos = w12 / (weighted.norm(dim=1) * word.norm(dim=0)[None]).clamp(min=1e-8)
+        best = cos.max(1).values
+        if zeros:
+            best = best.clamp(min=0.0)  # a zero slot's cosine is 0
+        return self.temp2 * best  # log(max exp(temp2 cos)) = temp2 * max cos
 
 
 class TextEncoder(nn.Module):
@@ -91,6 +153,12 @@ def process_text(text: str) -> str:
     return " ".join(sentences)
 
 
+def _n_words(tokens: list[str]) -> int:
+    """How many word slots ``aggregate_words`` fills: [CLS], the whole words, [SEP]."""
+    sep = tokens.index("[SEP]") if "[SEP]" in tokens else len(tokens)
+    return 1 + sum(1 for t in tokens[1:sep] if not t.startswith("##")) + 1
+
+
 def aggregate_words(hidden: torch.Tensor, tokens: list[str]) -> torch.Tensor:
     """(layers, seq, D) -> (layers, seq, D): word pieces summed into words up to and including
     [SEP], zero-padded back to ``seq`` (GLoRIA's ``aggregate_tokens``)."""
@@ -115,20 +183,31 @@ def _encoder(model: GLoRIA, cfg: dict, tiny: bool, tokenizer_dir: Path | None, d
     model.eval()
     text_cfg = cfg["model"]["text"]
     word_num, last_n = cfg["data"]["text"]["word_num"], text_cfg["last_n_layers"]
-    encode_texts = None
+    encode_texts = local = None
     if tokenizer_dir is not None:
         tokenizer = bert.load_tokenizer(tokenizer_dir)
         id_to_word = {v: k for k, v in tokenizer.get_vocab().items()}
 
-        def encode_texts(texts: list[str]) -> torch.Tensor:
+        def word_slots(texts: list[str]) -> tuple[torch.Tensor, list[int]]:
+            """(B, layers, 97, D) words after piece aggregation, and each prompt's aggregated count."""
             tok = tokenizer([process_text(t) for t in texts], truncation=True, padding="max_length",
                             max_length=word_num, return_tensors="pt")
             device = next(model.parameters()).device
             out = model.text_encoder.model(**{k: v.to(device) for k, v in tok.items()})
             hidden = torch.stack(out["hidden_states"][-last_n:], 1)  # (B, layers, seq, D)
-            agg = torch.stack([aggregate_words(h, [id_to_word[int(i)] for i in ids])
-                               for h, ids in zip(hidden, tok["input_ids"])])
-            return agg.mean(2).sum(1)  # mean over word slots, sum over layers
+            tokens = [[id_to_word[int(i)] for i in ids] for ids in tok["input_ids"]]
+            return (torch.stack([aggregate_words(h, t) for h, t in zip(hidden, tokens)]),
+                    [_n_words(t) for t in tokens])
+
+        def encode_texts(texts: list[str]) -> torch.Tensor:
+            return word_slots(texts)[0].mean(2).sum(1)  # mean over word slots, sum over layers
+
+        def words(texts: list[str]):
+            agg, counts = word_slots(texts)
+            return [(w.sum(0).T, n) for w, n in zip(agg, counts)]  # (D, 97) word embeddings: sum over layers
+
+        local = LocalSimilarity(model, words, temp1=cfg["model"]["gloria"]["temp1"],
+                                temp2=cfg["model"]["gloria"]["temp2"])
 
     sizes = TINY_SIZES if tiny else {"imsize": cfg["data"]["image"]["imsize"],
                                      "crop": cfg["transforms"]["random_crop"]["crop_size"], "upsample": 299}
@@ -138,7 +217,10 @@ def _encoder(model: GLoRIA, cfg: dict, tiny: bool, tokenizer_dir: Path | None, d
         image_tower=ImageTower(model.img_encoder, lambda m, x: m(x)), text_encoder=encode_texts, normalized=False,
         description={"family": "gloria", "tiny": tiny, "weights": digest, "upsample": sizes["upsample"],
                      "text": f"Bio_ClinicalBERT, process_text, max {word_num}, last {last_n} layers, word sum, "
-                             "mean over word slots, sum over layers", "image": "global embedding"},
+                             "mean over word slots, sum over layers", "image": "global embedding",
+                     "local_similarity": "layer-3 regions x words, temp1 4, temp2 5, max over words, "
+                                         "slots 1..characters of the prompt (GLoRIA's cap_len)"},
+        pair_similarity=local,
         # GLoRIA's global loss scales cosine similarities by temp3 (10)
         lora_targets=LORA, logit_scale=float(cfg["model"]["gloria"]["temp3"]), tokenizer_dir=tokenizer_dir,
     )

@@ -26,9 +26,11 @@ ZIPS = {"vit": "https://storage.googleapis.com/pytrial/medclip-vit-pretrained.zi
         "rn50": "https://storage.googleapis.com/pytrial/medclip-pretrained.zip"}
 SWIN_FULL = {"image_size": 224, "embed_dim": 96, "depths": [2, 2, 6, 2], "num_heads": [3, 6, 12, 24], "window_size": 7}
 SWIN_TINY = {"image_size": 64, "embed_dim": 24, "depths": [1, 1, 2, 1], "num_heads": [1, 2, 2, 4], "window_size": 2}
-LORA = {"vit": LoraTargets(modules=("query", "key", "value", "attention.output.dense", "intermediate.dense",
-                                    "output.dense", "q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2")),
-        "rn50": LoraTargets(modules=("conv1", "conv2", "conv3", "downsample.0"))}
+# every layer: the patch embedding / stem conv, the blocks, and the final projection head (fc)
+LORA = {"vit": LoraTargets(modules=("patch_embeddings.projection", "query", "key", "value", "attention.output.dense",
+                                    "intermediate.dense", "output.dense", "q_proj", "k_proj", "v_proj", "o_proj", "fc1",
+                                    "fc2", "projection_head")),
+        "rn50": LoraTargets(modules=("conv1", "conv2", "conv3", "downsample.0", "fc"))}
 # transformers >= 5 renamed Swin's block modules; the published file keeps the 4.x names.
 SWIN_V5_RENAMES = (
     ("attention.self.relative_position_bias_table", "attention.relative_position_bias.relative_position_bias_table"),

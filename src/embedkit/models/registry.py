@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -50,8 +51,10 @@ def get(name: str) -> ModelSpec:
 
 
 def names() -> list[str]:
+    """Registered names in family order (FAMILIES), then registration order within a family."""
     _ensure_loaded()
-    return list(_MODELS)
+    order = {f"embedkit.models.{f}": i for i, f in enumerate(FAMILIES)}
+    return sorted(_MODELS, key=lambda n: order.get(_MODELS[n].load.__module__, len(order)))
 
 
 def load_encoder(name: str, *, weights: str | Path | None = None, tokenizer: str | Path | None = None,
@@ -64,7 +67,8 @@ def load_encoder(name: str, *, weights: str | Path | None = None, tokenizer: str
 
 
 def _ensure_loaded() -> None:
-    if not _MODELS:
+    """Import every adapter once (importing one family directly must not hide the others)."""
+    if not all(f"embedkit.models.{f}" in sys.modules for f in FAMILIES):
         import importlib
 
         for family in FAMILIES:

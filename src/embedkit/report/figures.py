@@ -1,0 +1,153 @@
+"""The paper's figures as PNGs, plus the findings figure; degenerate runs (a point CI, one class)
+and missing methods render as empty, labelled panels, never an error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from embedkit.metrics.suite import CELLS
+from embedkit.report.summary import Group
+from embedkit.report.tables import GAPS, METHODS, _get, _models
+
+
+def figures(groups: list[Group], out: Path) -> dict[str, Path]:
+    """The paper's figures as PNGs; a missing method leaves an empty, labelled panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    by = {(g.model, g.method): g for g in groups}
+    models = _models(by)
+    paths = {}
+
+    def bars(ax, values, labels, series, title, ylabel):
+        width = 0.8 / max(len(series), 1)
+        for i, s in enumerate(series):
+            v = [values.get((x, s), (np.nan, np.nan, np.nan)) for x in labels]
+            mean = np.array([a for a, _, _ in v], dtype=float)
+            # a seed mean can sit outside the pooled CI (or a CI collapse to a point): never a negative bar
+            err = np.clip(np.nan_to_num(np.array([[a - lo for a, lo, _ in v], [hi - a for a, _, hi in v]], dtype=float)), 0, None)
+            ax.bar(np.arange(len(labels)) + i * width, np.nan_to_num(mean), width, yerr=np.nan_to_num(err), label=s, capsize=2)
+            for j, m in enumerate(mean):
+                if not np.isfinite(m):
+                    ax.text(j + i * width, 0, "—", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(np.arange(len(labels)) + width * (len(series) - 1) / 2, labels, rotation=20, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7, ncol=3)
+
+    def metric(path):
+        vals = {}
+        for (m, k), g in by.items():
+            e = _get(g.summary, path)
+            if e and e.get("mean") is not None:
+                vals[(m, k)] = (e["mean"], *(e["ci"] if e["ci"][0] is not None else (np.nan, np.nan)))
+        return vals
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(out / f"{name}.png", dpi=110)
+        plt.close(fig)
+        paths[name] = out / f"{name}.png"
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    bars(ax, metric("accuracy"), models, list(METHODS), "Fig. 2a — accuracy per model and method", "accuracy")
+    save(fig, "fig2a_accuracy")
+
+    classes = sorted({c for g in groups for c in (g.summary.get("f1") or {})})
+    fig, ax = plt.subplots(figsize=(9, 4))
+    vals = {}
+    for m in models:
+        g = by.get((m, "full"))
+        for c in classes:
+            e = _get(g.summary, f"f1/{c}") if g else None
+            if e and e.get("mean") is not None:
+                vals[(c, m)] = (e["mean"], *(e["ci"] if e["ci"][0] is not None else (np.nan, np.nan)))
+    bars(ax, vals, classes, models, "Fig. 2b — per-class F1 after full fine-tuning" + ("" if vals else " (no runs)"), "F1")
+    save(fig, "fig2b_class_f1_full")
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    bars(ax, metric("var_f1"), models, list(METHODS), "Fig. 3a — variance of per-class F1", "var F1")
+    save(fig, "fig3a_var_f1")
+
+    fig, axes = plt.subplots(1, len(CELLS), figsize=(14, 4), sharey=True)
+    for ax, cell in zip(axes, CELLS):
+        bars(ax, metric(f"groups/sex_age/{cell}/f1_macro"), models, list(METHODS), f"Fig. 3b — macro F1, {cell}", "F1")
+    save(fig, "fig3b_group_f1")
+
+    for name, method, title in (("fig3c_gaps_full", "full", "after full fine-tuning"),
+                                ("fig3d_gaps_zeroshot", "zeroshot", "before fine-tuning (zero-shot)")):
+        fig, ax = plt.subplots(figsize=(10, 4))
+        series = [f"{a}:{gap}" for a in ("sex", "age") for gap in GAPS]
+        vals = {}
+        for m in models:
+            g = by.get((m, method))
+            for s in series:
+                a, gap = s.split(":")
+                e = _get(g.summary, f"fairness/{a}/{gap}") if g else None
+                if e and e.get("mean") is not None:
+                    lo, hi = e["ci"] if e["ci"][0] is not None else (np.nan, np.nan)
+                    flip = e["mean"] < 0
+                    vals[(m, s)] = (abs(e["mean"]), -hi if flip else lo, -lo if flip else hi)
+        bars(ax, vals, models, series, f"Fig. 3{'c' if method == 'full' else 'd'} — fairness gaps {title}"
+             + ("" if vals else " (no runs)"), "|gap|")
+        save(fig, name)
+
+    methods = [k for k in METHODS if any(g.method == k for g in groups)]
+    fig, axes = plt.subplots(max(len(methods), 1), max(len(models), 1), figsize=(3 * max(len(models), 1), 2.6 * max(len(methods), 1)),
+                             squeeze=False)
+    for i, k in enumerate(methods):
+        for j, m in enumerate(models):
+            ax = axes[i][j]
+            ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+            g = by.get((m, k))
+            if g:
+                for cell in CELLS:
+                    conf, acc, cnt = g.reliability[cell]
+                    ok = cnt > 0
+                    ax.plot(conf[ok], acc[ok], marker="o", ms=3, label=cell)
+            else:
+                ax.text(0.5, 0.5, "—", ha="center")
+            ax.set_title(f"{m} / {k}", fontsize=8)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            if i == 0 and j == 0 and ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=6)
+    save(fig, "reliability_by_group")
+    return paths
+
+
+
+
+def findings_figure(found, out: Path) -> Path:
+    """One compact matrix: rows model / method, columns attribute x gap, colour = |gap| minus its
+    noise floor, '*' where the gap is beyond noise (CI excludes 0 and p < 0.05)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted({(f.model, f.method) for f in found})
+    cols = sorted({(f.attribute, f.gap) for f in found}, key=lambda c: (c[0], GAPS.index(c[1])))
+    grid = np.full((max(len(rows), 1), max(len(cols), 1)), np.nan)
+    fig, ax = plt.subplots(figsize=(2 + 0.9 * len(cols), 1 + 0.28 * len(rows)))
+    for f in found:
+        i, j = rows.index((f.model, f.method)), cols.index((f.attribute, f.gap))
+        grid[i, j] = f.excess
+        if f.significant:
+            ax.text(j, i, "*", ha="center", va="center", fontsize=11, fontweight="bold")
+    lim = np.nanmax(np.abs(grid)) if np.isfinite(grid).any() else 1.0
+    im = ax.imshow(grid, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    ax.set_xticks(range(len(cols)), [f"{a}\n{g}" for a, g in cols], fontsize=7)
+    ax.set_yticks(range(len(rows)), [f"{m} / {k}" for m, k in rows], fontsize=7)
+    ax.set_title("Fairness gaps beyond the noise floor (|gap| − floor; * = CI excludes 0 and p < 0.05)", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "findings.png", dpi=110)
+    plt.close(fig)
+    return out / "findings.png"

@@ -1,0 +1,88 @@
+"""Every finished run under a runs folder, grouped by (dataset, model, method), seeds aggregated.
+
+Seeds are aggregated as mean ± sd with a CI that pools every seed's bootstrap replicates (seed and
+sample variation); noise floors are averaged and p-values take the median over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from embedkit.metrics import aggregate_seeds
+from embedkit.metrics.stats import N_BINS
+from embedkit.metrics.suite import CELLS, GAPS
+from embedkit.runs import PREDICTIONS, RECORD, evaluate_predictions, read_predictions
+
+ATTRIBUTES = ("sex", "age", "sex_age")
+
+
+@dataclass
+class Group:
+    """All seeds of one (dataset, model, method)."""
+
+    dataset: str
+    model: str
+    method: str
+    runs: list[Path]
+    summary: dict          # aggregate_seeds output
+    reliability: dict      # group -> (conf per bin, acc per bin, count per bin), pooled over seeds
+    manifest: str | None = None
+
+
+def find_runs(runs_dir: Path) -> dict[tuple[str, str, str], list[Path]]:
+    """(dataset, model, method) -> finished run folders (those with run.json and predictions)."""
+    found: dict[tuple[str, str, str], list[Path]] = defaultdict(list)
+    for record in sorted(Path(runs_dir).glob(f"*/*/*/seed-*/{RECORD}")):
+        folder = record.parent
+        if (folder / PREDICTIONS).is_file():
+            dataset, model, method = folder.parts[-4:-1]
+            found[(dataset, model, method)].append(folder)
+    return found
+
+
+def _reliability(preds, bins: int = N_BINS) -> dict:
+    out = {}
+    groups = np.char.add(np.char.add(preds.sex.astype(str), "-"), preds.age_group())
+    conf, correct = preds.proba.max(1), (preds.proba.argmax(1) == preds.y_true())
+    edges = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+    for g in CELLS:
+        m = groups == g
+        cnt = np.bincount(edges[m], minlength=bins)
+        with np.errstate(invalid="ignore"):
+            out[g] = (np.bincount(edges[m], conf[m], bins) / cnt, np.bincount(edges[m], correct[m], bins) / cnt, cnt)
+    return out
+
+
+def summarise(runs_dir: Path, *, n_boot: int = 1000) -> list[Group]:
+    groups = []
+    for (dataset, model, method), folders in sorted(find_runs(runs_dir).items()):
+        results, preds_all = [], []
+        for i, folder in enumerate(folders):
+            preds = read_predictions(folder / PREDICTIONS).select("test")
+            preds_all.append(preds)
+            results.append(evaluate_predictions(preds, split="test", n_boot=n_boot, n_perm=n_boot, seed=i,
+                                                return_replicates=True))
+        summary = aggregate_seeds(results)
+        summary["noise_floor"] = {a: {g: float(np.mean([r["null"][a][g] or 0 for r in results])) for g in GAPS}
+                                  for a in ATTRIBUTES}
+        summary["p_value"] = {a: {g: float(np.median([r["p_value"][a][g] for r in results])) for g in GAPS}
+                              for a in ATTRIBUTES}
+        rel = [_reliability(p) for p in preds_all]
+        pooled = {}
+        for g in CELLS:
+            cnt = sum(r[g][2] for r in rel)
+            with np.errstate(invalid="ignore"):
+                pooled[g] = tuple(np.nansum([r[g][k] * r[g][2] for r in rel], 0) / cnt for k in (0, 1)) + (cnt,)
+        record = json.loads((folders[0] / RECORD).read_text())
+        groups.append(Group(dataset, model, method, folders, summary, pooled, record.get("manifest")))
+    if len({g.dataset for g in groups}) > 1:  # several datasets in one runs folder: keep them apart
+        for g in groups:
+            g.model = f"{g.dataset}/{g.model}"
+    return groups
+
+

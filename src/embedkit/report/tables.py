@@ -1,0 +1,76 @@
+"""The report's tables: (title, header, rows), one per paper table and per attribute's gaps."""
+
+from __future__ import annotations
+
+from embedkit.metrics.suite import CELLS, significant
+from embedkit.report.summary import Group
+
+METHODS = ("zeroshot", "linear", "mlp", "knn", "lora", "full")
+MODELS = ("clip", "biomedclip", "medclip-vit", "medclip-rn50", "gloria", "vit-imagenet")
+# The paper fine-tuned an ImageNet ViT-B/16 in place of the whole CLIP image tower (hardware limits).
+LABELS = {"vit-imagenet": "vit-imagenet (the paper's CLIP full fine-tuning row)"}
+GAPS = ("f1_gap", "eqodds", "ece_gap", "ece_binned_gap")
+
+
+def _fmt(entry: dict | None, digits: int = 3) -> str:
+    if not entry or entry.get("mean") is None:
+        return "—"
+    mean = entry["mean"]
+    text = f"{mean:.{digits}f}"
+    if entry.get("sd") is not None:
+        text += f" ± {entry['sd']:.{digits}f}"
+    lo, hi = entry.get("ci", [None, None])
+    if lo is not None:
+        text += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
+    return text
+
+
+def _get(tree: dict, path: str):
+    for part in path.split("/"):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def _models(by: dict) -> list[str]:
+    """Models found, the paper's five first in their order, then any others (tiny variants) sorted."""
+    return [m for m in MODELS if any(k[0] == m for k in by)] + sorted({k[0] for k in by} - set(MODELS))
+
+
+def tables(groups: list[Group]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) for every table of the report."""
+    by = {(g.model, g.method): g for g in groups}
+    models = _models(by)
+    methods = [m for m in METHODS if any(k[1] == m for k in by)] or list(METHODS)
+    out = []
+    out.append(("Accuracy (test; mean ± sd over seeds [95% CI pooling seeds and bootstrap])", ["model", *methods],
+                [[LABELS.get(m, m), *(_fmt(_get(by[(m, k)].summary, "accuracy")) if (m, k) in by else "—" for k in methods)] for m in models]))
+    out.append(("Macro F1", ["model", *methods],
+                [[LABELS.get(m, m), *(_fmt(_get(by[(m, k)].summary, "f1_macro")) if (m, k) in by else "—" for k in methods)] for m in models]))
+    out.append(("Variance of per-class F1", ["model", *methods],
+                [[LABELS.get(m, m), *(_fmt(_get(by[(m, k)].summary, "var_f1"), 4) if (m, k) in by else "—" for k in methods)] for m in models]))
+    classes = sorted({c for g in groups for c in (g.summary.get("f1") or {})})
+    out.append(("Per-class F1", ["model", "method", *classes],
+                [[g.model, g.method, *(_fmt(_get(g.summary, f"f1/{c}"), 2) for c in classes)] for g in groups]))
+    group_cols = [("sex", "M"), ("sex", "F"), ("age", "young"), ("age", "old")] + [("sex_age", c) for c in CELLS]
+    out.append(("Per-group macro F1", ["model", "method", *(g for _, g in group_cols)],
+                [[g.model, g.method, *(_fmt(_get(g.summary, f"groups/{a}/{v}/f1_macro"), 2) for a, v in group_cols)]
+                 for g in groups]))
+    for attr, sign in (("sex", "positive: M better"), ("age", "positive: young better"), ("sex_age", "largest pairwise")):
+        rows = []
+        for g in groups:
+            cells = []
+            for gap in GAPS:
+                entry = _get(g.summary, f"fairness/{attr}/{gap}")
+                ci = (entry or {}).get("ci") or [None, None]
+                star = " *" if significant(ci, g.summary["p_value"][attr][gap]) else ""
+                cells.append(_fmt(entry) + star)
+                cells.append(f"{g.summary['noise_floor'][attr][gap]:.3f}")
+            rows.append([g.model, g.method, *cells])
+        out.append((f"Fairness gaps, {attr} (f1_gap {sign}; * = CI excludes 0 and median permutation p < 0.05; "
+                    "floor = median |gap| under the permutation null)",
+                    ["model", "method", *(h for gap in GAPS for h in (gap, f"{gap} floor"))], rows))
+    return out
+
+

@@ -25,7 +25,9 @@ test-slow: setup
 
 demo: setup
 	$(VENV)/bin/embedkit study --config studies/demo.toml
+	$(VENV)/bin/embedkit study --config studies/demo-cv.toml
 	@echo "demo report: demo/report/report.html (Markdown: demo/report/report.md)"
+	@echo "cross-validated demo report: demo/report-cv/report.html"
 
 # Render the demo report in headless Chromium (Debian's chromium package) to demo/report/report.png.
 REPORT ?= demo/report/report.html
@@ -45,15 +47,16 @@ bench: setup
 bench-gpu: setup
 	$(PY) benchmarks/bench_gpu.py --device cuda --out docs/benchmarks-gpu.md
 
+STUDY        ?= studies/paper.toml
 NIH_METADATA ?=
 NIH_IMAGES   ?=
 WEIGHTS      ?=
 paper: setup
 	@test -n "$(NIH_METADATA)" -a -n "$(NIH_IMAGES)" -a -n "$(WEIGHTS)" || \
 	  (echo "usage: make paper NIH_METADATA=Data_Entry_2017_v2020.csv NIH_IMAGES=images/ WEIGHTS=weights/" && exit 2)
-	$(VENV)/bin/embedkit study --config studies/paper.toml --set vars.metadata=$(abspath $(NIH_METADATA)) \
+	$(VENV)/bin/embedkit study --config $(STUDY) --set vars.metadata=$(abspath $(NIH_METADATA)) \
 	  --set vars.images=$(abspath $(NIH_IMAGES)) --set vars.weights=$(abspath $(WEIGHTS))
-	@echo "paper report: reports/paper/report.html"
+	@echo "paper report: under reports/ (see report_dir in $(STUDY))"
 
 clean:
 	rm -rf demo cache runs reports .pytest_cache

@@ -69,10 +69,9 @@ RESULT = dict(n=r.n, seconds=time.perf_counter() - t0, rss_before_mib=before, em
 
 def _embeddings_cache(path: Path, chunks, n: int, d: int, rows_per_chunk: int = 1024) -> Path:
     """A complete cache of ``n`` × ``d`` embeddings with placeholder metadata (what the read benchmarks need)."""
-    from embedkit.cache.layout import META_COLUMNS, write_cache
+    from embedkit.cache.layout import write_cache
 
-    meta = {c: ["x"] * n for c in META_COLUMNS} | {"age": [50] * n}
-    return write_cache(path, embeddings_chunks=chunks, n=n, dim=d, image_id=[f"i{i}" for i in range(n)], meta=meta,
+    return write_cache(path, embeddings_chunks=chunks, n=n, dim=d, image_key=[f"k{i}" for i in range(n)], index={},
                        classes=("x",), text={}, attrs={"key": "bench"}, bad=[], rows_per_chunk=rows_per_chunk)
 
 
@@ -155,12 +154,12 @@ def join_merge_vs_virtual(n: int = 112_120, d: int = 512, shards: int = 8, rows_
     shard (the shard files themselves are the shards' work and not timed); then reading each result."""
     import h5py
 
-    from embedkit.cache.extract import _Parts
+    from embedkit.cache.parts import Parts
 
     tmp = Path(tempfile.mkdtemp())
     x = np.random.default_rng(0).normal(size=(n, d)).astype(np.float32)
     starts = list(range(0, n, rows_per_chunk))
-    parts = _Parts(tmp / "merged.h5", "bench")
+    parts = Parts(tmp / "merged.h5", "bench")
     for k, s in enumerate(starts):
         block = x[s:s + rows_per_chunk]
         parts.save(k, block, np.ones(len(block), bool), [""] * len(block))

@@ -1,6 +1,6 @@
 """Which fine-tuning head can learn and say how sure it is (issue 13), measured on the demo's phantom.
 
-Three heads on the same tower, the demo's fine-tuning settings (10 epochs, LoRA lr 3e-3, full lr 1e-3),
+Three heads on the same tower, the demo's learning rates (LoRA 3e-3, full 1e-3), 10 epochs,
 epoch 0 always a candidate:
   bare      nn.Linear on the (L2-normalised) embedding, default init — the old design;
   std       standardised with training statistics, default init;

@@ -10,8 +10,9 @@ from common import child
 
 
 def _synthetic_caches(tmp: Path) -> list[Path]:
-    """Five 1,200-image caches shaped like the study's (D = 512, GLoRIA 768), 6 classes, 7:1:2."""
-    from embedkit.cache.layout import write_cache
+    """Five 1,200-image stores shaped like the study's (D = 512, GLoRIA 768), 6 classes, 7:1:2, each
+    with its manifest beside it."""
+    from common import synthetic_store
 
     paths = []
     for m, d in (("clip", 512), ("biomedclip", 512), ("medclip-vit", 512), ("medclip-rn50", 512), ("gloria", 768)):
@@ -19,11 +20,8 @@ def _synthetic_caches(tmp: Path) -> list[Path]:
         y = np.arange(1200) % 6
         x = (rng.normal(size=(6, d))[y] * 0.3 + rng.normal(size=(1200, d))).astype(np.float32)
         split = np.array((["train"] * 7 + ["val"] + ["test"] * 2) * 120)
-        meta = {"label": [f"c{i}" for i in y], "sex": ["M", "F"] * 600, "split": list(split),
-                "patient_id": [f"p{i}" for i in range(1200)], "age": [40, 70] * 600}
-        paths.append(write_cache(tmp / f"{m}.h5", embeddings_chunks=[(0, x)], n=1200, dim=d,
-                                 image_id=[f"i{i}" for i in range(1200)], meta=meta, classes=tuple(f"c{i}" for i in range(6)),
-                                 text={}, attrs={"key": m, "model": m}, bad=[]))
+        paths.append(synthetic_store(tmp / f"{m}.h5", x, [f"c{i}" for i in y], list(split),
+                                     [f"c{i}" for i in range(6)], model=m))
     return paths
 
 
@@ -42,7 +40,7 @@ t_all = time.perf_counter()
 for cache in caches:
     for method in ("linear", "mlp", "knn"):
         t0 = time.perf_counter()
-        run_experiment(ExperimentConfig(model=cache.stem, manifest=tmp / "m.csv", method=method, cache=cache,
+        run_experiment(ExperimentConfig(model=cache.stem, manifest=cache.with_suffix(".csv"), method=method, cache=cache,
                                         runs_dir=tmp / "runs", dataset="bench", seeds=(0, 1, 2, 3, 4), threads={threads},
                                         n_boot=1000))
         times[method] = times.get(method, 0) + time.perf_counter() - t0

@@ -106,3 +106,27 @@ def test_report_opens_with_findings_and_renders_degenerate_runs(tmp_path):
     assert "Planted bias (sex = F, findings 60% fainter): recovered as a significant F1 gap by 1 of 3" in text
     md = (tmp_path / "rep/report.md").read_text()
     assert md.index("## Findings") < md.index("## Figures") < md.index("## Tables")
+
+
+def test_cross_validation_rounds_pool_out_of_fold_predictions(tmp_path):
+    """Runs of datasets <base>-fold<k>: each image tested once; the report evaluates the pooled set."""
+    from embedkit.report import summarise
+    from embedkit.runs import read_predictions
+
+    for k in range(3):  # three rounds, disjoint test images
+        fake_run(tmp_path / "runs", "clip", "linear", 0, 1.5)
+        src = tmp_path / "runs/toy/clip/linear/seed-0"
+        dst = tmp_path / f"runs/toy-fold{k}/clip/linear/seed-0"
+        dst.parent.mkdir(parents=True)
+        src.rename(dst)
+        p = read_predictions(dst / "predictions.csv")
+        p.image_id = np.char.add(p.image_id, f"-f{k}")
+        write_predictions(dst / "predictions.csv", p)
+    (group,) = summarise(tmp_path / "runs", n_boot=50)
+    assert group.dataset == "toy (3-fold CV, pooled)" and len(group.runs) == 3
+    assert group.summary["folds"]["k"] == 3 and len(group.summary["folds"]["accuracy"]) == 3
+    from embedkit.runs import evaluate_predictions
+
+    one = evaluate_predictions(read_predictions(tmp_path / "runs/toy-fold0/clip/linear/seed-0/predictions.csv"), n_boot=50)
+    width = lambda ci: ci[1] - ci[0]  # noqa: E731
+    assert width(group.summary["accuracy"]["ci"]) < width(one["ci"]["accuracy"])  # 360 pooled images vs 120

@@ -10,7 +10,7 @@ RULES = [  # (imported top-level package, the only package paths allowed to impo
     ("h5py", ("cache/",)),                      # only the cache knows HDF5
     ("typer", ("cli/",)),                       # the CLI alone parses options ...
     ("rich", ("cli/",)),                        # ... and prints
-    ("torch", ("cache/", "models/", "heads/", "finetune/", "devices.py")),  # metrics, report, runs: pure numpy
+    ("torch", ("cache/", "models/", "heads/", "finetune/", "audit/", "devices.py")),  # metrics, report, runs: numpy
 ]
 
 
@@ -41,3 +41,14 @@ def test_metrics_import_without_torch():
 
     code = "import sys, embedkit.metrics, embedkit.runs; assert 'torch' not in sys.modules, 'torch imported'"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_no_module_imports_another_packages_private_names():
+    """e.g. fine-tuning takes its image dataset from models.images, not from extraction's internals."""
+    crossing = []
+    for f in FILES:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("embedkit."):
+                crossing += [f"{f.relative_to(SRC)}: {node.module}.{a.name}" for a in node.names
+                             if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not crossing, crossing

@@ -49,6 +49,15 @@ class Predictions:
         return np.array([age_group(int(a)) for a in self.age])
 
 
+def concat(parts: list[Predictions]) -> Predictions:
+    """Several runs' rows as one set (e.g. the out-of-fold test predictions of K rounds)."""
+    classes = parts[0].classes
+    if any(p.classes != classes for p in parts):
+        raise EmbedkitError("cannot pool predictions over different class lists")
+    cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+    return Predictions(cat("image_id"), cat("split"), cat("label"), cat("sex"), cat("age"), cat("proba"), classes)
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".partial")
     tmp.write_text(text)

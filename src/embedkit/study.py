@@ -7,6 +7,7 @@ A failed step is logged (``<runs>/study.log``) and reported at the end; the othe
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -74,6 +75,16 @@ class Study:
         return out / "manifest.csv" if data["kind"] == "phantom" else out
 
     @property
+    def rounds(self) -> list[tuple[str | None, Path]]:
+        """(dataset name, manifest) of every round: the manifest itself, or with ``folds = K`` the K
+        cross-validation rounds (``<dataset>-fold<i>``; the report pools their test predictions)."""
+        k = self.config.get("folds")
+        if not k:
+            return [(self.config.get("dataset"), self.manifest)]
+        base = self.config.get("dataset") or self.manifest.parent.name
+        return [(f"{base}-fold{i}", self.manifest.parent / "folds" / f"fold-{i}.csv") for i in range(k)]
+
+    @property
     def models(self) -> dict[str, dict]:
         return self.config.get("models", {})
 
@@ -125,6 +136,7 @@ def _data_step(study: Study) -> Step:
             from embedkit.data.phantom import Bias, PhantomSpec, make_phantom
 
             spec = PhantomSpec(per_group=int(data.get("per_group", 50)), size=int(data.get("size", 224)),
+                               duplicates=int(data.get("duplicates", 0)),
                                seed=int(data.get("seed", 0)), bias=[Bias.parse(b) for b in data.get("bias", [])])
             return make_phantom(manifest.parent, spec)
         if data["kind"] == "nih":
@@ -134,7 +146,16 @@ def _data_step(study: Study) -> Step:
                              per_group=int(data.get("per_group", 50)), seed=int(data.get("seed", 0)))
         raise EmbedkitError(f"{manifest}: manifest not found")
 
-    return Step("data", f"{data['kind']} → {manifest}", "done" if manifest.is_file() else "to run", 5.0, build)
+    def build_all():
+        if not manifest.is_file():
+            build()
+        if study.config.get("folds"):
+            from embedkit.data.folds import make_folds
+
+            make_folds(manifest, manifest.parent / "folds", k=int(study.config["folds"]), seed=int(data.get("seed", 0)))
+
+    done = all(m.is_file() for _, m in study.rounds) and manifest.is_file()
+    return Step("data", f"{data['kind']} → {manifest}", "done" if done else "to run", 5.0, build_all)
 
 
 def _cache_of(study: Study, model: str) -> tuple[Path | None, str]:
@@ -150,10 +171,15 @@ def _cache_of(study: Study, model: str) -> tuple[Path | None, str]:
     if weights is not None and weights.exists():
         expect["weights_digest"] = file_digest(weights)
     try:
-        return find_cache(model, study.manifest, study.paths["cache_dir"], expect=expect), ""
+        path = find_cache(model, study.manifest, study.paths["cache_dir"], expect=expect)
     except EmbedkitError as exc:
         differ = re.search(r"differ in ([^;]+)", str(exc))
         return None, f"{differ.group(1)} changed" if differ else ""
+    from embedkit.cache.join import missing_images
+    from embedkit.manifest import read_manifest
+
+    missing = missing_images(path, read_manifest(study.manifest))  # every round has the same images
+    return (path, "") if not missing else (None, f"{missing} image(s) not in the store yet")
 
 
 def _n_images(study: Study) -> int:
@@ -164,7 +190,7 @@ def _n_images(study: Study) -> int:
 def _extract_step(study: Study) -> Step:
     from embedkit.cache.extract import ExtractConfig, extract
 
-    models = tuple(m for m in study.models if any(study.runs(m, k) for k in CACHE_METHODS))
+    models = _cached_models(study)
     opts = study.config.get("extract", {})
 
     def cfg(names):
@@ -197,13 +223,15 @@ def _extract_step(study: Study) -> Step:
 
 def _experiment_steps(study: Study) -> list[Step]:
     from embedkit.cache import cache_key_of
+    from embedkit.cache.join import manifest_rows_digest
     from embedkit.heads.runner import ExperimentConfig, identity, run_experiment, seeds_of
     from embedkit.heads.trained import HeadConfig
+    from embedkit.manifest import read_manifest
     from embedkit.runs import run_state
 
     steps, caches = [], {}
     for model in study.models:
-        for method in CACHE_METHODS:
+        for (dataset, manifest), method in ((r, k) for k in CACHE_METHODS for r in study.rounds):
             if not study.runs(model, method):
                 continue
             opts = dict(study.methods[method])
@@ -212,15 +240,17 @@ def _experiment_steps(study: Study) -> list[Step]:
                     if k in HeadConfig.__dataclass_fields__}
             prompts = opts.get("prompts", "all")
             extra = {"ks": tuple(opts["ks"])} if opts.get("ks") else {}
-            cfg = ExperimentConfig(model=model, manifest=study.manifest, method=method, cache_dir=study.paths["cache_dir"],
-                                   runs_dir=study.paths["runs_dir"], dataset=study.config.get("dataset"),
+            cfg = ExperimentConfig(model=model, manifest=manifest, method=method, cache_dir=study.paths["cache_dir"],
+                                   runs_dir=study.paths["runs_dir"], dataset=dataset,
                                    seeds=_seeds(study, method), head=HeadConfig(kind="mlp" if method == "mlp" else "linear", **head),
                                    prompts=("clip", "gloria", "cxrclip") if prompts == "all" else tuple(prompts), **extra)
             cache = caches.setdefault(model, _cache_of(study, model)[0])
-            states = [run_state(cfg.run_dir(s), identity(cfg, cache_key_of(cache))) for s in seeds_of(cfg)]
+            digest = read_manifest(manifest).digest() if manifest.is_file() else ""
+            rows = manifest_rows_digest(cache, read_manifest(manifest)) if cache and manifest.is_file() else None
+            states = [run_state(cfg.run_dir(s), identity(cfg, cache_key_of(cache), digest, rows)) for s in seeds_of(cfg)]
             status, reason = _combine(states)
-            steps.append(Step("experiments", f"{model} / {method}", status, 2.0 + (10.0 if method == "mlp" else 0.0),
-                              lambda cfg=cfg: run_experiment(cfg), reason))
+            steps.append(Step("experiments", f"{model} / {method}" + (f" / {dataset}" if study.config.get("folds") else ""),
+                              status, 2.0 + (10.0 if method == "mlp" else 0.0), lambda cfg=cfg: run_experiment(cfg), reason))
     return steps
 
 
@@ -230,29 +260,61 @@ def _finetune_steps(study: Study) -> list[Step]:
 
     steps = []
     for model, spec in study.models.items():
-        for method in HEAVY_METHODS:
+        for (dataset, manifest), method in ((r, k) for k in HEAVY_METHODS for r in study.rounds):
             if not study.runs(model, method):
                 continue
             opts = {k: (tuple(v) if isinstance(v, list) else v) for k, v in study.methods[method].items()
                     if k in FinetuneConfig.__dataclass_fields__ and k not in ("seeds",)}
-            cfg = FinetuneConfig(model=model, manifest=study.manifest, mode=method, weights=study.resolve(spec.get("weights")),
-                                 runs_dir=study.paths["runs_dir"], dataset=study.config.get("dataset"),
+            cfg = FinetuneConfig(model=model, manifest=manifest, mode=method, weights=study.resolve(spec.get("weights")),
+                                 runs_dir=study.paths["runs_dir"], dataset=dataset,
                                  seeds=_seeds(study, method), **opts)
             epochs = cfg.epochs * len(cfg.learning_rates()) * len(cfg.seeds)
             per_image = 0.002 if model.endswith("-tiny") else 0.75
-            ready = study.manifest.is_file() and (cfg.weights is None or cfg.weights.exists())
+            ready = manifest.is_file() and (cfg.weights is None or cfg.weights.exists())
             states = [run_state(cfg.run_dir(s), cfg.identity()) for s in cfg.seeds] if ready else [RunState("to run")]
             status, reason = _combine(states)
-            steps.append(Step("finetune", f"{model} / {method}", status, epochs * _n_images(study) * per_image,
-                              lambda cfg=cfg: finetune(cfg), reason))
+            steps.append(Step("finetune", f"{model} / {method}" + (f" / {dataset}" if study.config.get("folds") else ""),
+                              status, epochs * _n_images(study) * per_image, lambda cfg=cfg: finetune(cfg), reason))
     return steps
+
+
+def _cached_models(study: Study) -> tuple[str, ...]:
+    """Models whose embeddings the study reads from a store (cache-path methods or the audit)."""
+    audit = study.config.get("audit") is not None
+    return tuple(m for m in study.models if any(study.runs(m, k) for k in CACHE_METHODS)
+                 or (audit and not study.models[m].get("methods")))
+
+
+def _audit_steps(study: Study) -> list[Step]:
+    """One audit per model on the study's manifest: attribute probes, duplicates, embedding maps."""
+    if study.config.get("audit") is None:
+        return []
+    from embedkit.audit import AuditConfig, run_audit
+
+    opts = study.config["audit"]
+    steps = []
+    for model in _cached_models(study):
+        cfg = AuditConfig(model=model, manifest=study.manifest, cache_dir=study.paths["cache_dir"],
+                          runs_dir=study.paths["runs_dir"], dataset=study.config.get("dataset"),
+                          attributes=tuple(opts.get("attributes", ("sex", "age_group"))),
+                          n_boot=int(opts.get("n_boot", 1000)), n_perm=int(opts.get("n_perm", 1000)),
+                          threshold=opts.get("threshold"))
+        done = (cfg.out_dir() / "audit.json").is_file() and _cache_of(study, model)[0] is not None and \
+            json.loads((cfg.out_dir() / "audit.json").read_text()).get("settings") == _audit_settings(cfg)
+        steps.append(Step("audit", model, "done" if done else "to run", 5.0, lambda cfg=cfg: run_audit(cfg)))
+    return steps
+
+
+def _audit_settings(cfg) -> dict:
+    return {"attributes": list(cfg.attributes), "n_boot": cfg.n_boot, "n_perm": cfg.n_perm, "threshold": cfg.threshold}
 
 
 def plan(study: Study) -> list[Step]:
     """Every step in order, with whether it is already done and a rough time."""
     from embedkit.report import build_report
 
-    steps = [_data_step(study), _extract_step(study), *_experiment_steps(study), *_finetune_steps(study)]
+    steps = [_data_step(study), _extract_step(study), *_experiment_steps(study), *_audit_steps(study),
+             *_finetune_steps(study)]
     steps.append(Step("report", str(study.paths["report_dir"]), "to run", 10.0,
                       lambda: build_report(study.paths["runs_dir"], study.paths["report_dir"],
                                            n_boot=int(study.config.get("report", {}).get("n_boot", 1000)))))

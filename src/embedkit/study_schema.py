@@ -30,6 +30,7 @@ class Data(_Strict):
     size: int = 224
     seed: int = 0
     bias: list[str] = []
+    duplicates: int = 0
     metadata: Optional[str] = None
     images: Optional[str] = None
 
@@ -106,9 +107,17 @@ class Report(_Strict):
     n_boot: int = 1000
 
 
+class Audit(_Strict):
+    attributes: list[str] = ["sex", "age_group"]
+    n_boot: int = 1000
+    n_perm: int = 1000
+    threshold: Optional[float] = None
+
+
 class Study(_Strict):
     seeds: list[int] = [0]
     dataset: Optional[str] = None
+    folds: Optional[int] = None          # K-fold cross-validation rounds from one store (report pools them)
     vars: dict[str, str] = {}
     data: Data
     paths: Paths = Paths()
@@ -116,6 +125,7 @@ class Study(_Strict):
     models: dict[str, Model]
     methods: Methods
     report: Report = Report()
+    audit: Optional[Audit] = None        # what the embeddings know: attribute probes, duplicates, maps
 
     @field_validator("models")
     @classmethod

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -38,13 +40,14 @@ def test_cache_holds_embeddings_meta_and_prompts_readable_by_plain_h5py(small, t
     assert res.n == 192 and res.dim == 32 and not res.reused
     with h5py.File(res.path, "r") as f:  # the layout documented in the README
         assert f["embeddings"].shape == (192, 32) and f["embeddings"].dtype == np.float32
-        assert f["image_id"][0].decode() == "ph000000"
-        assert set(f["meta"]) == {"label", "sex", "split", "patient_id", "age"}
+        assert len(f["image_key"][0].decode()) == 64 and len(set(f["image_key"][()])) == 192  # SHA-256 of the bytes
+        assert set(f["index"]) == {"path", "size", "mtime_ns", "image_key"} and len(f["index/path"]) == 192
+        assert "meta" not in f  # labels, splits and attributes live in manifests
         assert set(f["text"]) == {"clip", "gloria", "cxrclip"}
         assert f["text/gloria/embeddings"].shape[0] == len(f["text/gloria/prompts"]) == 496
         assert bool(f.attrs["complete"]) and f.attrs["model"] == "clip-tiny"
     cache = read_cache(res.path)
-    assert cache.classes[0] == "Atelectasis" and len(cache.labels()) == 192
+    assert cache.classes[0] == "Atelectasis" and len(cache.image_id) == 192
     np.testing.assert_allclose(np.linalg.norm(cache.embeddings, axis=1), 1, rtol=1e-5)
     assert verify_cache(res.path)["n"] == 192
     again = extract(cfg(small, tmp_path / "c"))[0]
@@ -58,26 +61,39 @@ def test_two_models_in_one_pass_equal_single_runs(small, tmp_path):
     assert both[1].path.name == single[0].path.name
 
 
+def _write(path, rows):
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
 def test_key_changes_with_everything_that_changes_numbers(small, tmp_path):
     base = extract(cfg(small, tmp_path / "c"))[0].path
     half = extract(cfg(small, tmp_path / "c", dtype="float16"))[0].path
     other_seed = extract(cfg(small, tmp_path / "c", seed=1))[0].path  # other weights
     rows = list(csv.DictReader(small.open()))
+    # an age, a label and the splits change (a re-split, relabelled manifest): the same images, no encoding
     rows[3]["age"] = str(int(rows[3]["age"]) + 1)
+    rows[4]["label"] = "Edema"
+    for r in rows:
+        r["split"] = {"train": "val", "val": "test", "test": "train"}[r["split"]]
     edited = small.with_name("edited.csv")
-    with edited.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    row_changed = extract(cfg(edited, tmp_path / "c"))[0].path
-    assert len({base, half, other_seed, row_changed}) == 4
+    _write(edited, rows[::-1])  # reordered too
+    again = extract(cfg(edited, tmp_path / "c"))[0]
+    assert again.reused and again.path == base
+    # a changed image file is re-encoded, never silently reused
+    Image.open(small.parent / rows[0]["path"]).resize((40, 40)).save(small.parent / rows[0]["path"])
+    image_changed = extract(cfg(edited, tmp_path / "c"))[0]
+    assert not image_changed.reused and image_changed.added == 1 and image_changed.path == base  # appended
+    assert len({base, half, other_seed}) == 3
     assert read_cache(half).embeddings.dtype == np.float16
     # a file renamed to another key's name is refused, naming what differs
     from embedkit.cache.extract import key_fields
     from embedkit.manifest import read_manifest
     from embedkit.models import load_encoder
 
-    fields = key_fields(load_encoder("clip-tiny"), read_manifest(small), dtype="float32", precision="bf16")
+    fields = key_fields(load_encoder("clip-tiny"), dtype="float32", precision="bf16")
     with pytest.raises(EmbedkitError, match="precision differ"):
         read_cache(base, expect=fields)
 
@@ -119,7 +135,7 @@ def test_resume_after_sigkill_is_bitwise_identical(small, tmp_path, where):
 
 
 def test_lock_refuses_a_second_extraction(small, tmp_path):
-    from embedkit.cache.extract import _lock
+    from embedkit.cache.parts import lock as _lock
 
     path = tmp_path / "c" / "x.h5"
     with _lock(path):
@@ -162,10 +178,12 @@ def test_bad_images_stop_the_run_or_are_skipped_and_listed(small, tmp_path, caps
         extract(cfg(small, tmp_path / "c"))
     assert not list((tmp_path / "c").glob("*.h5"))
     res = extract(cfg(small, tmp_path / "c", skip_bad=True))[0]
-    assert res.n == 189 and sorted(i for i, _ in res.bad) == ["ph000003", "ph000010", "ph000020"]
+    names = lambda bad: sorted(Path(p).stem for p, _ in bad)  # noqa: E731
+    assert res.n == 189 and names(res.bad) == ["ph000003", "ph000010", "ph000020"]
     cache = read_cache(res.path)
-    assert "ph000003" not in set(cache.image_id) and "ph000030" in set(cache.image_id)
-    assert len(cache.bad) == 3 and "truncated" in dict(cache.bad)["ph000010"]
+    assert len(cache.image_id) == 189 and str((small.parent / "images/ph000030.png").resolve()) in cache.index
+    assert names(cache.bad) == ["ph000003", "ph000010", "ph000020"]
+    assert "truncated" in dict((Path(p).stem, r) for p, r in cache.bad)["ph000010"]
     assert main(["extract", "--model", "clip-tiny", "--manifest", str(small), "--cache-dir", str(tmp_path / "c"),
                  "--skip-bad", "--quiet"]) == 0
     out = capsys.readouterr().out
@@ -184,3 +202,20 @@ def test_cli_extract_ls_verify_and_text_only(small, tmp_path, capsys):
     assert "clip-tiny" in capsys.readouterr().out
     assert main(["extract", "--model", "clip-tiny", "--precision", "fp16", *args]) == 2
     assert "needs a GPU" in capsys.readouterr().err
+
+
+def test_a_larger_manifest_encodes_only_its_new_images(small, tmp_path):
+    """Grow the set: the second manifest's new half is encoded and appended, the first half reused;
+    the result equals a store extracted from the larger manifest in one go."""
+    rows = list(csv.DictReader(small.open()))
+    first = small.with_name("first.csv")
+    _write(first, rows[:96])
+    a = extract(cfg(first, tmp_path / "grow"))[0]
+    assert a.added == 96
+    b = extract(cfg(small, tmp_path / "grow"))[0]
+    assert b.added == 96 and b.n == 192 and b.path == a.path
+    grown, whole = read_cache(b.path), read_cache(extract(cfg(small, tmp_path / "whole"))[0].path)
+    by_key = {k: i for i, k in enumerate(whole.image_id)}
+    order = [by_key[k] for k in grown.image_id]
+    np.testing.assert_array_equal(grown.embeddings, whole.embeddings[order])
+    assert extract(cfg(small, tmp_path / "grow"))[0].reused  # nothing left to encode

@@ -115,7 +115,7 @@ def test_locked_cache_exits_3_and_wait_waits(tmp_path, manifest, capsys):
     from embedkit.models import load_encoder
 
     args = ["extract", "--model", "clip-tiny", "--manifest", str(manifest), "--cache-dir", str(tmp_path / "c"), "--quiet"]
-    fields = key_fields(load_encoder("clip-tiny"), read_manifest(manifest), dtype="float32", precision="fp32")
+    fields = key_fields(load_encoder("clip-tiny"), dtype="float32", precision="fp32")
     path = cache_path(tmp_path / "c", "clip-tiny", cache_key(fields))
     path.parent.mkdir(parents=True)
     holder = open(path.with_name(path.name + ".lock"), "a+")

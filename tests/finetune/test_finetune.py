@@ -210,3 +210,24 @@ def test_two_process_gloo_equals_one_process(phantom_dir, tmp_path):
     p1 = read_predictions(tmp_path / "one/phantom0/clip-tiny/full/seed-0/predictions.csv")
     p2 = read_predictions(tmp_path / "two/phantom0/clip-tiny/full/seed-0/predictions.csv")
     np.testing.assert_allclose(p1.proba, p2.proba, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["clip-tiny", "biomedclip-tiny", "medclip-vit-tiny", "medclip-rn50-tiny", "gloria-tiny",
+                                   "vit-imagenet-tiny"])
+def test_demo_phantom_runs_learn_and_say_how_sure_they_are(tmp_path_factory, model):
+    """Issue 13 on the demo's phantom and settings: no LoRA or full run below 4 predicted classes, and
+    mean top-class confidence within 0.15 of the test accuracy."""
+    from embedkit.data.phantom import Bias, PhantomSpec, make_phantom
+
+    root = tmp_path_factory.getbasetemp() / "demo-phantom"
+    manifest = root / "manifest.csv"
+    if not manifest.is_file():
+        make_phantom(root, PhantomSpec(per_group=25, size=64, seed=0, bias=[Bias.parse("sex=F:0.6")]))
+    for mode, lr in (("lora", 3e-3), ("full", 1e-3)):
+        cfg = FinetuneConfig(model=model, manifest=manifest, mode=mode, runs_dir=tmp_path_factory.mktemp("r"),
+                             epochs=10, lrs=(lr,), n_boot=20)
+        (rec,) = finetune(cfg)
+        p = read_predictions(cfg.run_dir(0) / "predictions.csv").select("test")
+        assert len(set(p.proba.argmax(1))) >= 4, (model, mode)
+        assert abs(p.proba.max(1).mean() - rec["metrics"]["accuracy"]) <= 0.15, (model, mode)

@@ -16,7 +16,7 @@ FAST = HeadConfig(epochs=20, lrs=(1e-3, 1e-2), weight_decays=(1e-4,))
 
 
 def cfg(cache, tmp_path, method, **kw):
-    return ExperimentConfig(model="synthetic", manifest=tmp_path / "m.csv", method=method, cache=cache,
+    return ExperimentConfig(model="synthetic", manifest=cache.with_suffix(".csv"), method=method, cache=cache,
                             runs_dir=tmp_path / "runs", dataset="toy", head=kw.pop("head", FAST), n_boot=50, **kw)
 
 

@@ -79,12 +79,14 @@ def test_extraction_stores_it_and_zeroshot_uses_local_plus_global(phantom_dir, t
 
     (res,) = extract(ExtractConfig(manifest=phantom_dir / "manifest.csv", models=("gloria-tiny",), cache_dir=tmp_path,
                                    rows_per_chunk=64))
-    cache = read_cache(res.path)
+    from embedkit.cache.join import join
+    from embedkit.manifest import read_manifest
+
+    cache = join(read_cache(res.path), read_manifest(phantom_dir / "manifest.csv"))
     for fmt, t in cache.text.items():
         assert t.local is not None and t.local.shape == (len(cache.image_id), len(t.prompts)), fmt
     # rows line up with the images: recompute two images' similarities directly
     enc = load_encoder("gloria-tiny")
-    from embedkit.manifest import read_manifest
     from embedkit.models.images import decode
 
     m = read_manifest(phantom_dir / "manifest.csv")

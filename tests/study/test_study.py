@@ -99,7 +99,7 @@ def test_paper_dry_run_on_generated_nih_metadata(tmp_path, capsys):
     assert "vit-imagenet / full" in out and "│ clip / full" not in out and "vit-imagenet / linear" not in out
     study = load_study(paper, args[5::2])
     steps = plan(study)
-    assert len(steps) == 1 + 1 + 5 * 4 + 5 * 2 + 1 and not any(s.done for s in steps)
+    assert len(steps) == 1 + 1 + 5 * 4 + 5 + 5 * 2 + 1 and not any(s.done for s in steps)  # + an audit per encoder
 
 
 def test_a_config_with_typos_is_refused_naming_each_key(tmp_path):
@@ -167,3 +167,19 @@ def test_the_study_reruns_exactly_what_changed(tmp_path):
                      ("experiments", "clip-tiny / knn"), ("finetune", "clip-tiny / lora")}
     assert "weights" in after[("extract", "clip-tiny, medclip-rn50-tiny")][1]
     assert after[("finetune", "clip-tiny / lora")] == ("stale", "weights changed")
+
+
+def test_folds_plan_every_round_from_one_extraction(tmp_path):
+    config = tmp_path / "cv.toml"
+    config.write_text(SMALL.replace("seeds = [0]", "seeds = [0]\nfolds = 3").replace('clip-tiny = { weights = "w.bin" }\n', "")
+                      .replace("lora = { epochs = 1, lrs = [1e-3] }\n", ""))
+    study = load_study(config)
+    steps = run_study(study)
+    assert not [s.error for s in steps if s.error]
+    names = [s.name for s in steps if s.stage == "experiments"]
+    assert names == [f"medclip-rn50-tiny / {m} / phantom-fold{k}" for m in ("linear", "knn") for k in range(3)]
+    assert len([s for s in steps if s.stage == "extract"]) == 1
+    assert len(list((tmp_path / "cache").glob("*.h5"))) == 1  # one cache serves every round
+    md = (tmp_path / "report/report.md").read_text()
+    assert "phantom (3-fold CV, pooled)" in md or "medclip-rn50-tiny" in md
+    assert "Cross-validation: per-fold spread" in md

@@ -9,26 +9,28 @@ The HDF5 file is assembled and renamed into place only at the end.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from embedkit.cache.layout import LAYOUT_VERSION, TextSet, cache_key, cache_path, read_cache, replace_text, write_cache
+from embedkit.cache.identity import RowKey, row_keys
+from embedkit.cache.layout import (LAYOUT_VERSION, Cache, TextSet, cache_key, cache_path, read_cache, replace_text,
+                                  write_cache)
+from embedkit.cache.parts import Parts, lock, shard_chunks
+from embedkit.cache.parts import chunks as chunks_of
 from embedkit.devices import resolve_device
-from embedkit.errors import EmbedkitError, LockedError
+from embedkit.errors import EmbedkitError
 from embedkit.manifest import Manifest, read_manifest
 from embedkit.models import Encoder, load_encoder
+from embedkit.models.images import ImageRows, collate
 from embedkit.prompts import FORMATS, prompt_set
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -71,6 +73,7 @@ class ExtractResult:
     reused: bool
     bad: list[tuple[str, str]]
     joined: bool = True                       # False: this shard is done, another shard will assemble the file
+    added: int = 0                            # rows this extraction encoded and appended (0: nothing was missing)
 
     @property
     def images_per_s(self) -> float:
@@ -84,100 +87,11 @@ def auto_workers(device: torch.device) -> int:
     return min(8, max((os.cpu_count() or 1) - 1, 0)) if device.type == "cuda" else 0
 
 
-def key_fields(encoder: Encoder, manifest: Manifest, *, dtype: str, precision: str) -> dict:
-    """Everything that changes the numbers of a cache (its content key is their hash)."""
-    ident = hashlib.sha256()
-    for row in manifest.rows:
-        p = manifest.image_path(row)
-        size = p.stat().st_size if p.is_file() else -1
-        ident.update(f"{row['image_id']}\x1f{row['path']}\x1f{size}\x1e".encode())
-    return {"layout": LAYOUT_VERSION, "model": encoder.describe(), "manifest": manifest.digest(),
-            "images": ident.hexdigest(), "dtype": dtype, "precision": precision}
-
-
-class _Rows(torch.utils.data.Dataset):
-    """Decode a row's image once and apply every model's preprocessing; errors are returned, not raised."""
-
-    def __init__(self, paths: list[Path], preprocess: list[Callable]):
-        self.paths, self.preprocess = paths, preprocess
-        blank = Image.new("L", (8, 8))
-        self.shapes = [p(blank).shape for p in preprocess]
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        from embedkit.models.images import decode
-
-        try:
-            img = decode(self.paths[i])
-            return i, [p(img) for p in self.preprocess], ""
-        except EmbedkitError as exc:
-            return i, [torch.zeros(s) for s in self.shapes], str(exc)
-
-
-def _collate(items):
-    rows = [i for i, _, _ in items]
-    tensors = [torch.stack([t[m] for _, t, _ in items]) for m in range(len(items[0][1]))]
-    return rows, tensors, [e for _, _, e in items]
-
-
-@contextmanager
-def _lock(path: Path, suffix: str = ".lock", *, quiet: bool = False, wait: bool = False) -> Iterator[bool]:
-    """Exclusive lock on ``path + suffix``; a second extraction of the same key (or shard) fails
-    clearly (LockedError), waits for it with ``wait``, or with ``quiet`` yields False instead."""
-    lock = path.with_name(path.name + suffix)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(lock, "a+")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-    except BlockingIOError:
-        fh.close()
-        if quiet:
-            yield False
-            return
-        raise LockedError(f"{path}: another process is extracting this cache right now; "
-                          "rerun with --wait to wait for it") from None
-    try:
-        yield True
-    finally:
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
-
-
-class _Parts:
-    """Finished chunks of one cache, saved as ``.parts/chunk-<k>.npz`` (atomic rename)."""
-
-    def __init__(self, path: Path, key: str):
-        self.dir = path.with_name(path.name + ".parts")
-        stamp = self.dir / "KEY"
-        if self.dir.exists() and (not stamp.is_file() or stamp.read_text() != key):
-            shutil.rmtree(self.dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(key)
-
-    def file(self, k: int) -> Path:
-        return self.dir / f"chunk-{k:06d}.npz"
-
-    def done(self, k: int) -> bool:
-        return self.file(k).is_file()
-
-    def save(self, k: int, emb: np.ndarray, valid: np.ndarray, errors: list[str], pairs: np.ndarray | None = None) -> None:
-        tmp = self.dir / f".chunk-{k:06d}.tmp.npz"
-        extra = {} if pairs is None else {"pairs": pairs}
-        np.savez(tmp, embeddings=emb, valid=valid, errors=np.asarray(errors, dtype=str), **extra)
-        os.replace(tmp, self.file(k))
-
-    def load(self, k: int):
-        with np.load(self.file(k)) as z:
-            return z["embeddings"], z["valid"], list(z["errors"])
-
-    def load_pairs(self, k: int) -> np.ndarray | None:
-        with np.load(self.file(k)) as z:
-            return z["pairs"] if "pairs" in z else None
-
-    def remove(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+def key_fields(encoder: Encoder, *, dtype: str, precision: str) -> dict:
+    """Everything that changes the numbers of a store's rows (its key is their hash): the encoder with
+    its weights and preprocessing, dtype and precision. Images are rows, found by content key; labels,
+    splits and attributes come from the manifest each experiment joins."""
+    return {"layout": LAYOUT_VERSION, "model": encoder.describe(), "dtype": dtype, "precision": precision}
 
 
 @dataclass
@@ -186,10 +100,14 @@ class _Job:
     encoder: Encoder
     fields: dict
     path: Path
-    parts: _Parts | None = None
+    parts: Parts | None = None
     buffers: dict = field(default_factory=dict)
     pair_texts: list[str] = field(default_factory=list)   # prompts of the pair similarity, deduplicated
     pair_prepared: object = None
+    store: Cache | None = None                            # the store as it was before this extraction
+    keys: list[RowKey] = field(default_factory=list)      # content key of every manifest row
+    todo: list[int] = field(default_factory=list)         # manifest rows to encode (one per missing key)
+    classes: tuple[str, ...] = ()                         # the classes the prompt sets will cover
 
 
 def _prepare_pairs(job: _Job, classes: tuple[str, ...]) -> None:
@@ -262,14 +180,6 @@ def resolve_shard(cfg: ExtractConfig) -> tuple[int, int] | None:
     return shard
 
 
-def shard_chunks(n_chunks: int, shard: tuple[int, int] | None) -> range:
-    """The contiguous block of chunks shard i of n owns (sizes differ by at most one chunk)."""
-    if shard is None:
-        return range(n_chunks)
-    i, n = shard
-    return range(i * n_chunks // n, (i + 1) * n_chunks // n)
-
-
 def extract(cfg: ExtractConfig, *, on_progress: Callable[[int, int], None] | None = None) -> list[ExtractResult]:
     """Fill (or reuse) one cache file per model; see the module docstring.
 
@@ -286,50 +196,90 @@ def extract(cfg: ExtractConfig, *, on_progress: Callable[[int, int], None] | Non
     jobs = []
     for name in cfg.models:
         enc = load_encoder(name, weights=cfg.weights.get(name), tokenizer=cfg.tokenizers.get(name), seed=cfg.seed)
-        fields = key_fields(enc, manifest, dtype=cfg.dtype, precision=cfg.precision)
+        fields = key_fields(enc, dtype=cfg.dtype, precision=cfg.precision)
         jobs.append(_Job(name, enc, fields, cache_path(cfg.cache_dir, name, cache_key(fields))))
     results: dict[str, ExtractResult] = {}
     suffix = f".shard-{shard[0]}-of-{shard[1]}.lock" if shard else ".lock"
     with ExitStack() as stack:
         for job in jobs:
-            stack.enter_context(_lock(job.path, suffix, wait=cfg.wait))
+            stack.enter_context(lock(job.path, suffix, wait=cfg.wait))
         pending = []
         for job in jobs:
-            if job.path.is_file():
-                cache = read_cache(job.path, expect=job.fields)
-                if cfg.text_only:
-                    _refuse_text_only_pairs(job)
-                    replace_text(job.path, text_sets(job.encoder, manifest.classes), {})
-                results[job.name] = ExtractResult(job.name, job.path, len(cache.image_id), cache.embeddings.shape[1],
-                                                  0.0, True, cache.bad)
-            elif cfg.text_only:
-                raise EmbedkitError(f"{job.path}: no cache to refresh; run `embedkit extract` without --text-only first")
+            _plan(job, manifest, cfg)
+            if cfg.text_only:
+                results[job.name] = _refresh_text(job, manifest)
+            elif job.store is not None and not job.todo and _covered(job, manifest):
+                results[job.name] = ExtractResult(job.name, job.path, len(job.store.image_id), job.encoder.embed_dim,
+                                                  0.0, True, job.store.bad)
             else:
-                job.parts = _Parts(job.path, cache_key(job.fields))
                 pending.append(job)
-        if pending:
+        for todo, group in _by_todo(pending).items():  # one decoding pass per set of rows to encode
+            sub = Manifest(manifest.path, [manifest.rows[i] for i in group[0].todo], manifest.classes,
+                           manifest.extra_columns)
+            for job in group:
+                job.parts = Parts(job.path, cache_key(job.fields) + todo)
             start = time.perf_counter()
-            _run(pending, manifest, cfg, device, on_progress, shard)
+            _run(group, sub, cfg, device, on_progress, shard)
             seconds = time.perf_counter() - start
-            for job in pending:
-                results[job.name] = _join(job, manifest, cfg, device, seconds, shard)
+            for job in group:
+                results[job.name] = _join(job, sub, manifest, cfg, device, seconds, shard)
     return [results[name] for name in cfg.models]
 
 
-def _join(job: _Job, manifest: Manifest, cfg: ExtractConfig, device: torch.device, seconds: float,
+def _plan(job: _Job, manifest: Manifest, cfg: ExtractConfig) -> None:
+    """What this extraction must add to the job's store: rows whose image content it lacks."""
+    job.store = read_cache(job.path, expect=job.fields) if job.path.is_file() else None
+    job.keys = row_keys(manifest, job.store.index if job.store else {})
+    have = set(job.store.image_id) if job.store else set()
+    bad = {p for p, _ in job.store.bad} if job.store else set()
+    seen: set[str] = set()
+    for i, k in enumerate(job.keys):
+        if k.path in bad or (k.key is not None and (k.key in have or k.key in seen)):
+            continue
+        seen.add(k.key)
+        job.todo.append(i)
+    stored = job.store.classes if job.store else ()
+    job.classes = tuple(dict.fromkeys(stored + manifest.classes))
+
+
+def _covered(job: _Job, manifest: Manifest) -> bool:
+    """Nothing to write: every row indexed as it is now, and prompts for every class when there is a text tower."""
+    index, bad = job.store.index, {p for p, _ in job.store.bad}
+    fresh = all(k.path in bad or index.get(k.path) == (k.size, k.mtime_ns, k.key) for k in job.keys)
+    prompts = job.encoder.text_encoder is None or job.encoder.vision_only or set(manifest.classes) <= set(job.store.classes)
+    return fresh and (prompts or not job.store.text)
+
+
+def _by_todo(jobs: list[_Job]) -> dict[str, list[_Job]]:
+    groups: dict[str, list[_Job]] = {}
+    for job in jobs:
+        digest = hashlib.sha256(",".join(str(job.keys[i].key or job.keys[i].path) for i in job.todo).encode()).hexdigest()
+        groups.setdefault(digest[:16], []).append(job)
+    return groups
+
+
+def _refresh_text(job: _Job, manifest: Manifest) -> ExtractResult:
+    if job.store is None:
+        raise EmbedkitError(f"{job.path}: no store to refresh; run `embedkit extract` without --text-only first")
+    _refuse_text_only_pairs(job)
+    replace_text(job.path, text_sets(job.encoder, job.classes), {"classes_covered": list(job.classes)})
+    return ExtractResult(job.name, job.path, len(job.store.image_id), job.encoder.embed_dim, 0.0, True, job.store.bad)
+
+
+def _join(job: _Job, manifest: Manifest, full: Manifest, cfg: ExtractConfig, device: torch.device, seconds: float,
           shard: tuple[int, int] | None) -> ExtractResult:
     """Assemble the file when every chunk is done (unsharded: always); otherwise report the shard done."""
     if shard is None:
-        return _assemble(job, manifest, cfg, device, seconds)
-    chunks = _chunks(len(manifest), cfg.chunk_rows)
+        return _assemble(job, manifest, full, cfg, device, seconds)
+    chunks = chunks_of(len(manifest), cfg.chunk_rows)
     mine = sum(len(chunks[k]) for k in shard_chunks(len(chunks), shard))
     waiting = ExtractResult(job.name, job.path, mine, job.encoder.embed_dim, seconds, False, [], joined=False)
     if not all(job.parts.done(k) for k in range(len(chunks))):
         return waiting
-    with _lock(job.path, quiet=True) as got:
-        if not got or job.path.is_file():  # another shard is assembling, or has
+    with lock(job.path, quiet=True) as got:
+        if not got or not job.parts.dir.is_dir():  # another shard is assembling, or has
             return waiting
-        return _assemble(job, manifest, cfg, device, seconds)
+        return _assemble(job, manifest, full, cfg, device, seconds)
 
 
 def _refuse_text_only_pairs(job: _Job) -> None:
@@ -340,34 +290,42 @@ def _refuse_text_only_pairs(job: _Job) -> None:
 
 
 def _with_pairs(text: dict[str, TextSet], job: _Job, valid: list[np.ndarray], n_chunks: int) -> dict[str, TextSet]:
-    """Attach each format's (N, M) columns of the pair similarity (kept image rows only)."""
+    """Attach each format's (N, M) columns of the pair similarity: the stored rows' values, then the
+    new rows' (NaN where a stored row predates a prompt: zero-shot then asks for a re-extraction)."""
     if not job.pair_texts:
         return text
     pairs = [job.parts.load_pairs(k) for k in range(n_chunks)]
     if any(p is None for p in pairs):
         raise EmbedkitError(f"{job.path}: chunks without the pair similarity; delete {job.parts.dir} and extract again")
-    matrix = np.concatenate([p[ok] for p, ok in zip(pairs, valid)])
+    new = np.concatenate([p[ok] for p, ok in zip(pairs, valid)]) if pairs else np.zeros((0, len(job.pair_texts)))
     column = {t: i for i, t in enumerate(job.pair_texts)}
-    return {fmt: TextSet(s.embeddings, s.prompts, s.class_index, matrix[:, [column[p] for p in s.prompts]])
-            for fmt, s in text.items()}
-
-
-def _chunks(n: int, rows: int) -> list[range]:
-    return [range(s, min(s + rows, n)) for s in range(0, n, rows)]
+    n_old = len(job.store.image_id) if job.store else 0
+    out = {}
+    for fmt, s in text.items():
+        old = np.full((n_old, len(s.prompts)), np.nan, dtype=np.float32)
+        before = job.store.text.get(fmt) if job.store else None
+        if before is not None and before.local is not None:
+            at = {p: i for i, p in enumerate(before.prompts)}
+            for j, p in enumerate(s.prompts):
+                if p in at:
+                    old[:, j] = before.local[:, at[p]]
+        out[fmt] = TextSet(s.embeddings, s.prompts, s.class_index,
+                           np.concatenate([old, new[:, [column[p] for p in s.prompts]]]))
+    return out
 
 
 def _run(jobs: list[_Job], manifest: Manifest, cfg: ExtractConfig, device: torch.device,
          on_progress: Callable[[int, int], None] | None, shard: tuple[int, int] | None = None) -> None:
-    chunks = _chunks(len(manifest), cfg.chunk_rows)
+    chunks = chunks_of(len(manifest), cfg.chunk_rows)
     owned = shard_chunks(len(chunks), shard)
     todo = [k for k in owned if any(not j.parts.done(k) for j in jobs)]
     for job in jobs:
         _prepare(job.encoder, device, cfg.precision)
-        _prepare_pairs(job, manifest.classes)
+        _prepare_pairs(job, job.classes)
     batches = [list(chunks[k][s:s + cfg.batch_size]) for k in todo for s in range(0, len(chunks[k]), cfg.batch_size)]
-    dataset = _Rows([manifest.image_path(r) for r in manifest.rows], [j.encoder.preprocess for j in jobs])
+    dataset = ImageRows([manifest.image_path(r) for r in manifest.rows], [j.encoder.preprocess for j in jobs])
     workers = auto_workers(device) if cfg.workers is None else cfg.workers
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=_collate,
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate,
                                          pin_memory=device.type == "cuda", persistent_workers=False)
     done_rows, total = sum(len(chunks[k]) for k in owned if k not in todo), sum(len(chunks[k]) for k in owned)
     if on_progress:
@@ -397,38 +355,54 @@ def _run(jobs: list[_Job], manifest: Manifest, cfg: ExtractConfig, device: torch
             on_progress(done_rows, total)
 
 
-def _assemble(job: _Job, manifest: Manifest, cfg: ExtractConfig, device: torch.device, seconds: float) -> ExtractResult:
-    chunks = _chunks(len(manifest), cfg.chunk_rows)
+def _assemble(job: _Job, sub: Manifest, full: Manifest, cfg: ExtractConfig, device: torch.device,
+              seconds: float) -> ExtractResult:
+    """Write the store again (under .partial, then rename) with the new rows appended, the index
+    updated for every row of ``full`` and the prompt sets covering its classes."""
+    chunks = chunks_of(len(sub), cfg.chunk_rows)
     valid, errors = [], []
     for k in range(len(chunks)):  # masks and errors first: the file's N must be known before writing
         _, ok, errs = job.parts.load(k)
         valid.append(ok)
         errors += errs
-    keep = np.flatnonzero(np.concatenate(valid))
-    bad = [(manifest.rows[i]["image_id"], e) for i, e in enumerate(errors) if e]
+    ok_rows = np.flatnonzero(np.concatenate(valid)) if valid else np.zeros(0, dtype=np.int64)
+    new_keys = [job.keys[job.todo[i]].key for i in ok_rows]
+    bad_new = [(job.keys[job.todo[i]].path, e) for i, e in enumerate(errors) if e]
+    old = job.store
 
     def pieces():
         out = 0
+        if old is not None and len(old.image_id):
+            yield 0, old.embeddings
+            out = len(old.image_id)
         for k in range(len(chunks)):
             emb, ok, _ = job.parts.load(k)
             yield out, emb[ok]
             out += int(ok.sum())
 
-    rows = [manifest.rows[i] for i in keep]
-    meta = {c: [r[c] for r in rows] for c in ("label", "sex", "split", "patient_id")} | {"age": [int(r["age"]) for r in rows]}
-    enc = job.encoder
+    enc, bad = job.encoder, (old.bad if old else []) + bad_new
+    bad_paths = {p for p, _ in bad}
+    index = dict(old.index if old else {}) | {k.path: (k.size, k.mtime_ns, k.key) for k in job.keys
+                                              if k.key is not None and k.path not in bad_paths}
     text = {}
-    if enc.text_encoder is not None:
-        enc.to(device)
-        text = _with_pairs(text_sets(enc, manifest.classes), job, valid, len(chunks))
+    if enc.text_encoder is not None:  # prompts are embedded once per store and class set, then reused
+        base = old.text if old is not None and old.text and tuple(old.classes) == job.classes else None
+        if base is None:
+            enc.to(device)
+            base = text_sets(enc, job.classes)
+        text = _with_pairs(base, job, valid, len(chunks))
+    n_old = len(old.image_id) if old else 0
+    manifests = (old.attrs.get("manifests", []) if old else []) + [{"path": str(full.path), "digest": full.digest(),
+                                                                    "rows": len(full), "added": len(new_keys)}]
     attrs = {"key": cache_key(job.fields), "key_fields": job.fields, "model": job.name,
              "weights_digest": json.loads(enc.describe()).get("weights", ""), "description": enc.describe(),
-             "manifest": str(manifest.path), "manifest_digest": manifest.digest(), "versions": _versions(),
-             "dtype": cfg.dtype, "precision": cfg.precision, "device": str(device), "normalized": enc.normalized, "vision_only": enc.vision_only,
+             "manifests": manifests[-50:], "versions": _versions(), "dtype": cfg.dtype, "precision": cfg.precision,
+             "device": str(device), "normalized": enc.normalized, "vision_only": enc.vision_only,
              "logit_scale": enc.logit_scale, "embed_dim": enc.embed_dim,
              "text_missing": "" if text else "no tokenizer: run `embedkit extract --text-only --tokenizer DIR`"}
-    write_cache(job.path, embeddings_chunks=pieces(), n=len(keep), dim=enc.embed_dim,
-                image_id=[r["image_id"] for r in rows], meta=meta, classes=manifest.classes, text=text, attrs=attrs,
-                bad=bad, dtype=cfg.dtype)
+    write_cache(job.path, embeddings_chunks=pieces(), n=n_old + len(new_keys), dim=enc.embed_dim,
+                image_key=list(old.image_id if old else []) + new_keys, index=index, classes=job.classes,
+                text=text, attrs=attrs, bad=bad, dtype=cfg.dtype)
     job.parts.remove()
-    return ExtractResult(job.name, job.path, len(keep), enc.embed_dim, seconds, False, bad)
+    return ExtractResult(job.name, job.path, n_old + len(new_keys), enc.embed_dim, seconds, False, bad_new,
+                         added=len(new_keys))

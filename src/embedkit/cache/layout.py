@@ -1,19 +1,26 @@
-"""The HDF5 layout, the content key, and crash-safe writing and checked reading.
+"""The HDF5 layout of an embedding store, its key, and crash-safe writing and checked reading.
 
-File layout (``<cache-dir>/<model>-<key[:16]>.h5``), readable with plain h5py::
+One store per encoder setting (model description with weights digest and preprocessing, dtype,
+precision, layout): ``<cache-dir>/<model>-<key[:16]>.h5``, one row per image *content*, appended to
+as manifests bring new images. Readable with plain h5py::
 
-    /embeddings            (N, D) float32 (or float16), rows aligned with /image_id, fletcher32
-    /image_id              (N,) str (all strings: fixed-length UTF-8 bytes)
-    /meta/{label,sex,split,patient_id} (N,) str,  /meta/age (N,) int64
-    /classes               (C,) str   — the manifest's class list, in order
+    /embeddings            (N, D) float32 (or float16), rows aligned with /image_key, fletcher32
+    /image_key             (N,) str — SHA-256 of the image file's bytes (all strings: fixed-length UTF-8)
+    /index/{path,size,mtime_ns,image_key}  resolved paths seen, with the file size and mtime under
+                           which their bytes hashed to image_key (a lookup never rereads a file that
+                           did not change; one that did is hashed again and re-encoded)
+    /classes               (C,) str   — the classes the prompt sets cover
     /text/<format>/embeddings  (M, D) float32;  /text/<format>/prompts (M,) str;
     /text/<format>/class_index (M,) int64 — which class each prompt describes
     /text/<format>/local_similarity (N, M) float32, GLoRIA only — its word-region similarity of
                            every image row to every prompt (needs the images, so made at extraction)
-    /bad/{image_id,reason} images left out with --skip-bad
+    /bad/{path,reason}     images left out with --skip-bad
     attrs: complete, key, key_fields (JSON), layout_version, model, weights_digest, description,
-           manifest, manifest_digest, versions (JSON), dtype, precision, device, created,
-           normalized, logit_scale, embed_dim, embeddings_sha256
+           manifests (JSON: those extracted into it), versions (JSON), dtype, precision, device,
+           created, normalized, vision_only, logit_scale, embed_dim, embeddings_sha256
+
+Labels, splits and attributes are not stored: experiments join their manifest's rows to the store
+by content key (``cache.join``).
 
 A file is written under ``*.partial`` and renamed only when complete; readers refuse files that
 are incomplete, carry another key, or fail their checksums.
@@ -33,7 +40,7 @@ import numpy as np
 
 from embedkit.errors import EmbedkitError
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 3  # 3: one store per encoder setting, rows keyed by image content, appended to
 META_COLUMNS = ("label", "sex", "split", "patient_id")
 
 
@@ -70,12 +77,15 @@ class Cache:
 
     path: Path
     embeddings: np.ndarray
-    image_id: np.ndarray
-    meta: dict[str, np.ndarray]
-    classes: tuple[str, ...]
+    image_id: np.ndarray                # a store's rows: content keys; a joined view's: the manifest's ids
+    meta: dict[str, np.ndarray]         # empty in a store; the manifest's columns in a joined view
+    classes: tuple[str, ...]            # the classes the prompt sets cover (a view: the manifest's)
     text: dict[str, TextSet]
     attrs: dict
-    bad: list[tuple[str, str]] = field(default_factory=list)
+    bad: list[tuple[str, str]] = field(default_factory=list)   # (resolved image path, reason)
+    index: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # path -> (size, mtime_ns, content key)
+    manifest_digest: str | None = None  # set by cache.join: the manifest whose rows this view holds
+    rows_digest: str | None = None      # set by cache.join: the content keys of those rows, in order
 
     def labels(self) -> np.ndarray:
         index = {c: i for i, c in enumerate(self.classes)}
@@ -86,7 +96,7 @@ class Cache:
         return self.meta["split"] == name
 
 
-def write_cache(path: Path, *, embeddings_chunks, n: int, dim: int, image_id: np.ndarray, meta: dict[str, np.ndarray],
+def write_cache(path: Path, *, embeddings_chunks, n: int, dim: int, image_key, index: dict[str, tuple[int, int, str]],
                 classes: tuple[str, ...], text: dict[str, TextSet], attrs: dict, bad: list[tuple[str, str]],
                 dtype: str = "float32", rows_per_chunk: int = 1024) -> Path:
     """Write a complete cache atomically: ``*.partial`` first, ``complete`` last, then rename.
@@ -104,15 +114,17 @@ def write_cache(path: Path, *, embeddings_chunks, n: int, dim: int, image_id: np
             block = np.asarray(block, dtype=dtype)
             emb[start:start + len(block)] = block
             digest.update(block.tobytes())
-        _put_strings(f, "image_id", image_id)
-        g = f.create_group("meta")
-        for col in META_COLUMNS:
-            _put_strings(g, col, meta[col])
-        g.create_dataset("age", data=np.asarray(meta["age"], dtype=np.int64), fletcher32=n > 0)
+        _put_strings(f, "image_key", image_key)
+        g = f.create_group("index")
+        paths = sorted(index)
+        _put_strings(g, "path", paths)
+        for k, name in ((0, "size"), (1, "mtime_ns")):
+            g.create_dataset(name, data=np.array([index[p][k] for p in paths], dtype=np.int64), fletcher32=bool(paths))
+        _put_strings(g, "image_key", [index[p][2] for p in paths])
         _put_strings(f, "classes", classes)
         _write_text(f, text)
         b = f.create_group("bad")
-        _put_strings(b, "image_id", [i for i, _ in bad])
+        _put_strings(b, "path", [i for i, _ in bad])
         _put_strings(b, "reason", [r for _, r in bad])
         for k, v in attrs.items():
             f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) else v
@@ -199,18 +211,21 @@ def read_cache(path: str | Path, *, expect: dict | None = None) -> Cache:
             if not attrs.get("complete"):
                 raise EmbedkitError(f"{path}: incomplete cache (never finished); rerun `embedkit extract`")
             if attrs.get("layout_version") != LAYOUT_VERSION:
-                raise EmbedkitError(f"{path}: cache layout version {attrs.get('layout_version')} is not "
-                                    f"{LAYOUT_VERSION}; extract again")
+                raise EmbedkitError(f"{path}: made by an older embedkit (cache layout {attrs.get('layout_version')}, "
+                                    f"now {LAYOUT_VERSION}: one store per encoder, rows keyed by image content); "
+                                    "delete it and run `embedkit extract` again")
             if expect is not None:
                 _check_key(path, attrs, expect)
+            ix = f["index"]
             cache = Cache(
-                path=path, embeddings=f["embeddings"][()], image_id=_strings(f["image_id"]),
-                meta={**{c: _strings(f["meta"][c]) for c in META_COLUMNS}, "age": f["meta"]["age"][()]},
+                path=path, embeddings=f["embeddings"][()], image_id=_strings(f["image_key"]), meta={},
                 classes=tuple(_strings(f["classes"])),
                 text={fmt: TextSet(g["embeddings"][()], list(_strings(g["prompts"])), g["class_index"][()],
                                    g["local_similarity"][()] if "local_similarity" in g else None)
                       for fmt, g in f["text"].items()},
-                attrs=attrs, bad=list(zip(_strings(f["bad"]["image_id"]), _strings(f["bad"]["reason"]))),
+                attrs=attrs, bad=list(zip(_strings(f["bad"]["path"]), _strings(f["bad"]["reason"]))),
+                index={p: (int(s), int(t), k) for p, s, t, k in zip(_strings(ix["path"]), ix["size"][()], ix["mtime_ns"][()],
+                                                                   _strings(ix["image_key"]))},
             )
     except EmbedkitError:
         raise
@@ -255,20 +270,21 @@ def list_caches(cache_dir: str | Path) -> list[dict]:
                 a = _attrs(f)
                 out.append({"path": p, "model": a.get("model"), "n": f["embeddings"].shape[0],
                             "dim": f["embeddings"].shape[1], "dtype": a.get("dtype"), "complete": bool(a.get("complete")),
-                            "manifest": a.get("manifest"), "created": a.get("created"), "text": sorted(f.get("text", {})),
-                            "key": a.get("key"), "manifest_digest": a.get("manifest_digest"),
+                            "created": a.get("created"), "text": sorted(f.get("text", {})),
+                            "key": a.get("key"), "manifests": a.get("manifests", []),
+                            "layout_version": a.get("layout_version"),
                             "weights_digest": a.get("weights_digest"), "precision": a.get("precision")})
         except OSError:
             out.append({"path": p, "model": None, "complete": False, "error": "unreadable"})
     return out
 
 
-def find_cache(model: str, manifest_digest: str, cache_dir: str | Path, *, expect: dict | None = None,
+def find_cache(model: str, cache_dir: str | Path, *, expect: dict | None = None,
                manifest_hint: str = "MANIFEST") -> Path:
-    """The one complete cache of ``model`` made from these manifest rows (and, with ``expect``, with
-    these attrs: weights_digest, precision ...). Errors say what to run or what differs."""
+    """The one complete store of ``model`` (with ``expect``: with these attrs, e.g. weights_digest,
+    precision). Whether it holds a manifest's images is ``cache.join``'s question."""
     candidates = [c for c in list_caches(cache_dir) if c.get("model") == model and c["complete"]
-                  and c.get("manifest_digest") == manifest_digest]
+                  and c.get("layout_version") == LAYOUT_VERSION]
     found = [c for c in candidates if all(c.get(k) == v for k, v in (expect or {}).items())]
     if not found:
         differ = sorted({k for c in candidates for k, v in (expect or {}).items() if c.get(k) != v})
@@ -287,3 +303,15 @@ def cache_key_of(path: str | Path | None) -> str | None:
         return None
     with h5py.File(path, "r") as f:
         return _attrs(f).get("key")
+
+
+def read_index(path: str | Path) -> dict[str, tuple[int, int, str]]:
+    """A store's index alone (path -> size, mtime_ns, content key), without its embeddings."""
+    with h5py.File(path, "r") as f:
+        if _attrs(f).get("layout_version") != LAYOUT_VERSION or "index" not in f:
+            raise EmbedkitError(f"{path}: made by an older embedkit (cache layout {_attrs(f).get('layout_version')}, now "
+                                f"{LAYOUT_VERSION}: one store per encoder, rows keyed by image content); delete it and "
+                                "run `embedkit extract` again")
+        ix = f["index"]
+        return {p: (int(s), int(t), k) for p, s, t, k in zip(_strings(ix["path"]), ix["size"][()], ix["mtime_ns"][()],
+                                                           _strings(ix["image_key"]))}

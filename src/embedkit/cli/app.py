@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 from typer.exceptions import TyperException
 
-from embedkit.cli import cache, data, evaluate, finetune, heads, models, report, study
+from embedkit.cli import audit, cache, data, evaluate, finetune, heads, models, report, study
 from embedkit.cli.console import errors
 from embedkit.errors import EmbedkitError, LockedError
 
@@ -46,6 +46,7 @@ app.command("zeroshot")(heads.zeroshot)
 app.command("probe")(heads.probe)
 app.command("report")(report.report)
 app.command("finetune")(finetune.finetune)
+app.command("audit")(audit.audit)
 app.command("study")(study.study)
 
 

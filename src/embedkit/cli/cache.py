@@ -79,11 +79,12 @@ def extract(
             console.print(f"{r.model}: shard done ({r.n} rows, {r.seconds:.1f} s); the last shard to finish writes {r.path}",
                           highlight=False)
             continue
-        how = "reused" if r.reused else f"{r.seconds:.1f} s, {r.images_per_s:.1f} img/s"
+        how = ("reused: every image already in the store" if r.reused else
+               f"{r.added} new image(s) encoded and appended in {r.seconds:.1f} s, {r.added / max(r.seconds, 1e-9):.1f} img/s")
         bad = f", {len(r.bad)} bad image(s) left out" if r.bad else ""
         console.print(f"{r.model}: {r.path} (N={r.n}, D={r.dim}; {how}{bad})", highlight=False)
-        for image_id, reason in r.bad[:20]:
-            console.print(f"  bad: {image_id}: {reason}", highlight=False)
+        for path, reason in r.bad[:20]:
+            console.print(f"  bad: {path}: {reason}", highlight=False)
 
 
 @app.command("ls")
@@ -95,9 +96,11 @@ def ls(cache_dir: Path = typer.Argument(Path("cache"), exists=True, file_okay=Fa
     found = list_caches(cache_dir)
     if not found:
         raise EmbedkitError(f"{cache_dir}: no cache files (*.h5) here; make them with `embedkit extract`")
-    table(f"caches in {cache_dir}", ["file", "model", "N", "D", "dtype", "complete", "prompt sets", "manifest"],
+    table(f"stores in {cache_dir}", ["file", "model", "images", "D", "dtype", "MiB", "complete", "prompt sets",
+                                      "manifests extracted into it"],
           [[c["path"].name, c.get("model"), c.get("n", "?"), c.get("dim", "?"), c.get("dtype", "?"),
-            "yes" if c["complete"] else "NO", ",".join(c.get("text", [])), c.get("manifest", "")] for c in found])
+            f"{c['path'].stat().st_size / 2**20:.1f}", "yes" if c["complete"] else "NO", ",".join(c.get("text", [])),
+            "; ".join(f"{Path(m['path']).name} (+{m['added']})" for m in c.get("manifests", [])[-4:])] for c in found])
 
 
 @app.command("verify")

@@ -51,6 +51,24 @@ def nih(
     _split_summary(out)
 
 
+@app.command("folds")
+def folds(
+    manifest: Path = typer.Option(..., "--manifest", exists=True, dir_okay=False, help="Manifest CSV (see README: Data)."),
+    out: Path = typer.Option(..., file_okay=False, help="Folder for fold-<i>.csv, one manifest per round."),
+    k: int = typer.Option(5, min=2, help="Number of folds (rounds); each image is tested exactly once."),
+    val_share: float = typer.Option(0.125, min=0.01, max=0.99, help="Validation share of the non-test folds "
+                                                                      "(1/8: with k=5 each round keeps 7:1:2)."),
+    seed: int = typer.Option(0, min=0, help="Seed of the fold and split assignment."),
+) -> None:
+    """K patient-disjoint folds stratified by class x sex x age band, one manifest per round."""
+    from embedkit.data.folds import make_folds
+
+    paths = make_folds(manifest, out, k=k, seed=seed, val_share=val_share)
+    for p in paths:
+        _split_summary(p)
+    console.print(f"{len(paths)} rounds: {', '.join(str(p) for p in paths)}", highlight=False)
+
+
 @app.command("phantom")
 def phantom(
     out: Path = typer.Option(..., file_okay=False, help="Folder for manifest.csv, images/ and phantom.json."),
@@ -58,9 +76,11 @@ def phantom(
     size: int = typer.Option(224, min=16, help="Image side in pixels."),
     seed: int = typer.Option(0, min=0, help="Seed of the generated images and the split."),
     bias: list[str] = typer.Option([], help="Plant unfairness: ATTR=GROUP:STRENGTH, e.g. sex=F:0.6 (repeatable)."),
+    duplicates: int = typer.Option(0, min=0, help="Plant leakage: copy this many test images into train under new ids."),
 ) -> None:
     """Generate the phantom chest X-ray dataset (the embedded default for demo and tests)."""
-    spec = PhantomSpec(per_group=per_group, size=size, seed=seed, classes=STUDY_CLASSES, bias=[Bias.parse(b) for b in bias])
+    spec = PhantomSpec(per_group=per_group, size=size, seed=seed, classes=STUDY_CLASSES, bias=[Bias.parse(b) for b in bias],
+                       duplicates=duplicates)
     path = make_phantom(out, spec)
     _split_summary(path)
     if spec.bias:

@@ -61,6 +61,23 @@ class PhantomSpec:
     seed: int = 0
     classes: tuple[str, ...] = STUDY_CLASSES
     bias: list[Bias] = field(default_factory=list)
+    duplicates: int = 0        # leakage to find: test images copied under a new id and patient into train
+
+
+def _plant_duplicates(out: Path, rows: list[dict], n: int, n_patient: int) -> dict[str, str]:
+    """Copy the first ``n`` test images byte for byte into train under new ids and patients (the
+    leakage the audit must find); returns {copy id: original id}."""
+    import shutil
+
+    originals = [r for r in rows if r["split"] == "test"][:n]
+    copies = {}
+    for k, r in enumerate(originals):
+        image_id = f"dup{k:04d}"
+        shutil.copyfile(out / r["path"], out / "images" / f"{image_id}.png")
+        rows.append(dict(r, image_id=image_id, path=f"images/{image_id}.png", split="train",
+                         patient_id=f"P{n_patient + 1 + k:05d}"))
+        copies[image_id] = r["image_id"]
+    return copies
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -174,6 +191,7 @@ def make_phantom(out: str | Path, spec: PhantomSpec) -> Path:
         pixels = draw_radiograph(np.random.default_rng([spec.seed, i]), spec.size, row["label"], row["sex"], row["age"], strength)
         Image.fromarray(pixels, mode="L").save(out / "images" / f"{image_id}.png", compress_level=1)
         row.update(image_id=image_id, path=f"images/{image_id}.png", split=split, finding_strength=round(strength, 4))
-    meta = asdict(spec) | {"n_images": len(rows), "n_patients": n_patient}
+    copies = _plant_duplicates(out, rows, spec.duplicates, n_patient)
+    meta = asdict(spec) | {"n_images": len(rows), "n_patients": n_patient + len(copies), "duplicates_of": copies}
     (out / METADATA_FILE).write_text(json.dumps(meta, indent=2))
     return write_manifest(out / "manifest.csv", rows, extra_columns=("finding_strength",))

@@ -25,13 +25,26 @@ def patient_split(
     fractions: tuple[float, float, float] = FRACTIONS,
 ) -> list[str]:
     """Assign every row a split so no patient is in two splits; returns one split name per row."""
+    return [SPLITS[k] for k in patient_parts(patients, cells, seed=seed, fractions=fractions)]
+
+
+def patient_parts(
+    patients: Sequence[Hashable],
+    cells: Sequence[Hashable],
+    *,
+    seed: int = 0,
+    fractions: Sequence[float],
+) -> list[int]:
+    """Deal patients into ``len(fractions)`` parts (a split or a fold) stratified by ``cells``;
+    returns one part index per row, never one patient in two parts."""
     rows_of: dict[Hashable, list[int]] = defaultdict(list)
     for i, p in enumerate(patients):
         rows_of[p].append(i)
     cell_total = Counter(cells)
     frac = np.asarray(fractions, dtype=float)
-    have = {s: Counter() for s in range(3)}
-    split_total = np.zeros(3)
+    k_parts = len(frac)
+    have = {s: Counter() for s in range(k_parts)}
+    split_total = np.zeros(k_parts)
 
     rng = np.random.default_rng(seed)
     order = list(rows_of)
@@ -42,7 +55,7 @@ def patient_split(
     for p in order:
         mine = Counter(cells[i] for i in rows_of[p])
         scores = []
-        for s in range(3):
+        for s in range(k_parts):
             # Deficit of this split in the patient's cells, relative to the cell's target;
             # an empty cell in a split that should get some counts extra so every cell is covered.
             deficit = 0.0
@@ -57,4 +70,4 @@ def patient_split(
         assignment[p] = best
         have[best].update(mine)
         split_total[best] += len(rows_of[p])
-    return [SPLITS[assignment[p]] for p in patients]
+    return [assignment[p] for p in patients]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from embedkit.cache.extract import _collate, _Rows
+from embedkit.models.images import ImageRows, collate
 from embedkit.errors import EmbedkitError
 from embedkit.manifest import Manifest
 
@@ -21,7 +21,7 @@ class Images:
     rows: np.ndarray                 # manifest row of each image
     labels: torch.Tensor
     tensors: torch.Tensor | None     # (N, C, H, W) when held in memory
-    dataset: _Rows | None = None
+    dataset: ImageRows | None = None
     workers: int = 1
 
     def batches(self, index_batches: list[list[int]]) -> Iterator[torch.Tensor]:
@@ -30,7 +30,7 @@ class Images:
                 yield self.tensors[b]
             return
         sampler = [[int(self.rows[i]) for i in b] for b in index_batches]
-        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.workers, collate_fn=_collate)
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.workers, collate_fn=collate)
         for _, (x,), errors in loader:
             if any(errors):
                 raise EmbedkitError(next(e for e in errors if e))
@@ -40,7 +40,7 @@ class Images:
 def load_images(manifest: Manifest, preprocess, *, splits: tuple[str, ...], labels: np.ndarray, skip_bad: bool,
                 memory_limit_gb: float, workers: int) -> dict[str, Images]:
     """Per split, the images (in memory when the estimate is under ``memory_limit_gb``)."""
-    dataset = _Rows([manifest.image_path(r) for r in manifest.rows], [preprocess])
+    dataset = ImageRows([manifest.image_path(r) for r in manifest.rows], [preprocess])
     shape = dataset.shapes[0]
     split_col = manifest.column("split")
     wanted = np.flatnonzero(np.isin(split_col, splits))
@@ -48,7 +48,7 @@ def load_images(manifest: Manifest, preprocess, *, splits: tuple[str, ...], labe
     bad: dict[int, str] = {}
     tensors: dict[int, torch.Tensor] = {}
     batches = [list(wanted[i:i + 64]) for i in range(0, len(wanted), 64)]
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=_collate)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate)
     for rows, (x,), errors in loader:  # one pass: decode (and keep) or just check every image
         for r, t, e in zip(rows, x, errors):
             if e:

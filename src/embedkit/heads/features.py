@@ -16,8 +16,8 @@ from embedkit.manifest import read_manifest
 
 
 def find_cache(model: str, manifest: Path, cache_dir: Path, *, expect: dict | None = None) -> Path:
-    """The one complete cache of ``model`` made from this manifest's exact rows."""
-    return _find(model, read_manifest(manifest).digest(), cache_dir, expect=expect, manifest_hint=str(manifest))
+    """The store of ``model`` in ``cache_dir`` (the join then checks it holds the manifest's images)."""
+    return _find(model, cache_dir, expect=expect, manifest_hint=str(manifest))
 
 
 @dataclass
@@ -52,6 +52,9 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def load(cache_path: Path) -> tuple[Cache, dict[str, Split]]:
-    cache = read_cache(cache_path)
+def load(cache_path: Path, manifest: Path) -> tuple[Cache, dict[str, Split]]:
+    """The cache joined to the manifest's rows (its labels, splits, attributes), split for the heads."""
+    from embedkit.cache.join import join
+
+    cache = join(read_cache(cache_path), read_manifest(manifest))
     return cache, splits(cache)

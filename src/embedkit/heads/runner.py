@@ -19,6 +19,7 @@ from embedkit.errors import EmbedkitError
 from embedkit.heads import features, zeroshot
 from embedkit.heads.knn import KS, fit_knn
 from embedkit.heads.trained import HeadConfig, train_heads
+from embedkit.manifest import read_manifest
 from embedkit.prompts import FORMATS, SAMPLED
 from embedkit.runs import Predictions, config_digest, finish_run, read_record, run_state
 
@@ -75,10 +76,11 @@ def _predictions(cache: Cache, rows: np.ndarray, proba: np.ndarray, split: np.nd
                        sex=cache.meta["sex"][rows], age=cache.meta["age"][rows], proba=proba, classes=cache.classes)
 
 
-def identity(cfg: ExperimentConfig, cache_key: str | None) -> dict:
-    """Everything that determines a cache-path run's result: its settings and the cache (whose key
-    covers the encoder, its weights, the manifest rows and the precision)."""
-    return {"config": cfg.fingerprint(), "cache": cache_key}
+def identity(cfg: ExperimentConfig, cache_key: str | None, manifest_digest: str, rows_digest: str | None) -> dict:
+    """Everything that determines a cache-path run's result: its settings, the store (whose key covers
+    the encoder, its weights and the precision), the manifest's rows (labels, splits) and the content
+    of the images read."""
+    return {"config": cfg.fingerprint(), "cache": cache_key, "manifest": manifest_digest, "images": rows_digest}
 
 
 def _write_run(cfg: ExperimentConfig, seed: int, cache: Cache, parts: dict, proba: dict, selection: dict,
@@ -89,7 +91,7 @@ def _write_run(cfg: ExperimentConfig, seed: int, cache: Cache, parts: dict, prob
     preds = _predictions(cache, rows, np.concatenate([proba["val"], proba["test"]]), split)
     record = {
         "method": cfg.method, "model": cfg.model, "seed": seed, "config": cfg.fingerprint(), "config_hash": config_hash,
-        "identity": identity(cfg, cache.attrs.get("key")), "manifest_digest": cache.attrs.get("manifest_digest"),
+        "identity": identity(cfg, cache.attrs.get("key"), cache.manifest_digest, cache.rows_digest), "manifest_digest": cache.manifest_digest,
         "manifest": str(cfg.manifest.resolve()),
         "cache": {"path": str(cache.path), "key": cache.attrs.get("key")}, "versions": cache.attrs.get("versions"),
         "timings": {"seconds": seconds}, "selection": selection,
@@ -98,8 +100,8 @@ def _write_run(cfg: ExperimentConfig, seed: int, cache: Cache, parts: dict, prob
 
 
 def _done(cfg: ExperimentConfig, seed: int, cache: Cache) -> dict | None:
-    state = run_state(cfg.run_dir(seed), identity(cfg, cache.attrs.get("key")),
-                      manifest_digest=cache.attrs.get("manifest_digest"))
+    state = run_state(cfg.run_dir(seed), identity(cfg, cache.attrs.get("key"), cache.manifest_digest, cache.rows_digest),
+                      manifest_digest=cache.manifest_digest)
     return read_record(cfg.run_dir(seed)) if state.done and not cfg.force else None
 
 
@@ -107,9 +109,10 @@ def run_experiment(cfg: ExperimentConfig) -> list[RunResult]:
     """Run (or skip, when finished) one method for every seed; returns one result per seed."""
     if cfg.method not in ("zeroshot", "linear", "mlp", "knn"):
         raise EmbedkitError(f"unknown method {cfg.method!r}; choose zeroshot, linear, mlp or knn")
+    read_manifest(cfg.manifest)  # a bad manifest is named before anything else
     path = cfg.cache or features.find_cache(cfg.model, cfg.manifest, cfg.cache_dir)
-    cache, parts = features.load(path)
-    config_hash = config_digest(identity(cfg, cache.attrs.get("key")))
+    cache, parts = features.load(path, cfg.manifest)
+    config_hash = config_digest(identity(cfg, cache.attrs.get("key"), cache.manifest_digest, cache.rows_digest))
     seeds = seeds_of(cfg)
     done = {s: _done(cfg, s, cache) for s in seeds}
     todo = [s for s in seeds if done[s] is None]

@@ -7,6 +7,7 @@ them deliberately (16-bit scaled by 1/257, alpha dropped) before a family's own 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,3 +117,29 @@ class GloriaPreprocess:
 
     def describe(self) -> dict:
         return {"kind": "gloria", "scale": self.scale, "crop": self.crop, "mean": 0.5, "std": 0.5, "resize": "cv2-area"}
+
+
+class ImageRows(torch.utils.data.Dataset):
+    """Decode a row's image once and apply every model's preprocessing; errors are returned, not raised."""
+
+    def __init__(self, paths: list[Path], preprocess: list[Callable]):
+        self.paths, self.preprocess = paths, preprocess
+        blank = Image.new("L", (8, 8))
+        self.shapes = [p(blank).shape for p in preprocess]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            img = decode(self.paths[i])
+            return i, [p(img) for p in self.preprocess], ""
+        except EmbedkitError as exc:
+            return i, [torch.zeros(s) for s in self.shapes], str(exc)
+
+
+def collate(items):
+    """Batch ImageRows items: (rows, one tensor per preprocessing, error strings)."""
+    rows = [i for i, _, _ in items]
+    tensors = [torch.stack([t[m] for _, t, _ in items]) for m in range(len(items[0][1]))]
+    return rows, tensors, [e for _, _, e in items]

@@ -21,6 +21,7 @@ CAPTIONS = {
     "fig3d_gaps_zeroshot": "Fig. 3d — fairness gaps before fine-tuning (zero-shot)",
     "reliability_by_group": "Reliability diagrams per group (15 bins, as ece_binned)",
 }
+SHOWN = 15  # findings listed in words; the figure and the tables hold the rest
 CONVENTIONS = (
     "Seeds are aggregated as mean ± sd with a 95% CI pooling every seed's stratified bootstrap. `f1_gap` is signed "
     "(sex M − F, age young − old); `eqodds` and the ECE gaps are absolute. `ece_gap` uses the paper's ECE (Eq. 4: "
@@ -28,6 +29,28 @@ CONVENTIONS = (
     "has a CI excluding 0 and a (median over seeds) permutation p below 0.05 — the percentile CI alone over-flags at "
     "this sample size; its noise floor is the median |gap| when group labels are shuffled within each class."
 )
+
+
+def audits(runs_dir: Path) -> list[dict]:
+    """The audits found (``<runs>/<dataset>/<model>/audit/audit.json``) as table rows and their maps."""
+    out = []
+    for path in sorted(runs_dir.glob("*/*/audit/audit.json")):
+        s = json.loads(path.read_text())
+        attrs = [[s["model"], a, f"{r['auc']:.3f} [{r['auc_ci'][0]:.3f}, {r['auc_ci'][1]:.3f}]",
+                  f"{r['chance_auc_q95']:.3f}", f"{r['p_value']:.3f}",
+                  "—" if r["within_class_mean"] is None else f"{r['within_class_mean']:.3f}",
+                  f"{s['map']['separation'].get(a, float('nan')):.2f}"] for a, r in s["attributes"].items()]
+        d = s["duplicates"]
+        out.append({"model": s["model"], "dataset": path.parts[-4], "attributes": attrs,
+                    "duplicates": [s["model"], str(d["exact"]), str(d["near"]), f"{d['threshold']:.4f}", str(d["leaks"]),
+                                   ", ".join(f"{k}: {v}" for k, v in d["per_split_pair"].items()) or "—"],
+                    "map": path.with_name("map.png")})
+    return out
+
+
+AUDIT_HEADERS = (["model", "attribute", "AUC [95% CI]", "chance AUC (95th pct)", "p", "AUC within classes",
+                  "map separation"],
+                 ["model", "exact pairs", "near pairs", "cosine threshold", "pairs across splits", "per split pair"])
 
 
 def _environment():
@@ -53,10 +76,17 @@ def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = 1000) -
     beyond = sorted((f for f in found if f.significant), key=lambda f: -f.excess)
     figs = figures(groups, out / "figures")
     figs["findings"] = findings_figure(found, out / "figures")
+    found_audits = audits(runs_dir)
+    for a in found_audits:
+        target = out / "figures" / f"audit-map-{a['dataset']}-{a['model']}.png"
+        target.write_bytes(a["map"].read_bytes())
+        a["map_name"] = target.name
+        figs[target.stem] = target
     context = {
         "runs_dir": str(runs_dir), "n_runs": sum(len(g.runs) for g in groups), "n_groups": len(groups),
-        "headline": fnd.headline(found, fnd.planted_bias(groups)), "beyond": beyond, "findings_figure": "findings.png",
-        "figures": [(name, CAPTIONS.get(name, name)) for name in figs if name != "findings"], "tables": tables(groups),
+        "headline": fnd.headline(found, fnd.planted_bias(groups)), "beyond": beyond[:SHOWN], "more": max(len(beyond) - SHOWN, 0), "findings_figure": "findings.png",
+        "figures": [(name, CAPTIONS.get(name, name)) for name in figs if name != "findings" and not name.startswith("audit-")],
+        "tables": tables(groups), "audits": found_audits, "audit_headers": AUDIT_HEADERS,
         "conventions": CONVENTIONS, "conventions_html": MarkdownIt("commonmark").render(CONVENTIONS),
         "images": {p.name: base64.b64encode(p.read_bytes()).decode() for p in figs.values()},
     }

@@ -9,7 +9,7 @@ import numpy as np
 
 from embedkit.metrics.suite import CELLS
 from embedkit.report.summary import Group
-from embedkit.report.tables import GAPS, METHODS, _get, _models
+from embedkit.report.tables import GAPS, METHODS, lookup, ordered_models
 
 
 def figures(groups: list[Group], out: Path) -> dict[str, Path]:
@@ -21,7 +21,7 @@ def figures(groups: list[Group], out: Path) -> dict[str, Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     by = {(g.model, g.method): g for g in groups}
-    models = _models(by)
+    models = ordered_models(by)
     paths = {}
 
     def bars(ax, values, labels, series, title, ylabel):
@@ -43,7 +43,7 @@ def figures(groups: list[Group], out: Path) -> dict[str, Path]:
     def metric(path):
         vals = {}
         for (m, k), g in by.items():
-            e = _get(g.summary, path)
+            e = lookup(g.summary, path)
             if e and e.get("mean") is not None:
                 vals[(m, k)] = (e["mean"], *(e["ci"] if e["ci"][0] is not None else (np.nan, np.nan)))
         return vals
@@ -64,7 +64,7 @@ def figures(groups: list[Group], out: Path) -> dict[str, Path]:
     for m in models:
         g = by.get((m, "full"))
         for c in classes:
-            e = _get(g.summary, f"f1/{c}") if g else None
+            e = lookup(g.summary, f"f1/{c}") if g else None
             if e and e.get("mean") is not None:
                 vals[(c, m)] = (e["mean"], *(e["ci"] if e["ci"][0] is not None else (np.nan, np.nan)))
     bars(ax, vals, classes, models, "Fig. 2b — per-class F1 after full fine-tuning" + ("" if vals else " (no runs)"), "F1")
@@ -88,7 +88,7 @@ def figures(groups: list[Group], out: Path) -> dict[str, Path]:
             g = by.get((m, method))
             for s in series:
                 a, gap = s.split(":")
-                e = _get(g.summary, f"fairness/{a}/{gap}") if g else None
+                e = lookup(g.summary, f"fairness/{a}/{gap}") if g else None
                 if e and e.get("mean") is not None:
                     lo, hi = e["ci"] if e["ci"][0] is not None else (np.nan, np.nan)
                     flip = e["mean"] < 0

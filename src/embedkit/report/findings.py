@@ -13,7 +13,7 @@ from pathlib import Path
 
 from embedkit.metrics.suite import significant
 from embedkit.report.summary import Group
-from embedkit.report.tables import GAPS, _get
+from embedkit.report.tables import GAPS, lookup
 
 ATTRS = ("sex", "age")
 BETTER = {"sex": ("M", "F"), "age": ("young", "old")}  # f1_gap is signed first - second
@@ -53,7 +53,7 @@ def gaps(groups: list[Group]) -> list[Finding]:
     for g in groups:
         for attr in ATTRS:
             for gap in GAPS:
-                entry = _get(g.summary, f"fairness/{attr}/{gap}") or {}
+                entry = lookup(g.summary, f"fairness/{attr}/{gap}") or {}
                 if entry.get("mean") is None:
                     continue
                 ci = tuple(entry.get("ci") or (None, None))
@@ -80,7 +80,7 @@ def planted_bias(groups: list[Group]) -> list[dict]:
             runs = [g for g in groups if g.manifest == m]
             hits = []
             for g in runs:
-                entry = _get(g.summary, f"fairness/{attr}/f1_gap") or {}
+                entry = lookup(g.summary, f"fairness/{attr}/f1_gap") or {}
                 if entry.get("mean") is None:
                     continue
                 ci, p = list(entry.get("ci") or (None, None)), g.summary["p_value"][attr]["f1_gap"]

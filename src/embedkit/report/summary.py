@@ -7,6 +7,7 @@ sample variation); noise floors are averaged and p-values take the median over s
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 from embedkit.metrics import aggregate_seeds
 from embedkit.metrics.stats import N_BINS
 from embedkit.metrics.suite import CELLS, GAPS
-from embedkit.runs import PREDICTIONS, RECORD, evaluate_predictions, read_predictions
+from embedkit.runs import PREDICTIONS, RECORD, concat, evaluate_predictions, read_predictions
 
 ATTRIBUTES = ("sex", "age", "sex_age")
 
@@ -58,16 +59,52 @@ def _reliability(preds, bins: int = N_BINS) -> dict:
     return out
 
 
+FOLD = re.compile(r"^(?P<base>.+)-fold(?P<k>\d+)$")
+
+
+def _rounds(runs_dir: Path) -> dict[tuple[str, str, str], list[list[Path]]]:
+    """(dataset, model, method) -> per seed, the run folders whose test predictions pool into one
+    evaluation: one folder, or for cross-validation (datasets ``<base>-fold<k>``) one per fold."""
+    out: dict[tuple[str, bool, str, str], dict[str, list[Path]]] = defaultdict(lambda: defaultdict(list))
+    for (dataset, model, method), folders in find_runs(runs_dir).items():
+        m = FOLD.match(dataset)
+        for f in folders:
+            out[(m["base"] if m else dataset, bool(m), model, method)][f.name].append(f)
+    named = {}
+    for (base, cv, model, method), seeds in out.items():
+        k = max(len(v) for v in seeds.values())
+        named[(f"{base} ({k}-fold CV, pooled)" if cv else base, model, method)] = [seeds[s] for s in sorted(seeds)]
+    return named
+
+
+def _pooled_test(folders: list[Path]):
+    """Every fold's test rows in one set: each image tested exactly once (out-of-fold predictions)."""
+    parts = [read_predictions(f / PREDICTIONS).select("test") for f in folders]
+    return parts[0] if len(parts) == 1 else concat(parts)
+
+
+def _fold_spread(per_seed: list[list[Path]]) -> dict | None:
+    """Per-fold point values (first seed): accuracy and the sex F1 gap, to show the spread over folds."""
+    if len(per_seed[0]) < 2:
+        return None
+    vals = [evaluate_predictions(read_predictions(f / PREDICTIONS).select("test"), n_boot=1, n_perm=1)
+            for f in per_seed[0]]
+    return {"k": len(vals), "accuracy": [v["accuracy"] for v in vals],
+            "sex_f1_gap": [v["fairness"]["sex"]["f1_gap"] for v in vals]}
+
+
 def summarise(runs_dir: Path, *, n_boot: int = 1000) -> list[Group]:
     groups = []
-    for (dataset, model, method), folders in sorted(find_runs(runs_dir).items()):
+    for (dataset, model, method), per_seed in sorted(_rounds(runs_dir).items()):
         results, preds_all = [], []
-        for i, folder in enumerate(folders):
-            preds = read_predictions(folder / PREDICTIONS).select("test")
+        folders = [f for fs in per_seed for f in fs]
+        for i, seed_folders in enumerate(per_seed):
+            preds = _pooled_test(seed_folders)
             preds_all.append(preds)
             results.append(evaluate_predictions(preds, split="test", n_boot=n_boot, n_perm=n_boot, seed=i,
                                                 return_replicates=True))
         summary = aggregate_seeds(results)
+        summary["folds"] = _fold_spread(per_seed)
         summary["noise_floor"] = {a: {g: float(np.mean([r["null"][a][g] or 0 for r in results])) for g in GAPS}
                                   for a in ATTRIBUTES}
         summary["p_value"] = {a: {g: float(np.median([r["p_value"][a][g] for r in results])) for g in GAPS}

@@ -25,7 +25,7 @@ def _fmt(entry: dict | None, digits: int = 3) -> str:
     return text
 
 
-def _get(tree: dict, path: str):
+def lookup(tree: dict, path: str):
     for part in path.split("/"):
         if not isinstance(tree, dict) or part not in tree:
             return None
@@ -33,7 +33,7 @@ def _get(tree: dict, path: str):
     return tree
 
 
-def _models(by: dict) -> list[str]:
+def ordered_models(by: dict) -> list[str]:
     """Models found, the paper's five first in their order, then any others (tiny variants) sorted."""
     return [m for m in MODELS if any(k[0] == m for k in by)] + sorted({k[0] for k in by} - set(MODELS))
 
@@ -41,28 +41,28 @@ def _models(by: dict) -> list[str]:
 def tables(groups: list[Group]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) for every table of the report."""
     by = {(g.model, g.method): g for g in groups}
-    models = _models(by)
+    models = ordered_models(by)
     methods = [m for m in METHODS if any(k[1] == m for k in by)] or list(METHODS)
     out = []
     out.append(("Accuracy (test; mean ± sd over seeds [95% CI pooling seeds and bootstrap])", ["model", *methods],
-                [[LABELS.get(m, m), *(_fmt(_get(by[(m, k)].summary, "accuracy")) if (m, k) in by else "—" for k in methods)] for m in models]))
+                [[LABELS.get(m, m), *(_fmt(lookup(by[(m, k)].summary, "accuracy")) if (m, k) in by else "—" for k in methods)] for m in models]))
     out.append(("Macro F1", ["model", *methods],
-                [[LABELS.get(m, m), *(_fmt(_get(by[(m, k)].summary, "f1_macro")) if (m, k) in by else "—" for k in methods)] for m in models]))
+                [[LABELS.get(m, m), *(_fmt(lookup(by[(m, k)].summary, "f1_macro")) if (m, k) in by else "—" for k in methods)] for m in models]))
     out.append(("Variance of per-class F1", ["model", *methods],
-                [[LABELS.get(m, m), *(_fmt(_get(by[(m, k)].summary, "var_f1"), 4) if (m, k) in by else "—" for k in methods)] for m in models]))
+                [[LABELS.get(m, m), *(_fmt(lookup(by[(m, k)].summary, "var_f1"), 4) if (m, k) in by else "—" for k in methods)] for m in models]))
     classes = sorted({c for g in groups for c in (g.summary.get("f1") or {})})
     out.append(("Per-class F1", ["model", "method", *classes],
-                [[g.model, g.method, *(_fmt(_get(g.summary, f"f1/{c}"), 2) for c in classes)] for g in groups]))
+                [[g.model, g.method, *(_fmt(lookup(g.summary, f"f1/{c}"), 2) for c in classes)] for g in groups]))
     group_cols = [("sex", "M"), ("sex", "F"), ("age", "young"), ("age", "old")] + [("sex_age", c) for c in CELLS]
     out.append(("Per-group macro F1", ["model", "method", *(g for _, g in group_cols)],
-                [[g.model, g.method, *(_fmt(_get(g.summary, f"groups/{a}/{v}/f1_macro"), 2) for a, v in group_cols)]
+                [[g.model, g.method, *(_fmt(lookup(g.summary, f"groups/{a}/{v}/f1_macro"), 2) for a, v in group_cols)]
                  for g in groups]))
     for attr, sign in (("sex", "positive: M better"), ("age", "positive: young better"), ("sex_age", "largest pairwise")):
         rows = []
         for g in groups:
             cells = []
             for gap in GAPS:
-                entry = _get(g.summary, f"fairness/{attr}/{gap}")
+                entry = lookup(g.summary, f"fairness/{attr}/{gap}")
                 ci = (entry or {}).get("ci") or [None, None]
                 star = " *" if significant(ci, g.summary["p_value"][attr][gap]) else ""
                 cells.append(_fmt(entry) + star)
@@ -71,6 +71,21 @@ def tables(groups: list[Group]) -> list[tuple[str, list[str], list[list[str]]]]:
         out.append((f"Fairness gaps, {attr} (f1_gap {sign}; * = CI excludes 0 and median permutation p < 0.05; "
                     "floor = median |gap| under the permutation null)",
                     ["model", "method", *(h for gap in GAPS for h in (gap, f"{gap} floor"))], rows))
+    cv = [g for g in groups if g.summary.get("folds")]
+    if cv:
+        out.append(("Cross-validation: per-fold spread (first seed; pooled values above)",
+                    ["model", "method", "folds", "accuracy per fold", "sex f1_gap per fold", "sd of sex f1_gap"],
+                    [[g.model, g.method, str(g.summary["folds"]["k"]),
+                      ", ".join(f"{v:.3f}" for v in g.summary["folds"]["accuracy"]),
+                      ", ".join("—" if v is None else f"{v:+.3f}" for v in g.summary["folds"]["sex_f1_gap"]),
+                      _sd(g.summary["folds"]["sex_f1_gap"])] for g in cv]))
     return out
 
 
+
+
+def _sd(values) -> str:
+    import numpy as np
+
+    v = np.array([x for x in values if x is not None], dtype=float)
+    return f"{v.std(ddof=1):.3f}" if len(v) > 1 else "—"

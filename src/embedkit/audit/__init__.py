@@ -1,0 +1,76 @@
+"""What the embeddings already know, before any classifier: ``embedkit audit``.
+
+Three questions, all from the store: how well each sensitive attribute is predicted from the frozen
+embedding (``probes``), which images are exact or near duplicates across splits or patients
+(``duplicates``), and how the groups sit in a 2-D map of the embedding space (``maps``). Results go to
+``<runs-dir>/<dataset>/<model>/audit/`` (audit.json, pairs.csv, map.png), which the report reads.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from embedkit.audit import duplicates, maps, probes
+
+ATTRIBUTES = ("sex", "age_group")
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    model: str
+    manifest: Path
+    cache_dir: Path = Path("cache")
+    cache: Path | None = None
+    runs_dir: Path = Path("runs")
+    dataset: str | None = None
+    attributes: tuple[str, ...] = ATTRIBUTES
+    n_boot: int = 1000
+    n_perm: int = 1000
+    threshold: float | None = None      # near-duplicate cosine; None: calibrated on the data
+    seed: int = 0
+    threads: int = 1
+
+    def out_dir(self) -> Path:
+        return self.runs_dir / (self.dataset or self.manifest.resolve().parent.name) / self.model / "audit"
+
+
+def run_audit(cfg: AuditConfig) -> dict:
+    """Probe every attribute, list duplicate pairs, draw the map; write and return the summary."""
+    from embedkit.cache.join import join
+    from embedkit.cache import read_cache
+    from embedkit.heads import features
+    from embedkit.manifest import read_manifest
+
+    manifest = read_manifest(cfg.manifest)
+    path = cfg.cache or features.find_cache(cfg.model, cfg.manifest, cfg.cache_dir)
+    store = read_cache(path)
+    view = join(store, manifest)
+    out = cfg.out_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    with features.torch_threads(cfg.threads):
+        attr = {a: probes.probe_attribute(view, manifest, a, n_boot=cfg.n_boot, n_perm=cfg.n_perm, seed=cfg.seed)
+                for a in cfg.attributes}
+    dup = duplicates.find(view, manifest, store, threshold=cfg.threshold)
+    geometry = maps.draw(view, manifest, cfg.attributes, out / "map.png", title=cfg.model)
+    summary = {"model": cfg.model, "manifest": str(cfg.manifest.resolve()), "manifest_digest": manifest.digest(),
+               "cache_key": store.attrs.get("key"), "settings": {"attributes": list(cfg.attributes), "n_boot": cfg.n_boot,
+                                                                  "n_perm": cfg.n_perm, "threshold": cfg.threshold},
+               "attributes": attr, "duplicates": dup.summary(), "map": geometry}
+    _write_pairs(out / "pairs.csv", dup.pairs)
+    tmp = out / "audit.json.partial"
+    tmp.write_text(json.dumps(summary, indent=1))
+    tmp.replace(out / "audit.json")
+    return summary
+
+
+def _write_pairs(path: Path, pairs: list[dict]) -> None:
+    cols = ["kind", "image_a", "image_b", "split_a", "split_b", "patient_a", "patient_b", "cosine"]
+    tmp = path.with_name(path.name + ".partial")
+    with tmp.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols)
+        w.writeheader()
+        w.writerows(pairs)
+    tmp.replace(path)

@@ -1,0 +1,75 @@
+"""Attribute probes: how well the frozen embedding predicts a sensitive attribute.
+
+The paper's linear-probe recipe (``heads.trained``) is fitted on train with the attribute as label,
+selected on validation, and scored on test: AUC (binary) or macro one-vs-rest AUC, and balanced
+accuracy, with a stratified bootstrap CI and a label-permutation baseline (the AUC of the same scores
+against shuffled test labels: what chance gives at this test size). The AUC is also reported within
+each disease class, so that a class whose prevalence differs between groups cannot explain it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from embedkit.cache.layout import Cache
+from embedkit.errors import EmbedkitError
+from embedkit.manifest import Manifest, age_group
+from embedkit.metrics.auc import balanced_accuracy, macro_ovr_auc
+
+
+def attribute_values(view: Cache, manifest: Manifest, attr: str) -> np.ndarray:
+    """The attribute of every row of a joined view: sex, age_group, sex_age or any manifest column."""
+    if attr == "sex":
+        return view.meta["sex"].astype(str)
+    if attr in ("age", "age_group"):
+        return np.array([age_group(int(a)) for a in view.meta["age"]])
+    if attr == "sex_age":
+        return np.char.add(np.char.add(view.meta["sex"].astype(str), "-"),
+                           np.array([age_group(int(a)) for a in view.meta["age"]]))
+    if attr not in manifest.extra_columns:
+        raise EmbedkitError(f"--attributes {attr}: not a column of {manifest.path} (have sex, age, "
+                            f"{', '.join(manifest.extra_columns) or 'no extra columns'})")
+    by_id = {r["image_id"]: r[attr] for r in manifest.rows}
+    return np.array([by_id[i] for i in view.image_id])
+
+
+def probe_attribute(view: Cache, manifest: Manifest, attr: str, *, n_boot: int, n_perm: int, seed: int) -> dict:
+    from embedkit.heads.features import Split
+    from embedkit.heads.trained import HeadConfig, train_heads
+
+    values = attribute_values(view, manifest, attr)
+    names = sorted(set(values))
+    if len(names) < 2:
+        raise EmbedkitError(f"attribute {attr}: only one group ({names[0] if names else 'none'}) in {manifest.path}")
+    y = np.array([names.index(v) for v in values])
+    x = torch.from_numpy(np.asarray(view.embeddings, dtype=np.float32))
+    split = view.meta["split"]
+    part = {s: np.flatnonzero(split == s) for s in ("train", "val", "test")}
+    data = {s: Split(x[i], torch.from_numpy(y[i]), i) for s, i in part.items()}
+    head = train_heads(data["train"], data["val"], HeadConfig(kind="linear"), [seed], len(names))[0]
+    test = part["test"]
+    proba = head.predict_proba(x[test]).numpy()
+    yt = y[test]
+    auc = macro_ovr_auc(yt, proba)
+    rng = np.random.default_rng(seed)
+    boot = [macro_ovr_auc(yt[i], proba[i]) for i in _stratified(yt, n_boot, rng)]
+    null = np.array([macro_ovr_auc(rng.permutation(yt), proba) for _ in range(n_perm)])
+    labels = view.meta["label"][test]
+    within = {c: macro_ovr_auc(yt[labels == c], proba[labels == c]) for c in sorted(set(labels))}
+    within = {c: (None if not np.isfinite(v) else float(v)) for c, v in within.items()}
+    finite = [v for v in within.values() if v is not None]
+    return {"groups": names, "n_test": int(len(test)), "auc": float(auc),
+            "auc_ci": [float(np.nanpercentile(boot, 2.5)), float(np.nanpercentile(boot, 97.5))],
+            "balanced_accuracy": balanced_accuracy(yt, proba.argmax(1)),
+            "chance_auc_mean": float(null.mean()), "chance_auc_q95": float(np.quantile(null, 0.95)),
+            "p_value": float((1 + np.sum(null >= auc - 1e-12)) / (1 + n_perm)),
+            "within_class": within, "within_class_mean": float(np.mean(finite)) if finite else None,
+            "probe": {"lr": head.lr, "weight_decay": head.weight_decay, "best_epoch": head.best_epoch}}
+
+
+def _stratified(y: np.ndarray, n: int, rng: np.random.Generator):
+    """``n`` bootstrap index arrays, resampling within each group."""
+    groups = [np.flatnonzero(y == g) for g in np.unique(y)]
+    for _ in range(n):
+        yield np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])

@@ -1,0 +1,52 @@
+"""`embedkit audit`: what the frozen embeddings already know (attributes, duplicates, maps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from embedkit.cli import options as opt
+from embedkit.cli.console import console, table
+
+
+def _attributes(text: str) -> tuple[str, ...]:
+    return tuple(opt._items(text, "--attributes"))
+
+
+def audit(
+    model: str = opt.model_option(), manifest: Path = opt.manifest_option(),
+    attributes: str = typer.Option("sex,age_group", callback=_attributes,
+                                   help="Attributes to probe: sex, age_group, sex_age or any manifest column."),
+    threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Near-duplicate cosine (default: "
+                                                                          "calibrated on the data)."),
+    n_boot: int = opt.n_boot_option(),
+    n_perm: int = typer.Option(1000, min=0, help="Label permutations for the chance AUC."),
+    threads: int = opt.threads_option(),
+    cache_dir: Path = opt.cache_dir_option(), cache_file: Optional[Path] = opt.cache_file_option(),
+    runs_dir: Path = opt.runs_dir_option(), dataset: Optional[str] = opt.dataset_option(),
+) -> None:
+    """Attribute probes (AUC with CI and chance), exact and near duplicates across splits, embedding maps."""
+    from embedkit.audit import AuditConfig, run_audit
+
+    rows, dups = [], []
+    for m in model:
+        cfg = AuditConfig(model=m, manifest=manifest, cache_dir=cache_dir, cache=cache_file, runs_dir=runs_dir,
+                          dataset=dataset, attributes=attributes, n_boot=n_boot, n_perm=n_perm, threshold=threshold,
+                          threads=threads)
+        s = run_audit(cfg)
+        for a, r in s["attributes"].items():
+            rows.append([m, a, f"{r['auc']:.3f} [{r['auc_ci'][0]:.3f}, {r['auc_ci'][1]:.3f}]",
+                         f"{r['chance_auc_q95']:.3f}", f"{r['p_value']:.3f}",
+                         "—" if r["within_class_mean"] is None else f"{r['within_class_mean']:.3f}",
+                         f"{r['balanced_accuracy']:.3f}", f"{s['map']['separation'][a]:.2f}"])
+        d = s["duplicates"]
+        dups.append([m, d["exact"], d["near"], f"{d['threshold']:.4f}" + (" (calibrated)" if d["calibrated"] else ""),
+                     d["leaks"], d["across_patients"], str(cfg.out_dir())])
+    table("what the embeddings know: attribute probes on test",
+          ["model", "attribute", "AUC [95% CI]", "chance AUC (95th pct)", "p", "AUC within classes", "balanced acc",
+           "map separation"], rows)
+    table("duplicates", ["model", "exact pairs", "near pairs", "threshold", "pairs across splits", "across patients",
+                         "written to"], dups)
+    console.print("pairs: pairs.csv beside audit.json; maps: map.png", highlight=False)

@@ -1,0 +1,82 @@
+"""The audit: AUC against scikit-learn, duplicates found, the phantom's planted attributes and leakage."""
+
+import numpy as np
+import pytest
+
+from embedkit.metrics.auc import balanced_accuracy, binary_auc, macro_ovr_auc
+
+
+def test_auc_and_balanced_accuracy_equal_scikit_learn():
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    s = np.round(rng.normal(size=300) + y, 1)  # ties included
+    assert binary_auc(y, s) == pytest.approx(roc_auc_score(y, s))
+    y3, p3 = rng.integers(0, 3, 300), rng.dirichlet(np.ones(3), 300)
+    assert macro_ovr_auc(y3, p3) == pytest.approx(roc_auc_score(y3, p3, multi_class="ovr", average="macro"))
+    assert balanced_accuracy(y3, p3.argmax(1)) == pytest.approx(balanced_accuracy_score(y3, p3.argmax(1)))
+    assert np.isnan(binary_auc(np.ones(5), np.arange(5)))
+
+
+def test_near_and_exact_duplicates_across_splits(tmp_path):
+    from embedkit.audit.duplicates import find
+    from embedkit.cache import read_cache
+    from embedkit.cache.join import join
+    from embedkit.manifest import read_manifest
+    from tests.heads.conftest import make_cache
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(120, 32)).astype(np.float32)
+    x[7] = x[3] + 0.001 * rng.normal(size=32)  # a near copy of row 3
+    y = np.arange(120) % 3
+    split = np.array(["train", "val", "test"] * 40)
+    path = make_cache(tmp_path / "s.h5", x, y, split)
+    # an exact copy: row 10's file under a second id (same bytes, other split)
+    m = read_manifest(path.with_suffix(".csv"))
+    rows = m.rows + [dict(m.rows[10], image_id="copy", patient_id="p-copy", split="test")]
+    from embedkit.manifest import write_manifest
+
+    write_manifest(tmp_path / "m2.csv", rows)
+    m2 = read_manifest(tmp_path / "m2.csv")
+    store = read_cache(path)
+    d = find(join(store, m2), m2, store)
+    kinds = {(p["kind"], frozenset((p["image_a"], p["image_b"]))) for p in d.pairs}
+    assert ("exact", frozenset(("i10", "copy"))) in kinds and ("near", frozenset(("i3", "i7"))) in kinds
+    assert d.calibrated and 0.5 < d.threshold < 0.999 and len(d.pairs) == 2
+    s = d.summary()
+    # row 10 is in val and its copy in test; rows 3 and 7 are in train and val
+    assert s["exact"] == 1 and s["near"] == 1 and s["leaks"] == 2
+    assert s["per_split_pair"] == {"test/val": 1, "train/val": 1} and s["across_patients"] == 2
+
+
+def test_separation_tells_apart_groups_that_differ():
+    from embedkit.audit.maps import separation
+
+    rng = np.random.default_rng(2)
+    same = rng.normal(size=(400, 8))
+    g = np.repeat(["a", "b"], 200)
+    apart = same + np.where(g == "a", 3.0, 0.0)[:, None]
+    assert separation(apart, g) > 5 * separation(same, g)
+
+
+def test_phantom_attributes_are_predicted_and_the_planted_copies_found(tmp_path, capsys):
+    from embedkit.cli.app import main
+    from embedkit.data.phantom import Bias, PhantomSpec, make_phantom
+
+    src = make_phantom(tmp_path / "p", PhantomSpec(per_group=8, size=32, seed=0, duplicates=2, bias=[Bias.parse("sex=F:0.6")]))
+    common = ["--manifest", str(src), "--cache-dir", str(tmp_path / "c")]
+    assert main(["extract", "--model", "gloria-tiny", "--quiet", *common]) == 0
+    assert main(["audit", "--model", "gloria-tiny", *common, "--runs-dir", str(tmp_path / "r"), "--n-boot", "200",
+                 "--n-perm", "200"]) == 0
+    import json
+
+    s = json.loads((tmp_path / "r/p/gloria-tiny/audit/audit.json").read_text())
+    sex = s["attributes"]["sex"]
+    assert sex["auc"] > sex["chance_auc_q95"] and sex["p_value"] < 0.05 and sex["auc"] > 0.8  # body size, breast shadows
+    assert s["duplicates"]["exact"] == 2 and s["duplicates"]["per_split_pair"].get("test/train") == 2
+    pairs = (tmp_path / "r/p/gloria-tiny/audit/pairs.csv").read_text()
+    assert "dup0000" in pairs and "dup0001" in pairs
+    capsys.readouterr()
+    assert main(["audit", "--model", "gloria-tiny", *common, "--attributes", "race"]) == 2
+    assert "--attributes race" in capsys.readouterr().err

@@ -1,0 +1,52 @@
+"""Experiments join their manifest's rows to the cache by image: a new split, label or column
+needs no re-encoding, and the metadata always comes from the manifest run on."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from embedkit.cache import read_cache
+from embedkit.cache.extract import ExtractConfig, extract
+from embedkit.cache.join import join
+from embedkit.errors import EmbedkitError
+from embedkit.manifest import read_manifest
+
+
+def test_a_resplit_relabelled_manifest_reads_the_same_embeddings(phantom_dir, tmp_path):
+    src = phantom_dir / "manifest.csv"
+    (res,) = extract(ExtractConfig(manifest=src, models=("clip-tiny",), cache_dir=tmp_path, workers=0))
+    cache = read_cache(res.path)
+    rows = list(csv.DictReader(src.open()))
+    for r in rows:
+        r["split"] = {"train": "test", "val": "train", "test": "val"}[r["split"]]
+        r["site"] = "A" if int(r["age"]) % 2 else "B"
+        r["path"] = str(phantom_dir / r["path"])  # the same files, named from elsewhere
+    rows[0]["label"] = "Edema"
+    other = tmp_path / "other.csv"
+    with other.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows[::-1])
+    (again,) = extract(ExtractConfig(manifest=other, models=("clip-tiny",), cache_dir=tmp_path, workers=0))
+    assert again.reused and again.path == res.path  # no encoding
+    m = read_manifest(other)
+    view = join(cache, m)
+    assert list(view.image_id) == [r["image_id"] for r in m.rows]
+    assert list(view.meta["split"]) == [r["split"] for r in m.rows] and view.meta["label"][-1] == "Edema"
+    from embedkit.cache.identity import content_key
+
+    by_key = {k: i for i, k in enumerate(cache.image_id)}
+    expected = [by_key[content_key(m.image_path(r))] for r in m.rows]  # independent: hash each file's bytes
+    np.testing.assert_array_equal(view.embeddings, cache.embeddings[expected])
+    # a manifest with an image the store never saw is refused with what to run
+    from PIL import Image
+
+    Image.new("L", (32, 32), 7).save(tmp_path / "new.png")
+    rows[0]["image_id"], rows[0]["path"] = "new-image", str(tmp_path / "new.png")
+    with other.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with pytest.raises(EmbedkitError, match="not in this store.*embedkit extract"):
+        join(cache, read_manifest(other))

@@ -52,7 +52,8 @@ def resplit_and_cv(per_group: int = 50, size: int = 64, model: str = "clip-tiny"
                       "f1_gap": g.summary["fairness"]["sex"]["f1_gap"], "f1_gap_ci_width": width(g.summary["fairness"]["sex"]["f1_gap"]),
                       "eqodds": g.summary["fairness"]["sex"]["eqodds"], "eqodds_ci_width": width(g.summary["fairness"]["sex"]["eqodds"]),
                       "floor_f1_gap": g.summary["noise_floor"]["sex"]["f1_gap"], "floor_eqodds": g.summary["noise_floor"]["sex"]["eqodds"]}
-    return {"n": len(rows), "half_s": half_s, "half_added": first.added, "first_s": first_s, "grown_added": grown.added,
+    return {"n": len(rows), "half_s": half_s, "half_added": first.added, "half_encode_s": first.seconds,
+            "first_s": first_s, "grown_added": grown.added, "grown_encode_s": grown.seconds,
             "resplit_s": again_s, "resplit_reused": again.reused, "runs": runs}
 
 

@@ -66,17 +66,6 @@ class Manifest:
         p = Path(row["path"])
         return p if p.is_absolute() else self.path.parent / p
 
-    def images_digest(self) -> str:
-        """SHA-256 over the images alone — (image_id, resolved path, file size), in image_id order —
-        so a re-split, relabelled or re-ordered manifest, or one with new attribute columns, keys the
-        same embeddings."""
-        h = hashlib.sha256()
-        for r in sorted(self.rows, key=lambda r: r["image_id"]):
-            p = self.image_path(r).resolve()
-            size = p.stat().st_size if p.is_file() else -1
-            h.update(f"{r['image_id']}\x1f{p}\x1f{size}\x1e".encode())
-        return h.hexdigest()
-
     def digest(self) -> str:
         """SHA-256 over the rows as read (column order fixed), for cache keys."""
         h = hashlib.sha256()

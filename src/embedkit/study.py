@@ -298,7 +298,7 @@ def _audit_steps(study: Study) -> list[Step]:
                           runs_dir=study.paths["runs_dir"], dataset=study.config.get("dataset"),
                           attributes=tuple(opts.get("attributes", ("sex", "age_group"))),
                           n_boot=int(opts.get("n_boot", 1000)), n_perm=int(opts.get("n_perm", 1000)),
-                          threshold=opts.get("threshold"))
+                          threshold=opts.get("threshold"), projection=opts.get("projection", "pca"))
         done = (cfg.out_dir() / "audit.json").is_file() and _cache_of(study, model)[0] is not None and \
             json.loads((cfg.out_dir() / "audit.json").read_text()).get("settings") == _audit_settings(cfg)
         steps.append(Step("audit", model, "done" if done else "to run", 5.0, lambda cfg=cfg: run_audit(cfg)))
@@ -306,7 +306,8 @@ def _audit_steps(study: Study) -> list[Step]:
 
 
 def _audit_settings(cfg) -> dict:
-    return {"attributes": list(cfg.attributes), "n_boot": cfg.n_boot, "n_perm": cfg.n_perm, "threshold": cfg.threshold}
+    return {"attributes": list(cfg.attributes), "n_boot": cfg.n_boot, "n_perm": cfg.n_perm, "threshold": cfg.threshold,
+            "projection": cfg.projection}
 
 
 def plan(study: Study) -> list[Step]:

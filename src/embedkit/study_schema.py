@@ -112,6 +112,7 @@ class Audit(_Strict):
     n_boot: int = 1000
     n_perm: int = 1000
     threshold: Optional[float] = None
+    projection: Literal["pca", "umap"] = "pca"
 
 
 class Study(_Strict):

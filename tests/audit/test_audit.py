@@ -80,3 +80,18 @@ def test_phantom_attributes_are_predicted_and_the_planted_copies_found(tmp_path,
     capsys.readouterr()
     assert main(["audit", "--model", "gloria-tiny", *common, "--attributes", "race"]) == 2
     assert "--attributes race" in capsys.readouterr().err
+
+
+def test_umap_is_optional_and_says_how_to_get_it():
+    import importlib.util
+
+    from embedkit.audit.maps import project
+    from embedkit.errors import EmbedkitError
+
+    x = np.random.default_rng(0).normal(size=(50, 8))
+    assert project(x, "pca").shape == (50, 2)
+    if importlib.util.find_spec("umap") is None:
+        with pytest.raises(EmbedkitError, match="umap-learn"):
+            project(x, "umap")
+    with pytest.raises(EmbedkitError, match="choose pca or umap"):
+        project(x, "tsne")

@@ -30,6 +30,7 @@ class AuditConfig:
     n_boot: int = 1000
     n_perm: int = 1000
     threshold: float | None = None      # near-duplicate cosine; None: calibrated on the data
+    projection: str = "pca"             # the map: pca, or umap when umap-learn is installed
     seed: int = 0
     threads: int = 1
 
@@ -54,10 +55,11 @@ def run_audit(cfg: AuditConfig) -> dict:
         attr = {a: probes.probe_attribute(view, manifest, a, n_boot=cfg.n_boot, n_perm=cfg.n_perm, seed=cfg.seed)
                 for a in cfg.attributes}
     dup = duplicates.find(view, manifest, store, threshold=cfg.threshold)
-    geometry = maps.draw(view, manifest, cfg.attributes, out / "map.png", title=cfg.model)
+    geometry = maps.draw(view, manifest, cfg.attributes, out / "map.png", title=cfg.model, projection=cfg.projection)
     summary = {"model": cfg.model, "manifest": str(cfg.manifest.resolve()), "manifest_digest": manifest.digest(),
                "cache_key": store.attrs.get("key"), "settings": {"attributes": list(cfg.attributes), "n_boot": cfg.n_boot,
-                                                                  "n_perm": cfg.n_perm, "threshold": cfg.threshold},
+                                                                  "n_perm": cfg.n_perm, "threshold": cfg.threshold,
+                                                                  "projection": cfg.projection},
                "attributes": attr, "duplicates": dup.summary(), "map": geometry}
     _write_pairs(out / "pairs.csv", dup.pairs)
     tmp = out / "audit.json.partial"

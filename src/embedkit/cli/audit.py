@@ -21,6 +21,7 @@ def audit(
                                    help="Attributes to probe: sex, age_group, sex_age or any manifest column."),
     threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Near-duplicate cosine (default: "
                                                                           "calibrated on the data)."),
+    projection: str = typer.Option("pca", help="The map's projection: pca, or umap (needs umap-learn)."),
     n_boot: int = opt.n_boot_option(),
     n_perm: int = typer.Option(1000, min=0, help="Label permutations for the chance AUC."),
     threads: int = opt.threads_option(),
@@ -34,6 +35,7 @@ def audit(
     for m in model:
         cfg = AuditConfig(model=m, manifest=manifest, cache_dir=cache_dir, cache=cache_file, runs_dir=runs_dir,
                           dataset=dataset, attributes=attributes, n_boot=n_boot, n_perm=n_perm, threshold=threshold,
+                          projection=projection,
                           threads=threads)
         s = run_audit(cfg)
         for a, r in s["attributes"].items():

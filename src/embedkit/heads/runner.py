@@ -132,13 +132,16 @@ def seeds_of(cfg: ExperimentConfig) -> tuple[int, ...]:
 
 def _trained(cfg, cache, parts, seeds, config_hash):
     start = time.perf_counter()
-    heads = train_heads(parts["train"], parts["val"], cfg.head.resolved(cfg.method), list(seeds), len(cache.classes))
+    checkpoint = cfg.run_dir(seeds[0]).parent / f".training-{config_hash}-{'-'.join(map(str, seeds))}.pt"
+    heads = train_heads(parts["train"], parts["val"], cfg.head.resolved(cfg.method), list(seeds), len(cache.classes),
+                        checkpoint=checkpoint)
     seconds = (time.perf_counter() - start) / len(seeds)
     for h in heads:
         proba = {s: h.predict_proba(parts[s].x).numpy() for s in ("val", "test")}
         selection = {"lr": h.lr, "weight_decay": h.weight_decay, "best_epoch": h.best_epoch,
                      "val_loss": h.val_loss, "sweep": h.sweep, "criterion": "lowest validation loss"}
         yield _write_run(cfg, h.seed, cache, parts, proba, selection, seconds, config_hash)
+    checkpoint.unlink(missing_ok=True)
 
 
 def _knn(cfg, cache, parts, seeds, config_hash):

@@ -103,11 +103,17 @@ def _grouped(kind: str, members: list[list[torch.Tensor]], s: int, g: int) -> li
     return first + [torch.stack([m[k] for m in members]) for k in (2, 3)]
 
 
-def train_heads(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_classes: int) -> list[TrainedHead]:
+CHECKPOINT_EVERY = 10  # epochs between checkpoints: a kill loses at most this much of the call in flight
+
+
+def train_heads(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_classes: int, *,
+                checkpoint=None) -> list[TrainedHead]:
     """Train every (seed, lr, wd) member; return the best member per seed (lowest validation loss).
 
     A seed fixes a member's data order and, with its sweep index, its initialisation and dropout.
-    Each member is its own AdamW parameter group (torch's optimiser and cosine schedule).
+    Each member is its own AdamW parameter group (torch's optimiser and cosine schedule). With
+    ``checkpoint`` (a path owned by the caller, one per identity) the state is saved every
+    CHECKPOINT_EVERY epochs and a rerun continues from it, ending bitwise equal to an uninterrupted run.
     """
     if cfg.kind not in ("linear", "mlp"):
         raise ValueError(f"unknown head {cfg.kind!r}")
@@ -127,13 +133,17 @@ def train_heads(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_c
     best_epoch = torch.zeros(S * G, dtype=torch.long)
     best = [[p.detach().clone() for p in m] for m in members]
 
+    state = {"members": members, "opt": opt, "sched": sched, "best_loss": best_loss, "best_epoch": best_epoch,
+             "best": best, "gens": order_gens + gens}
+    first = _resume(checkpoint, state)
+
     def losses(x: torch.Tensor, y: torch.Tensor, masks) -> torch.Tensor:
         """(S*G,) mean cross-entropy of every member on its seed's batch."""
         logits = _forward(cfg.kind, _grouped(cfg.kind, members, S, G), x, masks, G)
         target = y[:, None, :].expand(-1, G, -1)
         return F.cross_entropy(logits.reshape(-1, n_classes), target.reshape(-1), reduction="none").view(S * G, -1).mean(-1)
 
-    for epoch in range(cfg.epochs):
+    for epoch in range(first, cfg.epochs):
         perms = torch.stack([torch.randperm(n, generator=g) for g in order_gens])
         for start in range(0, n, cfg.batch_size):
             idx = perms[:, start:start + cfg.batch_size]
@@ -150,6 +160,8 @@ def train_heads(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_c
         for i in torch.nonzero(vl < best_loss).flatten().tolist():
             best_loss[i], best_epoch[i] = vl[i], epoch + 1
             best[i] = [p.detach().clone() for p in members[i]]
+        if checkpoint is not None and (epoch + 1) % CHECKPOINT_EVERY == 0 and epoch + 1 < cfg.epochs:
+            _save(checkpoint, state, epoch + 1)
     out = []
     for si, s in enumerate(seeds):
         pick = min(range(G), key=lambda j: (float(best_loss[si * G + j]), j))
@@ -159,3 +171,39 @@ def train_heads(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_c
                                val_loss=float(best_loss[si * G + pick]), sweep=sweep, params=best[si * G + pick],
                                mean=mean, std=std, kind=cfg.kind))
     return out
+
+
+def _save(path, state: dict, epoch: int) -> None:
+    """Atomically write everything the next epoch depends on (weights, optimiser, schedule, best, RNG)."""
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    torch.save({"epoch": epoch, "members": [[p.detach() for p in m] for m in state["members"]],
+                "opt": state["opt"].state_dict(), "sched": state["sched"].state_dict(),
+                "best_loss": state["best_loss"], "best_epoch": state["best_epoch"], "best": state["best"],
+                "gens": [g.get_state() for g in state["gens"]]}, tmp)
+    os.replace(tmp, path)
+
+
+def _resume(path, state: dict) -> int:
+    """Load a checkpoint into ``state`` in place; returns the epoch to continue from (0: none)."""
+    from pathlib import Path
+
+    if path is None or not Path(path).is_file():
+        return 0
+    ck = torch.load(path, weights_only=True)
+    with torch.no_grad():
+        for m, saved in zip(state["members"], ck["members"]):
+            for p, v in zip(m, saved):
+                p.copy_(v)
+    state["opt"].load_state_dict(ck["opt"])
+    state["sched"].load_state_dict(ck["sched"])
+    state["best_loss"].copy_(ck["best_loss"])
+    state["best_epoch"].copy_(ck["best_epoch"])
+    state["best"][:] = ck["best"]
+    for g, s in zip(state["gens"], ck["gens"]):
+        g.set_state(s)
+    return int(ck["epoch"])

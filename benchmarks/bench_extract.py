@@ -236,3 +236,27 @@ with h5py.File(a) as fa, h5py.File(b) as fb:
 RESULT = dict(model="{model}", n={n}, full_s=full[0], resumed_s=resumed[0], ratio=resumed[0] / full[0],
               batches_kept=parts, bitwise_equal=same)
 """)
+
+
+def prompt_speed() -> dict:
+    """Full-size BiomedCLIP, every prompt of the three formats for the study's classes: padded to the
+    256-token context (before) against padded to each batch's longest prompt (now), same batches of 256."""
+    return child("""
+import time, torch
+from benchmarks.common import full_encoder
+from embedkit.models import bert, biomedclip
+from embedkit.prompts import FORMATS, prompt_set
+from embedkit.manifest import STUDY_CLASSES
+torch.manual_seed(0)
+model = biomedclip.build(biomedclip.PUBLISHED_CONFIG, bert.BIOMED_BERT)
+enc = biomedclip._encoder(model, biomedclip.PUBLISHED_CONFIG, bert.tiny_tokenizer(), "biomedclip", "random")
+from open_clip.tokenizer import HFTokenizer
+full_tok = HFTokenizer(str(enc.tokenizer_dir), context_length=256)
+texts = [p for f in FORMATS for ps in prompt_set(f, STUDY_CLASSES).values() for p in ps]
+batches = [texts[i:i + 256] for i in range(0, len(texts), 256)]
+with torch.inference_mode():
+    t0 = time.perf_counter(); old = torch.cat([model.encode_text(full_tok(b), normalize=True) for b in batches]); t_old = time.perf_counter() - t0
+    t0 = time.perf_counter(); new = torch.cat([enc.encode_texts(b) for b in batches]); t_new = time.perf_counter() - t0
+RESULT = dict(prompts=len(texts), full_context_s=t_old, longest_s=t_new, speedup=t_old / t_new,
+              min_cosine=float(torch.nn.functional.cosine_similarity(old, new).min()))
+""")

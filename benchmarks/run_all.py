@@ -259,9 +259,10 @@ def _audit() -> str:
 def _prompts() -> str:
     r = bench_extract.prompt_speed()
     return ("## Prompt embedding: padded to the longest prompt\n\n"
-            f"Full-size BiomedCLIP (random weights), all {r['prompts']:,} prompts of the three formats for the study's "
-            f"classes, batches of 256, one process: padded to the 256-token context (before) {r['full_context_s']:.1f} s, "
-            f"padded to each batch's longest prompt (now) {r['longest_s']:.1f} s — **{r['speedup']:.1f}×**, embeddings "
+            f"Full-size BiomedCLIP (random weights), {r['prompts']} prompts drawn across the three formats for the "
+            f"study's classes (of {r['all_prompts']:,}), one batch, one thread, tokenised with the prompts' own small WordPiece vocabulary (PubMedBERT's is not on disk here): padded to the 256-token context (before) "
+            f"{r['full_context_s']:.1f} s, padded to the longest prompt (now) {r['longest_s']:.1f} s — "
+            f"**{r['speedup']:.1f}×**, embeddings "
             f"equal within cosine {r['min_cosine']:.7f}. CLIP's causal text tower is cut after the longest prompt the "
             "same way; MedCLIP already padded to the longest; GLoRIA keeps its 97 word slots, which its sentence "
             "embedding averages over.\n")

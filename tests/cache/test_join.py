@@ -50,3 +50,29 @@ def test_a_resplit_relabelled_manifest_reads_the_same_embeddings(phantom_dir, tm
         w.writerows(rows)
     with pytest.raises(EmbedkitError, match="not in this store.*embedkit extract"):
         join(cache, read_manifest(other))
+
+
+def test_text_only_for_a_new_class_keeps_prompts_aligned_with_classes(phantom_dir, tmp_path):
+    """--text-only for a manifest with a class the store's prompts lack: the class list is rewritten with
+    the prompts, so each prompt still belongs to its own class after the join."""
+    rows = list(csv.DictReader((phantom_dir / "manifest.csv").open()))
+    for r in rows:
+        r["path"] = str(phantom_dir / r["path"])
+    few = tmp_path / "few.csv"
+    with few.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows([r for r in rows if r["label"] != "Edema"])
+    (res,) = extract(ExtractConfig(manifest=few, models=("clip-tiny",), cache_dir=tmp_path, workers=0))
+    assert "Edema" not in read_cache(res.path).classes
+    full = tmp_path / "full.csv"
+    with full.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    extract(ExtractConfig(manifest=full, models=("clip-tiny",), cache_dir=tmp_path, workers=0, text_only=True))
+    store = read_cache(res.path)
+    assert set(store.classes) >= {"Edema", "Atelectasis"}
+    t = store.text["clip"]
+    edema = [p for p, c in zip(t.prompts, t.class_index) if store.classes[c] == "Edema"]
+    assert edema and all("edema" in p.lower() for p in edema)

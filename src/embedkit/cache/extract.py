@@ -262,7 +262,7 @@ def _refresh_text(job: _Job, manifest: Manifest) -> ExtractResult:
     if job.store is None:
         raise EmbedkitError(f"{job.path}: no store to refresh; run `embedkit extract` without --text-only first")
     _refuse_text_only_pairs(job)
-    replace_text(job.path, text_sets(job.encoder, job.classes), {"classes_covered": list(job.classes)})
+    replace_text(job.path, text_sets(job.encoder, job.classes), job.classes, {})
     return ExtractResult(job.name, job.path, len(job.store.image_id), job.encoder.embed_dim, 0.0, True, job.store.bad)
 
 

@@ -150,14 +150,17 @@ def _write_text(f: h5py.File, text: dict[str, TextSet]) -> None:
             g.create_dataset("local_similarity", data=np.asarray(s.local, dtype=np.float32), fletcher32=True)
 
 
-def replace_text(path: Path, text: dict[str, TextSet], attrs: dict) -> None:
-    """Refresh the prompt embeddings of a complete cache, atomically (copy, edit, rename)."""
+def replace_text(path: Path, text: dict[str, TextSet], classes: tuple[str, ...], attrs: dict) -> None:
+    """Refresh the prompt embeddings of a complete store, and the class list their class_index refers
+    to, atomically (copy, edit, rename)."""
     import shutil
 
     tmp = path.with_name(path.name + ".partial")
     shutil.copyfile(path, tmp)
     with h5py.File(tmp, "r+") as f:
         _write_text(f, text)
+        del f["classes"]
+        _put_strings(f, "classes", classes)
         for k, v in attrs.items():
             f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list)) else v
     _fsync(tmp)

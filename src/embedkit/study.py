@@ -229,7 +229,7 @@ def _experiment_steps(study: Study) -> list[Step]:
     from embedkit.manifest import read_manifest
     from embedkit.runs import run_state
 
-    steps, caches = [], {}
+    steps, caches, data = [], {}, {}
     for model in study.models:
         for (dataset, manifest), method in ((r, k) for k in CACHE_METHODS for r in study.rounds):
             if not study.runs(model, method):
@@ -245,8 +245,10 @@ def _experiment_steps(study: Study) -> list[Step]:
                                    seeds=_seeds(study, method), head=HeadConfig(kind="mlp" if method == "mlp" else "linear", **head),
                                    prompts=("clip", "gloria", "cxrclip") if prompts == "all" else tuple(prompts), **extra)
             cache = caches.setdefault(model, _cache_of(study, model)[0])
-            digest = read_manifest(manifest).digest() if manifest.is_file() else ""
-            rows = manifest_rows_digest(cache, read_manifest(manifest)) if cache and manifest.is_file() else None
+            if (cache, manifest) not in data:  # once per store and round, not per method
+                m = read_manifest(manifest) if manifest.is_file() else None
+                data[(cache, manifest)] = (m.digest() if m else "", manifest_rows_digest(cache, m) if cache and m else None)
+            digest, rows = data[(cache, manifest)]
             states = [run_state(cfg.run_dir(s), identity(cfg, cache_key_of(cache), digest, rows)) for s in seeds_of(cfg)]
             status, reason = _combine(states)
             steps.append(Step("experiments", f"{model} / {method}" + (f" / {dataset}" if study.config.get("folds") else ""),

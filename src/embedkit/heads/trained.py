@@ -1,17 +1,23 @@
-"""Linear and MLP heads on cached features, trained for every seed and sweep point at once.
+"""Linear and MLP heads on cached features, every seed and sweep point trained at once.
 
 The recipe is the paper's: AdamW, cosine annealing (per epoch, to 0), batch 64, 150 epochs,
 learning rate and weight decay chosen on validation, and the epoch with the lowest validation
-loss kept. All (seed, lr, wd) members train together as one batched model: the sweep points of a
-seed share its data order, so their first layers form one GEMM; each member has its own
-initialisation and dropout generator and its own AdamW parameter group. Features are
-standardised with the training split's mean and standard deviation.
+loss kept. All (seed, lr, wd) members train as one stacked model: each parameter kind is one
+tensor over the members (the sweep points of a seed share its data order, so their first layers
+are one GEMM), and AdamW updates each stacked tensor in one pass with per-member learning-rate
+and weight-decay vectors. A member's initialisation and dropout come from a generator seeded by
+its (seed, lr, wd), so it trains exactly as it would alone. Features are standardised with the
+training split's mean and standard deviation.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.nn import functional as F
@@ -53,24 +59,34 @@ class TrainedHead:
     best_epoch: int
     val_loss: float
     sweep: list[dict]                          # every (lr, wd) with its best validation loss and epoch
-    params: list[torch.Tensor]
+    params: list[torch.Tensor]                 # linear: W (D, C), b (C); mlp: W1 (D, H), b1 (H), W2 (H, C), b2 (C)
     mean: torch.Tensor
     std: torch.Tensor
     kind: str
 
-    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         z = ((x - self.mean) / self.std)[None]
         with torch.no_grad():
-            return F.softmax(_forward(self.kind, [p[None] for p in self.params], z, None, 1)[0, 0], dim=-1)
+            return _forward(self.kind, [p[None] for p in self.params], z, None, 1)[0, 0]
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        return F.softmax(self.logits(x), dim=-1)
+
+
+def member_generator(seed: int, lr: float, weight_decay: float) -> torch.Generator:
+    """A member's own generator (initialisation, dropout): the same in a sweep as alone."""
+    digest = hashlib.sha256(f"{seed}|{lr!r}|{weight_decay!r}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:7], "little"))
+
+
+def order_generator(seed: int) -> torch.Generator:
+    """A seed's data order, shared by its sweep points."""
+    return torch.Generator().manual_seed(1_000_003 * seed)
 
 
 def _forward(kind: str, params: list[torch.Tensor], x: torch.Tensor, dropout_masks: torch.Tensor | None,
              groups: int) -> torch.Tensor:
-    """(S, B, D) -> (S, G, B, C): S seeds (each with its own batch) x G sweep points.
-
-    The G members of a seed see the same batch, so their first layers are one GEMM over the
-    concatenated weights (S, D, G*H) — the bulk of the work — rather than G small ones.
-    """
+    """(S, B, D) -> (S, G, B, C): S seeds (each with its own batch) x G sweep points."""
     s, b, _ = x.shape
     if kind == "linear":
         w, bias = params                                        # (S, D, G*C), (S, G*C)
@@ -87,32 +103,92 @@ def _init(kind: str, d: int, c: int, hidden: int, g: torch.Generator) -> list[to
     """One member's weights with nn.Linear's default init (uniform in ±1/sqrt(fan_in))."""
     def uniform(shape, fan_in):
         bound = 1 / math.sqrt(fan_in)
-        return ((torch.rand(shape, generator=g) * 2 - 1) * bound).requires_grad_()
+        return (torch.rand(shape, generator=g) * 2 - 1) * bound
 
     if kind == "linear":
         return [uniform((d, c), d), uniform((c,), d)]
     return [uniform((d, hidden), d), uniform((hidden,), d), uniform((hidden, c), hidden), uniform((c,), hidden)]
 
 
-def _grouped(kind: str, members: list[list[torch.Tensor]], s: int, g: int) -> list[torch.Tensor]:
-    """Members' weights (seed-major) laid out as ``_forward`` expects; differentiable."""
+def _member_view(kind: str, k: int, t: torch.Tensor, s: int, g: int) -> torch.Tensor:
+    """Stacked tensor ``t`` of parameter kind ``k`` viewed as (S, G, ...): member (seed i, sweep j) at [i, j]."""
+    if kind == "linear" or k < 2:   # first layer: (S, D, G*K) and (S, G*K), members along the last axis
+        return t.view(s, t.shape[1], g, -1).transpose(1, 2) if t.dim() == 3 else t.view(s, g, -1)
+    return t.view(s, g, *t.shape[1:])   # second layer: (S*G, ...)
+
+
+def _member_views(kind: str, params: list[torch.Tensor], s: int, g: int) -> list[torch.Tensor]:
+    return [_member_view(kind, k, p, s, g) for k, p in enumerate(params)]
+
+
+def _stack(kind: str, members: list[list[torch.Tensor]], s: int, g: int) -> list[torch.Tensor]:
+    """Members' weights (seed-major) as the stacked leaves ``_forward`` takes."""
     rows = [members[i * g:(i + 1) * g] for i in range(s)]
     first = [torch.stack([torch.cat([m[k] for m in row], -1) for row in rows]) for k in (0, 1)]
-    if kind == "linear":
-        return first
-    return first + [torch.stack([m[k] for m in members]) for k in (2, 3)]
+    rest = [] if kind == "linear" else [torch.stack([m[k] for m in members]) for k in (2, 3)]
+    return [t.contiguous().requires_grad_() for t in first + rest]
 
 
+def _unstack(kind: str, params: list[torch.Tensor], s: int, g: int, i: int, j: int) -> list[torch.Tensor]:
+    return [v[i, j].detach().clone() for v in _member_views(kind, params, s, g)]
+
+
+def _spread(kind: str, k: int, values: torch.Tensor, p: torch.Tensor, s: int, g: int) -> torch.Tensor:
+    """Per-member ``values`` (S, G) laid out to broadcast over stacked parameter ``p`` of kind ``k``."""
+    if kind == "linear" or k < 2:       # (S, D, G*K) or (S, G*K): each member's K columns in a row
+        per = values.repeat_interleave(p.shape[-1] // g, dim=1)
+        return per[:, None, :] if p.dim() == 3 else per
+    return values.reshape(s * g, *([1] * (p.dim() - 1)))
+
+
+class StackedAdamW:
+    """AdamW (decoupled weight decay, bias-corrected) over stacked tensors whose members have their own
+    learning rate and weight decay. torch's fused Adam, run at lr 1 without decay on a zeroed twin of
+    each tensor, gives every element's Adam direction in one pass; the member's lr and decay then
+    apply as two broadcast passes: p ← p·(1 − lr·wd) + lr·direction, AdamW's update exactly."""
+
+    def __init__(self, kind: str, params: list[torch.Tensor], lr: torch.Tensor, weight_decay: torch.Tensor,
+                 s: int, g: int, betas=(0.9, 0.999), eps=1e-8):
+        self.params = params
+        self.lr = [_spread(kind, k, lr, p, s, g) for k, p in enumerate(params)]      # per-member, broadcastable
+        self.lr_wd = [_spread(kind, k, lr * weight_decay, p, s, g) for k, p in enumerate(params)]
+        self.direction = [torch.zeros_like(p, requires_grad=True) for p in params]
+        self.adam = torch.optim.Adam(self.direction, lr=1.0, betas=betas, eps=eps, weight_decay=0.0, fused=True)
+        self.lr_factor = 1.0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for p, d in zip(self.params, self.direction):
+            d.zero_()
+            d.grad = p.grad
+        self.adam.step()
+        for p, d, lr, lr_wd in zip(self.params, self.direction, self.lr, self.lr_wd):
+            p.mul_(1 - self.lr_factor * lr_wd).addcmul_(d, lr, value=self.lr_factor)
+
+    def cosine(self, epoch: int, total: int) -> None:
+        """Cosine annealing to 0 over ``total`` epochs (torch's CosineAnnealingLR, closed form)."""
+        self.lr_factor = (1 + math.cos(math.pi * epoch / total)) / 2
+
+    def state(self) -> dict:
+        return {"adam": self.adam.state_dict(), "factor": self.lr_factor}
+
+    def load(self, state: dict) -> None:
+        self.adam.load_state_dict(state["adam"])
+        self.lr_factor = float(state["factor"])
+
+
+# Reduces the per-sample losses (S*G, B) of a batch (rows ``idx``: (S, B)) to one loss per member;
+# interventions pass their own (sample weights, group DRO). Default: the mean.
+Reduction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 CHECKPOINT_EVERY = 10  # epochs between checkpoints: a kill loses at most this much of the call in flight
 
 
 def train_heads(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_classes: int, *,
-                checkpoint=None) -> list[TrainedHead]:
+                checkpoint=None, reduce: Reduction | None = None, order=None) -> list[TrainedHead]:
     """Train every (seed, lr, wd) member; return the best member per seed (lowest validation loss).
 
-    A seed fixes a member's data order and, with its sweep index, its initialisation and dropout.
-    Each member is its own AdamW parameter group (torch's optimiser and cosine schedule). With
-    ``checkpoint`` (a path owned by the caller, one per identity) the state is saved every
+    ``order(generator, n)`` gives an epoch's row order (default a permutation; resampling passes its
+    own). With ``checkpoint`` (a path owned by the caller, one per identity) the state is saved every
     CHECKPOINT_EVERY epochs and a rerun continues from it, ending bitwise equal to an uninterrupted run.
     """
     if cfg.kind not in ("linear", "mlp"):
@@ -120,69 +196,72 @@ def train_heads(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_c
     cfg = cfg.resolved()
     grid = [(lr, wd) for lr in cfg.lrs for wd in cfg.weight_decays]
     S, G = len(seeds), len(grid)
-    order_gens = [torch.Generator().manual_seed(1_000_003 * s) for s in seeds]
-    gens = [torch.Generator().manual_seed(1_000_003 * s + 1 + j) for s in seeds for j in range(G)]
+    order_gens = [order_generator(s) for s in seeds]
+    gens = [member_generator(s, lr, wd) for s in seeds for lr, wd in grid]
     mean, std = train.x.mean(0), train.x.std(0).clamp_min(1e-6)
     xtr, xva = (train.x - mean) / std, (val.x - mean) / std
     n, d = xtr.shape
-    members = [_init(cfg.kind, d, n_classes, cfg.hidden, g) for g in gens]
-    opt = torch.optim.AdamW([{"params": m, "lr": grid[i % G][0], "weight_decay": grid[i % G][1]}
-                             for i, m in enumerate(members)], betas=cfg.betas, eps=cfg.eps, fused=True)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    best_loss = torch.full((S * G,), float("inf"))
-    best_epoch = torch.zeros(S * G, dtype=torch.long)
-    best = [[p.detach().clone() for p in m] for m in members]
-
-    state = {"members": members, "opt": opt, "sched": sched, "best_loss": best_loss, "best_epoch": best_epoch,
-             "best": best, "gens": order_gens + gens}
+    params = _stack(cfg.kind, [_init(cfg.kind, d, n_classes, cfg.hidden, g) for g in gens], S, G)
+    lr = torch.tensor([lr for lr, _ in grid]).repeat(S, 1)
+    wd = torch.tensor([wd for _, wd in grid]).repeat(S, 1)
+    opt = StackedAdamW(cfg.kind, params, lr, wd, S, G, cfg.betas, cfg.eps)
+    best_loss, best_epoch = torch.full((S, G), float("inf")), torch.zeros((S, G), dtype=torch.long)
+    best = [p.detach().clone() for p in params]
+    order = order or (lambda g, n: torch.randperm(n, generator=g))
+    reduce = reduce or (lambda losses, idx: losses.mean(-1))
+    state = {"params": params, "opt": opt, "best_loss": best_loss, "best_epoch": best_epoch, "best": best,
+             "gens": order_gens + gens}
     first = _resume(checkpoint, state)
 
-    def losses(x: torch.Tensor, y: torch.Tensor, masks) -> torch.Tensor:
-        """(S*G,) mean cross-entropy of every member on its seed's batch."""
-        logits = _forward(cfg.kind, _grouped(cfg.kind, members, S, G), x, masks, G)
+    def per_sample(x: torch.Tensor, y: torch.Tensor, masks) -> torch.Tensor:
+        """(S*G, B) cross-entropy of every member on its seed's rows."""
+        logits = _forward(cfg.kind, params, x, masks, G)
         target = y[:, None, :].expand(-1, G, -1)
-        return F.cross_entropy(logits.reshape(-1, n_classes), target.reshape(-1), reduction="none").view(S * G, -1).mean(-1)
+        return F.cross_entropy(logits.reshape(-1, n_classes), target.reshape(-1), reduction="none").view(S * G, -1)
 
     for epoch in range(first, cfg.epochs):
-        perms = torch.stack([torch.randperm(n, generator=g) for g in order_gens])
-        for start in range(0, n, cfg.batch_size):
+        opt.cosine(epoch, cfg.epochs)
+        perms = torch.stack([order(g, n) for g in order_gens])
+        for start in range(0, perms.shape[1], cfg.batch_size):
             idx = perms[:, start:start + cfg.batch_size]
             masks = None
             if cfg.kind == "mlp" and cfg.dropout > 0:
                 keep = 1 - cfg.dropout
                 masks = torch.stack([torch.rand(idx.shape[1], cfg.hidden, generator=g) < keep for g in gens]) / keep
-            opt.zero_grad(set_to_none=True)
-            losses(xtr[idx], train.y[idx], masks).sum().backward()
+            for p in params:
+                p.grad = None
+            reduce(per_sample(xtr[idx], train.y[idx], masks), idx).sum().backward()
             opt.step()
-        sched.step()
         with torch.no_grad():
-            vl = losses(xva[None].expand(S, -1, -1), val.y[None].expand(S, -1), None)
-        for i in torch.nonzero(vl < best_loss).flatten().tolist():
-            best_loss[i], best_epoch[i] = vl[i], epoch + 1
-            best[i] = [p.detach().clone() for p in members[i]]
+            vl = per_sample(xva[None].expand(S, -1, -1), val.y[None].expand(S, -1), None).mean(-1).view(S, G)
+        improved = vl < best_loss
+        best_loss.copy_(torch.where(improved, vl, best_loss))
+        best_epoch.masked_fill_(improved, epoch + 1)
+        with torch.no_grad():
+            for b, p in zip(_member_views(cfg.kind, best, S, G), _member_views(cfg.kind, params, S, G)):
+                mask = improved.view(S, G, *([1] * (b.dim() - 2)))
+                b.copy_(torch.where(mask, p, b))
         if checkpoint is not None and (epoch + 1) % CHECKPOINT_EVERY == 0 and epoch + 1 < cfg.epochs:
             _save(checkpoint, state, epoch + 1)
-    out = []
-    for si, s in enumerate(seeds):
-        pick = min(range(G), key=lambda j: (float(best_loss[si * G + j]), j))
-        sweep = [{"lr": grid[j][0], "weight_decay": grid[j][1], "val_loss": float(best_loss[si * G + j]),
-                  "best_epoch": int(best_epoch[si * G + j])} for j in range(G)]
-        out.append(TrainedHead(seed=s, lr=grid[pick][0], weight_decay=grid[pick][1], best_epoch=int(best_epoch[si * G + pick]),
-                               val_loss=float(best_loss[si * G + pick]), sweep=sweep, params=best[si * G + pick],
-                               mean=mean, std=std, kind=cfg.kind))
-    return out
+    return [_selected(cfg, grid, s, i, best, best_loss, best_epoch, mean, std, S, G) for i, s in enumerate(seeds)]
+
+
+def _selected(cfg, grid, seed, i, best, best_loss, best_epoch, mean, std, S, G) -> TrainedHead:
+    """Seed ``i``'s sweep point with the lowest validation loss (the first on ties)."""
+    j = min(range(G), key=lambda j: (float(best_loss[i, j]), j))
+    sweep = [{"lr": grid[k][0], "weight_decay": grid[k][1], "val_loss": float(best_loss[i, k]),
+              "best_epoch": int(best_epoch[i, k])} for k in range(G)]
+    return TrainedHead(seed=seed, lr=grid[j][0], weight_decay=grid[j][1], best_epoch=int(best_epoch[i, j]),
+                       val_loss=float(best_loss[i, j]), sweep=sweep, params=_unstack(cfg.kind, best, S, G, i, j),
+                       mean=mean, std=std, kind=cfg.kind)
 
 
 def _save(path, state: dict, epoch: int) -> None:
-    """Atomically write everything the next epoch depends on (weights, optimiser, schedule, best, RNG)."""
-    import os
-    from pathlib import Path
-
+    """Atomically write everything the next epoch depends on (weights, optimiser, best, RNG)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
-    torch.save({"epoch": epoch, "members": [[p.detach() for p in m] for m in state["members"]],
-                "opt": state["opt"].state_dict(), "sched": state["sched"].state_dict(),
+    torch.save({"epoch": epoch, "params": [p.detach() for p in state["params"]], "opt": state["opt"].state(),
                 "best_loss": state["best_loss"], "best_epoch": state["best_epoch"], "best": state["best"],
                 "gens": [g.get_state() for g in state["gens"]]}, tmp)
     os.replace(tmp, path)
@@ -190,20 +269,15 @@ def _save(path, state: dict, epoch: int) -> None:
 
 def _resume(path, state: dict) -> int:
     """Load a checkpoint into ``state`` in place; returns the epoch to continue from (0: none)."""
-    from pathlib import Path
-
     if path is None or not Path(path).is_file():
         return 0
     ck = torch.load(path, weights_only=True)
     with torch.no_grad():
-        for m, saved in zip(state["members"], ck["members"]):
-            for p, v in zip(m, saved):
-                p.copy_(v)
-    state["opt"].load_state_dict(ck["opt"])
-    state["sched"].load_state_dict(ck["sched"])
+        for dst, src in zip(state["params"] + state["best"], ck["params"] + ck["best"]):
+            dst.copy_(src)
+    state["opt"].load(ck["opt"])
     state["best_loss"].copy_(ck["best_loss"])
     state["best_epoch"].copy_(ck["best_epoch"])
-    state["best"][:] = ck["best"]
     for g, s in zip(state["gens"], ck["gens"]):
         g.set_state(s)
     return int(ck["epoch"])

@@ -1,0 +1,68 @@
+"""Stacked training equals training each member alone with torch's own AdamW and cosine schedule."""
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from embedkit.heads.features import Split
+from embedkit.heads.trained import HeadConfig, _init, member_generator, order_generator, train_heads
+
+from .conftest import separable
+
+
+def _alone(kind, xtr, ytr, xva, yva, seed, lr, wd, cfg, n_classes):
+    """One member the plain way: torch.optim.AdamW, CosineAnnealingLR, its own generators."""
+    mean, std = xtr.mean(0), xtr.std(0).clamp_min(1e-6)
+    xtr, xva = (xtr - mean) / std, (xva - mean) / std
+    order, g = order_generator(seed), member_generator(seed, lr, wd)
+    params = [p.requires_grad_() for p in _init(kind, xtr.shape[1], n_classes, cfg.hidden, g)]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd, betas=cfg.betas, eps=cfg.eps)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+
+    def logits(x, mask=None):
+        if kind == "linear":
+            return x @ params[0] + params[1]
+        h = F.relu(x @ params[0] + params[1])
+        return (h if mask is None else h * mask) @ params[2] + params[3]
+
+    best = (float("inf"), 0)
+    for epoch in range(cfg.epochs):
+        perm = torch.randperm(len(xtr), generator=order)
+        for s in range(0, len(xtr), cfg.batch_size):
+            idx = perm[s:s + cfg.batch_size]
+            mask = None
+            if kind == "mlp":
+                mask = (torch.rand(len(idx), cfg.hidden, generator=g) < 1 - cfg.dropout) / (1 - cfg.dropout)
+            opt.zero_grad()
+            F.cross_entropy(logits(xtr[idx], mask), ytr[idx]).backward()
+            opt.step()
+        sched.step()
+        with torch.no_grad():
+            vl = float(F.cross_entropy(logits(xva), yva))
+        if vl < best[0]:
+            best = (vl, epoch + 1)
+    return best
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_stacked_members_train_as_they_would_alone(kind):
+    x, y, split = separable(n=200, d=6)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    tr, va = torch.from_numpy(split == "train"), torch.from_numpy(split == "val")
+    cfg = HeadConfig(kind=kind, epochs=12, batch_size=32, lrs=(1e-3, 3e-2), weight_decays=(1e-4, 1e-1), hidden=8)
+    heads = train_heads(Split(x[tr], y[tr], None), Split(x[va], y[va], None), cfg, [0, 3], 3)
+    for head, seed in zip(heads, (0, 3)):
+        for point in head.sweep:
+            loss, epoch = _alone(kind, x[tr], y[tr], x[va], y[va], seed, point["lr"], point["weight_decay"], cfg, 3)
+            assert point["best_epoch"] == epoch
+            assert point["val_loss"] == pytest.approx(loss, rel=1e-5, abs=1e-6)
+
+
+def test_a_member_is_the_same_in_any_sweep():
+    x, y, split = separable(n=150, d=5)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    tr, va = torch.from_numpy(split == "train"), torch.from_numpy(split == "val")
+    parts = Split(x[tr], y[tr], None), Split(x[va], y[va], None)
+    one = train_heads(*parts, HeadConfig(kind="mlp", epochs=5, lrs=(1e-2,), weight_decays=(1e-2,), hidden=8), [1], 3)[0]
+    many = train_heads(*parts, HeadConfig(kind="mlp", epochs=5, lrs=(1e-3, 1e-2), weight_decays=(1e-2,), hidden=8), [0, 1], 3)
+    assert many[1].sweep[1]["val_loss"] == pytest.approx(one.val_loss, rel=1e-6)

@@ -53,24 +53,27 @@ def full_encoder(name: str):
     raise ValueError(name)
 
 
-def synthetic_store(path: Path, x, labels, splits, classes, *, model: str = "synthetic") -> Path:
+def synthetic_store(path: Path, x, labels, splits, classes, *, model: str = "synthetic", images: Path | None = None) -> Path:
     """A store of embeddings ``x`` and, beside it (``path.with_suffix('.csv')``), its manifest: one small
-    file per row (the content keys the store is indexed by), sexes and ages alternating."""
+    file per row (the content keys the store is indexed by), sexes and ages alternating in runs of 7 and 11
+    (so every class meets every group). Stores given the
+    same ``images`` folder index the same image files, so one manifest serves them all."""
     from embedkit.cache.identity import content_key
     from embedkit.cache.layout import write_cache
     from embedkit.manifest import write_manifest
 
-    folder = path.with_suffix("")
+    folder = images or path.with_suffix("")
     folder.mkdir(parents=True, exist_ok=True)
     rows, index, keys = [], {}, []
     for i in range(len(x)):
         f = folder / f"i{i}.png"
-        f.write_bytes(f"{model} image {i}".encode())
+        if images is None or not f.exists():
+            f.write_bytes(f"{model if images is None else 'shared'} image {i}".encode())
         st, key = f.stat(), content_key(f)
         index[str(f.resolve())] = (st.st_size, st.st_mtime_ns, key)
         keys.append(key)
         rows.append({"image_id": f"i{i}", "path": str(f), "patient_id": f"p{i}", "label": labels[i],
-                     "sex": "MF"[i % 2], "age": str((40, 70)[(i // 2) % 2]), "split": splits[i]})
+                     "sex": "MF"[(i // 7) % 2], "age": str((40, 70)[(i // 11) % 2]), "split": splits[i]})
     write_manifest(path.with_suffix(".csv"), rows)
     return write_cache(path, embeddings_chunks=[(0, x)], n=len(x), dim=x.shape[1], image_key=keys, index=index,
                        classes=tuple(classes), text={}, attrs={"key": model, "model": model}, bad=[])

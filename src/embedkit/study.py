@@ -19,7 +19,6 @@ from typing import Callable
 
 from embedkit.errors import EmbedkitError
 
-CACHE_METHODS = ("zeroshot", "linear", "mlp", "knn")
 HEAVY_METHODS = ("lora", "full")
 log = logging.getLogger("embedkit.study")
 
@@ -231,7 +230,7 @@ def _experiment_steps(study: Study) -> list[Step]:
 
     steps, caches, data = [], {}, {}
     for model in study.models:
-        for (dataset, manifest), method in ((r, k) for k in CACHE_METHODS for r in study.rounds):
+        for (dataset, manifest), method in ((r, k) for k in _cache_methods() for r in study.rounds):
             if not study.runs(model, method):
                 continue
             opts = dict(study.methods[method])
@@ -242,7 +241,7 @@ def _experiment_steps(study: Study) -> list[Step]:
             extra = {"ks": tuple(opts["ks"])} if opts.get("ks") else {}
             cfg = ExperimentConfig(model=model, manifest=manifest, method=method, cache_dir=study.paths["cache_dir"],
                                    runs_dir=study.paths["runs_dir"], dataset=dataset,
-                                   seeds=_seeds(study, method), head=HeadConfig(kind="mlp" if method == "mlp" else "linear", **head),
+                                   seeds=_seeds(study, method), head=HeadConfig(**head),
                                    prompts=("clip", "gloria", "cxrclip") if prompts == "all" else tuple(prompts), **extra)
             cache = caches.setdefault(model, _cache_of(study, model)[0])
             if (cache, manifest) not in data:  # once per store and round, not per method
@@ -254,6 +253,13 @@ def _experiment_steps(study: Study) -> list[Step]:
             steps.append(Step("experiments", f"{model} / {method}" + (f" / {dataset}" if study.config.get("folds") else ""),
                               status, 2.0 + (10.0 if method == "mlp" else 0.0), lambda cfg=cfg: run_experiment(cfg), reason))
     return steps
+
+
+def _cache_methods() -> tuple[str, ...]:
+    """The registered cache-path methods (zero-shot and the heads)."""
+    from embedkit.heads import base
+
+    return base.names()
 
 
 def _finetune_steps(study: Study) -> list[Step]:
@@ -283,7 +289,7 @@ def _finetune_steps(study: Study) -> list[Step]:
 def _cached_models(study: Study) -> tuple[str, ...]:
     """Models whose embeddings the study reads from a store (cache-path methods or the audit)."""
     audit = study.config.get("audit") is not None
-    return tuple(m for m in study.models if any(study.runs(m, k) for k in CACHE_METHODS)
+    return tuple(m for m in study.models if any(study.runs(m, k) for k in _cache_methods())
                  or (audit and not study.models[m].get("methods")))
 
 

@@ -19,8 +19,13 @@ def _show(results) -> None:
         m, sel = r.record["metrics"], r.record["selection"]
         chosen = ", ".join(f"{k}={v}" for k, v in sel.items() if k in ("prompt_format", "lr", "weight_decay", "best_epoch", "k"))
         rows.append([str(r.path), "skipped (done)" if r.skipped else "ran", f"{m['accuracy']:.3f}", f"{m['f1_macro']:.3f}",
-                     f"{abs(m['fairness']['sex']['f1_gap']):.3f}", chosen])
+                     _abs(m['fairness']['sex']['f1_gap']), chosen])
     table("runs", ["run", "status", "test acc", "macro F1", "|F1 gap| sex", "chosen on validation"], rows)
+
+
+def _abs(value) -> str:
+    """|value| to 3 places; '—' where undefined (e.g. no class with positives in both groups)."""
+    return "—" if value is None else f"{abs(value):.3f}"
 
 
 def _prompts(text: str) -> tuple[str, ...]:
@@ -73,7 +78,7 @@ def probe(
         for h in head:
             cfg = ExperimentConfig(model=m, manifest=manifest, method=h, cache_dir=cache_dir, cache=cache_file,
                                    runs_dir=runs_dir, dataset=dataset, seeds=seeds, ks=ks, force=force, threads=threads,
-                                   head=HeadConfig(kind=h if h in ("linear", "mlp") else "linear", epochs=epochs,
+                                   head=HeadConfig(epochs=epochs,
                                                    batch_size=batch_size, lrs=lrs, weight_decays=weight_decays,
                                                    hidden=hidden, dropout=dropout))
             results += run_experiment(cfg)

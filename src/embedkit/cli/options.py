@@ -16,8 +16,6 @@ from pathlib import Path
 import typer
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-HEADS = ("linear", "mlp", "knn")
-
 # Options shared by several commands: the same name, type, default and help wherever they appear.
 SHARED = ("--model", "--manifest", "--runs-dir", "--cache-dir", "--cache-file", "--dataset", "--weights", "--seeds",
           "--lrs", "--weight-decays", "--epochs", "--batch-size", "--workers", "--precision", "--device", "--threads",
@@ -114,7 +112,10 @@ def _choices(text: str, option: str, valid: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def parse_heads(text: str) -> tuple[str, ...]:
-    return _choices(text, "--head", HEADS)
+    """Registered heads (every cache-path method but zero-shot, which has its own command)."""
+    from embedkit.heads import base
+
+    return _choices(text, "--head", tuple(n for n in base.names() if n != "zeroshot"))
 
 
 def parse_models(text: str) -> tuple[str, ...]:

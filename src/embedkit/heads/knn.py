@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from embedkit.heads.base import Fitted, Method, register
+
 KS = (1, 3, 5, 7, 11, 15, 21, 31)
 
 
@@ -51,3 +53,21 @@ def fit_knn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: 
     head.k = max(ks, key=lambda k: (acc[k], -k))
     head.val_accuracy = acc
     return head
+
+
+@register
+class Knn(Method):
+    """kNN on the cached embeddings; no randomness, so one run under the first seed."""
+
+    name, rank, seeded = "knn", 3, False
+
+    def settings(self, cfg) -> dict:
+        return {"ks": cfg.ks}
+
+    def fit(self, cfg, cache, parts, seeds):
+        tr, va = parts["train"], parts["val"]
+        head = fit_knn(tr.x.numpy(), tr.y.numpy(), va.x.numpy(), va.y.numpy(), n_classes=len(cache.classes), ks=cfg.ks)
+        proba = {s: head.predict_proba(parts[s].x.numpy()) for s in ("val", "test")}
+        selection = {"k": head.k, "val_accuracy": head.val_accuracy, "criterion": "highest validation accuracy, smaller k on ties"}
+        for seed in seeds:
+            yield Fitted(seed, proba, selection)

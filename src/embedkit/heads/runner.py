@@ -1,29 +1,25 @@
-"""Run folders for the cache-path experiments: zero-shot and the linear, MLP and kNN heads.
+"""Run folders for the cache-path methods (``embedkit.heads.base``: zero-shot, linear, MLP, kNN, ...).
 
-Each run writes ``<runs>/<dataset>/<model>/<method>/seed-<k>/{predictions.csv,run.json}``;
-``run.json`` is written last, so its presence (with the same configuration hash) marks a finished
-run that a rerun skips unless ``force``. Every selection (prompt format, lr/wd and epoch, k) uses
-the validation split only.
+Each run writes ``<runs>/<dataset>/<model>/<method>/seed-<k>/{predictions.csv,run.json}`` through
+``embedkit.runs``, which also answers whether a run is done; a finished run with the same identity is
+skipped unless ``force``. Every selection (prompt format, lr/wd and epoch, k) uses validation only.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from embedkit.cache import Cache
-from embedkit.errors import EmbedkitError
-from embedkit.heads import features, zeroshot
-from embedkit.heads.knn import KS, fit_knn
-from embedkit.heads.trained import HeadConfig, train_heads
+from embedkit.heads import base, features
+from embedkit.heads.knn import KS
+from embedkit.heads.trained import HeadConfig
 from embedkit.manifest import read_manifest
-from embedkit.prompts import FORMATS, SAMPLED
+from embedkit.prompts import FORMATS
 from embedkit.runs import Predictions, config_digest, finish_run, read_record, run_state
-
-ZEROSHOT_REPEATS = 10  # sampled prompt formats are run with 10 seeds, as the paper did
 
 
 @dataclass(frozen=True)
@@ -32,7 +28,7 @@ class ExperimentConfig:
 
     model: str
     manifest: Path
-    method: str                                  # zeroshot | linear | mlp | knn
+    method: str                                  # a registered head: embedkit.heads.base.names()
     cache_dir: Path = Path("cache")
     cache: Path | None = None
     runs_dir: Path = Path("runs")
@@ -44,24 +40,15 @@ class ExperimentConfig:
     force: bool = False
     threads: int = 1
     n_boot: int = 1000
+    config_hash: str = ""                        # set by run_experiment: the identity's digest
 
     def run_dir(self, seed: int) -> Path:
         return self.runs_dir / (self.dataset or self.manifest.resolve().parent.name) / self.model / self.method / f"seed-{seed}"
 
     def fingerprint(self) -> dict:
         """What identifies a run's results (paths excluded; the cache key stands for the data)."""
-        d = asdict(self)
-        for k in ("cache_dir", "cache", "runs_dir", "force", "threads", "manifest", "seeds"):
-            d.pop(k)
-        if self.method != "zeroshot":
-            d.pop("prompts")
-        if self.method in ("linear", "mlp"):
-            d["head"] = asdict(self.head.resolved(self.method))
-        else:
-            d.pop("head")
-        if self.method != "knn":
-            d.pop("ks")
-        return d
+        return {"model": self.model, "method": self.method, "dataset": self.dataset, "n_boot": self.n_boot,
+                **base.get(self.method).settings(self)}
 
 
 @dataclass
@@ -71,11 +58,6 @@ class RunResult:
     record: dict
 
 
-def _predictions(cache: Cache, rows: np.ndarray, proba: np.ndarray, split: np.ndarray) -> Predictions:
-    return Predictions(image_id=cache.image_id[rows], split=split, label=cache.meta["label"][rows],
-                       sex=cache.meta["sex"][rows], age=cache.meta["age"][rows], proba=proba, classes=cache.classes)
-
-
 def identity(cfg: ExperimentConfig, cache_key: str | None, manifest_digest: str, rows_digest: str | None) -> dict:
     """Everything that determines a cache-path run's result: its settings, the store (whose key covers
     the encoder, its weights and the precision), the manifest's rows (labels, splits) and the content
@@ -83,111 +65,54 @@ def identity(cfg: ExperimentConfig, cache_key: str | None, manifest_digest: str,
     return {"config": cfg.fingerprint(), "cache": cache_key, "manifest": manifest_digest, "images": rows_digest}
 
 
-def _write_run(cfg: ExperimentConfig, seed: int, cache: Cache, parts: dict, proba: dict, selection: dict,
-               seconds: float, config_hash: str) -> RunResult:
-    folder = cfg.run_dir(seed)
-    rows = np.concatenate([parts["val"].rows, parts["test"].rows])
-    split = np.array(["val"] * len(parts["val"].rows) + ["test"] * len(parts["test"].rows))
-    preds = _predictions(cache, rows, np.concatenate([proba["val"], proba["test"]]), split)
-    record = {
-        "method": cfg.method, "model": cfg.model, "seed": seed, "config": cfg.fingerprint(), "config_hash": config_hash,
-        "identity": identity(cfg, cache.attrs.get("key"), cache.manifest_digest, cache.rows_digest), "manifest_digest": cache.manifest_digest,
-        "manifest": str(cfg.manifest.resolve()),
-        "cache": {"path": str(cache.path), "key": cache.attrs.get("key")}, "versions": cache.attrs.get("versions"),
-        "timings": {"seconds": seconds}, "selection": selection,
-    }
-    return RunResult(folder, False, finish_run(folder, preds, record, n_boot=cfg.n_boot, seed=seed))
-
-
-def _done(cfg: ExperimentConfig, seed: int, cache: Cache) -> dict | None:
-    state = run_state(cfg.run_dir(seed), identity(cfg, cache.attrs.get("key"), cache.manifest_digest, cache.rows_digest),
-                      manifest_digest=cache.manifest_digest)
-    return read_record(cfg.run_dir(seed)) if state.done and not cfg.force else None
+def seeds_of(cfg: ExperimentConfig) -> tuple[int, ...]:
+    """A deterministic method (kNN) has one run, under the first seed."""
+    return cfg.seeds if base.get(cfg.method).seeded else cfg.seeds[:1]
 
 
 def run_experiment(cfg: ExperimentConfig) -> list[RunResult]:
     """Run (or skip, when finished) one method for every seed; returns one result per seed."""
-    if cfg.method not in ("zeroshot", "linear", "mlp", "knn"):
-        raise EmbedkitError(f"unknown method {cfg.method!r}; choose zeroshot, linear, mlp or knn")
+    method = base.get(cfg.method)
     read_manifest(cfg.manifest)  # a bad manifest is named before anything else
     path = cfg.cache or features.find_cache(cfg.model, cfg.manifest, cfg.cache_dir)
     cache, parts = features.load(path, cfg.manifest)
-    config_hash = config_digest(identity(cfg, cache.attrs.get("key"), cache.manifest_digest, cache.rows_digest))
-    seeds = seeds_of(cfg)
-    done = {s: _done(cfg, s, cache) for s in seeds}
-    todo = [s for s in seeds if done[s] is None]
-    results = {s: RunResult(cfg.run_dir(s), True, done[s]) for s in seeds if done[s] is not None}
+    ident = identity(cfg, cache.attrs.get("key"), cache.manifest_digest, cache.rows_digest)
+    cfg = _with_hash(cfg, config_digest(ident))
+    results = {}
+    for s in seeds_of(cfg):
+        state = run_state(cfg.run_dir(s), ident, manifest_digest=cache.manifest_digest)
+        if state.done and not cfg.force:
+            results[s] = RunResult(cfg.run_dir(s), True, read_record(cfg.run_dir(s)))
+    todo = tuple(s for s in seeds_of(cfg) if s not in results)
     if todo:
+        start = time.perf_counter()
         with features.torch_threads(cfg.threads):
-            run = {"zeroshot": _zeroshot, "linear": _trained, "mlp": _trained, "knn": _knn}[cfg.method]
-            for r in run(cfg, cache, parts, todo, config_hash):
-                results[r.record["seed"]] = r
-    return [results[s] for s in seeds]
+            fitted = list(method.fit(cfg, cache, parts, todo))
+        seconds = (time.perf_counter() - start) / len(todo)
+        for f in fitted:
+            results[f.seed] = _write_run(cfg, f, cache, parts, ident, seconds)
+    return [results[s] for s in seeds_of(cfg)]
 
 
-def seeds_of(cfg: ExperimentConfig) -> tuple[int, ...]:
-    """kNN has no randomness: one run, under the first seed."""
-    return cfg.seeds if cfg.method in ("linear", "mlp", "zeroshot") else cfg.seeds[:1]
+def _with_hash(cfg: ExperimentConfig, digest: str) -> ExperimentConfig:
+    from dataclasses import replace
+
+    return replace(cfg, config_hash=digest)
 
 
-def _trained(cfg, cache, parts, seeds, config_hash):
-    start = time.perf_counter()
-    checkpoint = cfg.run_dir(seeds[0]).parent / f".training-{config_hash}-{'-'.join(map(str, seeds))}.pt"
-    heads = train_heads(parts["train"], parts["val"], cfg.head.resolved(cfg.method), list(seeds), len(cache.classes),
-                        checkpoint=checkpoint)
-    seconds = (time.perf_counter() - start) / len(seeds)
-    for h in heads:
-        proba = {s: h.predict_proba(parts[s].x).numpy() for s in ("val", "test")}
-        selection = {"lr": h.lr, "weight_decay": h.weight_decay, "best_epoch": h.best_epoch,
-                     "val_loss": h.val_loss, "sweep": h.sweep, "criterion": "lowest validation loss"}
-        yield _write_run(cfg, h.seed, cache, parts, proba, selection, seconds, config_hash)
-    checkpoint.unlink(missing_ok=True)
-
-
-def _knn(cfg, cache, parts, seeds, config_hash):
-    start = time.perf_counter()
-    tr, va = parts["train"], parts["val"]
-    head = fit_knn(tr.x.numpy(), tr.y.numpy(), va.x.numpy(), va.y.numpy(), n_classes=len(cache.classes), ks=cfg.ks)
-    proba = {s: head.predict_proba(parts[s].x.numpy()) for s in ("val", "test")}
-    selection = {"k": head.k, "val_accuracy": head.val_accuracy, "criterion": "highest validation accuracy, smaller k on ties"}
-    for seed in seeds:
-        yield _write_run(cfg, seed, cache, parts, proba, selection, time.perf_counter() - start, config_hash)
-
-
-def _zeroshot(cfg, cache, parts, seeds, config_hash):
-    start = time.perf_counter()
-    if cache.attrs.get("vision_only"):
-        raise EmbedkitError(f"{cfg.model} is a vision-only encoder (no text tower), so it has no zero-shot; "
-                            "use `embedkit probe` or `embedkit finetune` with it")
-    missing = [f for f in cfg.prompts if f not in cache.text]
-    if missing:
-        raise EmbedkitError(f"{cache.path}: no prompt embeddings for {', '.join(missing)}; add them with "
-                            f"`embedkit extract --model {cfg.model} --manifest {cfg.manifest} --text-only` "
-                            "(MedCLIP/GLoRIA also need --tokenizer DIR)")
-    n_classes, scale = len(cache.classes), float(cache.attrs.get("logit_scale", 100.0))
-    x = {s: parts[s].x.numpy() for s in ("val", "test")}
-    y = {s: parts[s].y.numpy() for s in ("val", "test")}
-
-    def proba(fmt: str, split: str, repeat: int) -> np.ndarray:
-        rng, text = np.random.default_rng(repeat), cache.text[fmt]
-        local = None if text.local is None else text.local[parts[split].rows]
-        return zeroshot.probabilities(x[split], text, fmt, n_classes=n_classes, logit_scale=scale, rng=rng, local=local)
-
-    val_scores = {}
-    for fmt in cfg.prompts:
-        repeats = range(ZEROSHOT_REPEATS) if fmt in SAMPLED else range(1)
-        accs = [float((proba(fmt, "val", r).argmax(1) == y["val"]).mean()) for r in repeats]
-        val_scores[fmt] = {"accuracy_mean": float(np.mean(accs)), "accuracy_sd": float(np.std(accs)), "repeats": len(accs)}
-    best = max(cfg.prompts, key=lambda f: (val_scores[f]["accuracy_mean"], -cfg.prompts.index(f)))
-    sampled = best in SAMPLED
-    for seed in seeds:  # a deterministic format gives identical runs for every seed
-        repeat = seed if sampled else 0
-        p = {s: proba(best, s, repeat) for s in ("val", "test")}
-        selection = {"prompt_format": best, "val_scores": val_scores, "criterion": "highest validation mean accuracy",
-                     "prompt_sample_seed": repeat if sampled else None, "n_prompts": SAMPLED.get(best),
-                     "prompts_used": zeroshot.used_prompts(cache.text[best], best, n_classes, repeat),
-                     "scoring": {"clip": "mean embedding", "gloria": "max, column z-score",
-                                 "cxrclip": "mean cosine over a per-image sample"}[best],
-                     "similarity": "global cosine" if cache.text[best].local is None
-                                   else "(local word-region + global cosine) / 2, GLoRIA's"}
-        yield _write_run(cfg, seed, cache, parts, p, selection, time.perf_counter() - start, config_hash)
+def _write_run(cfg: ExperimentConfig, fitted: base.Fitted, cache: Cache, parts: dict, ident: dict,
+               seconds: float) -> RunResult:
+    val, test = parts["val"].rows, parts["test"].rows
+    rows = np.concatenate([val, test])
+    preds = Predictions(image_id=cache.image_id[rows], split=np.array(["val"] * len(val) + ["test"] * len(test)),
+                        label=cache.meta["label"][rows], sex=cache.meta["sex"][rows], age=cache.meta["age"][rows],
+                        proba=np.concatenate([fitted.proba["val"], fitted.proba["test"]]), classes=cache.classes)
+    record = {
+        "method": cfg.method, "model": cfg.model, "seed": fitted.seed, "config": cfg.fingerprint(),
+        "config_hash": cfg.config_hash, "identity": ident, "manifest_digest": cache.manifest_digest,
+        "manifest": str(cfg.manifest.resolve()),
+        "cache": {"path": str(cache.path), "key": cache.attrs.get("key")}, "versions": cache.attrs.get("versions"),
+        "timings": {"seconds": seconds}, "selection": fitted.selection,
+    }
+    folder = cfg.run_dir(fitted.seed)
+    return RunResult(folder, False, finish_run(folder, preds, record, n_boot=cfg.n_boot, seed=fitted.seed))

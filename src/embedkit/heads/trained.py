@@ -15,13 +15,14 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch.nn import functional as F
 
+from embedkit.heads.base import Fitted, Method
 from embedkit.heads.features import Split
 
 
@@ -281,3 +282,23 @@ def _resume(path, state: dict) -> int:
     for g, s in zip(state["gens"], ck["gens"]):
         g.set_state(s)
     return int(ck["epoch"])
+
+
+class TrainedMethod(Method):
+    """The linear and MLP heads (``kind``): the sweep of every seed trained at once, lr, wd and epoch
+    chosen on validation loss."""
+
+    kind: str = "linear"
+
+    def settings(self, cfg) -> dict:
+        return {"head": asdict(cfg.head.resolved(self.kind))}
+
+    def fit(self, cfg, cache, parts, seeds):
+        checkpoint = cfg.run_dir(seeds[0]).parent / f".training-{cfg.config_hash}-{'-'.join(map(str, seeds))}.pt"
+        heads = train_heads(parts["train"], parts["val"], cfg.head.resolved(self.kind), list(seeds), len(cache.classes),
+                            checkpoint=checkpoint)
+        for h in heads:
+            yield Fitted(h.seed, {s: h.predict_proba(parts[s].x).numpy() for s in ("val", "test")},
+                         {"lr": h.lr, "weight_decay": h.weight_decay, "best_epoch": h.best_epoch, "val_loss": h.val_loss,
+                          "sweep": h.sweep, "criterion": "lowest validation loss"})
+        checkpoint.unlink(missing_ok=True)

@@ -17,6 +17,7 @@ def evaluate_time(n_boot: int = 1000) -> dict:
     logits = rng.normal(size=(240, 6))
     logits[np.arange(240), y] += 1.2
     proba = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    seconds = timed(lambda: evaluate(y, proba, sex=sex, age_group=age, classes=tuple("ABCDEF"), n_boot=n_boot, n_perm=n_boot),
+    groups = {"sex": sex, "age": age, "sex_age": np.char.add(np.char.add(sex, "-"), age)}
+    seconds = timed(lambda: evaluate(y, proba, groups=groups, classes=tuple("ABCDEF"), n_boot=n_boot, n_perm=n_boot),
                     repeat=5)
     return {"n": 240, "n_boot": n_boot, "seconds": seconds}

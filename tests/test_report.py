@@ -18,8 +18,8 @@ def fake_run(root, model, method, seed, skill):
     proba = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     sex = np.where((np.arange(n) // 3) % 2 == 0, "M", "F")
     age = np.where((np.arange(n) // 6) % 2 == 0, 30, 70)
-    p = Predictions(np.array([f"i{i}" for i in range(n)]), np.array(["test"] * n), np.array(CLASSES)[y], sex, age,
-                    proba, CLASSES)
+    p = Predictions(np.array([f"i{i}" for i in range(n)]), np.array(["test"] * n), np.array(CLASSES)[y], proba, CLASSES,
+                    {"sex": sex, "age": age.astype(str)})
     folder = root / "toy" / model / method / f"seed-{seed}"
     write_predictions(folder / "predictions.csv", p)
     write_record(folder, {"method": method, "model": model, "seed": seed})
@@ -73,8 +73,8 @@ def _biased_run(root, model, method, seed, gap, n=240, one_class=False):
     pred = np.where(correct, y, (y + 1) % 3)
     proba = np.full((n, 3), 0.1)
     proba[np.arange(n), 0 if one_class else pred] = 0.8
-    p = Predictions(np.array([f"i{i}" for i in range(n)]), np.array(["test"] * n), np.array(CLASSES)[y], sex, age,
-                    proba, CLASSES)
+    p = Predictions(np.array([f"i{i}" for i in range(n)]), np.array(["test"] * n), np.array(CLASSES)[y], proba, CLASSES,
+                    {"sex": sex, "age": age.astype(str)})
     folder = root / "toy" / model / method / f"seed-{seed}"
     write_predictions(folder / "predictions.csv", p)
     write_record(folder, {"method": method, "model": model, "seed": seed, "manifest": str(root / "m/manifest.csv")})

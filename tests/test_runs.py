@@ -16,7 +16,8 @@ def make_predictions(n_per_cell=5):
     age = np.tile(np.repeat([30, 70, 30, 70], n_per_cell), 3)
     proba = rng.dirichlet(np.ones(3), len(label))
     split = np.where(np.arange(len(label)) % 5 == 0, "val", "test")
-    return Predictions(np.array([f"i{i}" for i in range(len(label))]), split, label, sex, age, proba, classes)
+    return Predictions(np.array([f"i{i}" for i in range(len(label))]), split, label, proba, classes,
+                       {"sex": sex, "age": age.astype(str)})
 
 
 def test_round_trip_and_evaluate_cli(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """Run folders: ``predictions.csv`` and ``run.json``, the same for every method.
 
-``predictions.csv`` has one row per evaluated image: image_id, split, label, sex, age, pred,
+``predictions.csv`` has one row per evaluated image: image_id, split, label, the attribute columns
+(sex, age and every other manifest column a fairness attribute can be declared on), pred,
 prob_<class>...; the report and ``embedkit evaluate`` read only these files.
 """
 
@@ -9,44 +10,46 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from embedkit.errors import EmbedkitError
-from embedkit.manifest import age_group
 
 PREDICTIONS = "predictions.csv"
 RECORD = "run.json"
-BASE_COLUMNS = ("image_id", "split", "label", "sex", "age", "pred")
+REQUIRED = ("image_id", "split", "label", "pred")
+NOT_ATTRIBUTES = ("image_id", "path", "patient_id", "label", "split", "pred")
 
 
 @dataclass
 class Predictions:
-    """One run's predictions; ``proba`` rows align with the other arrays."""
+    """One run's predictions; ``proba`` rows and every attribute column align with the other arrays."""
 
     image_id: np.ndarray
     split: np.ndarray
     label: np.ndarray      # class names
-    sex: np.ndarray
-    age: np.ndarray
     proba: np.ndarray
     classes: tuple[str, ...]
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)   # column -> values as text (sex, age, race, ...)
 
     def select(self, split: str) -> "Predictions":
         keep = self.split == split
         if not keep.any():
             raise EmbedkitError(f"no rows with split '{split}' in the predictions")
-        return Predictions(self.image_id[keep], self.split[keep], self.label[keep], self.sex[keep], self.age[keep],
-                           self.proba[keep], self.classes)
+        return Predictions(self.image_id[keep], self.split[keep], self.label[keep], self.proba[keep], self.classes,
+                           {k: v[keep] for k, v in self.attributes.items()})
 
     def y_true(self) -> np.ndarray:
         index = {c: i for i, c in enumerate(self.classes)}
         return np.array([index[c] for c in self.label], dtype=np.int64)
 
-    def age_group(self) -> np.ndarray:
-        return np.array([age_group(int(a)) for a in self.age])
+
+def attribute_columns(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The columns of a manifest (or a store joined to one) a fairness attribute can be declared on."""
+    return {k: np.asarray(v).astype(str) for k, v in columns.items()
+            if k not in NOT_ATTRIBUTES and not k.startswith("prob_")}
 
 
 def concat(parts: list[Predictions]) -> Predictions:
@@ -55,7 +58,9 @@ def concat(parts: list[Predictions]) -> Predictions:
     if any(p.classes != classes for p in parts):
         raise EmbedkitError("cannot pool predictions over different class lists")
     cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
-    return Predictions(cat("image_id"), cat("split"), cat("label"), cat("sex"), cat("age"), cat("proba"), classes)
+    shared = [k for k in parts[0].attributes if all(k in p.attributes for p in parts)]
+    return Predictions(cat("image_id"), cat("split"), cat("label"), cat("proba"), classes,
+                       {k: np.concatenate([p.attributes[k] for p in parts]) for k in shared})
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -68,12 +73,13 @@ def write_predictions(path: Path, p: Predictions) -> None:
     """Write predictions atomically (a partial file is never left under the final name)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
+    attrs = list(p.attributes)
     with tmp.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow([*BASE_COLUMNS, *(f"prob_{c}" for c in p.classes)])
+        w.writerow(["image_id", "split", "label", *attrs, "pred", *(f"prob_{c}" for c in p.classes)])
         pred = p.proba.argmax(1)
         for i in range(len(p.image_id)):
-            w.writerow([p.image_id[i], p.split[i], p.label[i], p.sex[i], int(p.age[i]), p.classes[pred[i]],
+            w.writerow([p.image_id[i], p.split[i], p.label[i], *(p.attributes[a][i] for a in attrs), p.classes[pred[i]],
                         *(f"{v:.7g}" for v in p.proba[i])])
     os.replace(tmp, path)
 
@@ -90,28 +96,25 @@ def read_predictions(path: str | Path) -> Predictions:
             rows = list(reader)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise EmbedkitError(f"{path}: not a predictions CSV ({type(exc).__name__}); give a run's predictions.csv") from None
-    missing = [c for c in BASE_COLUMNS if c not in header]
+    missing = [c for c in REQUIRED if c not in header]
     prob_cols = [c for c in header if c.startswith("prob_")]
     if missing or not prob_cols:
         raise EmbedkitError(f"{path}: not a predictions file (missing {', '.join(missing) or 'prob_<class> columns'})")
-    classes = tuple(c[5:] for c in prob_cols)
-    col = {c: header.index(c) for c in header}
     if not rows:
         raise EmbedkitError(f"{path}: has a header but no rows")
+    if any(len(r) != len(header) for r in rows):
+        line = next(i for i, r in enumerate(rows) if len(r) != len(header)) + 2
+        raise EmbedkitError(f"{path}, line {line}: {len(header)} fields expected")
+    table = {c: np.array([r[i] for r in rows]) for i, c in enumerate(header)}
     try:
-        proba = np.array([[float(r[col[c]]) for c in prob_cols] for r in rows])
-        age = np.array([int(r[col["age"]]) for r in rows])
-    except (ValueError, IndexError) as exc:
-        raise EmbedkitError(f"{path}: unreadable value ({exc}); every row needs an integer age and numeric prob_ columns") from None
-    labels = np.array([r[col["label"]] for r in rows])
-    unknown = sorted(set(labels) - set(classes))
+        proba = np.stack([table[c].astype(float) for c in prob_cols], 1)
+    except ValueError as exc:
+        raise EmbedkitError(f"{path}: unreadable value ({exc}); the prob_ columns must be numbers") from None
+    classes = tuple(c[5:] for c in prob_cols)
+    unknown = sorted(set(table["label"]) - set(classes))
     if unknown:
         raise EmbedkitError(f"{path}: label(s) {', '.join(unknown)} have no prob_ column")
-    return Predictions(
-        image_id=np.array([r[col["image_id"]] for r in rows]), split=np.array([r[col["split"]] for r in rows]),
-        label=labels, sex=np.array([r[col["sex"]] for r in rows]), age=age,
-        proba=proba, classes=classes,
-    )
+    return Predictions(table["image_id"], table["split"], table["label"], proba, classes, attribute_columns(table))
 
 
 def write_record(folder: Path, record: dict) -> None:
@@ -200,19 +203,50 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj)}")
 
 
-def evaluate_predictions(p: Predictions, *, split: str = "test", n_boot: int = 1000, n_perm: int = 1000, seed: int = 0,
-                         return_replicates: bool = False) -> dict:
-    """The metrics object of a run (``embedkit.metrics.suite``) on one split."""
+def evaluate_predictions(p: Predictions, *, attributes=None, split: str = "test", n_boot: int = 1000,
+                         n_perm: int = 1000, seed: int = 0, return_replicates: bool = False) -> dict:
+    """The metrics object of a run (``embedkit.metrics.suite``) on one split, for the declared
+    ``attributes`` (text like 'sex,age:60,race' or parsed; default sex, age and their intersection)."""
+    from embedkit.attributes import check_columns, parse
     from embedkit.metrics import evaluate
 
+    attrs = attributes if isinstance(attributes, tuple) else parse(attributes)
+    check_columns(attrs, p.attributes, "predictions")
     s = p.select(split)
-    return evaluate(s.y_true(), s.proba, sex=s.sex, age_group=s.age_group(), classes=s.classes,
-                    n_boot=n_boot, n_perm=n_perm, seed=seed, return_replicates=return_replicates)
+    groups = {a.name: a.labels(s.attributes) for a in attrs}
+    order = {a.name: a.order(groups[a.name]) for a in attrs}
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = evaluate(s.y_true(), s.proba, groups=groups, order=order, classes=s.classes, n_boot=n_boot,
+                          n_perm=n_perm, seed=seed, return_replicates=return_replicates)
+    result["warnings"] = sorted({str(w.message) for w in caught})
+    for a in attrs:
+        result["settings"]["attributes"][a.name]["columns"] = list(a.columns)
+    return result
 
 
-def finish_run(folder: Path, predictions: Predictions, record: dict, *, n_boot: int = 1000, seed: int = 0) -> dict:
+def finish_run(folder: Path, predictions: Predictions, record: dict, *, attributes=None, n_boot: int = 1000,
+               seed: int = 0) -> dict:
     """Write predictions, compute the test metrics into the record, write ``run.json`` last; returns the record."""
     write_predictions(folder / PREDICTIONS, predictions)
-    record = dict(record, metrics=evaluate_predictions(predictions, split="test", n_boot=n_boot, n_perm=n_boot, seed=seed))
+    record = dict(record, metrics=evaluate_predictions(predictions, attributes=attributes, split="test", n_boot=n_boot,
+                                                       n_perm=n_boot, seed=seed))
+    write_record(folder, record)
+    return record
+
+
+def refresh_metrics(folder: Path, attributes, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """A finished run's record with its metrics recomputed for other declared attributes (no refit):
+    predictions keep every attribute column, so only the metrics change."""
+    from embedkit.attributes import parse
+
+    record = read_record(folder)
+    declared = [a.name for a in (attributes if isinstance(attributes, tuple) else parse(attributes))]
+    if list(record.get("metrics", {}).get("settings", {}).get("attributes", {})) == declared:
+        return record
+    record["metrics"] = evaluate_predictions(read_predictions(folder / PREDICTIONS), attributes=attributes, split="test",
+                                             n_boot=n_boot, n_perm=n_boot, seed=seed)
     write_record(folder, record)
     return record

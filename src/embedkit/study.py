@@ -88,6 +88,12 @@ class Study:
         return self.config.get("models", {})
 
     @property
+    def attributes(self) -> str | None:
+        """The declared sensitive attributes as one declaration ('sex,age,site'); None: the default."""
+        declared = self.config.get("attributes")
+        return ",".join(declared) if declared else None
+
+    @property
     def methods(self) -> dict[str, dict]:
         return self.config.get("methods", {})
 
@@ -242,7 +248,8 @@ def _experiment_steps(study: Study) -> list[Step]:
             cfg = ExperimentConfig(model=model, manifest=manifest, method=method, cache_dir=study.paths["cache_dir"],
                                    runs_dir=study.paths["runs_dir"], dataset=dataset,
                                    seeds=_seeds(study, method), head=HeadConfig(**head),
-                                   prompts=("clip", "gloria", "cxrclip") if prompts == "all" else tuple(prompts), **extra)
+                                   prompts=("clip", "gloria", "cxrclip") if prompts == "all" else tuple(prompts),
+                                   attributes=study.attributes, **extra)
             cache = caches.setdefault(model, _cache_of(study, model)[0])
             if (cache, manifest) not in data:  # once per store and round, not per method
                 m = read_manifest(manifest) if manifest.is_file() else None
@@ -275,7 +282,7 @@ def _finetune_steps(study: Study) -> list[Step]:
                     if k in FinetuneConfig.__dataclass_fields__ and k not in ("seeds",)}
             cfg = FinetuneConfig(model=model, manifest=manifest, mode=method, weights=study.resolve(spec.get("weights")),
                                  runs_dir=study.paths["runs_dir"], dataset=dataset,
-                                 seeds=_seeds(study, method), **opts)
+                                 seeds=_seeds(study, method), attributes=study.attributes, **opts)
             epochs = cfg.epochs * len(cfg.learning_rates()) * len(cfg.seeds)
             per_image = 0.002 if model.endswith("-tiny") else 0.75
             ready = manifest.is_file() and (cfg.weights is None or cfg.weights.exists())
@@ -304,7 +311,7 @@ def _audit_steps(study: Study) -> list[Step]:
     for model in _cached_models(study):
         cfg = AuditConfig(model=model, manifest=study.manifest, cache_dir=study.paths["cache_dir"],
                           runs_dir=study.paths["runs_dir"], dataset=study.config.get("dataset"),
-                          attributes=tuple(opts.get("attributes", ("sex", "age_group"))),
+                          attributes=study.attributes,
                           n_boot=int(opts.get("n_boot", 1000)), n_perm=int(opts.get("n_perm", 1000)),
                           threshold=opts.get("threshold"), projection=opts.get("projection", "pca"))
         done = (cfg.out_dir() / "audit.json").is_file() and _cache_of(study, model)[0] is not None and \
@@ -314,7 +321,9 @@ def _audit_steps(study: Study) -> list[Step]:
 
 
 def _audit_settings(cfg) -> dict:
-    return {"attributes": list(cfg.attributes), "n_boot": cfg.n_boot, "n_perm": cfg.n_perm, "threshold": cfg.threshold,
+    from embedkit.attributes import parse
+
+    return {"attributes": [a.name for a in parse(cfg.attributes)], "n_boot": cfg.n_boot, "n_perm": cfg.n_perm, "threshold": cfg.threshold,
             "projection": cfg.projection}
 
 
@@ -326,7 +335,8 @@ def plan(study: Study) -> list[Step]:
              *_finetune_steps(study)]
     steps.append(Step("report", str(study.paths["report_dir"]), "to run", 10.0,
                       lambda: build_report(study.paths["runs_dir"], study.paths["report_dir"],
-                                           n_boot=int(study.config.get("report", {}).get("n_boot", 1000)))))
+                                           n_boot=int(study.config.get("report", {}).get("n_boot", 1000)),
+                                           attributes=study.attributes)))
     return steps
 
 

@@ -108,7 +108,6 @@ class Report(_Strict):
 
 
 class Audit(_Strict):
-    attributes: list[str] = ["sex", "age_group"]
     n_boot: int = 1000
     n_perm: int = 1000
     threshold: Optional[float] = None
@@ -119,6 +118,7 @@ class Study(_Strict):
     seeds: list[int] = [0]
     dataset: Optional[str] = None
     folds: Optional[int] = None          # K-fold cross-validation rounds from one store (report pools them)
+    attributes: Optional[list[str]] = None   # sensitive attributes (embedkit.attributes); default sex, age, sex*age
     vars: dict[str, str] = {}
     data: Data
     paths: Paths = Paths()
@@ -127,6 +127,18 @@ class Study(_Strict):
     methods: Methods
     report: Report = Report()
     audit: Optional[Audit] = None        # what the embeddings know: attribute probes, duplicates, maps
+
+    @field_validator("attributes")
+    @classmethod
+    def _declaration(cls, attributes: Optional[list[str]]) -> Optional[list[str]]:
+        if attributes:
+            from embedkit.attributes import parse
+
+            try:
+                parse(",".join(attributes))
+            except EmbedkitError as exc:
+                raise ValueError(str(exc)) from None
+        return attributes
 
     @field_validator("models")
     @classmethod

@@ -16,7 +16,8 @@ def fit_and_evaluate(tmp_path, seed, bias):
     y, split = m.labels(), m.column("split")
     tr, te = split != "test", split == "test"
     clf = LogisticRegression(C=0.05, max_iter=2000).fit(x[tr], y[tr])
-    return evaluate(y[te], clf.predict_proba(x[te]), sex=m.column("sex")[te], age_group=m.column("age_group")[te],
+    groups = {"sex": m.column("sex")[te], "age": m.column("age_group")[te]}
+    return evaluate(y[te], clf.predict_proba(x[te]), groups=groups, order={"sex": ("M", "F"), "age": ("young", "old")},
                     classes=m.classes, n_boot=500, n_perm=200, seed=seed)
 
 

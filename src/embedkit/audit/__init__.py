@@ -15,7 +15,6 @@ from pathlib import Path
 
 from embedkit.audit import duplicates, maps, probes
 
-ATTRIBUTES = ("sex", "age_group")
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,7 @@ class AuditConfig:
     cache: Path | None = None
     runs_dir: Path = Path("runs")
     dataset: str | None = None
-    attributes: tuple[str, ...] = ATTRIBUTES
+    attributes: str | None = None              # a declaration (embedkit.attributes); None: sex, age, sex*age
     n_boot: int = 1000
     n_perm: int = 1000
     threshold: float | None = None      # near-duplicate cosine; None: calibrated on the data
@@ -43,21 +42,24 @@ def run_audit(cfg: AuditConfig) -> dict:
     from embedkit.cache.join import join
     from embedkit.cache import read_cache
     from embedkit.heads import features
+    from embedkit.attributes import check_columns, parse
     from embedkit.manifest import read_manifest
 
     manifest = read_manifest(cfg.manifest)
+    declared = parse(cfg.attributes)
+    check_columns(declared, ("sex", "age", *manifest.extra_columns), str(cfg.manifest))
     path = cfg.cache or features.find_cache(cfg.model, cfg.manifest, cfg.cache_dir)
     store = read_cache(path)
     view = join(store, manifest)
     out = cfg.out_dir()
     out.mkdir(parents=True, exist_ok=True)
     with features.torch_threads(cfg.threads):
-        attr = {a: probes.probe_attribute(view, manifest, a, n_boot=cfg.n_boot, n_perm=cfg.n_perm, seed=cfg.seed)
-                for a in cfg.attributes}
+        attr = {a.name: probes.probe_attribute(view, manifest, a, n_boot=cfg.n_boot, n_perm=cfg.n_perm, seed=cfg.seed)
+                for a in declared}
     dup = duplicates.find(view, manifest, store, threshold=cfg.threshold)
-    geometry = maps.draw(view, manifest, cfg.attributes, out / "map.png", title=cfg.model, projection=cfg.projection)
+    geometry = maps.draw(view, manifest, declared, out / "map.png", title=cfg.model, projection=cfg.projection)
     summary = {"model": cfg.model, "manifest": str(cfg.manifest.resolve()), "manifest_digest": manifest.digest(),
-               "cache_key": store.attrs.get("key"), "settings": {"attributes": list(cfg.attributes), "n_boot": cfg.n_boot,
+               "cache_key": store.attrs.get("key"), "settings": {"attributes": [a.name for a in declared], "n_boot": cfg.n_boot,
                                                                   "n_perm": cfg.n_perm, "threshold": cfg.threshold,
                                                                   "projection": cfg.projection},
                "attributes": attr, "duplicates": dup.summary(), "map": geometry}

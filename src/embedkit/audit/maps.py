@@ -51,7 +51,7 @@ def draw(view: Cache, manifest: Manifest, attributes, out: Path, *, title: str, 
 
     x = np.asarray(view.embeddings, dtype=np.float64)
     xy = project(x, projection)
-    colourings = {"class": view.meta["label"].astype(str)} | {a: attribute_values(view, manifest, a) for a in attributes}
+    colourings = {"class": view.meta["label"].astype(str)} | {a.name: attribute_values(view, a) for a in attributes}
     fig, axes = plt.subplots(1, len(colourings), figsize=(4 * len(colourings), 3.8), squeeze=False)
     for ax, (name, values) in zip(axes[0], colourings.items()):
         for g in sorted(set(values)):

@@ -14,38 +14,29 @@ import torch
 
 from embedkit.cache.layout import Cache
 from embedkit.errors import EmbedkitError
-from embedkit.manifest import Manifest, age_group
+from embedkit.manifest import Manifest
 from embedkit.metrics.auc import balanced_accuracy, macro_ovr_auc
 
 
-def attribute_values(view: Cache, manifest: Manifest, attr: str) -> np.ndarray:
-    """The attribute of every row of a joined view: sex, age_group, sex_age or any manifest column."""
-    if attr == "sex":
-        return view.meta["sex"].astype(str)
-    if attr in ("age", "age_group"):
-        return np.array([age_group(int(a)) for a in view.meta["age"]])
-    if attr == "sex_age":
-        return np.char.add(np.char.add(view.meta["sex"].astype(str), "-"),
-                           np.array([age_group(int(a)) for a in view.meta["age"]]))
-    if attr not in manifest.extra_columns:
-        raise EmbedkitError(f"--attributes {attr}: not a column of {manifest.path} (have sex, age, "
-                            f"{', '.join(manifest.extra_columns) or 'no extra columns'})")
-    by_id = {r["image_id"]: r[attr] for r in manifest.rows}
-    return np.array([by_id[i] for i in view.image_id])
+def attribute_values(view: Cache, attr) -> np.ndarray:
+    """A declared attribute's group label for every row of a joined view ('' where missing)."""
+    from embedkit.runs import attribute_columns
+
+    return attr.labels(attribute_columns(view.meta))
 
 
-def probe_attribute(view: Cache, manifest: Manifest, attr: str, *, n_boot: int, n_perm: int, seed: int) -> dict:
+def probe_attribute(view: Cache, manifest: Manifest, attr, *, n_boot: int, n_perm: int, seed: int) -> dict:
     from embedkit.heads.features import Split
     from embedkit.heads.trained import HeadConfig, train_heads
 
-    values = attribute_values(view, manifest, attr)
-    names = sorted(set(values))
+    values = attribute_values(view, attr)
+    names = list(attr.order(values))
     if len(names) < 2:
-        raise EmbedkitError(f"attribute {attr}: only one group ({names[0] if names else 'none'}) in {manifest.path}")
-    y = np.array([names.index(v) for v in values])
+        raise EmbedkitError(f"attribute {attr.name}: only one group ({names[0] if names else 'none'}) in {manifest.path}")
+    y = np.array([names.index(v) if v in names else -1 for v in values])
     x = torch.from_numpy(np.asarray(view.embeddings, dtype=np.float32))
     split = view.meta["split"]
-    part = {s: np.flatnonzero(split == s) for s in ("train", "val", "test")}
+    part = {s: np.flatnonzero((split == s) & (y >= 0)) for s in ("train", "val", "test")}
     data = {s: Split(x[i], torch.from_numpy(y[i]), i) for s, i in part.items()}
     head = train_heads(data["train"], data["val"], HeadConfig(kind="linear"), [seed], len(names))[0]
     test = part["test"]

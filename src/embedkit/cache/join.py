@@ -30,7 +30,8 @@ def join(cache: Cache, manifest: Manifest) -> Cache:
         raise EmbedkitError(f"{cache.path}: {len(missing)} image(s) of {manifest.path} are not in this store, or changed "
                             f"since (e.g. {missing[0]}); run `embedkit extract` for this manifest (it encodes only those)")
     rows = np.array([row_of[k.key] for _, k in keep], dtype=np.int64)
-    meta = {c: np.array([r[c] for r, _ in keep]) for c in META_COLUMNS} | {"age": np.array([int(r["age"]) for r, _ in keep])}
+    columns = (*META_COLUMNS, *(c for c in ("age", *manifest.extra_columns) if c not in META_COLUMNS))
+    meta = {c: np.array([r[c] for r, _ in keep]) for c in columns}   # every manifest column: any can be an attribute
     return replace(cache, embeddings=cache.embeddings[rows], image_id=np.array([r["image_id"] for r, _ in keep]),
                    meta=meta, classes=manifest.classes, text=_text_for(cache, manifest.classes, rows),
                    manifest_digest=manifest.digest(), rows_digest=rows_digest([k for _, k in keep]))

@@ -11,14 +11,9 @@ from embedkit.cli import options as opt
 from embedkit.cli.console import console, table
 
 
-def _attributes(text: str) -> tuple[str, ...]:
-    return tuple(opt._items(text, "--attributes"))
-
-
 def audit(
     model: str = opt.model_option(), manifest: Path = opt.manifest_option(),
-    attributes: str = typer.Option("sex,age_group", callback=_attributes,
-                                   help="Attributes to probe: sex, age_group, sex_age or any manifest column."),
+    attributes: str = opt.attributes_option(),
     threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Near-duplicate cosine (default: "
                                                                           "calibrated on the data)."),
     projection: str = typer.Option("pca", help="The map's projection: pca, or umap (needs umap-learn)."),

@@ -12,7 +12,8 @@ from embedkit.data.nih import CANDIDATE_CLASSES, build_nih
 from embedkit.data.phantom import Bias, PhantomSpec, make_phantom
 from embedkit.manifest import AGE_GROUPS, SEXES, STUDY_CLASSES, SPLITS, read_manifest, sex_age_groups
 
-app = typer.Typer(help="Build manifests: the NIH 6×200 subset or the phantom dataset.", no_args_is_help=True)
+app = typer.Typer(help="Build manifests: NIH 6×200, CheXpert, MIMIC-CXR, PadChest, any CSV, the phantom; folds.",
+                  no_args_is_help=True)
 
 
 def _split_summary(manifest_path: Path) -> None:
@@ -85,3 +86,15 @@ def phantom(
     _split_summary(path)
     if spec.bias:
         console.print("planted bias: " + ", ".join(f"{b.attribute}={b.group} fainter by {b.strength:g}" for b in spec.bias))
+
+
+def _sources() -> None:
+    from embedkit.cli import sources
+
+    app.command("chexpert")(sources.chexpert)
+    app.command("mimic-cxr")(sources.mimic)
+    app.command("padchest")(sources.padchest)
+    app.command("csv")(sources.csv)
+
+
+_sources()

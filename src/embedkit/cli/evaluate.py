@@ -33,6 +33,8 @@ def _why_not(result: dict, attr: str, gap: str) -> str:
         return "yes"
     lo, hi = result["ci"]["fairness"][attr][gap]
     p = result["p_value"][attr][gap]
+    if p is None:
+        return "no (undefined: fewer than two groups large enough)"
     reasons = []
     if lo is None or (lo <= 0 <= hi):
         reasons.append("CI includes 0")
@@ -48,9 +50,11 @@ def evaluate(
     n_boot: int = opt.n_boot_option(),
     n_perm: int = typer.Option(1000, min=0, help="Permutations for p-values and the noise floor."),
     seed: int = typer.Option(0, min=0, help="Seed of the bootstrap and permutation draws."),
+    attributes: str = opt.attributes_option(),
 ) -> None:
     """Utility and fairness metrics with bootstrap CIs, p-values and the noise floor."""
-    result = evaluate_predictions(read_predictions(predictions), split=split, n_boot=n_boot, n_perm=n_perm, seed=seed)
+    result = evaluate_predictions(read_predictions(predictions), attributes=attributes, split=split, n_boot=n_boot,
+                                  n_perm=n_perm, seed=seed)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -67,6 +71,9 @@ def evaluate(
         for k, v in gaps.items():
             sig = _why_not(result, attr, k)
             rows.append([attr, k, _fmt(v, ci["fairness"][attr][k]), _fmt(result["null"][attr][k]),
-                         _fmt(result["excess"][attr][k]), f"{result['p_value'][attr][k]:.3f}", sig])
-    table("fairness gaps (f1_gap signed: sex M−F, age young−old)",
+                         _fmt(result["excess"][attr][k]), _fmt(result["p_value"][attr][k]), sig])
+    signs = ", ".join(f"{a} {s['sign']}" for a, s in result["settings"]["attributes"].items())
+    for w in result["warnings"]:
+        console.print(f"note: {w}", highlight=False)
+    table(f"fairness gaps (f1_gap: {signs})",
           ["attribute", "gap", "value [95% CI]", "noise floor", "excess", "p", "significant"], rows)

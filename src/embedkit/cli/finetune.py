@@ -31,7 +31,7 @@ def finetune(
                                                            "several beside a GPU, none on CPU — measured faster there)."),
     skip_bad: bool = typer.Option(False, help="Leave unreadable images out instead of stopping."),
     resume: bool = typer.Option(True, help="Continue from the last checkpoint of an interrupted run."),
-    force: bool = opt.force_option(), quiet: bool = opt.quiet_option(),
+    force: bool = opt.force_option(), quiet: bool = opt.quiet_option(), attributes: str = opt.attributes_option(),
     runs_dir: Path = opt.runs_dir_option(), dataset: Optional[str] = opt.dataset_option(),
 ) -> None:
     """Fine-tune an encoder with a linear head (LoRA or full); writes a run folder like the probes."""
@@ -45,7 +45,8 @@ def finetune(
                          weight_decays=weight_decays or (0.01,), rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout,
                          lora_targets=lora_targets, augment=augment, device=device, precision=precision,
                          grad_checkpointing=grad_checkpointing, compile=compile, memory_limit_gb=memory_limit_gb,
-                         workers=workers, skip_bad=skip_bad, resume=resume, force=force)
+                         workers=workers, skip_bad=skip_bad, resume=resume, force=force,
+                         attributes=attributes)
     records = run(cfg) if quiet else _with_progress(cfg, run)
     table(f"{cfg.mode} fine-tuning", ["run", "status", "trainable params", "lr", "wd", "best epoch", "test acc", "macro F1"],
           [[str(cfg.run_dir(r["seed"])), "skipped (done)" if r.get("skipped") else "ran", f"{r['trainable_parameters']:,}",

@@ -13,14 +13,18 @@ from embedkit.heads.knn import KS
 from embedkit.prompts import FORMATS
 
 
-def _show(results) -> None:
+def _show(results, attributes: str) -> None:
+    """One row per run: its utility and the F1 gap of the first declared attribute."""
+    from embedkit.attributes import parse
+
+    first = parse(attributes)[0].name
     rows = []
     for r in results:
         m, sel = r.record["metrics"], r.record["selection"]
         chosen = ", ".join(f"{k}={v}" for k, v in sel.items() if k in ("prompt_format", "lr", "weight_decay", "best_epoch", "k"))
         rows.append([str(r.path), "skipped (done)" if r.skipped else "ran", f"{m['accuracy']:.3f}", f"{m['f1_macro']:.3f}",
-                     _abs(m['fairness']['sex']['f1_gap']), chosen])
-    table("runs", ["run", "status", "test acc", "macro F1", "|F1 gap| sex", "chosen on validation"], rows)
+                     _abs(m["fairness"][first]["f1_gap"]), chosen])
+    table("runs", ["run", "status", "test acc", "macro F1", f"|F1 gap| {first}", "chosen on validation"], rows)
 
 
 def _abs(value) -> str:
@@ -38,6 +42,7 @@ def zeroshot(
     seeds: str = opt.seeds_option("0-9", "Prompt-sampling seeds (the sampled formats run once per seed)"),
     cache_dir: Path = opt.cache_dir_option(), cache_file: Optional[Path] = opt.cache_file_option(),
     runs_dir: Path = opt.runs_dir_option(), dataset: Optional[str] = opt.dataset_option(), force: bool = opt.force_option(),
+    attributes: str = opt.attributes_option(),
 ) -> None:
     """Zero-shot classification from cached image and prompt embeddings."""
     from embedkit.heads.runner import ExperimentConfig, run_experiment
@@ -45,7 +50,7 @@ def zeroshot(
     _one_cache_file(model, cache_file)
     _show([r for m in model for r in run_experiment(ExperimentConfig(
         model=m, manifest=manifest, method="zeroshot", cache_dir=cache_dir, cache=cache_file, runs_dir=runs_dir,
-        dataset=dataset, seeds=seeds, prompts=prompts, force=force))])
+        dataset=dataset, seeds=seeds, prompts=prompts, force=force, attributes=attributes))], attributes)
 
 
 def _one_cache_file(models: tuple[str, ...], cache_file: Path | None) -> None:
@@ -67,6 +72,7 @@ def probe(
     threads: int = opt.threads_option(),
     cache_dir: Path = opt.cache_dir_option(), cache_file: Optional[Path] = opt.cache_file_option(),
     runs_dir: Path = opt.runs_dir_option(), dataset: Optional[str] = opt.dataset_option(), force: bool = opt.force_option(),
+    attributes: str = opt.attributes_option(),
 ) -> None:
     """Train linear, MLP or kNN heads on cached features: every model x head in one process."""
     from embedkit.heads.runner import ExperimentConfig, run_experiment
@@ -78,8 +84,9 @@ def probe(
         for h in head:
             cfg = ExperimentConfig(model=m, manifest=manifest, method=h, cache_dir=cache_dir, cache=cache_file,
                                    runs_dir=runs_dir, dataset=dataset, seeds=seeds, ks=ks, force=force, threads=threads,
+                                   attributes=attributes,
                                    head=HeadConfig(epochs=epochs,
                                                    batch_size=batch_size, lrs=lrs, weight_decays=weight_decays,
                                                    hidden=hidden, dropout=dropout))
             results += run_experiment(cfg)
-    _show(results)
+    _show(results, attributes)

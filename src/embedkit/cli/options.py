@@ -15,11 +15,13 @@ from pathlib import Path
 
 import typer
 
+from embedkit.errors import EmbedkitError
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 # Options shared by several commands: the same name, type, default and help wherever they appear.
 SHARED = ("--model", "--manifest", "--runs-dir", "--cache-dir", "--cache-file", "--dataset", "--weights", "--seeds",
           "--lrs", "--weight-decays", "--epochs", "--batch-size", "--workers", "--precision", "--device", "--threads",
-          "--quiet", "--force", "--wait", "--n-boot")
+          "--quiet", "--force", "--wait", "--n-boot", "--attributes")
 
 # Spellings that mean a shared concept: an option may not use the left-hand name.
 SYNONYMS = {
@@ -89,16 +91,20 @@ def parse_precision(text: str) -> str:
     return text
 
 
-def parse_device(text: str) -> str:
-    """Check the device exists here now, so a missing GPU is a usage error and not a driver crash."""
-    from embedkit.devices import check_device
-    from embedkit.errors import EmbedkitError
-
+def _checked(check, text: str) -> str:
+    """``text`` after ``check(text)`` passed; the library's error becomes a usage error naming the option."""
     try:
-        check_device(text)
+        check(text)
     except EmbedkitError as exc:
         raise typer.BadParameter(str(exc).split(": ", 1)[-1]) from None
     return text
+
+
+def parse_device(text: str) -> str:
+    """Check the device exists here now, so a missing GPU is a usage error and not a driver crash."""
+    from embedkit.devices import check_device
+
+    return _checked(check_device, text)
 
 
 def _choices(text: str, option: str, valid: tuple[str, ...]) -> tuple[str, ...]:
@@ -209,6 +215,21 @@ def wait_option():
 
 def n_boot_option(default: int = 1000):
     return typer.Option(default, "--n-boot", min=0, help="Bootstrap resamples (and permutations) per run.")
+
+
+def parse_attributes(text: str) -> str:
+    """A declaration like 'sex,age:60,race,sex*age', checked here and passed on as text."""
+    from embedkit.attributes import parse
+
+    return _checked(parse, text)
+
+
+def attributes_option():
+    from embedkit.attributes import DEFAULT
+
+    return typer.Option(DEFAULT, "--attributes", callback=parse_attributes,
+                        help="Sensitive attributes: manifest columns, numbers banded at cut points (age:40,60,80; "
+                             "age alone: young < 60 <= old), intersections (sex*age).")
 
 
 def weights_option():

@@ -13,10 +13,10 @@ from embedkit.cli.console import console
 def report(
     runs_dir: Path = opt.runs_dir_option(must_exist=True),
     out: Path = typer.Option(Path("reports"), file_okay=False, help="Where report.md, report.html and figures/ go."),
-    n_boot: int = opt.n_boot_option(),
+    n_boot: int = opt.n_boot_option(), attributes: str = opt.attributes_option(),
 ) -> None:
     """Tables and figures of the paper, with CIs and seed spread, as Markdown and self-contained HTML."""
     from embedkit.report import build_report
 
-    path = build_report(runs_dir, out, n_boot=n_boot)
+    path = build_report(runs_dir, out, n_boot=n_boot, attributes=attributes)
     console.print(f"report: {path} and {path.with_suffix('.html')}", highlight=False)

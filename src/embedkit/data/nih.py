@@ -12,15 +12,16 @@ import csv
 import gzip
 import io
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from embedkit.data.splits import patient_split
+from embedkit.attributes import parse
+from embedkit.data.build import balance, split_rows
 from embedkit.errors import EmbedkitError
-from embedkit.manifest import AGE_GROUPS, SEXES, age_group, write_manifest
+from embedkit.manifest import SEXES, write_manifest
 
 CANDIDATE_CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Pneumonia", "Pneumothorax")
 REQUIRED = ("Image Index", "Finding Labels", "Patient ID", "Patient Age", "Patient Gender")
@@ -103,44 +104,15 @@ def select_nih(
     min_fraction: float = 0.9,
     seed: int = 0,
 ) -> Selection:
-    """Apply the paper's selection rule and split; see the module docstring."""
-    pools: dict[str, dict[tuple[str, str], list[dict]]] = {c: defaultdict(list) for c in classes}
-    for r in rows:
-        if r["labels"] in pools:  # single-label: Finding Labels is exactly the class
-            pools[r["labels"]][(r["sex"], age_group(r["age"]))].append(r)
-    rng = np.random.default_rng(seed)
-    n = per_group
-    selected, qualified, dropped, counts = [], [], {}, {}
-    for c in classes:
-        pool = pools[c]
-        short_band = [b for b in AGE_GROUPS if sum(len(pool[(s, b)]) for s in SEXES) < 2 * n]
-        short_cell = [(s, b) for s in SEXES for b in AGE_GROUPS if len(pool[(s, b)]) < min_fraction * n]
-        if short_band or short_cell:
-            why = [f"{b} has {sum(len(pool[(s, b)]) for s in SEXES)} < {2 * n} images" for b in short_band]
-            why += [f"{s}-{b} has {len(pool[(s, b)])} < {min_fraction:g}×{n} images" for s, b in short_cell]
-            dropped[c] = "; ".join(why)
-            continue
-        qualified.append(c)
-        counts[c] = Counter()
-        for b in AGE_GROUPS:
-            shuffled = {s: [pool[(s, b)][i] for i in rng.permutation(len(pool[(s, b)]))] for s in SEXES}
-            take = {s: min(n, len(shuffled[s])) for s in SEXES}
-            for s in SEXES:  # fill one sex's shortfall from the other sex of the same band
-                other = "F" if s == "M" else "M"
-                take[other] += max(0, n - len(shuffled[s]))
-            for s in SEXES:
-                chosen = shuffled[s][: take[s]]
-                counts[c][(s, b)] += len(chosen)
-                selected += [dict(r, label=c) for r in chosen]
-    cells = [(r["label"], r["sex"], age_group(r["age"])) for r in selected]
-    splits = patient_split([r["patient"] for r in selected], cells, seed=seed)
-    out = [
-        {"image_id": r["image"], "path": r["image"], "patient_id": r["patient"], "label": r["label"],
-         "sex": r["sex"], "age": r["age"], "split": s, "view_position": r["view"]}
-        for r, s in zip(selected, splits)
-    ]
-    return Selection(rows=out, pools={c: Counter({k: len(v) for k, v in pools[c].items()}) for c in classes},
-                     qualified=qualified, dropped=dropped, counts=counts)
+    """The paper's rule (the shared balanced selector over sex x age band, single-label images) and split."""
+    labelled = [{"image_id": r["image"], "path": r["image"], "patient_id": r["patient"], "label": r["labels"],
+                 "sex": r["sex"], "age": r["age"], "split": "", "view_position": r["view"]}
+                for r in rows if r["labels"] in classes]   # single-label: Finding Labels is exactly the class
+    sex, age = parse("sex,age")
+    selected, report = balance(labelled, classes, sex, age, per_group=per_group, min_fraction=min_fraction, seed=seed)
+    split_rows(selected, (sex, age), seed)
+    return Selection(rows=selected, pools=report["pools"], qualified=list(report["counts"]), dropped=report["dropped"],
+                     counts=report["counts"])
 
 
 def build_nih(

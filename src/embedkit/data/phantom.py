@@ -20,6 +20,7 @@ from embedkit.errors import EmbedkitError
 from embedkit.manifest import AGE_GROUPS, SEXES, STUDY_CLASSES, age_group, write_manifest
 
 METADATA_FILE = "phantom.json"
+SITES = ("A", "B", "C")   # the hospital / scanner a patient was imaged at: a third, three-group attribute
 
 
 @dataclass(frozen=True)
@@ -32,23 +33,23 @@ class Bias:
 
     @classmethod
     def parse(cls, text: str) -> "Bias":
-        """Parse ``ATTR=GROUP:STRENGTH``, e.g. ``sex=F:0.6`` or ``age_group=old:0.5``."""
+        """Parse ``ATTR=GROUP:STRENGTH``, e.g. ``sex=F:0.6``, ``age_group=old:0.5`` or ``site=C:0.5``."""
         try:
             attr_group, strength = text.split(":")
             attribute, group = attr_group.split("=")
             bias = cls(attribute.strip(), group.strip(), float(strength))
         except ValueError:
             raise EmbedkitError(f"--bias {text!r}: expected ATTR=GROUP:STRENGTH, e.g. sex=F:0.6") from None
-        valid = {"sex": SEXES, "age_group": AGE_GROUPS}
+        valid = {"sex": SEXES, "age_group": AGE_GROUPS, "site": SITES}
         if bias.attribute not in valid or bias.group not in valid[bias.attribute]:
-            raise EmbedkitError(f"--bias {text!r}: attribute must be sex (M|F) or age_group (young|old)")
+            raise EmbedkitError(f"--bias {text!r}: attribute must be sex (M|F), age_group (young|old) or site (A|B|C)")
         if not 0.0 <= bias.strength <= 1.0:
             raise EmbedkitError(f"--bias {text!r}: strength must lie in [0, 1]")
         return bias
 
-    def factor(self, sex: str, age: int) -> float:
-        """Multiplier of the finding signature for a patient."""
-        value = sex if self.attribute == "sex" else age_group(age)
+    def factor(self, row: dict) -> float:
+        """Multiplier of the finding signature for a patient's row (sex, age, site)."""
+        value = age_group(int(row["age"])) if self.attribute == "age_group" else row[self.attribute]
         return 1.0 - self.strength if value == self.group else 1.0
 
 
@@ -174,24 +175,26 @@ def make_phantom(out: str | Path, spec: PhantomSpec) -> Path:
     rows: list[dict[str, object]] = []
     cells: list[tuple[str, str, str]] = []
     n_patient = 0
+    site_rng = np.random.default_rng([spec.seed, 7])   # its own stream: the images are those of a phantom without sites
     for label in spec.classes:
         for sex in SEXES:
             for band in AGE_GROUPS:
                 for count in _draw_patients(rng, spec.per_group):
                     n_patient += 1
                     age0 = int(rng.integers(20, 60) if band == "young" else rng.integers(60, 90))
+                    site = SITES[int(site_rng.integers(0, len(SITES)))]
                     for k in range(count):
                         age = min(age0 + k, 59) if band == "young" else age0 + k
-                        rows.append({"patient_id": f"P{n_patient:05d}", "label": label, "sex": sex, "age": age})
+                        rows.append({"patient_id": f"P{n_patient:05d}", "label": label, "sex": sex, "age": age, "site": site})
                         cells.append((label, sex, band))
     splits = patient_split([r["patient_id"] for r in rows], cells, seed=spec.seed)
     for i, (row, split) in enumerate(zip(rows, splits)):
         image_id = f"ph{i:06d}"
-        strength = float(np.prod([b.factor(row["sex"], row["age"]) for b in spec.bias]))
+        strength = float(np.prod([b.factor(row) for b in spec.bias]))
         pixels = draw_radiograph(np.random.default_rng([spec.seed, i]), spec.size, row["label"], row["sex"], row["age"], strength)
         Image.fromarray(pixels, mode="L").save(out / "images" / f"{image_id}.png", compress_level=1)
         row.update(image_id=image_id, path=f"images/{image_id}.png", split=split, finding_strength=round(strength, 4))
     copies = _plant_duplicates(out, rows, spec.duplicates, n_patient)
     meta = asdict(spec) | {"n_images": len(rows), "n_patients": n_patient + len(copies), "duplicates_of": copies}
     (out / METADATA_FILE).write_text(json.dumps(meta, indent=2))
-    return write_manifest(out / "manifest.csv", rows, extra_columns=("finding_strength",))
+    return write_manifest(out / "manifest.csv", rows, extra_columns=("site", "finding_strength"))

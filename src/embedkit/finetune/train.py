@@ -35,7 +35,7 @@ from embedkit.finetune.head import Head, ProbeInit, embed_split, fit_probe_init
 from embedkit.finetune.lora import FrozenPins, apply_lora, parse_targets, save_adapters
 from embedkit.manifest import read_manifest
 from embedkit.models import Encoder, load_encoder
-from embedkit.runs import Predictions, config_digest, finish_run, read_record, run_state
+from embedkit.runs import Predictions, attribute_columns, config_digest, finish_run, refresh_metrics, run_state
 
 DEFAULT_LRS = {"lora": (1e-4, 1e-3), "full": (1e-5, 1e-4)}
 
@@ -68,6 +68,7 @@ class FinetuneConfig:
     resume: bool = True
     force: bool = False
     n_boot: int = 1000
+    attributes: str | None = None                # declared sensitive attributes (None: sex, age, sex*age)
 
     def learning_rates(self) -> tuple[float, ...]:
         return self.lrs or DEFAULT_LRS[self.mode]
@@ -85,7 +86,8 @@ class FinetuneConfig:
 
     def fingerprint(self) -> dict:
         d = asdict(self)
-        for k in ("runs_dir", "seeds", "device", "memory_limit_gb", "workers", "resume", "force", "manifest", "compile"):
+        for k in ("runs_dir", "seeds", "device", "memory_limit_gb", "workers", "resume", "force", "manifest", "compile",
+                  "attributes"):
             d.pop(k)
         d["lrs"] = self.learning_rates()
         d["head"] = "standardised linear, linear-probe start (LP-FT)"
@@ -316,7 +318,7 @@ def finetune(cfg: FinetuneConfig, *, on_epoch: Callable[[dict], None] | None = N
     for seed in cfg.seeds:
         folder = cfg.run_dir(seed)
         if run_state(folder, identity, manifest_digest=manifest.digest()).done and not cfg.force:
-            records.append(read_record(folder) | {"skipped": True})
+            records.append(refresh_metrics(folder, cfg.attributes, n_boot=cfg.n_boot, seed=seed) | {"skipped": True})
             continue
         if data is None:  # loaded once: every (seed, lr, wd) trains a copy of its image tower
             enc = load_encoder(cfg.model, weights=cfg.weights, seed=0)
@@ -350,9 +352,10 @@ def _write(cfg, seed, manifest, data, model, enc, info, best: Fit, fits: list[Fi
     folder = cfg.run_dir(seed)
     proba = {s: _loss_on(model, data[s], device, cfg)[1].numpy() for s in ("val", "test")}
     rows = np.concatenate([data["val"].rows, data["test"].rows])
-    col = {c: manifest.column(c)[rows] for c in ("image_id", "label", "sex", "age")}
-    preds = Predictions(col["image_id"], np.array(["val"] * len(data["val"].rows) + ["test"] * len(data["test"].rows)),
-                        col["label"], col["sex"], col["age"], np.concatenate([proba["val"], proba["test"]]), manifest.classes)
+    columns = {c: manifest.column(c)[rows] for c in ("image_id", "label", "sex", "age", *manifest.extra_columns)}
+    preds = Predictions(columns["image_id"], np.array(["val"] * len(data["val"].rows) + ["test"] * len(data["test"].rows)),
+                        columns["label"], np.concatenate([proba["val"], proba["test"]]), manifest.classes,
+                        attribute_columns(columns))
     if cfg.mode == "lora":
         save_adapters(model.tower, folder / "adapter", parse_targets(cfg.lora_targets, enc.lora_targets),
                       rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout)
@@ -368,4 +371,4 @@ def _write(cfg, seed, manifest, data, model, enc, info, best: Fit, fits: list[Fi
                             "sweep": [{"lr": f.lr, "weight_decay": f.weight_decay, "best_epoch": f.best_epoch,
                                        "val_loss": f.best_val_loss} for f in fits]},
               "history": best.history, "timings": {"seconds": sum(f.seconds for f in fits)}}
-    return finish_run(folder, preds, record, n_boot=cfg.n_boot, seed=seed)
+    return finish_run(folder, preds, record, attributes=cfg.attributes, n_boot=cfg.n_boot, seed=seed)

@@ -19,7 +19,7 @@ from embedkit.heads.knn import KS
 from embedkit.heads.trained import HeadConfig
 from embedkit.manifest import read_manifest
 from embedkit.prompts import FORMATS
-from embedkit.runs import Predictions, config_digest, finish_run, read_record, run_state
+from embedkit.runs import Predictions, attribute_columns, config_digest, finish_run, refresh_metrics, run_state
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class ExperimentConfig:
     force: bool = False
     threads: int = 1
     n_boot: int = 1000
+    attributes: str | None = None                # declared sensitive attributes (None: sex, age, sex*age)
     config_hash: str = ""                        # set by run_experiment: the identity's digest
 
     def run_dir(self, seed: int) -> Path:
@@ -82,7 +83,7 @@ def run_experiment(cfg: ExperimentConfig) -> list[RunResult]:
     for s in seeds_of(cfg):
         state = run_state(cfg.run_dir(s), ident, manifest_digest=cache.manifest_digest)
         if state.done and not cfg.force:
-            results[s] = RunResult(cfg.run_dir(s), True, read_record(cfg.run_dir(s)))
+            results[s] = RunResult(cfg.run_dir(s), True, refresh_metrics(cfg.run_dir(s), cfg.attributes, n_boot=cfg.n_boot, seed=s))
     todo = tuple(s for s in seeds_of(cfg) if s not in results)
     if todo:
         start = time.perf_counter()
@@ -105,8 +106,8 @@ def _write_run(cfg: ExperimentConfig, fitted: base.Fitted, cache: Cache, parts: 
     val, test = parts["val"].rows, parts["test"].rows
     rows = np.concatenate([val, test])
     preds = Predictions(image_id=cache.image_id[rows], split=np.array(["val"] * len(val) + ["test"] * len(test)),
-                        label=cache.meta["label"][rows], sex=cache.meta["sex"][rows], age=cache.meta["age"][rows],
-                        proba=np.concatenate([fitted.proba["val"], fitted.proba["test"]]), classes=cache.classes)
+                        label=cache.meta["label"][rows], proba=np.concatenate([fitted.proba["val"], fitted.proba["test"]]),
+                        classes=cache.classes, attributes={k: v[rows] for k, v in attribute_columns(cache.meta).items()})
     record = {
         "method": cfg.method, "model": cfg.model, "seed": fitted.seed, "config": cfg.fingerprint(),
         "config_hash": cfg.config_hash, "identity": ident, "manifest_digest": cache.manifest_digest,
@@ -115,4 +116,5 @@ def _write_run(cfg: ExperimentConfig, fitted: base.Fitted, cache: Cache, parts: 
         "timings": {"seconds": seconds}, "selection": fitted.selection,
     }
     folder = cfg.run_dir(fitted.seed)
-    return RunResult(folder, False, finish_run(folder, preds, record, n_boot=cfg.n_boot, seed=fitted.seed))
+    return RunResult(folder, False, finish_run(folder, preds, record, attributes=cfg.attributes, n_boot=cfg.n_boot,
+                                               seed=fitted.seed))

@@ -1,53 +1,36 @@
-"""Every metric of one run, with bootstrap CIs, permutation p-values and the noise floor.
+"""Every metric of one run, for any declared attributes, with bootstrap CIs, permutation p-values and
+the noise floor.
 
-All statistics come from per-(sex x age) cell counts (``stats``), so the observed values,
-1,000 stratified bootstrap resamples and 1,000 within-class permutations of the group labels
-are computed the same way, in one vectorised pass each.
+All statistics come from per-group confusion matrices and calibration bins (``stats``), so the
+observed values, 1,000 bootstrap resamples (stratified by class x joint group) and 1,000 within-class
+permutations of each attribute's group labels are computed the same way, in one vectorised pass each.
+Attributes are data, like fairlearn's ``sensitive_features``: ``groups`` maps a name to one label per
+row ('' = missing), ``order`` to the groups' declared order.
 
-Conventions (also in the report): predictions are the argmax of the probabilities (ties go to
-the lower class index); ``ece`` is the paper's Eq. 4 (mean |p_i - o_i| of the top-class
-probability, no bins) and ``ece_binned`` the 15-bin top-class ECE, each with its gap; f1_gap is signed A - A' (sex: M - F, age: young - old); the noise floor
-is the median of |gap| under the permutation null, and the excess is |gap| minus that floor.
-A gap is marked significant when its bootstrap CI excludes 0 and its permutation p < 0.05.
+Conventions (also in the report): predictions are the argmax of the probabilities (ties go to the
+lower class index); ``ece`` is the paper's Eq. 4 (mean |p_i - o_i| of the top-class probability, no
+bins) and ``ece_binned`` the 15-bin top-class ECE. Two groups A, A' (declared order): f1_gap is the
+signed mean over classes of F1_A - F1_A', eqodds the mean of |TPR_A - TPR_A'| and |FPR_A - FPR_A'|
+over classes, ece_gap |ECE_A - ECE_A'|. More than two: f1_gap = max - min over groups of the group
+macro-F1, eqodds the mean over classes of (max - min TPR) and (max - min FPR), ece_gap max - min of
+the group ECE; terms undefined in a group are left out (counted under ``excluded``). Groups with fewer
+than ``min_group`` rows are reported but left out of the gaps. The noise floor is the median |gap|
+under the permutation null; a gap is significant when its CI excludes 0 and its p < 0.05.
 """
 
 from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
-from itertools import combinations
+from typing import Mapping
 
 import numpy as np
 
-from embedkit.manifest import AGE_GROUPS, SEXES, sex_age_groups
 from embedkit.metrics import stats
 
-CELLS = sex_age_groups()  # M-young, M-old, F-young, F-old
-ATTRIBUTES = {
-    "sex": {s: [i for i, c in enumerate(CELLS) if c.startswith(s + "-")] for s in SEXES},
-    "age": {a: [i for i, c in enumerate(CELLS) if c.endswith("-" + a)] for a in AGE_GROUPS},
-    "sex_age": {c: [i] for i, c in enumerate(CELLS)},
-}
 GAPS = ("f1_gap", "eqodds", "ece_gap", "ece_binned_gap")
-
-
-def _group_stats(cm: np.ndarray, cal: np.ndarray, cells: list[int]):
-    return cm[:, cells].sum(1), cal[:, cells].sum(1)
-
-
-def _gap_pair(cm_a, cm_b, cal_a, cal_b) -> dict[str, np.ndarray]:
-    f1_diff = stats.f1_from(cm_a, absent="nan") - stats.f1_from(cm_b, absent="nan")
-    (tpr_a, fpr_a), (tpr_b, fpr_b) = stats.rates_from(cm_a), stats.rates_from(cm_b)
-    terms = np.concatenate([np.abs(tpr_a - tpr_b), np.abs(fpr_a - fpr_b)], axis=-1)
-    with np.errstate(invalid="ignore"), _quiet():
-        return {
-            "f1_gap": np.nanmean(f1_diff, -1),
-            "eqodds": np.nanmean(terms, -1),
-            "ece_gap": np.abs(stats.ece_from(cal_a) - stats.ece_from(cal_b)),
-            "ece_binned_gap": np.abs(stats.ece_binned_from(cal_a) - stats.ece_binned_from(cal_b)),
-            "excluded/f1_gap": np.isnan(f1_diff).sum(-1).astype(float),
-            "excluded/eqodds": np.isnan(terms).sum(-1).astype(float),
-        }
+MIN_GROUP = 10
+ALPHA = 0.05
 
 
 @contextmanager
@@ -58,10 +41,42 @@ def _quiet():
         yield
 
 
-def summarise(cm: np.ndarray, cal: np.ndarray, classes: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Flat ``{"path/to/metric": (B,) array}`` from (B, 4, C, C) confusions and (B, 4, bins, 4) calibration."""
+def _two_group_gaps(cm: np.ndarray, cal: np.ndarray) -> dict[str, np.ndarray]:
+    """Gaps between groups 0 and 1 of (B, 2, ...) statistics, signed first - second for F1."""
+    f1_diff = stats.f1_from(cm[:, 0], absent="nan") - stats.f1_from(cm[:, 1], absent="nan")
+    (tpr_a, fpr_a), (tpr_b, fpr_b) = stats.rates_from(cm[:, 0]), stats.rates_from(cm[:, 1])
+    terms = np.concatenate([np.abs(tpr_a - tpr_b), np.abs(fpr_a - fpr_b)], axis=-1)
+    return {"f1_gap": np.nanmean(f1_diff, -1), "eqodds": np.nanmean(terms, -1),
+            "ece_gap": np.abs(stats.ece_from(cal[:, 0]) - stats.ece_from(cal[:, 1])),
+            "ece_binned_gap": np.abs(stats.ece_binned_from(cal[:, 0]) - stats.ece_binned_from(cal[:, 1])),
+            "excluded/f1_gap": np.isnan(f1_diff).sum(-1).astype(float),
+            "excluded/eqodds": np.isnan(terms).sum(-1).astype(float)}
+
+
+def _spread(values: np.ndarray, axis: int) -> np.ndarray:
+    """max - min over ``axis`` of the defined values; NaN where fewer than two are defined."""
+    defined = np.isfinite(values).sum(axis)
+    return np.where(defined >= 2, np.nanmax(values, axis) - np.nanmin(values, axis), np.nan)
+
+
+def _k_group_gaps(cm: np.ndarray, cal: np.ndarray) -> dict[str, np.ndarray]:
+    """Gaps over k > 2 groups of (B, k, ...) statistics: max - min."""
+    f1 = np.nanmean(stats.f1_from(cm, absent="nan"), -1)                       # (B, k) group macro-F1
+    tpr, fpr = stats.rates_from(cm)                                             # (B, k, C)
+    terms = np.concatenate([_spread(tpr, 1), _spread(fpr, 1)], axis=-1)         # (B, 2C)
+    return {"f1_gap": _spread(f1, 1), "eqodds": np.nanmean(terms, -1),
+            "ece_gap": _spread(stats.ece_from(cal), 1), "ece_binned_gap": _spread(stats.ece_binned_from(cal), 1),
+            "excluded/f1_gap": (~np.isfinite(f1)).sum(-1).astype(float),
+            "excluded/eqodds": np.isnan(terms).sum(-1).astype(float)}
+
+
+def summarise(cms: dict[str, np.ndarray], cals: dict[str, np.ndarray], classes: tuple[str, ...],
+              order: Mapping[str, tuple[str, ...]], eligible: Mapping[str, list[int]]) -> dict[str, np.ndarray]:
+    """Flat ``{"path/to/metric": (B,) array}`` from per-attribute (B, k+1, C, C) confusions and
+    (B, k+1, bins, 4) calibration statistics (the last cell holds rows missing that attribute)."""
     out: dict[str, np.ndarray] = {}
-    total, total_cal = cm.sum(1), cal.sum(1)
+    any_attr = next(iter(cms))
+    total, total_cal = cms[any_attr].sum(1), cals[any_attr].sum(1)
     f1 = stats.f1_from(total, absent="zero")
     out["n"] = total.sum((-2, -1)).astype(float)
     out["accuracy"] = stats.accuracy_from(total)
@@ -72,47 +87,35 @@ def summarise(cm: np.ndarray, cal: np.ndarray, classes: tuple[str, ...]) -> dict
     for c, name in enumerate(classes):
         out[f"f1/{name}"] = f1[:, c]
     with _quiet():
-        for attr, groups in ATTRIBUTES.items():
-            per = {g: _group_stats(cm, cal, cells) for g, cells in groups.items()}
-            for g, (gcm, gcal) in per.items():
-                gf1 = stats.f1_from(gcm, absent="nan")
-                out[f"groups/{attr}/{g}/n"] = gcm.sum((-2, -1)).astype(float)
-                out[f"groups/{attr}/{g}/accuracy"] = stats.accuracy_from(gcm)
-                out[f"groups/{attr}/{g}/f1_macro"] = np.nanmean(gf1, -1)
-                out[f"groups/{attr}/{g}/ece"] = stats.ece_from(gcal)
-                out[f"groups/{attr}/{g}/ece_binned"] = stats.ece_binned_from(gcal)
-            pairs = [_gap_pair(per[a][0], per[b][0], per[a][1], per[b][1]) for a, b in combinations(groups, 2)]
-            if len(groups) == 2:
-                for k, v in pairs[0].items():
-                    out[f"fairness/{attr}/{k}"] = v
-            else:  # more than two groups: the largest pairwise gap
-                for k in pairs[0]:
-                    stacked = np.stack([p[k] for p in pairs])
-                    out[f"fairness/{attr}/{k}"] = stacked.sum(0) if k.startswith("excluded") else np.nanmax(np.abs(stacked), 0)
+        for attr in cms:
+            out.update(_attribute_metrics(attr, cms[attr], cals[attr], order[attr], eligible[attr]))
     return out
 
 
-ALPHA = 0.05
+def _attribute_metrics(attr: str, cm: np.ndarray, cal: np.ndarray, order: tuple[str, ...], keep: list[int]) -> dict:
+    out = {}
+    for i, g in enumerate(order):
+        out[f"groups/{attr}/{g}/n"] = cm[:, i].sum((-2, -1)).astype(float)
+        out[f"groups/{attr}/{g}/accuracy"] = stats.accuracy_from(cm[:, i])
+        out[f"groups/{attr}/{g}/f1_macro"] = np.nanmean(stats.f1_from(cm[:, i], absent="nan"), -1)
+        out[f"groups/{attr}/{g}/ece"] = stats.ece_from(cal[:, i])
+        out[f"groups/{attr}/{g}/ece_binned"] = stats.ece_binned_from(cal[:, i])
+    if len(keep) < 2:
+        gaps = {k: np.full(cm.shape[0], np.nan) for k in (*GAPS, "excluded/f1_gap", "excluded/eqodds")}
+    else:
+        gaps = (_two_group_gaps if len(keep) == 2 else _k_group_gaps)(cm[:, keep], cal[:, keep])
+    out.update({f"fairness/{attr}/{k}": v for k, v in gaps.items()})
+    return out
 
 
-def significant(ci: list, p_value: float) -> bool:
+def significant(ci: list, p_value: float | None) -> bool:
     """A gap counts only when its CI excludes 0 *and* its permutation p-value is below ALPHA.
 
     The CI alone is not enough: eqodds and ece_gap are absolute values whose CI never includes 0,
     and on 240 test images the percentile bootstrap CI of the signed f1_gap excludes 0 in about
     10-12 % of simulations without any true difference (nominal 5 %), while the within-class
     permutation test holds its level (tests/metrics/test_evaluate.py)."""
-    return bool(ci[0] is not None and (ci[0] > 0 or ci[1] < 0) and p_value < ALPHA)
-
-
-def _encode(groups: np.ndarray) -> np.ndarray:
-    index = {c: i for i, c in enumerate(CELLS)}
-    return np.array([index[g] for g in groups], dtype=np.int64)
-
-
-def _stats(y_true, y_pred, conf, correct, cells, idx, n_classes):
-    return (stats.confusion(y_true[idx], y_pred[idx], cells if cells.ndim == 2 else cells[idx], n_classes=n_classes, n_cells=4),
-            stats.calibration(conf[idx], correct[idx], cells if cells.ndim == 2 else cells[idx], n_cells=4))
+    return bool(p_value is not None and ci[0] is not None and (ci[0] > 0 or ci[1] < 0) and p_value < ALPHA)
 
 
 def _bootstrap_index(strata: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -124,9 +127,9 @@ def _bootstrap_index(strata: np.ndarray, n_boot: int, rng: np.random.Generator) 
     return np.concatenate(parts, axis=1)
 
 
-def _permuted_cells(cells: np.ndarray, y_true: np.ndarray, n_perm: int, rng: np.random.Generator) -> np.ndarray:
-    """(P, N) group labels shuffled within each true class."""
-    out = np.tile(cells, (n_perm, 1))
+def _permuted(codes: np.ndarray, y_true: np.ndarray, n_perm: int, rng: np.random.Generator) -> np.ndarray:
+    """(P, N) group codes shuffled within each true class."""
+    out = np.tile(codes, (n_perm, 1))
     for c in np.unique(y_true):
         members = np.flatnonzero(y_true == c)
         out[:, members] = rng.permuted(out[:, members], axis=1)
@@ -149,53 +152,99 @@ def _clean(x: float) -> float | None:
     return None if not np.isfinite(x) else float(x)
 
 
-def evaluate(
-    y_true: np.ndarray,
-    proba: np.ndarray,
-    *,
-    sex: np.ndarray,
-    age_group: np.ndarray,
-    classes: tuple[str, ...],
-    n_boot: int = 1000,
-    n_perm: int = 1000,
-    seed: int = 0,
-    return_replicates: bool = False,
-) -> dict:
+class _Data:
+    """One run's rows encoded once: predictions, confidences, each attribute's group codes."""
+
+    def __init__(self, y_true, proba, groups: Mapping[str, np.ndarray], order, n_classes: int):
+        self.y_true = np.asarray(y_true, dtype=np.int64)
+        proba = np.asarray(proba, dtype=float)
+        self.y_pred = proba.argmax(1)
+        self.conf, self.correct = proba.max(1), (self.y_pred == self.y_true).astype(float)
+        self.order = {a: tuple(order[a]) if order and a in order else _present(groups[a]) for a in groups}
+        self.codes = {a: _codes(np.asarray(groups[a]).astype(str), self.order[a]) for a in groups}
+        self.C = n_classes
+
+    def stats(self, idx: np.ndarray, codes: Mapping[str, np.ndarray] | None = None):
+        """Per-attribute statistics of rows ``idx`` (B, N); ``codes`` (attribute -> (B, N) codes) restrict
+        the statistics to those attributes with those codes."""
+        cms, cals = {}, {}
+        for a, base in self.codes.items():
+            if codes is not None and a not in codes:
+                continue
+            cells = codes[a] if codes is not None else base[idx]
+            k = len(self.order[a]) + 1
+            cms[a] = stats.confusion(self.y_true[idx], self.y_pred[idx], cells, n_classes=self.C, n_cells=k)
+            cals[a] = stats.calibration(self.conf[idx], self.correct[idx], cells, n_cells=k)
+        return cms, cals
+
+
+def _present(labels) -> tuple[str, ...]:
+    return tuple(sorted(set(np.asarray(labels).astype(str).tolist()) - {""}))
+
+
+def _codes(labels: np.ndarray, order: tuple[str, ...]) -> np.ndarray:
+    """Group index per row; rows missing the attribute (or in an undeclared group) get the last cell."""
+    index = {g: i for i, g in enumerate(order)}
+    return np.array([index.get(v, len(order)) for v in labels], dtype=np.int64)
+
+
+def evaluate(y_true: np.ndarray, proba: np.ndarray, *, groups: Mapping[str, np.ndarray], classes: tuple[str, ...],
+             order: Mapping[str, tuple[str, ...]] | None = None, min_group: int = MIN_GROUP,
+             n_boot: int = 1000, n_perm: int = 1000, seed: int = 0, return_replicates: bool = False) -> dict:
     """All utility and fairness metrics of one run as a JSON-ready dict (see module docstring).
 
-    Keys: n, accuracy, f1, f1_macro, var_f1, ece, groups, fairness (sex, age, sex_age), excluded,
-    ci (same nesting, [low, high]), null (noise floor, same nesting as fairness), excess, p_value.
+    Keys: n, accuracy, f1, f1_macro, var_f1, ece, ece_binned, groups, fairness (one entry per
+    attribute), excluded, ci (same nesting, [low, high]), null (noise floor), excess, p_value,
+    significant, settings (per attribute: group order, sign, groups left out as too small).
     """
-    y_true = np.asarray(y_true, dtype=np.int64)
-    proba = np.asarray(proba, dtype=float)
-    y_pred = proba.argmax(1)
-    conf, correct = proba.max(1), (y_pred == y_true).astype(float)
-    cells = _encode(np.char.add(np.char.add(np.asarray(sex, dtype=str), "-"), np.asarray(age_group, dtype=str)))
-    C = len(classes)
+    if not groups:
+        groups = {"all": np.full(len(y_true), "all")}
+    data = _Data(y_true, proba, groups, order, len(classes))
+    n = len(data.y_true)
+    rows = np.arange(n)[None]
+    counts = {a: np.bincount(data.codes[a], minlength=len(data.order[a]) + 1) for a in groups}
+    eligible = {a: [i for i in range(len(data.order[a])) if counts[a][i] >= min_group] for a in groups}
+    small = {a: [g for i, g in enumerate(data.order[a]) if i not in eligible[a]] for a in groups}
+    for a, gs in small.items():
+        if gs:
+            warnings.warn(f"attribute {a}: group(s) {', '.join(gs)} have fewer than {min_group} rows; "
+                          "reported but left out of the gaps", stacklevel=2)
+    summary = lambda cms_cals: summarise(*cms_cals, classes, data.order, eligible)  # noqa: E731
     rng = np.random.default_rng(seed)
 
-    observed = {k: v[0] for k, v in summarise(*_stats(y_true, y_pred, conf, correct, cells, np.arange(len(y_true))[None], C), classes).items()}
-    boot = summarise(*_stats(y_true, y_pred, conf, correct, cells, _bootstrap_index(y_true * 4 + cells, n_boot, rng), C), classes)
-    perm_cells = _permuted_cells(cells, y_true, n_perm, rng)
-    perm = summarise(*_stats(y_true, y_pred, conf, correct, perm_cells, np.broadcast_to(np.arange(len(y_true)), perm_cells.shape), C), classes)
+    observed = {k: v[0] for k, v in summary(data.stats(rows)).items()}
+    joint = np.unique(np.stack([data.y_true, *data.codes.values()], 1), axis=0, return_inverse=True)[1].ravel()
+    boot = summary(data.stats(_bootstrap_index(joint, n_boot, rng)))
+    perm = {}
+    full = np.broadcast_to(np.arange(n), (n_perm, n))
+    for a in groups:  # each attribute's null: its own labels shuffled within class, the others as observed
+        shuffled = _permuted(data.codes[a], data.y_true, n_perm, rng)
+        perm.update({k: v for k, v in summary(data.stats(full, {a: shuffled})).items() if k.startswith(f"fairness/{a}/")})
+    return _result(observed, boot, perm, data, small, min_group, n_boot, n_perm, seed, return_replicates)
 
+
+def _result(observed, boot, perm, data, small, min_group, n_boot, n_perm, seed, return_replicates) -> dict:
     result = nest({k: _clean(v) for k, v in observed.items() if "/excluded/" not in k})
     result["n"] = int(observed["n"])
-    excluded = {k.replace("fairness/", "").replace("/excluded", ""): int(v) for k, v in observed.items() if "/excluded/" in k}
-    result["excluded"] = nest(excluded)
+    result["excluded"] = nest({k.replace("fairness/", "").replace("/excluded", ""): int(v)
+                               for k, v in observed.items() if "/excluded/" in k and np.isfinite(v)})
     with _quiet():
         ci = {k: [_clean(np.nanpercentile(v, 2.5)), _clean(np.nanpercentile(v, 97.5))]
               for k, v in boot.items() if k != "n" and "/excluded/" not in k and not k.endswith("/n")}
         gap_keys = [k for k in observed if k.startswith("fairness/") and "/excluded/" not in k]
-        floor = {k: float(np.nanmedian(np.abs(perm[k]))) for k in gap_keys}
-        p_value = {k: float((1 + np.sum(np.abs(perm[k]) >= abs(observed[k]) - 1e-12)) / (1 + n_perm)) for k in gap_keys}
+        floor = {k: float(np.nanmedian(np.abs(perm[k]))) if np.isfinite(perm[k]).any() else np.nan for k in gap_keys}
+        p_value = {k: float((1 + np.sum(np.abs(perm[k]) >= abs(observed[k]) - 1e-12)) / (1 + n_perm))
+                   if np.isfinite(observed[k]) else None for k in gap_keys}
+    short = lambda k: k.replace("fairness/", "")  # noqa: E731
     result["ci"] = nest(ci)
-    result["null"] = nest({k.replace("fairness/", ""): _clean(v) for k, v in floor.items()})
-    result["excess"] = nest({k.replace("fairness/", ""): _clean(abs(observed[k]) - floor[k]) for k in gap_keys})
-    result["p_value"] = nest({k.replace("fairness/", ""): v for k, v in p_value.items()})
-    result["significant"] = nest({k.replace("fairness/", ""): significant(ci[k], p_value[k]) for k in gap_keys})
-    result["settings"] = {"n_boot": n_boot, "n_perm": n_perm, "seed": seed, "ece_bins": stats.N_BINS,
-                          "sign": {"sex": "M - F", "age": "young - old"}}
+    result["null"] = nest({short(k): _clean(v) for k, v in floor.items()})
+    result["excess"] = nest({short(k): _clean(abs(observed[k]) - floor[k]) for k in gap_keys})
+    result["p_value"] = nest({short(k): v for k, v in p_value.items()})
+    result["significant"] = nest({short(k): significant(ci[k], p_value[k]) for k in gap_keys})
+    result["settings"] = {"n_boot": n_boot, "n_perm": n_perm, "seed": seed, "ece_bins": stats.N_BINS, "min_group": min_group,
+                          "attributes": {a: {"groups": list(o), "too_small": small[a],
+                                             "sign": f"{o[0]} - {o[1]}" if len(o) - len(small[a]) == 2 else "max - min"}
+                                         for a, o in data.order.items()}}
     if return_replicates:
         result["_replicates"] = boot
     return result
@@ -219,5 +268,7 @@ def aggregate_seeds(results: list[dict]) -> dict:
 def _lookup(tree: dict, path: str):
     node = tree
     for part in path.split("/"):
-        node = node[part]
-    return np.nan if node is None else node
+        node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            return np.nan
+    return node

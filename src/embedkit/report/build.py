@@ -16,15 +16,17 @@ CAPTIONS = {
     "fig2a_accuracy": "Fig. 2a — accuracy per model and method",
     "fig2b_class_f1_full": "Fig. 2b — per-class F1 after full fine-tuning",
     "fig3a_var_f1": "Fig. 3a — variance of per-class F1",
-    "fig3b_group_f1": "Fig. 3b — macro F1 per sex × age group",
+    "fig3b_group_f1": "Fig. 3b — macro F1 per group of the intersection (sex × age by default)",
     "fig3c_gaps_full": "Fig. 3c — fairness gaps after full fine-tuning",
     "fig3d_gaps_zeroshot": "Fig. 3d — fairness gaps before fine-tuning (zero-shot)",
     "reliability_by_group": "Reliability diagrams per group (15 bins, as ece_binned)",
 }
 SHOWN = 15  # findings listed in words; the figure and the tables hold the rest
 CONVENTIONS = (
-    "Seeds are aggregated as mean ± sd with a 95% CI pooling every seed's stratified bootstrap. `f1_gap` is signed "
-    "(sex M − F, age young − old); `eqodds` and the ECE gaps are absolute. `ece_gap` uses the paper's ECE (Eq. 4: "
+    "Seeds are aggregated as mean ± sd with a 95% CI pooling every seed's stratified bootstrap. For two groups `f1_gap` "
+    "is signed in the declared order (sex M − F, age young − old) and `eqodds` averages the absolute TPR and FPR "
+    "differences; for more than two groups each gap is max − min over the groups (of macro F1, of each class's TPR "
+    "and FPR, of ECE), and groups under 10 test images are left out of the gaps. `eqodds` and the ECE gaps are absolute. `ece_gap` uses the paper's ECE (Eq. 4: "
     "the mean of |p − o|, no bins); `ece_binned_gap` the 15-bin ECE that the reliability diagrams draw. A gap marked * "
     "has a CI excluding 0 and a (median over seeds) permutation p below 0.05 — the percentile CI alone over-flags at "
     "this sample size; its noise floor is the median |gap| when group labels are shuffled within each class."
@@ -60,7 +62,7 @@ def _environment():
                        autoescape=select_autoescape(["html"]), keep_trailing_newline=True)
 
 
-def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = 1000) -> Path:
+def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = 1000, attributes: str | None = None) -> Path:
     """Write ``out/report.md``, ``out/report.html`` (figures embedded), ``out/figures/*.png`` and
     ``out/summary.json``; returns the Markdown path."""
     from markdown_it import MarkdownIt
@@ -68,7 +70,7 @@ def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = 1000) -
     runs_dir, out = Path(runs_dir), Path(out)
     if not runs_dir.is_dir():
         raise EmbedkitError(f"{runs_dir}: runs folder not found")
-    groups = summarise(runs_dir, n_boot=n_boot)
+    groups = summarise(runs_dir, n_boot=n_boot, attributes=attributes)
     if not groups:
         raise EmbedkitError(f"{runs_dir}: no finished runs (<dataset>/<model>/<method>/seed-<k>/run.json) found; "
                             "run `embedkit probe`, `zeroshot` or `finetune` first")

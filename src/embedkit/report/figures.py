@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from embedkit.metrics.suite import CELLS
-from embedkit.report.summary import Group
-from embedkit.report.tables import GAPS, METHODS, lookup, ordered_models
+from embedkit.report.summary import Group, reliability_attribute
+from embedkit.report.tables import GAPS, declared, lookup, ordered_methods, ordered_models
 
 
 def figures(groups: list[Group], out: Path) -> dict[str, Path]:
@@ -22,6 +21,11 @@ def figures(groups: list[Group], out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     by = {(g.model, g.method): g for g in groups}
     models = ordered_models(by)
+    METHODS = ordered_methods(groups)
+    attributes = declared(groups)
+    cross = reliability_attribute(attributes)       # the intersection when declared (the paper's sex x age cells)
+    CELLS = attributes[cross]["groups"]
+    singles = [a for a, s in attributes.items() if len(s.get("columns", ())) <= 1]
     paths = {}
 
     def bars(ax, values, labels, series, title, ylabel):
@@ -74,15 +78,15 @@ def figures(groups: list[Group], out: Path) -> dict[str, Path]:
     bars(ax, metric("var_f1"), models, list(METHODS), "Fig. 3a — variance of per-class F1", "var F1")
     save(fig, "fig3a_var_f1")
 
-    fig, axes = plt.subplots(1, len(CELLS), figsize=(14, 4), sharey=True)
-    for ax, cell in zip(axes, CELLS):
-        bars(ax, metric(f"groups/sex_age/{cell}/f1_macro"), models, list(METHODS), f"Fig. 3b — macro F1, {cell}", "F1")
+    fig, axes = plt.subplots(1, len(CELLS), figsize=(3.5 * len(CELLS), 4), sharey=True, squeeze=False)
+    for ax, cell in zip(axes[0], CELLS):
+        bars(ax, metric(f"groups/{cross}/{cell}/f1_macro"), models, list(METHODS), f"Fig. 3b — macro F1, {cell}", "F1")
     save(fig, "fig3b_group_f1")
 
     for name, method, title in (("fig3c_gaps_full", "full", "after full fine-tuning"),
                                 ("fig3d_gaps_zeroshot", "zeroshot", "before fine-tuning (zero-shot)")):
         fig, ax = plt.subplots(figsize=(10, 4))
-        series = [f"{a}:{gap}" for a in ("sex", "age") for gap in GAPS]
+        series = [f"{a}:{gap}" for a in singles for gap in GAPS]
         vals = {}
         for m in models:
             g = by.get((m, method))
@@ -97,7 +101,7 @@ def figures(groups: list[Group], out: Path) -> dict[str, Path]:
              + ("" if vals else " (no runs)"), "|gap|")
         save(fig, name)
 
-    methods = [k for k in METHODS if any(g.method == k for g in groups)]
+    methods = METHODS
     fig, axes = plt.subplots(max(len(methods), 1), max(len(models), 1), figsize=(3 * max(len(models), 1), 2.6 * max(len(methods), 1)),
                              squeeze=False)
     for i, k in enumerate(methods):
@@ -106,7 +110,7 @@ def figures(groups: list[Group], out: Path) -> dict[str, Path]:
             ax.plot([0, 1], [0, 1], "k:", lw=0.8)
             g = by.get((m, k))
             if g:
-                for cell in CELLS:
+                for cell in (c for c in CELLS if c in g.reliability):
                     conf, acc, cnt = g.reliability[cell]
                     ok = cnt > 0
                     ax.plot(conf[ok], acc[ok], marker="o", ms=3, label=cell)

@@ -15,8 +15,7 @@ from embedkit.metrics.suite import significant
 from embedkit.report.summary import Group
 from embedkit.report.tables import GAPS, lookup
 
-ATTRS = ("sex", "age")
-BETTER = {"sex": ("M", "F"), "age": ("young", "old")}  # f1_gap is signed first - second
+PHANTOM_ATTRIBUTE = {"sex": "sex", "age_group": "age", "site": "site"}   # phantom.json's names -> declared ones
 NAMES = {"f1_gap": "F1 gap", "eqodds": "equalized-odds gap", "ece_gap": "ECE gap (Eq. 4)",
          "ece_binned_gap": "ECE gap (15 bins)"}
 
@@ -30,8 +29,9 @@ class Finding:
     value: float
     ci: tuple[float | None, float | None]
     floor: float
-    p: float
+    p: float | None
     significant: bool
+    groups: tuple[str, ...] = ()          # the attribute's groups in declared order (f1_gap: first - second)
 
     @property
     def excess(self) -> float:
@@ -40,18 +40,23 @@ class Finding:
     def sentence(self) -> str:
         lo, hi = self.ci
         side = ""
-        if self.gap == "f1_gap":
-            first, second = BETTER[self.attribute]
-            side = f", {first if self.value > 0 else second} better"
+        if self.gap == "f1_gap" and len(self.groups) == 2:
+            side = f", {self.groups[0] if self.value > 0 else self.groups[1]} better"
+        elif self.gap == "f1_gap":
+            side = " (max − min over groups)"
+        p = "undefined" if self.p is None else f"{self.p:.3f}"
         return (f"{self.model} / {self.method}: {self.attribute} {NAMES[self.gap]} {self.value:+.3f} "
-                f"[{lo:.3f}, {hi:.3f}]{side}; noise floor {self.floor:.3f}, p = {self.p:.3f}")
+                f"[{lo:.3f}, {hi:.3f}]{side}; noise floor {self.floor:.3f}, p = {p}")
 
 
 def gaps(groups: list[Group]) -> list[Finding]:
     """Every (model, method, attribute, gap) with its value, CI, floor, p and verdict."""
     out = []
     for g in groups:
-        for attr in ATTRS:
+        for attr, settings in g.attributes.items():
+            if len(settings.get("columns", ())) > 1:
+                continue  # intersections are in the tables; the headline speaks of single attributes
+            kept = tuple(x for x in settings["groups"] if x not in settings["too_small"])
             for gap in GAPS:
                 entry = lookup(g.summary, f"fairness/{attr}/{gap}") or {}
                 if entry.get("mean") is None:
@@ -59,7 +64,7 @@ def gaps(groups: list[Group]) -> list[Finding]:
                 ci = tuple(entry.get("ci") or (None, None))
                 p, floor = g.summary["p_value"][attr][gap], g.summary["noise_floor"][attr][gap]
                 verdict = significant(list(ci), p) and abs(entry["mean"]) > floor
-                out.append(Finding(g.model, g.method, attr, gap, entry["mean"], ci, floor, p, verdict))
+                out.append(Finding(g.model, g.method, attr, gap, entry["mean"], ci, floor, p, verdict, kept))
     return out
 
 
@@ -73,21 +78,27 @@ def planted_bias(groups: list[Group]) -> list[dict]:
         if not meta.is_file():
             continue
         for bias in json.loads(meta.read_text()).get("bias", []):
-            attr, group = bias["attribute"], bias["group"]
-            if attr not in BETTER:
-                continue
-            sign = 1 if group == BETTER[attr][1] else -1  # the fainter group does worse
-            runs = [g for g in groups if g.manifest == m]
+            attr, group = PHANTOM_ATTRIBUTE.get(bias["attribute"], bias["attribute"]), bias["group"]
+            runs = [g for g in groups if g.manifest == m and attr in g.attributes]
             hits = []
             for g in runs:
                 entry = lookup(g.summary, f"fairness/{attr}/f1_gap") or {}
                 if entry.get("mean") is None:
                     continue
                 ci, p = list(entry.get("ci") or (None, None)), g.summary["p_value"][attr]["f1_gap"]
-                hits.append((f"{g.model} / {g.method}", significant(ci, p) and sign * entry["mean"] > 0))
+                hits.append((f"{g.model} / {g.method}", significant(ci, p) and _worst(g, attr) == group))
+            if not runs:
+                continue
             out.append({"attribute": attr, "group": group, "strength": bias["strength"],
                         "recovered": [n for n, ok in hits if ok], "missed": [n for n, ok in hits if not ok]})
     return out
+
+
+def _worst(g: Group, attr: str) -> str | None:
+    """The group with the lowest mean macro F1 (the fainter group should be it)."""
+    f1 = {x: (lookup(g.summary, f"groups/{attr}/{x}/f1_macro") or {}).get("mean") for x in g.attributes[attr]["groups"]}
+    f1 = {x: v for x, v in f1.items() if v is not None}
+    return min(f1, key=f1.get) if f1 else None
 
 
 def headline(found: list[Finding], planted: list[dict]) -> list[str]:

@@ -16,10 +16,8 @@ import numpy as np
 
 from embedkit.metrics import aggregate_seeds
 from embedkit.metrics.stats import N_BINS
-from embedkit.metrics.suite import CELLS, GAPS
+from embedkit.metrics.suite import GAPS
 from embedkit.runs import PREDICTIONS, RECORD, concat, evaluate_predictions, read_predictions
-
-ATTRIBUTES = ("sex", "age", "sex_age")
 
 
 @dataclass
@@ -34,6 +32,11 @@ class Group:
     reliability: dict      # group -> (conf per bin, acc per bin, count per bin), pooled over seeds
     manifest: str | None = None
 
+    @property
+    def attributes(self) -> dict:
+        """Declared attribute -> {groups, sign, columns, too_small} (from the metrics' settings)."""
+        return self.summary["attributes"]
+
 
 def find_runs(runs_dir: Path) -> dict[tuple[str, str, str], list[Path]]:
     """(dataset, model, method) -> finished run folders (those with run.json and predictions)."""
@@ -46,12 +49,21 @@ def find_runs(runs_dir: Path) -> dict[tuple[str, str, str], list[Path]]:
     return found
 
 
-def _reliability(preds, bins: int = N_BINS) -> dict:
+def reliability_attribute(settings: dict) -> str:
+    """The attribute whose groups the reliability diagrams show: the first intersection, else the first."""
+    return next((a for a, s in settings.items() if len(s.get("columns", ())) > 1), next(iter(settings)))
+
+
+def _reliability(preds, attributes, settings: dict, bins: int = N_BINS) -> dict:
+    from embedkit.attributes import parse
+
     out = {}
-    groups = np.char.add(np.char.add(preds.sex.astype(str), "-"), preds.age_group())
+    name = reliability_attribute(settings)
+    attr = next(a for a in parse(attributes) if a.name == name)
+    groups = attr.labels(preds.attributes)
     conf, correct = preds.proba.max(1), (preds.proba.argmax(1) == preds.y_true())
     edges = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
-    for g in CELLS:
+    for g in settings[name]["groups"]:
         m = groups == g
         cnt = np.bincount(edges[m], minlength=bins)
         with np.errstate(invalid="ignore"):
@@ -83,17 +95,23 @@ def _pooled_test(folders: list[Path]):
     return parts[0] if len(parts) == 1 else concat(parts)
 
 
-def _fold_spread(per_seed: list[list[Path]]) -> dict | None:
-    """Per-fold point values (first seed): accuracy and the sex F1 gap, to show the spread over folds."""
+def _fold_spread(per_seed: list[list[Path]], attributes) -> dict | None:
+    """Per-fold point values (first seed): accuracy and the first attribute's F1 gap, to show the spread."""
     if len(per_seed[0]) < 2:
         return None
-    vals = [evaluate_predictions(read_predictions(f / PREDICTIONS).select("test"), n_boot=1, n_perm=1)
+    vals = [evaluate_predictions(read_predictions(f / PREDICTIONS).select("test"), attributes=attributes, n_boot=1, n_perm=1)
             for f in per_seed[0]]
-    return {"k": len(vals), "accuracy": [v["accuracy"] for v in vals],
-            "sex_f1_gap": [v["fairness"]["sex"]["f1_gap"] for v in vals]}
+    first = next(iter(vals[0]["fairness"]))
+    return {"k": len(vals), "accuracy": [v["accuracy"] for v in vals], "attribute": first,
+            "f1_gap": [v["fairness"][first]["f1_gap"] for v in vals]}
 
 
-def summarise(runs_dir: Path, *, n_boot: int = 1000) -> list[Group]:
+def _median(values) -> float | None:
+    v = [x for x in values if x is not None]
+    return float(np.median(v)) if v else None
+
+
+def summarise(runs_dir: Path, *, n_boot: int = 1000, attributes: str | None = None) -> list[Group]:
     groups = []
     for (dataset, model, method), per_seed in sorted(_rounds(runs_dir).items()):
         results, preds_all = [], []
@@ -101,17 +119,18 @@ def summarise(runs_dir: Path, *, n_boot: int = 1000) -> list[Group]:
         for i, seed_folders in enumerate(per_seed):
             preds = _pooled_test(seed_folders)
             preds_all.append(preds)
-            results.append(evaluate_predictions(preds, split="test", n_boot=n_boot, n_perm=n_boot, seed=i,
-                                                return_replicates=True))
+            results.append(evaluate_predictions(preds, attributes=attributes, split="test", n_boot=n_boot, n_perm=n_boot,
+                                                seed=i, return_replicates=True))
         summary = aggregate_seeds(results)
-        summary["folds"] = _fold_spread(per_seed)
+        settings = results[0]["settings"]["attributes"]
+        summary["attributes"] = settings
+        summary["folds"] = _fold_spread(per_seed, attributes)
         summary["noise_floor"] = {a: {g: float(np.mean([r["null"][a][g] or 0 for r in results])) for g in GAPS}
-                                  for a in ATTRIBUTES}
-        summary["p_value"] = {a: {g: float(np.median([r["p_value"][a][g] for r in results])) for g in GAPS}
-                              for a in ATTRIBUTES}
-        rel = [_reliability(p) for p in preds_all]
+                                  for a in settings}
+        summary["p_value"] = {a: {g: _median(r["p_value"][a][g] for r in results) for g in GAPS} for a in settings}
+        rel = [_reliability(p, attributes, settings) for p in preds_all]
         pooled = {}
-        for g in CELLS:
+        for g in settings[reliability_attribute(settings)]["groups"]:
             cnt = sum(r[g][2] for r in rel)
             with np.errstate(invalid="ignore"):
                 pooled[g] = tuple(np.nansum([r[g][k] * r[g][2] for r in rel], 0) / cnt for k in (0, 1)) + (cnt,)

@@ -1,0 +1,183 @@
+"""What every dataset builder shares: findings to one label per image, the balanced selection, the
+split, and the manifest written.
+
+A builder (``nih``, ``chexpert``, ``mimic``, ``padchest``, ``csvfile``) reads its source's published
+files into ``Source`` rows; ``build`` then maps findings to the declared classes (an explicit policy
+for images with several findings and for uncertain labels), optionally selects the paper's balanced
+subset generalised to any classes x attribute groups, splits by patient and writes the manifest.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from embedkit.attributes import Attribute, parse
+from embedkit.data.splits import patient_split
+from embedkit.errors import EmbedkitError
+from embedkit.manifest import COLUMNS, SPLITS, write_manifest
+
+LABEL_POLICIES = {
+    "single": "exactly one positive finding in the whole record, and it is a declared class (the paper's NIH rule)",
+    "single-in-classes": "exactly one positive among the declared classes; findings outside them are allowed",
+    "first": "multi-label images keep the first positive declared class, in the declared class order",
+}
+UNCERTAIN_POLICIES = {
+    "ignore": "an image with an uncertain (-1) declared class is left out",
+    "zeros": "uncertain counts as negative (U-Zeros)",
+    "ones": "uncertain counts as positive (U-Ones)",
+}
+
+
+@dataclass
+class Source:
+    """One image as a builder read it: findings are name -> 1 (positive), 0, -1 (uncertain) or None."""
+
+    image_id: str
+    path: str
+    patient_id: str
+    sex: str
+    age: int
+    findings: dict[str, float | None]
+    split: str = ""                       # the source's official split, when it has one
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Built:
+    """What a build decided, for the command's summary."""
+
+    rows: list[dict]
+    read: int
+    dropped: Counter                      # reason -> count
+    balanced: dict | None = None          # cell -> count, and classes dropped with why
+
+
+def label_of(findings: dict, classes: tuple[str, ...], policy: str, uncertain: str) -> tuple[str | None, str]:
+    """(class, '') or (None, why the image is left out)."""
+    values = {k: (1.0 if v == -1 and uncertain == "ones" else 0.0 if v == -1 and uncertain == "zeros" else v)
+              for k, v in findings.items()}
+    if uncertain == "ignore" and any(values.get(c) == -1 for c in classes):
+        return None, "uncertain label"
+    positive = [k for k, v in values.items() if v == 1]
+    in_classes = [c for c in classes if values.get(c) == 1]
+    if not in_classes:
+        return None, "no declared class"
+    if policy == "single" and len(positive) != 1:
+        return None, "several findings"
+    if policy == "single-in-classes" and len(in_classes) != 1:
+        return None, "several declared classes"
+    return in_classes[0], ""
+
+
+def check_policies(policy: str, uncertain: str) -> None:
+    if policy not in LABEL_POLICIES:
+        raise EmbedkitError(f"--label-policy {policy!r}: choose {', '.join(LABEL_POLICIES)}")
+    if uncertain not in UNCERTAIN_POLICIES:
+        raise EmbedkitError(f"--uncertain {uncertain!r}: choose {', '.join(UNCERTAIN_POLICIES)}")
+
+
+def balance(rows: list[dict], classes: tuple[str, ...], fill: Attribute, within: Attribute | None, *, per_group: int,
+            min_fraction: float = 0.9, seed: int = 0) -> tuple[list[dict], dict]:
+    """The paper's balanced selection for any classes x groups: ``per_group`` images per (class, fill
+    group, within group) cell; a fill group's shortfall is made up from the other fill groups of the same
+    within group; a class lacking images (a within group under k x N, or a cell under min_fraction x N)
+    is dropped with the reason. For NIH (fill = sex, within = age band) this is the paper's rule."""
+    fill_labels = fill.labels(_columns(rows))
+    within_labels = within.labels(_columns(rows)) if within else np.full(len(rows), "all")
+    fills = fill.order(fill_labels)
+    withins = within.order(within_labels) if within else ("all",)
+    pools: dict = {c: defaultdict(list) for c in classes}
+    for r, f, w in zip(rows, fill_labels, within_labels):
+        if r["label"] in pools and f and w:
+            pools[r["label"]][(f, w)].append(r)
+    rng = np.random.default_rng(seed)
+    n, k = per_group, len(fills)
+    chosen = []
+    report = {"counts": {}, "dropped": {}, "pools": {c: Counter({fw: len(v) for fw, v in p.items()}) for c, p in pools.items()}}
+    for c in classes:
+        pool = pools[c]
+        short = [f"{w} has {sum(len(pool[(f, w)]) for f in fills)} < {k * n} images" for w in withins
+                 if sum(len(pool[(f, w)]) for f in fills) < k * n]
+        short += [f"{f}-{w} has {len(pool[(f, w)])} < {min_fraction:g}×{n} images" for f in fills for w in withins
+                  if len(pool[(f, w)]) < min_fraction * n]
+        if short:
+            report["dropped"][c] = "; ".join(short)
+            continue
+        report["counts"][c] = Counter()
+        for w in withins:
+            shuffled = {f: [pool[(f, w)][i] for i in rng.permutation(len(pool[(f, w)]))] for f in fills}
+            take = {f: min(n, len(shuffled[f])) for f in fills}
+            for f in fills:  # a shortfall is filled from the other groups of the same band, in order
+                missing = max(0, n - len(shuffled[f]))
+                for other in (g for g in fills if g != f):
+                    extra = min(missing, len(shuffled[other]) - take[other])
+                    take[other] += extra
+                    missing -= extra
+            for f in fills:
+                picked = shuffled[f][: take[f]]
+                report["counts"][c][(f, w)] += len(picked)
+                chosen += picked
+    return chosen, report
+
+
+def _columns(rows: list[dict]) -> dict[str, np.ndarray]:
+    keys = rows[0].keys() if rows else ()
+    return {k: np.array([str(r[k]) for r in rows]) for k in keys}
+
+
+def build(sources: list[Source], out: str | Path, *, classes: tuple[str, ...], policy: str = "single",
+          uncertain: str = "ignore", balanced: int | None = None, balance_on: str = "sex,age",
+          min_fraction: float = 0.9, split: str = "patient", seed: int = 0, where: str = "") -> Built:
+    """Label, (optionally) balance, split and write; returns what was kept and dropped."""
+    check_policies(policy, uncertain)
+    dropped: Counter = Counter()
+    rows = []
+    for s in sources:
+        label, why = label_of(s.findings, classes, policy, uncertain)
+        if label is None:
+            dropped[why] += 1
+            continue
+        rows.append({"image_id": s.image_id, "path": s.path, "patient_id": s.patient_id, "label": label, "sex": s.sex,
+                     "age": s.age, "split": s.split, **{k: v for k, v in s.extra.items() if k not in COLUMNS}})
+    if not rows:
+        raise EmbedkitError(f"{where}: no image has a usable label for classes {', '.join(classes)} "
+                            f"(left out: {', '.join(f'{k} {v}' for k, v in dropped.items()) or 'none read'})")
+    report = None
+    if balanced:
+        attrs = parse(balance_on)
+        if len(attrs) > 2:
+            raise EmbedkitError(f"--balance-on {balance_on!r}: give one or two attributes (e.g. sex,age)")
+        rows, report = balance(rows, classes, attrs[0], attrs[1] if len(attrs) > 1 else None, per_group=balanced,
+                               min_fraction=min_fraction, seed=seed)
+        if not rows:
+            raise EmbedkitError(f"{where}: no class has {balanced} images in every cell: "
+                                + "; ".join(f"{c}: {w}" for c, w in report["dropped"].items()))
+    _split(rows, split, parse(balance_on), seed, where)
+    extra = tuple(dict.fromkeys(k for r in rows for k in r if k not in COLUMNS))
+    write_manifest(out, rows, extra_columns=extra)
+    return Built(rows, len(sources), dropped, report)
+
+
+def _split(rows: list[dict], how: str, strata: tuple[Attribute, ...], seed: int, where: str) -> None:
+    """The source's official split (its 'validate' read as val), or a patient-disjoint 7:1:2 split
+    stratified by class x the balancing attributes' groups (``patient``; sex x age band by default)."""
+    if how == "official":
+        missing = sum(1 for r in rows if r["split"] not in SPLITS)
+        if missing:
+            raise EmbedkitError(f"{where}: {missing} image(s) have no official train/val/test split; use --split patient")
+        return
+    if how != "patient":
+        raise EmbedkitError(f"--split {how!r}: choose patient or official")
+    split_rows(rows, strata, seed)
+
+
+def split_rows(rows: list[dict], strata: tuple[Attribute, ...], seed: int) -> None:
+    """Set every row's split: patient-disjoint 7:1:2, stratified by class x the groups of ``strata``."""
+    groups = [a.labels(_columns(rows)) for a in strata]
+    cells = [(r["label"], *(g[i] for g in groups)) for i, r in enumerate(rows)]
+    for r, s in zip(rows, patient_split([r["patient_id"] for r in rows], cells, seed=seed)):
+        r["split"] = s

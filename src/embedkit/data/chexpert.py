@@ -1,0 +1,87 @@
+"""CheXpert (Irvin et al. 2019) from ``train.csv`` / ``valid.csv`` and, when given, the CheXpert
+demographics file ``CHEXPERT DEMO.xlsx`` (or a CSV of it: PATIENT, GENDER, AGE_AT_CXR, PRIMARY_RACE,
+ETHNICITY) for race and ethnicity.
+
+Labels are the CheXpert labeler's: 1.0 positive, 0.0 negative, -1.0 uncertain, blank unmentioned
+(an explicit ``--uncertain`` policy decides the -1s). Sex from ``Sex`` (Male/Female; Unknown left
+out), age from ``Age``; frontal views by default (``Frontal/Lateral``). The patient is the
+``patientNNNNN`` part of ``Path``; ``--images`` is the folder that holds ``CheXpert-v1.0[-small]/``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from embedkit.data.build import Source
+from embedkit.data.tables import read_table
+from embedkit.errors import EmbedkitError
+
+FINDINGS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
+            "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture",
+            "Support Devices")
+NOT_FINDINGS = ("Support Devices",)          # a device is no finding: it does not make an image multi-label
+COLUMN_OF = {"Effusion": "Pleural Effusion"}  # the study's class names -> the labeler's columns
+SEX = {"Male": "M", "Female": "F"}
+_PATIENT = re.compile(r"(patient\d+)")
+
+
+def findings(row: dict[str, str], where: str) -> dict[str, float | None]:
+    """The labeler's columns as class -> 1, 0, -1 or None (unmentioned), under the study's class names."""
+    out: dict[str, float | None] = {}
+    for col in FINDINGS:
+        if col in NOT_FINDINGS:
+            continue
+        text = row.get(col, "").strip()
+        try:
+            value = float(text) if text else None
+        except ValueError:
+            raise EmbedkitError(f"{where}, column '{col}': {text!r} is not 1.0, 0.0, -1.0 or blank") from None
+        if value not in (None, 1.0, 0.0, -1.0):
+            raise EmbedkitError(f"{where}, column '{col}': {text!r} is not 1.0, 0.0, -1.0 or blank")
+        out[col] = value
+    for name, col in COLUMN_OF.items():
+        out[name] = out.pop(col)
+    return out
+
+
+def read(labels: list[str | Path], *, demographics: str | Path | None = None, views: tuple[str, ...] = ("Frontal",),
+         images: str | Path | None = None) -> tuple[list[Source], list[str]]:
+    """Rows of train.csv / valid.csv (train -> split train, valid -> val) with demographics joined."""
+    demo = _demographics(demographics) if demographics else {}
+    rows, skipped = [], {"view": 0, "sex": 0, "age": 0, "no demographics": 0}
+    for path in labels:
+        split = "val" if "valid" in Path(path).name else "train"
+        for line, r in read_table(path, ("Path", "Sex", "Age", "Frontal/Lateral", *FINDINGS), "CheXpert's train.csv or valid.csv"):
+            where = f"{path}, line {line}"
+            if r["Frontal/Lateral"] not in views:
+                skipped["view"] += 1
+                continue
+            if r["Sex"] not in SEX:
+                skipped["sex"] += 1
+                continue
+            m = _PATIENT.search(r["Path"])
+            if not m:
+                raise EmbedkitError(f"{where}, column 'Path': {r['Path']!r} has no patientNNNNN part")
+            try:
+                age = int(float(r["Age"]))
+            except ValueError:
+                skipped["age"] += 1
+                continue
+            extra = {"view": r.get("AP/PA", "")}
+            if demo:
+                if m.group(1) not in demo:
+                    skipped["no demographics"] += 1
+                    continue
+                extra |= demo[m.group(1)]
+            image_id = "_".join(Path(r["Path"]).with_suffix("").parts[-3:])
+            rows.append(Source(image_id=image_id, path=str(Path(images) / r["Path"]) if images else r["Path"],
+                               patient_id=m.group(1), sex=SEX[r["Sex"]], age=age, findings=findings(r, where),
+                               split=split, extra=extra))
+    return rows, [f"{n} image(s) left out: {why}" for why, n in skipped.items() if n]
+
+
+def _demographics(path: str | Path) -> dict[str, dict[str, str]]:
+    table = read_table(path, ("PATIENT", "PRIMARY_RACE", "ETHNICITY"),
+                       "the CheXpert demographics file (CHEXPERT DEMO.xlsx, or a CSV with its columns)")
+    return {r["PATIENT"]: {"race": r["PRIMARY_RACE"], "ethnicity": r["ETHNICITY"]} for _, r in table}

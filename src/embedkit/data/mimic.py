@@ -1,0 +1,79 @@
+"""MIMIC-CXR-JPG (Johnson et al. 2019) with MIMIC-IV demographics.
+
+Files (each as published, .csv or .csv.gz): ``mimic-cxr-2.0.0-metadata.csv`` (dicom_id, subject_id,
+study_id, ViewPosition, StudyDate), ``mimic-cxr-2.0.0-chexpert.csv`` (subject_id, study_id and the
+CheXpert labeler's 14 columns, per study), ``mimic-cxr-2.0.0-split.csv`` (dicom_id, split: train,
+validate, test), MIMIC-IV ``patients.csv`` (subject_id, gender, anchor_age, anchor_year) and, when
+given, ``admissions.csv`` (subject_id, race — ``ethnicity`` before MIMIC-IV 2.0 — and insurance).
+
+Age at the study is anchor_age + (study year - anchor_year) (both dates are shifted alike). A
+subject's race and insurance are the most frequent values over their admissions (ties: the first
+admitted). Frontal views (PA, AP) by default; images lie in
+``<images>/files/p<first two digits>/p<subject_id>/s<study_id>/<dicom_id>.jpg``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from embedkit.data.build import Source
+from embedkit.data.chexpert import findings
+from embedkit.data.tables import read_table
+from embedkit.errors import EmbedkitError
+
+SEX = {"M": "M", "F": "F"}
+FRONTAL = ("PA", "AP")
+
+
+def read(metadata: str | Path, labels: str | Path, patients: str | Path, *, split: str | Path | None = None,
+         admissions: str | Path | None = None, views: tuple[str, ...] = FRONTAL,
+         images: str | Path | None = None) -> tuple[list[Source], list[str]]:
+    """Every frontal image with a labelled study and a known patient, as a Source."""
+    study_labels = {(r["subject_id"], r["study_id"]): findings(r, f"{labels}, line {line}")
+                    for line, r in read_table(labels, ("subject_id", "study_id"), "mimic-cxr-2.0.0-chexpert.csv")}
+    people = {r["subject_id"]: r for _, r in read_table(patients, ("subject_id", "gender", "anchor_age", "anchor_year"),
+                                                        "MIMIC-IV's patients.csv")}
+    official = ({r["dicom_id"]: {"validate": "val"}.get(r["split"], r["split"])
+                 for _, r in read_table(split, ("dicom_id", "split"), "mimic-cxr-2.0.0-split.csv")} if split else {})
+    social = _admissions(admissions) if admissions else {}
+    rows, skipped = [], Counter()
+    for line, r in read_table(metadata, ("dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate"),
+                              "mimic-cxr-2.0.0-metadata.csv"):
+        if r["ViewPosition"] not in views:
+            skipped["view"] += 1
+            continue
+        found = study_labels.get((r["subject_id"], r["study_id"]))
+        person = people.get(r["subject_id"])
+        if found is None or person is None:
+            skipped["no labels" if found is None else "no patient record"] += 1
+            continue
+        if person["gender"] not in SEX:
+            skipped["sex"] += 1
+            continue
+        try:
+            age = int(person["anchor_age"]) + int(r["StudyDate"][:4]) - int(person["anchor_year"])
+        except ValueError:
+            raise EmbedkitError(f"{metadata}, line {line}: StudyDate {r['StudyDate']!r} or patient "
+                                f"{r['subject_id']}'s anchor_age/anchor_year is not a number") from None
+        s = r["subject_id"]
+        rel = f"files/p{s[:2]}/p{s}/s{r['study_id']}/{r['dicom_id']}.jpg"
+        rows.append(Source(image_id=r["dicom_id"], path=str(Path(images) / rel) if images else rel, patient_id=s,
+                           sex=SEX[person["gender"]], age=age, findings=found, split=official.get(r["dicom_id"], ""),
+                           extra={"view": r["ViewPosition"], **social.get(s, {"race": "", "insurance": ""})}))
+    return rows, [f"{n} image(s) left out: {why}" for why, n in skipped.items()]
+
+
+def _admissions(path: str | Path) -> dict[str, dict[str, str]]:
+    table = read_table(path, ("subject_id", "insurance"), "MIMIC-IV's admissions.csv")
+    if table and "race" not in table[0][1] and "ethnicity" not in table[0][1]:
+        raise EmbedkitError(f"{path}: no race (or ethnicity) column; give MIMIC-IV's admissions.csv")
+    values: dict[str, dict[str, Counter]] = {}
+    for _, r in table:
+        v = values.setdefault(r["subject_id"], {"race": Counter(), "insurance": Counter()})
+        race = r.get("race", r.get("ethnicity", ""))
+        if race and race.upper() not in ("UNKNOWN", "UNABLE TO OBTAIN", "PATIENT DECLINED TO ANSWER"):
+            v["race"][race] += 1
+        if r["insurance"]:
+            v["insurance"][r["insurance"]] += 1
+    return {s: {k: (c.most_common(1)[0][0] if c else "") for k, c in v.items()} for s, v in values.items()}

@@ -1,0 +1,78 @@
+"""PadChest (BIMCV, Bustos et al. 2020) from its labels file,
+``PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv[.gz]``.
+
+Sex from ``PatientSex_DICOM`` (M, F; others left out), age in years from ``StudyDate_DICOM``
+(YYYYMMDD) minus ``PatientBirth`` (a year), findings from ``Labels`` (a Python list literal of
+lower-case terms, e.g. ``['pleural effusion', 'cardiomegaly']``), frontal projections by default
+(``Projection`` PA, AP, AP_horizontal). Images lie in ``<images>/<ImageDir>/<ImageID>``. A class
+is matched to PadChest terms by ``TERMS`` (or ``--class-map Class=term``).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from embedkit.data.build import Source
+from embedkit.data.tables import read_table
+from embedkit.errors import EmbedkitError
+
+COLUMNS = ("ImageID", "ImageDir", "StudyDate_DICOM", "PatientID", "PatientBirth", "PatientSex_DICOM", "Projection", "Labels")
+FRONTAL = ("PA", "AP", "AP_horizontal")
+TERMS = {"Atelectasis": ("atelectasis",), "Cardiomegaly": ("cardiomegaly",), "Consolidation": ("consolidation",),
+         "Edema": ("pulmonary edema",), "Effusion": ("pleural effusion",), "Pneumothorax": ("pneumothorax",),
+         "Pneumonia": ("pneumonia",), "No Finding": ("normal",)}
+EXCLUDED_TERMS = ("exclude", "suboptimal study")
+
+
+def read(metadata: str | Path, *, projections: tuple[str, ...] = FRONTAL,
+         terms: dict[str, tuple[str, ...]] | None = None) -> tuple[list[Source], list[str]]:
+    """Every usable image of the labels file as a Source (findings keyed by class); returns (rows, notes)."""
+    terms = {**TERMS, **(terms or {})}
+    table = read_table(metadata, COLUMNS, "a PadChest labels file (PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv)")
+    rows, skipped = [], {"projection": 0, "sex": 0, "age": 0, "labels": 0, "excluded": 0}
+    for line, r in table:
+        if r["Projection"] not in projections:
+            skipped["projection"] += 1
+            continue
+        if r["PatientSex_DICOM"] not in ("M", "F"):
+            skipped["sex"] += 1
+            continue
+        age = _age(r["StudyDate_DICOM"], r["PatientBirth"])
+        found = _labels(r["Labels"])
+        if age is None:
+            skipped["age"] += 1
+            continue
+        if found is None:
+            skipped["labels"] += 1
+            continue
+        if found & set(EXCLUDED_TERMS):
+            skipped["excluded"] += 1
+            continue
+        findings = {c: 1.0 if found & set(t) else 0.0 for c, t in terms.items()}
+        findings["(other)"] = 1.0 if found - {t for ts in terms.values() for t in ts} - {"normal"} else 0.0
+        rows.append(Source(image_id=r["ImageID"], path=f"{r['ImageDir']}/{r['ImageID']}", patient_id=r["PatientID"],
+                           sex=r["PatientSex_DICOM"], age=age, findings=findings,
+                           extra={"projection": r["Projection"], "study_year": r["StudyDate_DICOM"][:4]}))
+    notes = [f"{n} image(s) left out: {why}" for why, n in skipped.items() if n]
+    if not rows:
+        raise EmbedkitError(f"{metadata}: no usable image (" + "; ".join(notes) + ")")
+    return rows, notes
+
+
+def _age(study_date: str, birth: str) -> int | None:
+    try:
+        age = int(study_date.strip()[:4]) - int(float(birth))
+    except ValueError:
+        return None
+    return age if 0 <= age <= 120 else None
+
+
+def _labels(text: str) -> set[str] | None:
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return None
+    if not isinstance(value, list):
+        return None
+    return {str(v).strip() for v in value if str(v).strip()}

@@ -1,0 +1,156 @@
+"""Dataset builders on small files written in each source's published format (column names, value codes)."""
+
+import csv
+import gzip
+
+import pytest
+
+from embedkit.cli.app import main
+from embedkit.data import chexpert, csvfile, mimic, padchest
+from embedkit.data.build import build
+from embedkit.errors import EmbedkitError
+from embedkit.manifest import read_manifest
+
+CHEXPERT_HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *chexpert.FINDINGS]
+# the real PadChest labels file's header (torchxrayvision ships the file; tests/data/test_real_metadata.py reads it)
+PADCHEST_HEADER = ["", "ImageID", "ImageDir", "StudyDate_DICOM", "StudyID", "PatientID", "PatientBirth", "PatientSex_DICOM",
+                   "ViewPosition_DICOM", "Projection", "MethodProjection", "Pediatric", "Modality_DICOM", "Labels",
+                   "Localizations", "LabelsLocalizationsBySentence", "labelCUIS", "LocalizationsCUIS"]
+
+
+def write(path, header, rows, gz=False):
+    opener = (lambda: gzip.open(path, "wt", newline="")) if gz else (lambda: open(path, "w", newline=""))
+    with opener() as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def chexpert_row(i, finding, sex="Female", age=68, view="Frontal", value="1.0"):
+    values = {f: "" for f in chexpert.FINDINGS}
+    values[finding] = value
+    return [f"CheXpert-v1.0-small/train/patient{i:05d}/study1/view1_{view.lower()}.jpg", sex, str(age), view, "AP",
+            *(values[f] for f in chexpert.FINDINGS)]
+
+
+def test_chexpert_labels_views_uncertainty_and_race(tmp_path):
+    rows = [chexpert_row(1, "Edema"), chexpert_row(2, "Pleural Effusion", "Male", 45),
+            chexpert_row(3, "Edema", view="Lateral"), chexpert_row(4, "Edema", "Unknown"),
+            chexpert_row(5, "Edema", value="-1.0")]
+    rows[1][CHEXPERT_HEADER.index("Support Devices")] = "1.0"          # a device does not make it multi-label
+    train = write(tmp_path / "train.csv", CHEXPERT_HEADER, rows)
+    demo = write(tmp_path / "demo.csv", ["PATIENT", "GENDER", "AGE_AT_CXR", "PRIMARY_RACE", "ETHNICITY"],
+                 [[f"patient{i:05d}", "Female", "68", race, "Non-Hispanic/Non-Latino"]
+                  for i, race in enumerate(["", "White", "Black or African American", "Asian", "White", "Other"])])
+    sources, notes = chexpert.read([train], demographics=demo)
+    assert [s.patient_id for s in sources] == ["patient00001", "patient00002", "patient00005"]
+    assert sources[1].findings["Effusion"] == 1.0 and sources[2].findings["Edema"] == -1.0
+    assert sources[0].extra["race"] == "White" and any("view" in n for n in notes) and any("sex" in n for n in notes)
+    built = build(sources, tmp_path / "m.csv", classes=("Edema", "Effusion"), uncertain="ignore")
+    assert [r["label"] for r in built.rows] == ["Edema", "Effusion"] and built.dropped["uncertain label"] == 1
+    ones = build(sources, tmp_path / "m1.csv", classes=("Edema", "Effusion"), uncertain="ones")
+    assert len(ones.rows) == 3
+    m = read_manifest(tmp_path / "m1.csv")
+    assert "race" in m.extra_columns and set(m.column("sex")) == {"F", "M"}
+
+
+def test_chexpert_bad_value_names_file_line_and_column(tmp_path):
+    train = write(tmp_path / "train.csv", CHEXPERT_HEADER, [chexpert_row(1, "Edema", value="2.0")])
+    with pytest.raises(EmbedkitError, match=r"train.csv, line 2, column 'Edema': '2.0'"):
+        chexpert.read([train])
+
+
+def test_mimic_joins_metadata_labels_split_patients_and_admissions(tmp_path):
+    meta = write(tmp_path / "mimic-cxr-2.0.0-metadata.csv.gz",
+                 ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows",
+                  "Columns", "StudyDate", "StudyTime"],
+                 [["d1", "10000032", "50414267", "CHEST (PA AND LAT)", "PA", "3056", "2544", "21800506", "213014.531"],
+                  ["d2", "10000032", "50414267", "CHEST (PA AND LAT)", "LATERAL", "3056", "2544", "21800506", "213014.531"],
+                  ["d3", "10000764", "57375967", "CHEST (PORTABLE AP)", "AP", "3056", "2544", "21320727", "100000"]], gz=True)
+    labels = write(tmp_path / "mimic-cxr-2.0.0-chexpert.csv.gz", ["subject_id", "study_id", *sorted(chexpert.FINDINGS)],
+                   [["10000032", "50414267", *("1.0" if f == "Cardiomegaly" else "" for f in sorted(chexpert.FINDINGS))],
+                    ["10000764", "57375967", *("1.0" if f == "Pleural Effusion" else "0.0" for f in sorted(chexpert.FINDINGS))]],
+                   gz=True)
+    split = write(tmp_path / "split.csv", ["dicom_id", "study_id", "subject_id", "split"],
+                  [["d1", "50414267", "10000032", "train"], ["d3", "57375967", "10000764", "validate"]])
+    patients = write(tmp_path / "patients.csv", ["subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"],
+                     [["10000032", "F", "52", "2180", "2014 - 2016", ""], ["10000764", "M", "86", "2132", "2014 - 2016", ""]])
+    adm = write(tmp_path / "admissions.csv", ["subject_id", "hadm_id", "admittime", "insurance", "race"],
+                [["10000032", "1", "2180-05-06", "Medicaid", "WHITE"], ["10000032", "2", "2180-06-26", "Medicaid", "WHITE"],
+                 ["10000032", "3", "2180-07-23", "Other", "UNKNOWN"], ["10000764", "4", "2132-10-14", "Medicare", "BLACK/AFRICAN AMERICAN"]])
+    sources, notes = mimic.read(meta, labels, patients, split=split, admissions=adm, images=tmp_path / "jpg")
+    assert [(s.image_id, s.age, s.sex, s.split) for s in sources] == [("d1", 52, "F", "train"), ("d3", 86, "M", "val")]
+    assert sources[0].extra == {"view": "PA", "race": "WHITE", "insurance": "Medicaid"}
+    assert sources[0].path.endswith("files/p10/p10000032/s50414267/d1.jpg") and notes == ["1 image(s) left out: view"]
+    built = build(sources, tmp_path / "m.csv", classes=("Cardiomegaly", "Effusion"), split="official")
+    assert [r["split"] for r in built.rows] == ["train", "val"]
+
+
+def test_padchest_age_from_dates_findings_from_the_labels_list(tmp_path):
+    def row(i, labels, sex="F", proj="PA", birth="1930.0"):
+        return [str(i), f"im{i}.png", "0", "20140915", f"s{i}", f"p{i}", birth, sex, "POSTEROANTERIOR", proj,
+                "Manual review of DICOM fields", "No", "CR", labels, "[]", "[]", "[]", "[]"]
+
+    meta = write(tmp_path / "padchest.csv.gz", PADCHEST_HEADER,
+                 [row(1, "['pleural effusion']"), row(2, "['cardiomegaly', 'pleural effusion']", "M"),
+                  row(3, "['normal']", proj="L"), row(4, "['cardiomegaly', 'aortic elongation']"),
+                  row(5, "['exclude']"), row(6, "['pneumothorax']", sex="O"), row(7, "nan")], gz=True)
+    sources, notes = padchest.read(meta)
+    assert [s.image_id for s in sources] == ["im1.png", "im2.png", "im4.png"] and sources[0].age == 84
+    assert sources[0].path == "0/im1.png" and sources[1].sex == "M"
+    assert {n.split(": ")[1] for n in notes} == {"projection", "sex", "labels", "excluded"}
+    single = build(sources, tmp_path / "a.csv", classes=("Cardiomegaly", "Effusion"), policy="single")
+    assert [r["label"] for r in single.rows] == ["Effusion"]       # two findings, or one outside the classes: out
+    inside = build(sources, tmp_path / "b.csv", classes=("Cardiomegaly", "Effusion"), policy="single-in-classes")
+    assert [r["label"] for r in inside.rows] == ["Effusion", "Cardiomegaly"]
+    first = build(sources, tmp_path / "c.csv", classes=("Cardiomegaly", "Effusion"), policy="first")
+    assert [r["label"] for r in first.rows] == ["Effusion", "Cardiomegaly", "Cardiomegaly"]
+
+
+def test_csv_maps_columns_and_keeps_the_rest(tmp_path, capsys):
+    rows = [[f"f{i}.png", f"P{i // 2}", "Male" if i % 2 else "female", str(30 + i), "Edema|Effusion" if i == 0 else
+             ("Edema" if i % 3 else "Effusion"), "ABC"[i % 3]] for i in range(60)]
+    table = write(tmp_path / "t.csv", ["File", "Patient", "Gender", "Age", "Finding", "site"], rows)
+    mapping = "path=File,patient_id=Patient,sex=Gender,age=Age,label=Finding"
+    assert main(["data", "csv", "--table", str(table), "--columns", mapping, "--classes", "Edema,Effusion",
+                 "--out", str(tmp_path / "m.csv")]) == 0
+    m = read_manifest(tmp_path / "m.csv")
+    assert len(m) == 59 and m.extra_columns == ("site",) and set(m.column("split")) == {"train", "val", "test"}
+    assert main(["data", "csv", "--table", str(table), "--columns", "pth=File", "--out", str(tmp_path / "x.csv")]) == 2
+    assert "--columns 'pth=File'" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_balanced_selection_over_any_attribute(tmp_path):
+    from embedkit.data.build import Source
+
+    sources = [Source(f"i{i}", f"i{i}.png", f"p{i}", "MF"[i % 2], 40, {"A" if i % 3 else "B": 1.0},
+                      extra={"site": "XYZ"[(i // 5) % 3]}) for i in range(600)]
+    built = build(sources, tmp_path / "m.csv", classes=("A", "B"), balanced=10, balance_on="site")
+    assert built.balanced["counts"]["A"] == {("X", "all"): 10, ("Y", "all"): 10, ("Z", "all"): 10}
+    assert len(built.rows) == 60
+
+
+def test_data_help_lists_every_builder(capsys):
+    from embedkit.data import BUILDERS
+
+    assert main(["data", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in BUILDERS)
+
+
+def test_chexpert_demographics_as_published_xlsx(tmp_path):
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["PATIENT", "GENDER", "AGE_AT_CXR", "PRIMARY_RACE", "ETHNICITY"])
+    sheet.append(["patient00001", "Female", 68, "White, non-Hispanic", "Non-Hispanic/Non-Latino"])
+    book.save(tmp_path / "CHEXPERT DEMO.xlsx")
+    train = write(tmp_path / "train.csv", CHEXPERT_HEADER, [chexpert_row(1, "Edema"), chexpert_row(2, "Edema")])
+    sources, notes = chexpert.read([train], demographics=tmp_path / "CHEXPERT DEMO.xlsx")
+    assert [s.extra["race"] for s in sources] == ["White, non-Hispanic"] and notes == ["1 image(s) left out: no demographics"]
+    (tmp_path / "bad.xlsx").write_text("not a workbook")
+    with pytest.raises(EmbedkitError, match="bad.xlsx: not an Excel workbook"):
+        chexpert.read([train], demographics=tmp_path / "bad.xlsx")

@@ -71,3 +71,32 @@ def test_two_manifests_in_one_folder_never_share_a_run(phantom_dir, tmp_path, ca
         assert (tmp_path / "r/relabelled/clip-tiny/knn/seed-0/run.json").is_file()
     finally:
         other.unlink()
+
+
+def test_a_regenerated_manifest_makes_its_runs_stale_not_refused(phantom_dir, tmp_path):
+    """The same manifest file with new content (a regenerated dataset) reruns its runs in place."""
+    import csv
+
+    rows = list(csv.DictReader((phantom_dir / "manifest.csv").open()))
+    for r in rows:
+        r["path"] = str(phantom_dir / r["path"])
+    mine = tmp_path / "data" / "manifest.csv"
+    mine.parent.mkdir()
+
+    def write(rows):
+        with mine.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+    write(rows)
+    args = ["probe", "--model", "clip-tiny", "--head", "knn", "--cache-dir", str(tmp_path / "c"), "--runs-dir",
+            str(tmp_path / "r"), "--manifest", str(mine)]
+    assert main(["extract", "--model", "clip-tiny", "--manifest", str(mine), "--cache-dir", str(tmp_path / "c"), "--quiet"]) == 0
+    assert main(args) == 0
+    record = tmp_path / "r/data/clip-tiny/knn/seed-0/run.json"
+    first = json.loads(record.read_text())["manifest_digest"]
+    rows[0]["label"] = "Edema" if rows[0]["label"] != "Edema" else "Effusion"
+    write(rows)
+    assert main(args) == 0
+    assert json.loads(record.read_text())["manifest_digest"] != first

@@ -141,15 +141,18 @@ class RunState:
         return self.status == "done"
 
 
-def run_state(folder: Path, identity: dict, *, manifest_digest: str | None = None) -> RunState:
+def run_state(folder: Path, identity: dict, *, manifest_digest: str | None = None,
+              manifest_path: Path | None = None) -> RunState:
     """The one answer to "is this run done?" for heads, zero-shot and fine-tuning alike: done only when
     the finished record's digest equals the digest of ``identity`` (everything that determines the
-    result). A folder written for another manifest is refused, never overwritten."""
+    result). A folder written for another manifest file is refused, never overwritten; the same file
+    with new content (a regenerated dataset) makes the run stale."""
     record = read_record(folder)
     if record is None:
         return RunState("to run", "not run yet")
     stored = record.get("manifest_digest")
-    if manifest_digest and stored and stored != manifest_digest:
+    same_file = manifest_path is not None and record.get("manifest") == str(Path(manifest_path).resolve())
+    if manifest_digest and stored and stored != manifest_digest and not same_file:
         raise EmbedkitError(f"{folder}: this run folder holds results for another manifest (digest {stored[:12]}); "
                             "give this dataset its own name with --dataset NAME (study: dataset = ...)")
     if record.get("config_hash") == config_digest(identity):
@@ -204,14 +207,15 @@ def _json_default(obj):
 
 
 def evaluate_predictions(p: Predictions, *, attributes=None, split: str = "test", n_boot: int = 1000,
-                         n_perm: int = 1000, seed: int = 0, return_replicates: bool = False) -> dict:
+                         n_perm: int = 1000, seed: int = 0, return_replicates: bool = False,
+                         where: str = "predictions") -> dict:
     """The metrics object of a run (``embedkit.metrics.suite``) on one split, for the declared
     ``attributes`` (text like 'sex,age:60,race' or parsed; default sex, age and their intersection)."""
     from embedkit.attributes import check_columns, parse
     from embedkit.metrics import evaluate
 
     attrs = attributes if isinstance(attributes, tuple) else parse(attributes)
-    check_columns(attrs, p.attributes, "predictions")
+    check_columns(attrs, p.attributes, where)
     s = p.select(split)
     groups = {a.name: a.labels(s.attributes) for a in attrs}
     order = {a.name: a.order(groups[a.name]) for a in attrs}

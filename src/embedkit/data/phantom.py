@@ -63,6 +63,7 @@ class PhantomSpec:
     classes: tuple[str, ...] = STUDY_CLASSES
     bias: list[Bias] = field(default_factory=list)
     duplicates: int = 0        # leakage to find: test images copied under a new id and patient into train
+    generator: int = 2         # the drawing and columns' version (2: patient sites); a change regenerates
 
 
 def _plant_duplicates(out: Path, rows: list[dict], n: int, n_patient: int) -> dict[str, str]:

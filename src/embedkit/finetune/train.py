@@ -317,7 +317,7 @@ def finetune(cfg: FinetuneConfig, *, on_epoch: Callable[[dict], None] | None = N
     data = enc = features = None
     for seed in cfg.seeds:
         folder = cfg.run_dir(seed)
-        if run_state(folder, identity, manifest_digest=manifest.digest()).done and not cfg.force:
+        if run_state(folder, identity, manifest_digest=manifest.digest(), manifest_path=cfg.manifest).done and not cfg.force:
             records.append(refresh_metrics(folder, cfg.attributes, n_boot=cfg.n_boot, seed=seed) | {"skipped": True})
             continue
         if data is None:  # loaded once: every (seed, lr, wd) trains a copy of its image tower

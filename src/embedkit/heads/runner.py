@@ -81,7 +81,7 @@ def run_experiment(cfg: ExperimentConfig) -> list[RunResult]:
     cfg = _with_hash(cfg, config_digest(ident))
     results = {}
     for s in seeds_of(cfg):
-        state = run_state(cfg.run_dir(s), ident, manifest_digest=cache.manifest_digest)
+        state = run_state(cfg.run_dir(s), ident, manifest_digest=cache.manifest_digest, manifest_path=cfg.manifest)
         if state.done and not cfg.force:
             results[s] = RunResult(cfg.run_dir(s), True, refresh_metrics(cfg.run_dir(s), cfg.attributes, n_boot=cfg.n_boot, seed=s))
     todo = tuple(s for s in seeds_of(cfg) if s not in results)

@@ -120,7 +120,7 @@ def summarise(runs_dir: Path, *, n_boot: int = 1000, attributes: str | None = No
             preds = _pooled_test(seed_folders)
             preds_all.append(preds)
             results.append(evaluate_predictions(preds, attributes=attributes, split="test", n_boot=n_boot, n_perm=n_boot,
-                                                seed=i, return_replicates=True))
+                                                seed=i, return_replicates=True, where=str(seed_folders[0] / PREDICTIONS)))
         summary = aggregate_seeds(results)
         settings = results[0]["settings"]["attributes"]
         summary["attributes"] = settings

@@ -21,6 +21,7 @@ import bench_cv  # noqa: E402
 import bench_extract  # noqa: E402
 import bench_finetune  # noqa: E402
 import bench_heads  # noqa: E402
+import bench_interventions  # noqa: E402
 import bench_metrics  # noqa: E402
 
 
@@ -126,6 +127,23 @@ def _grid() -> str:
               f"(forward only, no sweep) against {g1['total_s']:.0f} s from the cache — about "
               f"{reencode / g1['total_s']:,.0f}× (an extrapolation from the measured per-image cost; all five "
               "encoders priced as CLIP).\n")
+
+
+@section("interventions")
+def _interventions() -> str:
+    trials = 40
+    null, planted = bench_interventions.simulate(trials, False), bench_interventions.simulate(trials // 4, True)
+    rows = [[m, f"{null[m]['f1_gap']:.1%}", f"{null[m]['eqodds']:.1%}", f"{planted[m]['f1_gap']:.0%}",
+             f"{planted[m]['eqodds']:.0%}"] for m in bench_interventions.INTERVENTIONS]
+    return ("## Interventions: false positives and power\n\nLinear probe (40 epochs) against each intervention on "
+            f"synthetic 1,000-image datasets (6 classes, 250 test images, attribute sex): {trials} datasets without bias "
+            f"and {trials // 4} with a planted shift (women 10 % of training, their class signal in other features). "
+            "An intervention counts as shrinking a gap when the paired bootstrap 95 % CI (300 replicates, same test "
+            "images) of the change in |gap| lies wholly below 0 — nominally 2.5 % of null datasets per gap.\n\n"
+            + table(["intervention", "null: f1_gap shrank", "null: eqodds shrank", "planted: f1_gap shrank",
+                     "planted: eqodds shrank"], rows)
+            + "\nOn null data no intervention should exceed the nominal rate by much (with 40 datasets one false "
+              "positive is 2.5 %); on the planted shift the reweighting family should recover the minority group.\n")
 
 
 @section("metrics")

@@ -126,7 +126,18 @@ def load_study(path: str | Path, overrides: list[str] = ()) -> Study:
         _set(config, *item.split("=", 1))
     from embedkit.study_schema import validate
 
-    return Study(path, validate(config, path), path.parent.resolve())
+    study = Study(path, validate(config, path), path.parent.resolve())
+    _define_own_models(study)
+    return study
+
+
+def _define_own_models(study: Study) -> None:
+    """Register each ``[models.NAME]`` with a ``family`` (open_clip, hf-clip, hf-vision) under its name."""
+    from embedkit.models.registry import define
+
+    for name, spec in study.models.items():
+        if spec.get("family"):
+            define(spec["family"], name, arch=spec.get("arch"))
 
 
 def _seeds(study: Study, method: str) -> tuple[int, ...]:
@@ -268,28 +279,30 @@ def _experiment_steps(study: Study) -> list[Step]:
                     if k in HeadConfig.__dataclass_fields__}
             prompts = opts.get("prompts", "all")
             extra = {"ks": tuple(opts["ks"])} if opts.get("ks") else {}
-            cfg = ExperimentConfig(model=model, manifest=manifest, method=method, cache_dir=study.paths["cache_dir"],
-                                   runs_dir=study.paths["runs_dir"], dataset=dataset,
-                                   seeds=_seeds(study, method), head=HeadConfig(**head),
-                                   prompts=("clip", "gloria", "cxrclip") if prompts == "all" else tuple(prompts),
-                                   attributes=study.attributes, **extra)
+            extra |= {k: opts[k] for k in ("attribute", "selection", "strength") if opts.get(k) is not None}
             cache = caches.setdefault(model, _cache_of(study, model)[0])
             if (cache, manifest) not in data:  # once per store and round, not per method
                 m = read_manifest(manifest) if manifest.is_file() else None
                 data[(cache, manifest)] = (m.digest() if m else "", manifest_rows_digest(cache, m) if cache and m else None)
             digest, rows = data[(cache, manifest)]
-            states = [run_state(cfg.run_dir(s), identity(cfg, cache_key_of(cache), digest, rows)) for s in seeds_of(cfg)]
-            status, reason = _combine(states)
-            steps.append(Step("experiments", f"{model} / {method}" + (f" / {dataset}" if study.config.get("folds") else ""),
-                              status, 2.0 + (10.0 if method == "mlp" else 0.0), lambda cfg=cfg: run_experiment(cfg), reason))
+            for mitigate in (None, *opts.get("mitigate", ())):   # ERM, then each intervention on this head
+                cfg = ExperimentConfig(model=model, manifest=manifest, method=method, cache_dir=study.paths["cache_dir"],
+                                       runs_dir=study.paths["runs_dir"], dataset=dataset,
+                                       seeds=_seeds(study, method), head=HeadConfig(**head),
+                                       prompts=("clip", "gloria", "cxrclip") if prompts == "all" else tuple(prompts),
+                                       attributes=study.attributes, mitigate=mitigate, **extra)
+                states = [run_state(cfg.run_dir(s), identity(cfg, cache_key_of(cache), digest, rows)) for s in seeds_of(cfg)]
+                status, reason = _combine(states)
+                steps.append(Step("experiments", f"{model} / {cfg.name}" + (f" / {dataset}" if study.config.get("folds") else ""),
+                                  status, 2.0 + (10.0 if method == "mlp" else 0.0), lambda cfg=cfg: run_experiment(cfg), reason))
     return steps
 
 
 def _cache_methods() -> tuple[str, ...]:
-    """The registered cache-path methods (zero-shot and the heads)."""
+    """The registered cache-path methods (zero-shot and the heads; interventions run on a head)."""
     from embedkit.heads import base
 
-    return base.names()
+    return base.heads()
 
 
 def _finetune_steps(study: Study) -> list[Step]:
@@ -304,6 +317,7 @@ def _finetune_steps(study: Study) -> list[Step]:
             opts = {k: (tuple(v) if isinstance(v, list) else v) for k, v in study.methods[method].items()
                     if k in FinetuneConfig.__dataclass_fields__ and k not in ("seeds",)}
             cfg = FinetuneConfig(model=model, manifest=manifest, mode=method, weights=study.resolve(spec.get("weights")),
+                                 arch=spec.get("arch"),
                                  runs_dir=study.paths["runs_dir"], dataset=dataset,
                                  seeds=_seeds(study, method), attributes=study.attributes, **opts)
             epochs = cfg.epochs * len(cfg.learning_rates()) * len(cfg.seeds)

@@ -49,17 +49,28 @@ class Extract(_Strict):
 
 
 class Model(_Strict):
+    family: Optional[Literal["open_clip", "hf-clip", "hf-vision"]] = None   # your own checkpoint, named by its key
+    arch: Optional[str] = None
     weights: Optional[str] = None
     tokenizer: Optional[str] = None
     methods: Optional[list[Method]] = None
 
 
-class ZeroShot(_Strict):
+class Mitigated(_Strict):
+    """Fairness interventions on a method (ERM always runs too) and how the sweep is chosen."""
+
+    mitigate: list[Literal["reweight", "resample", "groupdro", "adversarial", "temperature", "offsets"]] = []
+    attribute: Optional[str] = None
+    selection: Literal["loss", "worst-group", "pareto"] = "loss"
+    strength: Optional[float] = None
+
+
+class ZeroShot(Mitigated):
     seeds: Optional[list[int]] = None
     prompts: Literal["all"] | list[Format] = "all"
 
 
-class Head(_Strict):
+class Head(Mitigated):
     seeds: Optional[list[int]] = None
     epochs: int = 150
     batch_size: int = 64
@@ -69,7 +80,7 @@ class Head(_Strict):
     dropout: float = 0.2
 
 
-class Knn(_Strict):
+class Knn(Mitigated):
     seeds: Optional[list[int]] = None
     ks: Optional[list[int]] = None
 
@@ -146,7 +157,11 @@ class Study(_Strict):
         from embedkit.models import registry
 
         valid = registry.names() + [f"{n}-tiny" for n in registry.names()]
-        for name in models:
+        for name, spec in models.items():
+            if spec.family is not None:
+                if spec.weights is None:
+                    raise ValueError(f"model {name!r}: family {spec.family} needs weights = PATH")
+                continue
             if name not in valid:
                 raise ValueError(f"unknown model {name!r}{_closest(name, valid)}")
         return models

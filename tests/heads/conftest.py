@@ -11,13 +11,13 @@ from embedkit.manifest import write_manifest
 CLASSES = ("Atelectasis", "Cardiomegaly", "Edema")
 
 
-def make_cache(path, x, y, split, *, text=None, classes=CLASSES, logit_scale=100.0):
+def make_cache(path, x, y, split, *, text=None, classes=CLASSES, logit_scale=100.0, sex=None):
     """A store file and, beside it (``path.with_suffix('.csv')``), the manifest whose rows it holds:
     one small file per row (its bytes give the content key the store is indexed by)."""
     from embedkit.cache.identity import content_key
 
     n = len(x)
-    sex = np.where(np.arange(n) % 2 == 0, "M", "F")
+    sex = np.where(np.arange(n) % 2 == 0, "M", "F") if sex is None else np.asarray(sex)
     age = np.where(np.arange(n) % 4 < 2, 40, 70)
     folder = path.with_suffix("")
     folder.mkdir(parents=True, exist_ok=True)

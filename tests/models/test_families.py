@@ -15,8 +15,9 @@ from .conftest import batch
 PROMPTS = ["mild pulmonary edema", "there is pneumothorax.", "a photo of a pleural effusion."]
 
 
-def test_registry_lists_all_five_families_and_the_imagenet_vit():
-    assert names() == ["clip", "biomedclip", "medclip-vit", "medclip-rn50", "gloria", "vit-imagenet"]
+def test_registry_lists_all_five_families_the_imagenet_vit_and_the_generic_adapters():
+    assert names()[:9] == ["clip", "biomedclip", "medclip-vit", "medclip-rn50", "gloria", "vit-imagenet",
+                           "open_clip", "hf-clip", "hf-vision"]
     with pytest.raises(EmbedkitError, match="unknown model 'clap'"):
         load_encoder("clap")
 

@@ -35,6 +35,7 @@ def extract(
     model: str = opt.model_option(), manifest: Path = opt.manifest_option(),
     cache_dir: Path = opt.cache_dir_option(),
     weights: list[str] = opt.weights_option(),
+    name: Optional[str] = opt.name_option(), arch: Optional[str] = opt.arch_option(),
     tokenizer: list[str] = typer.Option([], help="Tokenizer folder for MedCLIP/GLoRIA text (MODEL=DIR)."),
     batch_size: int = opt.batch_size_option(),
     workers: Optional[int] = typer.Option(None, min=0, help="DataLoader worker processes decoding images (default: "
@@ -52,9 +53,11 @@ def extract(
 
     from embedkit.cache.extract import ExtractConfig, extract as run_extract
 
-    models = model
+    from embedkit.models.registry import name_generic
+
+    models, weights_of = name_generic(model, opt.per_model(weights, model, "--weights"), name=name, arch=arch)
     cfg = ExtractConfig(manifest=manifest, models=models, cache_dir=cache_dir, wait=wait,
-                        weights=opt.per_model(weights, models, "--weights"), tokenizers=opt.per_model(tokenizer, models, "--tokenizer"),
+                        weights=weights_of, tokenizers=opt.per_model(tokenizer, models, "--tokenizer"),
                         batch_size=batch_size, workers=workers, dtype=dtype, precision=precision, device=device,
                         skip_bad=skip_bad, text_only=text_only, shard=shard)
     if quiet:

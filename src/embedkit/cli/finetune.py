@@ -16,6 +16,7 @@ def finetune(
     lora: bool = typer.Option(False, "--lora", help="LoRA on every layer of the image encoder."),
     full: bool = typer.Option(False, "--full", help="Train the whole image encoder."),
     weights: list[str] = opt.weights_option(),
+    name: Optional[str] = opt.name_option(), arch: Optional[str] = opt.arch_option(),
     seeds: str = opt.seeds_option(), epochs: int = opt.epochs_option(), batch_size: int = opt.batch_size_option(),
     lrs: Optional[str] = opt.lrs_option("lora 1e-4,1e-3; full 1e-5,1e-4"),
     weight_decays: Optional[str] = opt.weight_decays_option("1e-2"),
@@ -39,8 +40,11 @@ def finetune(
 
     if lora == full:
         raise typer.BadParameter("choose exactly one of --lora and --full", param_hint="--lora / --full")
+    from embedkit.models.registry import name_generic
+
+    (model,), weights_of = name_generic((model,), opt.per_model(weights, (model,), "--weights"), name=name, arch=arch)
     cfg = FinetuneConfig(model=model, manifest=manifest, mode="lora" if lora else "full",
-                         weights=opt.per_model(weights, (model,), "--weights").get(model),
+                         weights=weights_of.get(model), arch=arch,
                          runs_dir=runs_dir, dataset=dataset, seeds=seeds, epochs=epochs, batch_size=batch_size, lrs=lrs,
                          weight_decays=weight_decays or (0.01,), rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout,
                          lora_targets=lora_targets, augment=augment, device=device, precision=precision,

@@ -73,6 +73,15 @@ def probe(
     cache_dir: Path = opt.cache_dir_option(), cache_file: Optional[Path] = opt.cache_file_option(),
     runs_dir: Path = opt.runs_dir_option(), dataset: Optional[str] = opt.dataset_option(), force: bool = opt.force_option(),
     attributes: str = opt.attributes_option(),
+    mitigate: str = typer.Option("", callback=opt.parse_interventions,
+                                 help="Fairness interventions, comma-separated (ERM runs too): reweight, resample, "
+                                      "groupdro, adversarial (in training), temperature, offsets (post-processing)."),
+    attribute: str = typer.Option("sex", callback=opt.parse_attributes,
+                                  help="The attribute interventions and fairness-aware selection act on."),
+    selection: str = typer.Option("loss", callback=opt.parse_selection,
+                                  help="Choosing among the sweep on validation: loss, worst-group or pareto."),
+    strength: Optional[float] = typer.Option(None, min=0.0, help="Intervention strength (groupdro eta, adversarial "
+                                                                  "lambda, offsets' accuracy budget); default: the paper's."),
 ) -> None:
     """Train linear, MLP or kNN heads on cached features: every model x head in one process."""
     from embedkit.heads.runner import ExperimentConfig, run_experiment
@@ -80,11 +89,11 @@ def probe(
 
     _one_cache_file(model, cache_file)
     results = []
-    for m in model:
-        for h in head:
+    for m, h, mit in ((m, h, mit) for m in model for h in head for mit in (None, *mitigate)):
             cfg = ExperimentConfig(model=m, manifest=manifest, method=h, cache_dir=cache_dir, cache=cache_file,
                                    runs_dir=runs_dir, dataset=dataset, seeds=seeds, ks=ks, force=force, threads=threads,
-                                   attributes=attributes,
+                                   attributes=attributes, mitigate=mit, attribute=attribute, selection=selection,
+                                   strength=strength,
                                    head=HeadConfig(epochs=epochs,
                                                    batch_size=batch_size, lrs=lrs, weight_decays=weight_decays,
                                                    hidden=hidden, dropout=dropout))

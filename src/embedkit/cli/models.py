@@ -9,5 +9,6 @@ from embedkit.models import registry
 def models() -> None:
     """List the encoders with embedding size, preprocessing and accepted weight formats."""
     specs = [registry.get(n) for n in registry.names()]
-    table("encoders (append -tiny for a seeded small variant)", ["name", "family", "dim", "preprocessing", "weights"],
-          [[s.name, s.family, s.embed_dim, s.preprocessing, s.weight_formats] for s in specs])
+    table("encoders (append -tiny for a seeded small variant; generic adapters take --weights W [--arch A] --name N)",
+          ["name", "family", "dim", "preprocessing", "weights"],
+          [[s.name, s.family, s.embed_dim or "from the checkpoint", s.preprocessing, s.weight_formats] for s in specs])

@@ -21,7 +21,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 # Options shared by several commands: the same name, type, default and help wherever they appear.
 SHARED = ("--model", "--manifest", "--runs-dir", "--cache-dir", "--cache-file", "--dataset", "--weights", "--seeds",
           "--lrs", "--weight-decays", "--epochs", "--batch-size", "--workers", "--precision", "--device", "--threads",
-          "--quiet", "--force", "--wait", "--n-boot", "--attributes")
+          "--quiet", "--force", "--wait", "--n-boot", "--attributes", "--name", "--arch")
 
 # Spellings that mean a shared concept: an option may not use the left-hand name.
 SYNONYMS = {
@@ -121,15 +121,37 @@ def parse_heads(text: str) -> tuple[str, ...]:
     """Registered heads (every cache-path method but zero-shot, which has its own command)."""
     from embedkit.heads import base
 
-    return _choices(text, "--head", tuple(n for n in base.names() if n != "zeroshot"))
+    return _choices(text, "--head", tuple(n for n in base.heads() if n != "zeroshot"))
+
+
+def parse_interventions(text: str) -> tuple[str, ...]:
+    """Registered fairness interventions; '' for none."""
+    from embedkit.heads import base
+
+    return _choices(text, "--mitigate", base.interventions()) if text.strip() else ()
+
+
+def parse_selection(text: str) -> str:
+    from embedkit.heads.selection import check
+
+    return _checked(check, text)
 
 
 def parse_models(text: str) -> tuple[str, ...]:
-    """Comma-separated registered model names (with the ``-tiny`` variants)."""
+    """Comma-separated model names: registered ones (with ``-tiny`` variants), or the name a user gave
+    their own checkpoint (``--name``), which must not look like a typo of a registered one."""
+    import re
+
     from embedkit.models import registry
 
     valid = tuple(registry.names()) + tuple(f"{n}-tiny" for n in registry.names())
-    return _choices(text, "--model", valid)
+    items = tuple(_items(text, "--model"))
+    for item in items:
+        close = difflib.get_close_matches(item, valid, n=1, cutoff=0.8)
+        if item not in valid and (close or not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", item)):
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise typer.BadParameter(f"{item!r} is not one of {', '.join(valid)}{hint}")
+    return items
 
 
 def one_model(text: str) -> str:
@@ -224,6 +246,16 @@ def parse_attributes(text: str) -> str:
     return _checked(parse, text)
 
 
+def name_option():
+    return typer.Option(None, "--name", help="Name of your own checkpoint (generic adapters: open_clip, hf-clip, "
+                                             "hf-vision); keys its cache and run folders. Default: from the weights.")
+
+
+def arch_option():
+    return typer.Option(None, "--arch", help="open_clip architecture of a bare state dict (e.g. ViT-B-32, or a "
+                                             "model-config JSON).")
+
+
 def attributes_option():
     from embedkit.attributes import DEFAULT
 
@@ -249,7 +281,7 @@ def per_model(values: list[str], models: tuple[str, ...], option: str) -> dict[s
             raise typer.BadParameter(f"{v!r}: with several models write MODEL=PATH", param_hint=option)
         if name not in models:
             raise typer.BadParameter(f"{v!r}: {name} is not among --model {','.join(models)}", param_hint=option)
-        if not Path(path).exists():
+        if not path.startswith("hf-hub:") and not Path(path).exists():
             raise typer.BadParameter(f"{path}: no such file or folder", param_hint=option)
-        out[name] = Path(path)
+        out[name] = path if path.startswith("hf-hub:") else Path(path)
     return out

@@ -69,6 +69,7 @@ class FinetuneConfig:
     force: bool = False
     n_boot: int = 1000
     attributes: str | None = None                # declared sensitive attributes (None: sex, age, sex*age)
+    arch: str | None = None                      # a generic adapter's architecture (open_clip --arch)
 
     def learning_rates(self) -> tuple[float, ...]:
         return self.lrs or DEFAULT_LRS[self.mode]

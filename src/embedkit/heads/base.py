@@ -33,7 +33,7 @@ class Method:
     name: ClassVar[str]
     rank: ClassVar[int] = 100         # order in listings and reports
     seeded: ClassVar[bool] = True     # False: deterministic, one run under the first seed
-    needs_attribute: ClassVar[bool] = False
+    needs_attribute: ClassVar[bool] = False   # True: a fairness intervention (--mitigate) on --head
 
     def settings(self, cfg) -> dict:
         """The part of an ``ExperimentConfig`` that determines this method's results."""
@@ -44,7 +44,7 @@ class Method:
 
 
 _REGISTRY: dict[str, type[Method]] = {}
-_INTERNAL = {"base", "features", "runner", "trained"}
+_INTERNAL = {"base", "features", "runner", "trained", "selection", "mitigation", "posthoc"}
 
 
 def register(cls: type[Method]) -> type[Method]:
@@ -64,8 +64,17 @@ def _discover() -> None:
 
 
 def names() -> tuple[str, ...]:
+    """Every registered method, heads first, then the interventions."""
     _discover()
     return tuple(sorted(_REGISTRY, key=lambda n: (_REGISTRY[n].rank, n)))
+
+
+def heads() -> tuple[str, ...]:
+    return tuple(n for n in names() if not _REGISTRY[n].needs_attribute)
+
+
+def interventions() -> tuple[str, ...]:
+    return tuple(n for n in names() if _REGISTRY[n].needs_attribute)
 
 
 def get(name: str) -> Method:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from embedkit.cache import Cache
+from embedkit.errors import EmbedkitError
 from embedkit.heads import base, features
 from embedkit.heads.knn import KS
 from embedkit.heads.trained import HeadConfig
@@ -41,15 +42,31 @@ class ExperimentConfig:
     threads: int = 1
     n_boot: int = 1000
     attributes: str | None = None                # declared sensitive attributes (None: sex, age, sex*age)
+    mitigate: str | None = None                  # a fairness intervention on ``method`` (embedkit.heads: reweight, ...)
+    attribute: str | None = None                 # the attribute it (and a fairness-aware selection) acts on; None: sex
+    selection: str = "loss"                      # loss | worst-group | pareto (embedkit.heads.selection)
+    strength: float | None = None                # the intervention's strength; None: its paper's default
     config_hash: str = ""                        # set by run_experiment: the identity's digest
 
+    @property
+    def name(self) -> str:
+        """The run folder's method part: ``linear``, or ``linear+reweight-sex`` for an intervention."""
+        if not self.mitigate:
+            return self.method
+        from embedkit.attributes import parse
+
+        return f"{self.method}+{self.mitigate}-{parse(self.attribute or 'sex')[0].name}"
+
+    def implementation(self) -> base.Method:
+        return base.get(self.mitigate or self.method)
+
     def run_dir(self, seed: int) -> Path:
-        return self.runs_dir / (self.dataset or self.manifest.resolve().parent.name) / self.model / self.method / f"seed-{seed}"
+        return self.runs_dir / (self.dataset or self.manifest.resolve().parent.name) / self.model / self.name / f"seed-{seed}"
 
     def fingerprint(self) -> dict:
         """What identifies a run's results (paths excluded; the cache key stands for the data)."""
         return {"model": self.model, "method": self.method, "dataset": self.dataset, "n_boot": self.n_boot,
-                **base.get(self.method).settings(self)}
+                **self.implementation().settings(self)}
 
 
 @dataclass
@@ -67,13 +84,16 @@ def identity(cfg: ExperimentConfig, cache_key: str | None, manifest_digest: str,
 
 
 def seeds_of(cfg: ExperimentConfig) -> tuple[int, ...]:
-    """A deterministic method (kNN) has one run, under the first seed."""
+    """A deterministic method (kNN, and post-processing on it) has one run, under the first seed."""
     return cfg.seeds if base.get(cfg.method).seeded else cfg.seeds[:1]
 
 
 def run_experiment(cfg: ExperimentConfig) -> list[RunResult]:
     """Run (or skip, when finished) one method for every seed; returns one result per seed."""
-    method = base.get(cfg.method)
+    method = cfg.implementation()
+    if cfg.mitigate and not method.needs_attribute:
+        raise EmbedkitError(f"--mitigate {cfg.mitigate}: not an intervention; choose from "
+                            f"{', '.join(n for n in base.names() if base.get(n).needs_attribute)}")
     read_manifest(cfg.manifest)  # a bad manifest is named before anything else
     path = cfg.cache or features.find_cache(cfg.model, cfg.manifest, cfg.cache_dir)
     cache, parts = features.load(path, cfg.manifest)
@@ -109,7 +129,7 @@ def _write_run(cfg: ExperimentConfig, fitted: base.Fitted, cache: Cache, parts: 
                         label=cache.meta["label"][rows], proba=np.concatenate([fitted.proba["val"], fitted.proba["test"]]),
                         classes=cache.classes, attributes={k: v[rows] for k, v in attribute_columns(cache.meta).items()})
     record = {
-        "method": cfg.method, "model": cfg.model, "seed": fitted.seed, "config": cfg.fingerprint(),
+        "method": cfg.name, "model": cfg.model, "seed": fitted.seed, "config": cfg.fingerprint(),
         "config_hash": cfg.config_hash, "identity": ident, "manifest_digest": cache.manifest_digest,
         "manifest": str(cfg.manifest.resolve()),
         "cache": {"path": str(cache.path), "key": cache.attrs.get("key")}, "versions": cache.attrs.get("versions"),

@@ -17,7 +17,6 @@ import math
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.nn import functional as F
@@ -178,18 +177,40 @@ class StackedAdamW:
         self.lr_factor = float(state["factor"])
 
 
-# Reduces the per-sample losses (S*G, B) of a batch (rows ``idx``: (S, B)) to one loss per member;
-# interventions pass their own (sample weights, group DRO). Default: the mean.
-Reduction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+class Objective:
+    """What each member minimises, and in which order it sees the rows. The default is ERM: the mean
+    cross-entropy over a random permutation each epoch; interventions override (sample weights,
+    resampling, group DRO, an adversary)."""
+
+    resumable = True                               # False: state outside the trainer (no checkpoint)
+
+    def order(self, generator: torch.Generator, n: int) -> torch.Tensor:
+        return torch.randperm(n, generator=generator)
+
+    def loss(self, per_sample: torch.Tensor, logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """(S*G,) member losses from per-sample losses (S*G, B) and logits (S, G, B, C) of rows ``idx`` (S, B)."""
+        return per_sample.mean(-1)
+
+    def after_step(self) -> None:
+        """Update any state of the objective's own (e.g. an adversary's optimiser) after the members' step."""
+
+
 CHECKPOINT_EVERY = 10  # epochs between checkpoints: a kill loses at most this much of the call in flight
 
 
 def train_heads(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_classes: int, *,
-                checkpoint=None, reduce: Reduction | None = None, order=None) -> list[TrainedHead]:
-    """Train every (seed, lr, wd) member; return the best member per seed (lowest validation loss).
+                checkpoint=None, objective: Objective | None = None) -> list[TrainedHead]:
+    """Train every (seed, lr, wd) member; return the best member per seed (lowest validation loss)."""
+    sweeps = train_sweep(train, val, cfg, seeds, n_classes, checkpoint=checkpoint, objective=objective)
+    return [min(members, key=lambda h: h.val_loss) for members in sweeps]
 
-    ``order(generator, n)`` gives an epoch's row order (default a permutation; resampling passes its
-    own). With ``checkpoint`` (a path owned by the caller, one per identity) the state is saved every
+
+def train_sweep(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_classes: int, *,
+                checkpoint=None, objective: Objective | None = None) -> list[list[TrainedHead]]:
+    """Train every (seed, lr, wd) member; per seed, every sweep point at its best epoch (lowest
+    validation loss), in sweep order, so a selection strategy can choose among them.
+
+    With ``checkpoint`` (a path owned by the caller, one per identity) the state is saved every
     CHECKPOINT_EVERY epochs and a rerun continues from it, ending bitwise equal to an uninterrupted run.
     """
     if cfg.kind not in ("linear", "mlp"):
@@ -208,21 +229,22 @@ def train_heads(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_c
     opt = StackedAdamW(cfg.kind, params, lr, wd, S, G, cfg.betas, cfg.eps)
     best_loss, best_epoch = torch.full((S, G), float("inf")), torch.zeros((S, G), dtype=torch.long)
     best = [p.detach().clone() for p in params]
-    order = order or (lambda g, n: torch.randperm(n, generator=g))
-    reduce = reduce or (lambda losses, idx: losses.mean(-1))
+    objective = objective or Objective()
+    checkpoint = checkpoint if objective.resumable else None
     state = {"params": params, "opt": opt, "best_loss": best_loss, "best_epoch": best_epoch, "best": best,
              "gens": order_gens + gens}
     first = _resume(checkpoint, state)
 
-    def per_sample(x: torch.Tensor, y: torch.Tensor, masks) -> torch.Tensor:
-        """(S*G, B) cross-entropy of every member on its seed's rows."""
+    def per_sample(x: torch.Tensor, y: torch.Tensor, masks) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S*G, B) cross-entropy of every member on its seed's rows, and the logits (S, G, B, C)."""
         logits = _forward(cfg.kind, params, x, masks, G)
         target = y[:, None, :].expand(-1, G, -1)
-        return F.cross_entropy(logits.reshape(-1, n_classes), target.reshape(-1), reduction="none").view(S * G, -1)
+        ce = F.cross_entropy(logits.reshape(-1, n_classes), target.reshape(-1), reduction="none").view(S * G, -1)
+        return ce, logits
 
     for epoch in range(first, cfg.epochs):
         opt.cosine(epoch, cfg.epochs)
-        perms = torch.stack([order(g, n) for g in order_gens])
+        perms = torch.stack([objective.order(g, n) for g in order_gens])
         for start in range(0, perms.shape[1], cfg.batch_size):
             idx = perms[:, start:start + cfg.batch_size]
             masks = None
@@ -231,10 +253,12 @@ def train_heads(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_c
                 masks = torch.stack([torch.rand(idx.shape[1], cfg.hidden, generator=g) < keep for g in gens]) / keep
             for p in params:
                 p.grad = None
-            reduce(per_sample(xtr[idx], train.y[idx], masks), idx).sum().backward()
+            ce, logits = per_sample(xtr[idx], train.y[idx], masks)
+            objective.loss(ce, logits, idx).sum().backward()
             opt.step()
+            objective.after_step()
         with torch.no_grad():
-            vl = per_sample(xva[None].expand(S, -1, -1), val.y[None].expand(S, -1), None).mean(-1).view(S, G)
+            vl = per_sample(xva[None].expand(S, -1, -1), val.y[None].expand(S, -1), None)[0].mean(-1).view(S, G)
         improved = vl < best_loss
         best_loss.copy_(torch.where(improved, vl, best_loss))
         best_epoch.masked_fill_(improved, epoch + 1)
@@ -244,12 +268,12 @@ def train_heads(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_c
                 b.copy_(torch.where(mask, p, b))
         if checkpoint is not None and (epoch + 1) % CHECKPOINT_EVERY == 0 and epoch + 1 < cfg.epochs:
             _save(checkpoint, state, epoch + 1)
-    return [_selected(cfg, grid, s, i, best, best_loss, best_epoch, mean, std, S, G) for i, s in enumerate(seeds)]
+    return [[_member(cfg, grid, s, i, j, best, best_loss, best_epoch, mean, std, S, G) for j in range(G)]
+            for i, s in enumerate(seeds)]
 
 
-def _selected(cfg, grid, seed, i, best, best_loss, best_epoch, mean, std, S, G) -> TrainedHead:
-    """Seed ``i``'s sweep point with the lowest validation loss (the first on ties)."""
-    j = min(range(G), key=lambda j: (float(best_loss[i, j]), j))
+def _member(cfg, grid, seed, i, j, best, best_loss, best_epoch, mean, std, S, G) -> TrainedHead:
+    """Seed ``i``'s sweep point ``j`` at its best epoch; ``sweep`` lists every point of the seed."""
     sweep = [{"lr": grid[k][0], "weight_decay": grid[k][1], "val_loss": float(best_loss[i, k]),
               "best_epoch": int(best_epoch[i, k])} for k in range(G)]
     return TrainedHead(seed=seed, lr=grid[j][0], weight_decay=grid[j][1], best_epoch=int(best_epoch[i, j]),
@@ -285,20 +309,32 @@ def _resume(path, state: dict) -> int:
 
 
 class TrainedMethod(Method):
-    """The linear and MLP heads (``kind``): the sweep of every seed trained at once, lr, wd and epoch
-    chosen on validation loss."""
+    """The linear and MLP heads (``kind``): the sweep of every seed trained at once, each sweep point at
+    its lowest-validation-loss epoch, one point chosen on validation by ``cfg.selection``."""
 
     kind: str = "linear"
 
+    def head_kind(self, cfg) -> str:
+        return self.kind
+
     def settings(self, cfg) -> dict:
-        return {"head": asdict(cfg.head.resolved(self.kind))}
+        return {"head": asdict(cfg.head.resolved(self.head_kind(cfg))), "selection": cfg.selection}
+
+    def objective(self, cfg, cache, parts) -> Objective:
+        return Objective()
 
     def fit(self, cfg, cache, parts, seeds):
+        from embedkit.heads import selection
+
+        kind = self.head_kind(cfg)
         checkpoint = cfg.run_dir(seeds[0]).parent / f".training-{cfg.config_hash}-{'-'.join(map(str, seeds))}.pt"
-        heads = train_heads(parts["train"], parts["val"], cfg.head.resolved(self.kind), list(seeds), len(cache.classes),
-                            checkpoint=checkpoint)
-        for h in heads:
-            yield Fitted(h.seed, {s: h.predict_proba(parts[s].x).numpy() for s in ("val", "test")},
+        sweeps = train_sweep(parts["train"], parts["val"], cfg.head.resolved(kind), list(seeds), len(cache.classes),
+                             checkpoint=checkpoint, objective=self.objective(cfg, cache, parts))
+        for members in sweeps:
+            val = [h.predict_proba(parts["val"].x).numpy() for h in members]
+            pick, record = selection.choose(cfg, cache, parts["val"], members, val)
+            h = members[pick]
+            yield Fitted(h.seed, {"val": val[pick], "test": h.predict_proba(parts["test"].x).numpy()},
                          {"lr": h.lr, "weight_decay": h.weight_decay, "best_epoch": h.best_epoch, "val_loss": h.val_loss,
-                          "sweep": h.sweep, "criterion": "lowest validation loss"})
+                          "sweep": h.sweep, **record})
         checkpoint.unlink(missing_ok=True)

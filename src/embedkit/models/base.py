@@ -19,6 +19,23 @@ class LoraTargets:
     modules: tuple[str, ...] = ()
     parameters: tuple[str, ...] = ()
 
+    @classmethod
+    def discover(cls, tower: nn.Module, *, skip: tuple[str, ...] = ()) -> "LoraTargets":
+        """Every attention, MLP and convolution layer of a tower, found generically: the names (last
+        component, as peft matches them) of each ``MultiheadAttention`` (adapted whole: its ``out_proj`` is
+        read directly, so it never trains on its own), and of every ``Linear`` and ``Conv2d`` outside one."""
+        names, inside = set(), []
+        for name, module in tower.named_modules():
+            if not name or any(name.startswith(p + ".") for p in inside):
+                continue
+            last = name.rsplit(".", 1)[-1]
+            if isinstance(module, nn.MultiheadAttention):
+                inside.append(name)
+                names.add(last)
+            elif isinstance(module, (nn.Linear, nn.Conv2d)) and last not in skip:
+                names.add(last)
+        return cls(modules=tuple(sorted(names)))
+
 
 @dataclass
 class Encoder:

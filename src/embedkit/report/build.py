@@ -8,11 +8,14 @@ from pathlib import Path
 
 from embedkit.errors import EmbedkitError
 from embedkit.report import findings as fnd
+from embedkit.report import frontier
 from embedkit.report.figures import figures, findings_figure
 from embedkit.report.summary import summarise
 from embedkit.report.tables import tables
 
 CAPTIONS = {
+    "frontier": "Interventions: accuracy against |F1 gap| per model, ERM and each intervention, with CIs; the grey band "
+                "is ERM's noise floor (a point inside it is within what shuffling the groups gives)",
     "fig2a_accuracy": "Fig. 2a — accuracy per model and method",
     "fig2b_class_f1_full": "Fig. 2b — per-class F1 after full fine-tuning",
     "fig3a_var_f1": "Fig. 3a — variance of per-class F1",
@@ -78,6 +81,10 @@ def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = 1000, a
     beyond = sorted((f for f in found if f.significant), key=lambda f: -f.excess)
     figs = figures(groups, out / "figures")
     figs["findings"] = findings_figure(found, out / "figures")
+    front = frontier.figure(groups, out / "figures")
+    if front is not None:
+        figs = {"frontier": front, **figs}
+    compared = frontier.table(groups)
     found_audits = audits(runs_dir)
     for a in found_audits:
         target = out / "figures" / f"audit-map-{a['dataset']}-{a['model']}.png"
@@ -86,9 +93,9 @@ def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = 1000, a
         figs[target.stem] = target
     context = {
         "runs_dir": str(runs_dir), "n_runs": sum(len(g.runs) for g in groups), "n_groups": len(groups),
-        "headline": fnd.headline(found, fnd.planted_bias(groups)), "beyond": beyond[:SHOWN], "more": max(len(beyond) - SHOWN, 0), "findings_figure": "findings.png",
+        "headline": fnd.headline(found, fnd.planted_bias(groups)) + frontier.headline(compared), "beyond": beyond[:SHOWN], "more": max(len(beyond) - SHOWN, 0), "findings_figure": "findings.png",
         "figures": [(name, CAPTIONS.get(name, name)) for name in figs if name != "findings" and not name.startswith("audit-")],
-        "tables": tables(groups), "audits": found_audits, "audit_headers": AUDIT_HEADERS,
+        "tables": ([compared] if compared else []) + tables(groups), "audits": found_audits, "audit_headers": AUDIT_HEADERS,
         "conventions": CONVENTIONS, "conventions_html": MarkdownIt("commonmark").render(CONVENTIONS),
         "images": {p.name: base64.b64encode(p.read_bytes()).decode() for p in figs.values()},
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ class Group:
     summary: dict          # aggregate_seeds output
     reliability: dict      # group -> (conf per bin, acc per bin, count per bin), pooled over seeds
     manifest: str | None = None
+    per_seed: list = field(default_factory=list, repr=False)   # each seed's evaluate() with its bootstrap replicates
 
     @property
     def attributes(self) -> dict:
@@ -135,7 +136,7 @@ def summarise(runs_dir: Path, *, n_boot: int = 1000, attributes: str | None = No
             with np.errstate(invalid="ignore"):
                 pooled[g] = tuple(np.nansum([r[g][k] * r[g][2] for r in rel], 0) / cnt for k in (0, 1)) + (cnt,)
         record = json.loads((folders[0] / RECORD).read_text())
-        groups.append(Group(dataset, model, method, folders, summary, pooled, record.get("manifest")))
+        groups.append(Group(dataset, model, method, folders, summary, pooled, record.get("manifest"), results))
     if len({g.dataset for g in groups}) > 1:  # several datasets in one runs folder: keep them apart
         for g in groups:
             g.model = f"{g.dataset}/{g.model}"

@@ -1,0 +1,49 @@
+"""What the post-processing interventions share: the base method's probabilities, refitted per group
+of the attribute on the validation split only, then applied to validation and test."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from embedkit.heads import base
+from embedkit.heads.base import Fitted, Method
+from embedkit.heads.mitigation import attribute_labels
+
+EPS = 1e-7
+
+
+class PostProcessing(Method):
+    """Wraps ``--head`` (any method: zero-shot, linear, MLP, kNN): its fit, then a per-group map."""
+
+    needs_attribute = True
+
+    def settings(self, cfg) -> dict:
+        return base.get(cfg.method).settings(cfg) | {"mitigate": self.name, "attribute": cfg.attribute or "sex"}
+
+    def fit_groups(self, logp: np.ndarray, y: np.ndarray, groups: np.ndarray, order) -> dict:
+        raise NotImplementedError
+
+    def apply(self, logp: np.ndarray, groups: np.ndarray, fitted: dict) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit(self, cfg, cache, parts, seeds):
+        inner = base.get(cfg.method)
+        _, g_val, order = attribute_labels(cfg, cache, parts["val"].rows)
+        _, g_test, _ = attribute_labels(cfg, cache, parts["test"].rows)
+        y_val = parts["val"].y.numpy()
+        for f in inner.fit(cfg, cache, parts, seeds):
+            logp = {s: np.log(np.clip(f.proba[s], EPS, 1.0)) for s in ("val", "test")}
+            fitted = self.fit_groups(logp["val"], y_val, g_val, order)
+            proba = {"val": self.apply(logp["val"], g_val, fitted), "test": self.apply(logp["test"], g_test, fitted)}
+            yield Fitted(f.seed, proba, f.selection | {"post_processing": {"method": self.name, "fitted_on": "validation",
+                                                                          **_jsonable(fitted)}})
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def _jsonable(fitted: dict) -> dict:
+    return {k: {g: (v.tolist() if isinstance(v, np.ndarray) else float(v)) for g, v in d.items()} for k, d in fitted.items()}

@@ -1,0 +1,120 @@
+"""Interventions against ERM: the utility–fairness frontier per model, and a table of what moved beyond
+noise and at what utility cost (paired bootstrap on the same test images, ``metrics.compare``).
+
+An intervention's runs are named ``<head>+<intervention>-<attribute>`` (e.g. ``linear+reweight-sex``); its
+baseline is the plain ``<head>`` run of the same model and dataset."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from embedkit.metrics.compare import paired_changes, shrank_beyond_noise
+from embedkit.report.summary import Group
+from embedkit.report.tables import lookup
+
+NAME = re.compile(r"^(?P<head>[^+]+)\+(?P<intervention>.+)-(?P<attribute>[^-]+)$")
+
+
+def pairs(groups: list[Group]) -> list[tuple[Group, Group, str, str]]:
+    """(ERM group, intervention group, intervention, attribute) for every intervention with its baseline."""
+    by = {(g.dataset, g.model, g.method): g for g in groups}
+    out = []
+    for g in groups:
+        m = NAME.match(g.method)
+        base = by.get((g.dataset, g.model, m["head"])) if m else None
+        if base is not None and m["attribute"] in g.attributes:
+            out.append((base, g, m["intervention"], m["attribute"]))
+    return out
+
+
+def _fmt(change: dict) -> str:
+    if change["change"] is None:
+        return "—"
+    lo, hi = change["ci"]
+    return f"{change['change']:+.3f} [{lo:+.3f}, {hi:+.3f}]" if lo is not None else f"{change['change']:+.3f}"
+
+
+def table(groups: list[Group]) -> tuple[str, list[str], list[list[str]]] | None:
+    """What each intervention changed against ERM: utility and |gap| changes with paired CIs, and the verdict."""
+    rows = []
+    for base, g, intervention, attr in pairs(groups):
+        n = min(len(base.per_seed), len(g.per_seed))
+        change = paired_changes(base.per_seed[:n], g.per_seed[:n], attr)
+        shrunk = [k.strip("|") for k in ("|f1_gap|", "|eqodds|", "|ece_gap|") if shrank_beyond_noise(change[k])]
+        grew = [k.strip("|") for k in ("|f1_gap|", "|eqodds|", "|ece_gap|")
+                if change[k]["ci"][0] is not None and change[k]["ci"][0] > 0]
+        verdict = ("shrinks " + ", ".join(shrunk) + " beyond noise") if shrunk else "no gap shrank beyond noise"
+        if grew:
+            verdict += "; widens " + ", ".join(grew)
+        rows.append([g.model, base.method, intervention, attr, _fmt(change["accuracy"]), _fmt(change["|f1_gap|"]),
+                     _fmt(change["|eqodds|"]), _fmt(change["|ece_gap|"]), verdict])
+    if not rows:
+        return None
+    return ("Interventions against ERM (change, intervention − ERM, on the same test images; [95% CI] from paired "
+            "bootstrap replicates pooled over seeds; a gap shrank beyond noise only when its whole CI is below 0)",
+            ["model", "head", "intervention", "attribute", "Δ accuracy", "Δ |f1_gap|", "Δ |eqodds|", "Δ |ece_gap|", "verdict"],
+            rows)
+
+
+def figure(groups: list[Group], out: Path) -> Path | None:
+    """Per model: accuracy against |F1 gap| (of the intervention's attribute) for ERM and each
+    intervention, with CIs, and ERM's noise floor as a band: points left of it are within noise."""
+    found = pairs(groups)
+    if not found:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({b.model for b, _, _, _ in found})
+    cols = min(4, len(models))
+    rows = -(-len(models) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[len(models):]:
+        ax.axis("off")
+    for ax, model in zip(axes.flat, models):
+        mine = [(b, g, i, a) for b, g, i, a in found if b.model == model]
+        base, attr = mine[0][0], mine[0][3]
+        floor = base.summary["noise_floor"][attr]["f1_gap"]
+        ax.axvspan(0, floor, color="0.9", label=f"ERM noise floor ({attr})")
+        for g, label in [(base, f"{base.method} (ERM)")] + [(g, i) for _, g, i, _ in mine]:
+            _point(ax, g, attr, label)
+        ax.set_title(f"{model}: accuracy vs |F1 gap|", fontsize=9)
+        ax.set_xlabel(f"|F1 gap| ({attr})")
+        ax.set_ylabel("accuracy")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    path = out / "frontier.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _point(ax, g: Group, attr: str, label: str) -> None:
+    acc, gap = lookup(g.summary, "accuracy") or {}, lookup(g.summary, f"fairness/{attr}/f1_gap") or {}
+    if acc.get("mean") is None or gap.get("mean") is None:
+        return
+    x, y = abs(gap["mean"]), acc["mean"]
+    lo, hi = sorted(abs(v) for v in gap["ci"]) if gap["ci"][0] is not None else (x, x)
+    if gap["ci"][0] is not None and gap["ci"][0] < 0 < gap["ci"][1]:
+        lo = 0.0
+    ylo, yhi = acc["ci"] if acc["ci"][0] is not None else (y, y)
+    ax.errorbar([x], [y], xerr=[[max(x - lo, 0)], [max(hi - x, 0)]], yerr=[[max(y - ylo, 0)], [max(yhi - y, 0)]],
+                fmt="o", capsize=2, label=label)
+
+
+def headline(compared) -> list[str]:
+    """One sentence on the interventions: which shrank a gap beyond noise, at what accuracy change."""
+    if not compared:
+        return []
+    _, _, rows = compared
+    helped = [r for r in rows if r[-1].startswith("shrinks")]
+    if not helped:
+        return [f"None of the {len(rows)} intervention runs shrank a fairness gap beyond noise against ERM "
+                "(paired bootstrap on the same test images)."]
+    shown = "; ".join(f"{r[0]} / {r[1]}+{r[2]} ({r[3]}): {r[-1].split(';')[0]}, accuracy {r[4].split(' [')[0]}"
+                      for r in helped[:6])
+    return [f"{len(helped)} of {len(rows)} intervention runs shrank a gap beyond noise against ERM: {shown}"
+            + (" …" if len(helped) > 6 else "") + "."]

@@ -100,3 +100,25 @@ def test_a_regenerated_manifest_makes_its_runs_stale_not_refused(phantom_dir, tm
     write(rows)
     assert main(args) == 0
     assert json.loads(record.read_text())["manifest_digest"] != first
+
+
+def test_evaluate_cli_any_attribute_with_three_groups_equals_an_oracle(tmp_path, capsys):
+    """`embedkit evaluate PRED --attributes race --json` on a file with a race column: k-group gaps as the
+    oracle of tests/metrics/test_groups.py computes them independently."""
+    from tests.metrics.test_groups import _oracle, _run
+
+    y, proba, race = _run(n=300, k=3)
+    classes = ("a", "b", "c", "d")
+    p = Predictions(np.array([f"i{i}" for i in range(300)]), np.array(["test"] * 300), np.array(classes)[y], proba,
+                    classes, {"sex": np.array(["M", "F"] * 150), "age": np.array(["40"] * 300), "race": race})
+    write_predictions(tmp_path / "predictions.csv", p)
+    assert main(["evaluate", str(tmp_path / "predictions.csv"), "--attributes", "race", "--json", "--n-boot", "20",
+                 "--n-perm", "20"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    q = read_predictions(tmp_path / "predictions.csv")
+    want = _oracle(y, q.proba.argmax(1), q.proba, race, tuple(sorted(set(race))), 4)
+    assert set(out["fairness"]) == {"race"} and len(out["groups"]["race"]) == 3
+    for gap, value in want.items():
+        assert out["fairness"]["race"][gap] == pytest.approx(value, abs=1e-6)
+    assert main(["evaluate", str(tmp_path / "predictions.csv"), "--attributes", "site"]) == 2
+    assert "no column 'site'" in capsys.readouterr().err

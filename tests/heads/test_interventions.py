@@ -86,3 +86,45 @@ def test_selection_strategies_are_recorded_and_use_validation(shifted_cache, tmp
             chosen = sel["candidates"][[(p["lr"], p["weight_decay"]) for p in sel["sweep"]].index((sel["lr"], sel["weight_decay"]))]
             if strategy == "worst-group":
                 assert chosen["worst_group_accuracy"] == max(c["worst_group_accuracy"] for c in sel["candidates"])
+
+
+def test_temperature_recovers_a_known_temperature():
+    from embedkit.heads.temperature import fit_temperature
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(4000, 4)) * 3
+    p = np.exp(z / 2.5) / np.exp(z / 2.5).sum(1, keepdims=True)
+    y = np.array([rng.choice(4, p=row) for row in p])                  # labels drawn at temperature 2.5
+    assert fit_temperature(np.log(np.exp(z) / np.exp(z).sum(1, keepdims=True)), y) == pytest.approx(2.5, rel=0.1)
+
+
+def test_offsets_bring_a_groups_rates_to_the_pooled_ones_within_the_budget():
+    from embedkit.heads.offsets import _rates, fit_offsets
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 3000)
+    z = rng.normal(size=(3000, 3))
+    z[np.arange(3000), y] += 1.5
+    target = _rates(z.argmax(1), y, 3)                                  # an unbiased group's rates
+    logp = z.copy()
+    logp[:, 0] += 1.0                                                   # this group's scores over-predict class 0
+    before = np.abs(_rates(logp.argmax(1), y, 3) - target).mean()
+    b = fit_offsets(logp, y, target, max_drop=0.02)
+    after = np.abs(_rates((logp + b).argmax(1), y, 3) - target).mean()
+    assert after < before / 2 and ((logp + b).argmax(1) == y).mean() >= (logp.argmax(1) == y).mean() - 0.02
+
+
+def test_group_dro_weights_the_worse_cell_up_and_gradient_reversal_negates():
+    import torch
+
+    from embedkit.heads.adversarial import _Reverse
+    from embedkit.heads.groupdro import GroupDRO
+
+    dro = GroupDRO(torch.tensor([0, 0, 1, 1]), members_per_seed=1, eta=0.5)
+    losses = torch.tensor([[0.1, 0.1, 2.0, 2.0]])
+    for _ in range(3):
+        dro.loss(losses, None, torch.tensor([[0, 1, 2, 3]]))
+    assert dro.q[0, 1] > dro.q[0, 0]
+    x = torch.ones(3, requires_grad=True)
+    (_Reverse.apply(x, 0.5) * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert torch.equal(x.grad, torch.tensor([-0.5, -1.0, -1.5]))

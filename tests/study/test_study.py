@@ -183,3 +183,34 @@ def test_folds_plan_every_round_from_one_extraction(tmp_path):
     md = (tmp_path / "report/report.md").read_text()
     assert "phantom (3-fold CV, pooled)" in md or "medclip-rn50-tiny" in md
     assert "Cross-validation: per-fold spread" in md
+
+
+def test_a_study_names_its_own_checkpoint_and_runs_interventions(tmp_path):
+    """[models.NAME] family = "open_clip" loads a saved checkpoint under NAME; mitigate = [...] adds runs."""
+    from embedkit.models import get, load_encoder
+
+    get("open_clip").save(load_encoder("open_clip-tiny", seed=2), tmp_path / "mine")
+    config = tmp_path / "own.toml"
+    config.write_text(SMALL.replace('clip-tiny = { weights = "w.bin" }\nmedclip-rn50-tiny = {}',
+                                    'my-clip = { family = "open_clip", weights = "mine" }')
+                      .replace("linear = { epochs = 3 }", 'linear = { epochs = 3, mitigate = ["reweight", "offsets"] }')
+                      .replace("lora = { epochs = 1, lrs = [1e-3] }\n", ""))
+    study = load_study(config)
+    names = [s.name for s in plan(study) if s.stage == "experiments"]
+    assert names == ["my-clip / linear", "my-clip / linear+reweight-sex", "my-clip / linear+offsets-sex", "my-clip / knn"]
+    assert not [s.error for s in run_study(study) if s.error]
+    assert (tmp_path / "runs/phantom/my-clip/linear+offsets-sex/seed-0/run.json").is_file()
+    assert "Interventions against ERM" in (tmp_path / "report/report.md").read_text()
+
+
+def test_a_changed_phantom_is_stale_and_regenerated(tmp_path):
+    config = tmp_path / "s.toml"
+    config.write_text(SMALL)
+    plan(load_study(config))[0].run()
+    assert plan(load_study(config))[0].done
+    config.write_text(SMALL.replace("size = 16", 'size = 16\nbias = ["site=C:0.5"]'))
+    step = plan(load_study(config))[0]
+    assert step.status == "stale" and "bias" in step.reason
+    step.run()
+    assert plan(load_study(config))[0].done
+    assert "site" in (tmp_path / "phantom/manifest.csv").read_text().splitlines()[0]

@@ -136,3 +136,26 @@ def test_models_lists_the_generic_adapters(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert all(n in out for n in ("open_clip", "hf-clip", "hf-vision")) and "open_clip_config.json" in out
+
+
+def test_an_openai_torchscript_archive_of_another_size(tmp_path):
+    """OpenAI's original files are TorchScript archives (fp16, with input_resolution and friends)."""
+    from open_clip.model import CLIP
+
+    from embedkit.models.registry import define
+
+    from .test_checkpoints import _torchscript_archive
+
+    torch.manual_seed(1)
+    tiny = CLIP(embed_dim=32, vision_cfg={"image_size": 32, "patch_size": 16, "width": 64, "layers": 2, "head_width": 64},
+                text_cfg={"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1}, quick_gelu=True)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in tiny.state_dict().items()}
+    state.update(input_resolution=torch.tensor(32), context_length=torch.tensor(77), vocab_size=torch.tensor(49408))
+    _torchscript_archive(state, tmp_path / "ViT-tiny.pt")
+    torch.save(tiny.state_dict(), tmp_path / "plain.pt")
+    define("open_clip", "ts-clip")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        a = load_encoder("ts-clip", weights=tmp_path / "ViT-tiny.pt").encode_images(x)
+        b = load_encoder("ts-clip", weights=tmp_path / "plain.pt").encode_images(x)
+    torch.testing.assert_close(a, b, atol=2e-2, rtol=0)   # fp16 weights

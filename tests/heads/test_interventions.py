@@ -128,3 +128,16 @@ def test_group_dro_weights_the_worse_cell_up_and_gradient_reversal_negates():
     x = torch.ones(3, requires_grad=True)
     (_Reverse.apply(x, 0.5) * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
     assert torch.equal(x.grad, torch.tensor([-0.5, -1.0, -1.5]))
+
+
+def test_the_cli_runs_erm_and_each_compatible_intervention(shifted_cache, tmp_path, capsys):
+    from embedkit.cli.app import main
+
+    assert main(["probe", "--model", "synthetic", "--cache-file", str(shifted_cache), "--manifest",
+                 str(shifted_cache.with_suffix(".csv")), "--runs-dir", str(tmp_path / "r"), "--dataset", "toy",
+                 "--head", "knn,linear", "--mitigate", "reweight,offsets", "--epochs", "5", "--seeds", "0"]) == 0
+    assert "reweight trains a head, so it runs on linear and mlp, not knn" in capsys.readouterr().out
+    made = sorted(p.name for p in (tmp_path / "r/toy/synthetic").iterdir())
+    assert made == ["knn", "knn+offsets-sex", "linear", "linear+offsets-sex", "linear+reweight-sex"]
+    assert main(["probe", "--model", "synthetic", "--cache-file", str(shifted_cache), "--manifest",
+                 str(shifted_cache.with_suffix(".csv")), "--mitigate", "rewieght"]) == 2

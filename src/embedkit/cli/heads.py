@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from embedkit.cli import options as opt
-from embedkit.cli.console import table
+from embedkit.cli.console import console, table
 from embedkit.heads.knn import KS
 from embedkit.prompts import FORMATS
 
@@ -87,9 +87,15 @@ def probe(
     from embedkit.heads.runner import ExperimentConfig, run_experiment
     from embedkit.heads.trained import HeadConfig
 
+    from embedkit.heads import base
+
     _one_cache_file(model, cache_file)
     results = []
-    for m, h, mit in ((m, h, mit) for m in model for h in head for mit in (None, *mitigate)):
+    for h, mit in ((h, mit) for h in head for mit in mitigate if base.get(mit).on_heads and h not in base.get(mit).on_heads):
+        console.print(f"note: {mit} trains a head, so it runs on {' and '.join(base.get(mit).on_heads)}, not {h}",
+                      highlight=False)
+    for m, h, mit in ((m, h, mit) for m in model for h in head for mit in (None, *mitigate)
+                      if mit is None or not base.get(mit).on_heads or h in base.get(mit).on_heads):
             cfg = ExperimentConfig(model=m, manifest=manifest, method=h, cache_dir=cache_dir, cache=cache_file,
                                    runs_dir=runs_dir, dataset=dataset, seeds=seeds, ks=ks, force=force, threads=threads,
                                    attributes=attributes, mitigate=mit, attribute=attribute, selection=selection,

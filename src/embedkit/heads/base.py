@@ -34,6 +34,7 @@ class Method:
     rank: ClassVar[int] = 100         # order in listings and reports
     seeded: ClassVar[bool] = True     # False: deterministic, one run under the first seed
     needs_attribute: ClassVar[bool] = False   # True: a fairness intervention (--mitigate) on --head
+    on_heads: ClassVar[tuple[str, ...] | None] = None   # an intervention: the heads it works on (None: any)
 
     def settings(self, cfg) -> dict:
         """The part of an ``ExperimentConfig`` that determines this method's results."""

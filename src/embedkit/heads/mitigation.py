@@ -42,6 +42,7 @@ class Mitigation(TrainedMethod):
     """An in-processing intervention on the ``--head`` (linear or MLP) it trains."""
 
     needs_attribute = True
+    on_heads = ("linear", "mlp")
     strength_default: float | None = None
 
     def head_kind(self, cfg) -> str:

@@ -99,7 +99,8 @@ def test_paper_dry_run_on_generated_nih_metadata(tmp_path, capsys):
     assert "vit-imagenet / full" in out and "│ clip / full" not in out and "vit-imagenet / linear" not in out
     study = load_study(paper, args[5::2])
     steps = plan(study)
-    assert len(steps) == 1 + 1 + 5 * 4 + 5 + 5 * 2 + 1 and not any(s.done for s in steps)  # + an audit per encoder
+    # data, extract, 4 cache methods + 3 linear interventions per encoder, an audit per encoder, LoRA and full, report
+    assert len(steps) == 1 + 1 + 5 * (4 + 3) + 5 + 5 * 2 + 1 and not any(s.done for s in steps)
 
 
 def test_a_config_with_typos_is_refused_naming_each_key(tmp_path):

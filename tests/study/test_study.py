@@ -215,3 +215,12 @@ def test_a_changed_phantom_is_stale_and_regenerated(tmp_path):
     step.run()
     assert plan(load_study(config))[0].done
     assert "site" in (tmp_path / "phantom/manifest.csv").read_text().splitlines()[0]
+
+
+def test_the_demo_studies_share_one_phantom():
+    """demo-cv.toml reads demo.toml's phantom and stores: a different [data] would regenerate the phantom
+    (a changed spec is stale) and make each study's runs stale in turn."""
+    root = Path(__file__).parents[2] / "studies"
+    main_demo, cv = load_study(root / "demo.toml"), load_study(root / "demo-cv.toml")
+    assert main_demo.config["data"] == cv.config["data"] and main_demo.manifest == cv.manifest
+    assert main_demo.attributes == cv.attributes

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,16 +212,14 @@ def evaluate_predictions(p: Predictions, *, attributes=None, split: str = "test"
                          where: str = "predictions") -> dict:
     """The metrics object of a run (``embedkit.metrics.suite``) on one split, for the declared
     ``attributes`` (text like 'sex,age:60,race' or parsed; default sex, age and their intersection)."""
-    from embedkit.attributes import check_columns, parse
+    from embedkit.attributes import check_columns
     from embedkit.metrics import evaluate
 
-    attrs = attributes if isinstance(attributes, tuple) else parse(attributes)
+    attrs = _declared(attributes)
     check_columns(attrs, p.attributes, where)
     s = p.select(split)
     groups = {a.name: a.labels(s.attributes) for a in attrs}
     order = {a.name: a.order(groups[a.name]) for a in attrs}
-    import warnings
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = evaluate(s.y_true(), s.proba, groups=groups, order=order, classes=s.classes, n_boot=n_boot,
@@ -229,6 +228,13 @@ def evaluate_predictions(p: Predictions, *, attributes=None, split: str = "test"
     for a in attrs:
         result["settings"]["attributes"][a.name]["columns"] = list(a.columns)
     return result
+
+
+def _declared(attributes) -> tuple:
+    """Parsed attributes from a declaration (text, or None for the default), or as given when parsed."""
+    from embedkit.attributes import parse
+
+    return attributes if isinstance(attributes, tuple) else parse(attributes)
 
 
 def finish_run(folder: Path, predictions: Predictions, record: dict, *, attributes=None, n_boot: int = 1000,
@@ -244,10 +250,8 @@ def finish_run(folder: Path, predictions: Predictions, record: dict, *, attribut
 def refresh_metrics(folder: Path, attributes, *, n_boot: int = 1000, seed: int = 0) -> dict:
     """A finished run's record with its metrics recomputed for other declared attributes (no refit):
     predictions keep every attribute column, so only the metrics change."""
-    from embedkit.attributes import parse
-
     record = read_record(folder)
-    declared = [a.name for a in (attributes if isinstance(attributes, tuple) else parse(attributes))]
+    declared = [a.name for a in _declared(attributes)]
     if list(record.get("metrics", {}).get("settings", {}).get("attributes", {})) == declared:
         return record
     record["metrics"] = evaluate_predictions(read_predictions(folder / PREDICTIONS), attributes=attributes, split="test",

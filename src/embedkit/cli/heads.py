@@ -91,11 +91,11 @@ def probe(
 
     _one_cache_file(model, cache_file)
     results = []
-    for h, mit in ((h, mit) for h in head for mit in mitigate if base.get(mit).on_heads and h not in base.get(mit).on_heads):
+    for h, mit in ((h, mit) for h in head for mit in mitigate if not base.applies(mit, h)):
         console.print(f"note: {mit} trains a head, so it runs on {' and '.join(base.get(mit).on_heads)}, not {h}",
                       highlight=False)
     for m, h, mit in ((m, h, mit) for m in model for h in head for mit in (None, *mitigate)
-                      if mit is None or not base.get(mit).on_heads or h in base.get(mit).on_heads):
+                      if mit is None or base.applies(mit, h)):
             cfg = ExperimentConfig(model=m, manifest=manifest, method=h, cache_dir=cache_dir, cache=cache_file,
                                    runs_dir=runs_dir, dataset=dataset, seeds=seeds, ks=ks, force=force, threads=threads,
                                    attributes=attributes, mitigate=mit, attribute=attribute, selection=selection,

@@ -86,8 +86,9 @@ def balance(rows: list[dict], classes: tuple[str, ...], fill: Attribute, within:
     group, within group) cell; a fill group's shortfall is made up from the other fill groups of the same
     within group; a class lacking images (a within group under k x N, or a cell under min_fraction x N)
     is dropped with the reason. For NIH (fill = sex, within = age band) this is the paper's rule."""
-    fill_labels = fill.labels(_columns(rows))
-    within_labels = within.labels(_columns(rows)) if within else np.full(len(rows), "all")
+    columns = _columns(rows)
+    fill_labels = fill.labels(columns)
+    within_labels = within.labels(columns) if within else np.full(len(rows), "all")
     fills = fill.order(fill_labels)
     withins = within.order(within_labels) if within else ("all",)
     pools: dict = {c: defaultdict(list) for c in classes}
@@ -177,7 +178,8 @@ def _split(rows: list[dict], how: str, strata: tuple[Attribute, ...], seed: int,
 
 def split_rows(rows: list[dict], strata: tuple[Attribute, ...], seed: int) -> None:
     """Set every row's split: patient-disjoint 7:1:2, stratified by class x the groups of ``strata``."""
-    groups = [a.labels(_columns(rows)) for a in strata]
+    columns = _columns(rows)
+    groups = [a.labels(columns) for a in strata]
     cells = [(r["label"], *(g[i] for g in groups)) for i, r in enumerate(rows)]
     for r, s in zip(rows, patient_split([r["patient_id"] for r in rows], cells, seed=seed)):
         r["split"] = s

@@ -9,17 +9,15 @@ stratified 7:1:2 split.
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from embedkit.attributes import parse
 from embedkit.data.build import balance, split_rows
+from embedkit.data.tables import open_text
 from embedkit.errors import EmbedkitError
 from embedkit.manifest import SEXES, write_manifest
 
@@ -38,12 +36,6 @@ class Selection:
     dropped: dict[str, str]              # class -> reason
     counts: dict[str, Counter]           # class -> Counter[(sex, band)] selected
     warnings: list[str] = field(default_factory=list)
-
-
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return path.open(encoding="utf-8", newline="")
 
 
 def _parse_age(text: str) -> int | None:
@@ -67,7 +59,7 @@ def read_nih_metadata(path: str | Path) -> tuple[list[dict[str, object]], list[s
         raise EmbedkitError(f"{path}: NIH metadata file not found (Data_Entry_2017_v2020.csv from the NIH box folder)")
     warnings: list[str] = []
     try:
-        with _open_text(path) as fh:
+        with open_text(path) as fh:
             reader = csv.DictReader(fh)
             missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
             if missing:

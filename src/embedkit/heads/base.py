@@ -78,6 +78,12 @@ def interventions() -> tuple[str, ...]:
     return tuple(n for n in names() if _REGISTRY[n].needs_attribute)
 
 
+def applies(intervention: str, head: str) -> bool:
+    """Whether ``intervention`` runs on ``head`` (in-training ones train only some heads)."""
+    on = get(intervention).on_heads
+    return on is None or head in on
+
+
 def get(name: str) -> Method:
     _discover()
     if name not in _REGISTRY:

@@ -11,7 +11,8 @@ from embedkit.heads.trained import TrainedMethod
 
 
 def attribute_labels(cfg, cache, rows: np.ndarray) -> tuple[str, np.ndarray, tuple[str, ...]]:
-    """(name, each row's group label, group order) of the intervention's attribute (default sex)."""
+    """(name, each row's group label, group order) of the attribute an intervention or a fairness-aware
+    selection acts on (default sex)."""
     from embedkit.attributes import parse
     from embedkit.runs import attribute_columns
 

@@ -52,19 +52,18 @@ def fit_offsets(logp: np.ndarray, y: np.ndarray, target: np.ndarray, max_drop: f
 class GroupOffsets(PostProcessing):
     name, rank = "offsets", 21
 
-    def fit_groups(self, logp, y, groups, order):
-        c = logp.shape[1]
-        target = _rates(logp.argmax(1), y, c)
-        drop = self.max_drop
-        return {"offsets": {g: fit_offsets(logp[groups == g], y[groups == g], target, drop) for g in order}}
+    def fit_groups(self, cfg, logp, y, groups, order):
+        target = _rates(logp.argmax(1), y, logp.shape[1])
+        return {"offsets": {g: fit_offsets(logp[groups == g], y[groups == g], target, _budget(cfg)) for g in order}}
 
     def apply(self, logp, groups, fitted):
         b = np.stack([np.asarray(fitted["offsets"].get(g, np.zeros(logp.shape[1]))) for g in groups])
         return softmax(logp + b)
 
-    def fit(self, cfg, cache, parts, seeds):
-        self.max_drop = 0.02 if cfg.strength is None else cfg.strength
-        yield from super().fit(cfg, cache, parts, seeds)
-
     def settings(self, cfg):
-        return super().settings(cfg) | {"strength": 0.02 if cfg.strength is None else cfg.strength}
+        return super().settings(cfg) | {"strength": _budget(cfg)}
+
+
+def _budget(cfg) -> float:
+    """The validation accuracy a group may lose: ``--strength``, else 0.02."""
+    return 0.02 if cfg.strength is None else cfg.strength

@@ -20,7 +20,7 @@ class PostProcessing(Method):
     def settings(self, cfg) -> dict:
         return base.get(cfg.method).settings(cfg) | {"mitigate": self.name, "attribute": cfg.attribute or "sex"}
 
-    def fit_groups(self, logp: np.ndarray, y: np.ndarray, groups: np.ndarray, order) -> dict:
+    def fit_groups(self, cfg, logp: np.ndarray, y: np.ndarray, groups: np.ndarray, order) -> dict:
         raise NotImplementedError
 
     def apply(self, logp: np.ndarray, groups: np.ndarray, fitted: dict) -> np.ndarray:
@@ -33,7 +33,7 @@ class PostProcessing(Method):
         y_val = parts["val"].y.numpy()
         for f in inner.fit(cfg, cache, parts, seeds):
             logp = {s: np.log(np.clip(f.proba[s], EPS, 1.0)) for s in ("val", "test")}
-            fitted = self.fit_groups(logp["val"], y_val, g_val, order)
+            fitted = self.fit_groups(cfg, logp["val"], y_val, g_val, order)
             proba = {"val": self.apply(logp["val"], g_val, fitted), "test": self.apply(logp["test"], g_test, fitted)}
             yield Fitted(f.seed, proba, f.selection | {"post_processing": {"method": self.name, "fitted_on": "validation",
                                                                           **_jsonable(fitted)}})

@@ -18,16 +18,6 @@ def check(strategy: str) -> str:
     return strategy
 
 
-def val_groups(cfg, cache, rows: np.ndarray):
-    """The selection attribute's labels for validation ``rows`` and its group order."""
-    from embedkit.attributes import parse
-    from embedkit.runs import attribute_columns
-
-    attr = parse(cfg.attribute or "sex")[0]
-    labels = attr.labels({k: v[rows] for k, v in attribute_columns(cache.meta).items()})
-    return attr.name, labels, attr.order(labels)
-
-
 def scores(y: np.ndarray, proba: np.ndarray, groups: np.ndarray, order: tuple[str, ...]) -> dict:
     """Validation accuracy, worst-group accuracy and |F1 gap| of one candidate (no resampling)."""
     from embedkit.metrics import evaluate
@@ -50,7 +40,9 @@ def choose(cfg, cache, val, members, val_proba: list[np.ndarray]) -> tuple[int, 
         return int(np.argmin(losses)), record
     import warnings
 
-    name, groups, order = val_groups(cfg, cache, val.rows)
+    from embedkit.heads.mitigation import attribute_labels
+
+    name, groups, order = attribute_labels(cfg, cache, val.rows)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         s = [scores(val.y.numpy(), p, groups, order) for p in val_proba]

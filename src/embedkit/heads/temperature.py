@@ -24,7 +24,7 @@ def fit_temperature(logp: np.ndarray, y: np.ndarray) -> float:
 class GroupTemperature(PostProcessing):
     name, rank = "temperature", 20
 
-    def fit_groups(self, logp, y, groups, order):
+    def fit_groups(self, cfg, logp, y, groups, order):
         return {"temperature": {g: fit_temperature(logp[groups == g], y[groups == g]) for g in order}}
 
     def apply(self, logp, groups, fitted):

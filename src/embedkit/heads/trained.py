@@ -134,7 +134,8 @@ def _unstack(kind: str, params: list[torch.Tensor], s: int, g: int, i: int, j: i
 
 
 def _spread(kind: str, k: int, values: torch.Tensor, p: torch.Tensor, s: int, g: int) -> torch.Tensor:
-    """Per-member ``values`` (S, G) laid out to broadcast over stacked parameter ``p`` of kind ``k``."""
+    """Per-member ``values`` (S, G) laid out to broadcast over stacked parameter ``p`` of kind ``k`` (the
+    layout of ``_member_view``, kept broadcastable: a full-size copy slows the MLP's update by a quarter)."""
     if kind == "linear" or k < 2:       # (S, D, G*K) or (S, G*K): each member's K columns in a row
         per = values.repeat_interleave(p.shape[-1] // g, dim=1)
         return per[:, None, :] if p.dim() == 3 else per

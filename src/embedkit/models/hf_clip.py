@@ -37,7 +37,7 @@ class _Vision(torch.nn.Module):
         self.vision, self.projection = model.vision_model, getattr(model, "visual_projection", None)
 
 
-def _encoder(model, folder: Path | None, name: str, model_type: str, digest: str, preprocess, tokenizer) -> Encoder:
+def _encoder(model, name: str, model_type: str, digest: str, preprocess, tokenizer) -> Encoder:
     model.eval()
     max_length = "max_length" if model_type == "siglip" else "longest"
 
@@ -75,7 +75,7 @@ def load(weights: Path | None, tokenizer: Path | None, tiny: bool, *, arch: str 
     file = weights_file(folder)
     model = _classes(model_type).from_pretrained(str(folder), local_files_only=True,
                                                  use_safetensors=file.suffix == ".safetensors")
-    return _encoder(model, folder, name, model_type, file_digest(file), HFPreprocess(folder), _tokenizer(folder))
+    return _encoder(model, name, model_type, file_digest(file), HFPreprocess.from_folder(folder), _tokenizer(folder))
 
 
 def _tokenizer(folder: Path):
@@ -126,15 +126,7 @@ def tiny(seed: int) -> Encoder:
 
     model = tiny_model(seed)
     processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-
-    class Preprocess:
-        def __call__(self, img):
-            return processor(images=img.convert("RGB"), return_tensors="pt")["pixel_values"][0]
-
-        def describe(self):
-            return {"kind": "hf", **processor.to_dict()}
-
-    return _encoder(model, None, "hf-clip-tiny", "clip", state_digest(model), Preprocess(),
+    return _encoder(model, "hf-clip-tiny", "clip", state_digest(model), HFPreprocess.of(processor),
                     tiny_tokenizer(Path(tempfile.mkdtemp(prefix="hf-clip-tiny-tok-"))))
 
 

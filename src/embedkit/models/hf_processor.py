@@ -12,16 +12,26 @@ PROCESSOR = "preprocessor_config.json"
 
 
 class HFPreprocess:
-    """``AutoImageProcessor`` from the checkpoint's ``preprocessor_config.json``: one PIL image -> (C, H, W)."""
+    """A transformers image processor: one PIL image -> (C, H, W); ``config`` is what identifies it."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, processor, config: dict):
+        self.processor, self.config = processor, config
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> "HFPreprocess":
+        """``AutoImageProcessor`` from the checkpoint's ``preprocessor_config.json`` (slow, as saved)."""
         from transformers import AutoImageProcessor
 
         if not (folder / PROCESSOR).is_file():
             raise EmbedkitError(f"{folder}: no {PROCESSOR}; the image processor must come with the checkpoint "
                                 "(its resize, crop and normalisation are never guessed)")
-        self.processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True, use_fast=False)
-        self.config = json.loads((folder / PROCESSOR).read_text())
+        return cls(AutoImageProcessor.from_pretrained(str(folder), local_files_only=True, use_fast=False),
+                   json.loads((folder / PROCESSOR).read_text()))
+
+    @classmethod
+    def of(cls, processor) -> "HFPreprocess":
+        """A processor built in code (the tiny variants), identified by its own dict."""
+        return cls(processor, processor.to_dict())
 
     def __call__(self, img):
         return self.processor(images=img.convert("RGB"), return_tensors="pt")["pixel_values"][0]

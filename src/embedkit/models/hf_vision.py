@@ -49,7 +49,7 @@ def load(weights: Path | None, tokenizer: Path | None, tiny: bool, *, arch: str 
                                           use_safetensors=file.suffix == ".safetensors")
     except ValueError as exc:   # an architecture transformers does not ship (would need remote code)
         raise EmbedkitError(f"{folder}: transformers cannot build this model without remote code ({str(exc)[:120]})") from None
-    return _encoder(model, name, file_digest(file), HFPreprocess(folder))
+    return _encoder(model, name, file_digest(file), HFPreprocess.from_folder(folder))
 
 
 def tiny_model(seed: int):
@@ -69,16 +69,8 @@ def _processor(size: int):
 
 
 def tiny(seed: int) -> Encoder:
-    model, processor = tiny_model(seed), _processor(32)
-
-    class Preprocess:
-        def __call__(self, img):
-            return processor(images=img.convert("RGB"), return_tensors="pt")["pixel_values"][0]
-
-        def describe(self):
-            return {"kind": "hf", **processor.to_dict()}
-
-    return _encoder(model, "hf-vision-tiny", state_digest(model), Preprocess())
+    model = tiny_model(seed)
+    return _encoder(model, "hf-vision-tiny", state_digest(model), HFPreprocess.of(_processor(32)))
 
 
 def save(encoder: Encoder, path: Path) -> Path:

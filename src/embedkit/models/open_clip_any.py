@@ -15,7 +15,6 @@ weights load through safetensors or a weights-only unpickler. Embeddings are L2-
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,27 +34,23 @@ TINY_PREPROCESS = {"size": 32, "mean": [0.48145466, 0.4578275, 0.40821073], "std
                    "interpolation": "bicubic", "resize_mode": "shortest"}
 
 
-@dataclass(frozen=True)
 class OpenClipPreprocess:
-    """open_clip's eval transform for a ``preprocess_cfg`` (size, mean, std, interpolation, resize mode)."""
+    """open_clip's eval transform for a ``preprocess_cfg`` (size, mean, std, interpolation, resize mode),
+    built once."""
 
-    cfg: tuple  # sorted (key, value) pairs, hashable
-
-    @classmethod
-    def of(cls, cfg: dict) -> "OpenClipPreprocess":
-        return cls(tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.items())))
-
-    def __call__(self, img):
-        return self._transform()(img)
-
-    def _transform(self):
+    def __init__(self, cfg: dict):
         from open_clip.transform import PreprocessCfg, image_transform_v2
 
+        self.cfg = dict(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.items()))
         fields = PreprocessCfg.__dataclass_fields__
-        return image_transform_v2(PreprocessCfg(**{k: v for k, v in self.cfg if k in fields}), is_train=False)
+        self.transform = image_transform_v2(PreprocessCfg(**{k: v for k, v in self.cfg.items() if k in fields}),
+                                            is_train=False)
+
+    def __call__(self, img):
+        return self.transform(img)
 
     def describe(self) -> dict:
-        return {"kind": "open_clip", **dict(self.cfg)}
+        return {"kind": "open_clip", **self.cfg}
 
 
 def _encoder(model, name: str, tokenizer, description: dict) -> Encoder:
@@ -71,7 +66,7 @@ def _encoder(model, name: str, tokenizer, description: dict) -> Encoder:
     dim = int(model.text_projection.shape[-1]) if hasattr(model, "text_projection") and model.text_projection is not None \
         else int(model.visual.output_dim)
     return Encoder(
-        name=name, model=model, embed_dim=dim, preprocess=OpenClipPreprocess.of(preprocess_cfg),
+        name=name, model=model, embed_dim=dim, preprocess=OpenClipPreprocess(preprocess_cfg),
         image_tower=ImageTower(model.visual, lambda m, x: torch.nn.functional.normalize(m(x), dim=-1)),
         text_encoder=encode_texts if tokenizer is not None else None, normalized=True,
         description={"family": "open_clip", **description}, lora_targets=LoraTargets.discover(model.visual),

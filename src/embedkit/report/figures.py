@@ -21,10 +21,10 @@ def figures(groups: list[Group], out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     by = {(g.model, g.method): g for g in groups}
     models = ordered_models(by)
-    METHODS = ordered_methods(groups)
+    methods = ordered_methods(groups)
     attributes = declared(groups)
     cross = reliability_attribute(attributes)       # the intersection when declared (the paper's sex x age cells)
-    CELLS = attributes[cross]["groups"]
+    cells = attributes[cross]["groups"]
     singles = [a for a, s in attributes.items() if len(s.get("columns", ())) <= 1]
     paths = {}
 
@@ -59,7 +59,7 @@ def figures(groups: list[Group], out: Path) -> dict[str, Path]:
         paths[name] = out / f"{name}.png"
 
     fig, ax = plt.subplots(figsize=(9, 4))
-    bars(ax, metric("accuracy"), models, list(METHODS), "Fig. 2a — accuracy per model and method", "accuracy")
+    bars(ax, metric("accuracy"), models, methods, "Fig. 2a — accuracy per model and method", "accuracy")
     save(fig, "fig2a_accuracy")
 
     classes = sorted({c for g in groups for c in (g.summary.get("f1") or {})})
@@ -75,12 +75,12 @@ def figures(groups: list[Group], out: Path) -> dict[str, Path]:
     save(fig, "fig2b_class_f1_full")
 
     fig, ax = plt.subplots(figsize=(9, 4))
-    bars(ax, metric("var_f1"), models, list(METHODS), "Fig. 3a — variance of per-class F1", "var F1")
+    bars(ax, metric("var_f1"), models, methods, "Fig. 3a — variance of per-class F1", "var F1")
     save(fig, "fig3a_var_f1")
 
-    fig, axes = plt.subplots(1, len(CELLS), figsize=(3.5 * len(CELLS), 4), sharey=True, squeeze=False)
-    for ax, cell in zip(axes[0], CELLS):
-        bars(ax, metric(f"groups/{cross}/{cell}/f1_macro"), models, list(METHODS), f"Fig. 3b — macro F1, {cell}", "F1")
+    fig, axes = plt.subplots(1, len(cells), figsize=(3.5 * len(cells), 4), sharey=True, squeeze=False)
+    for ax, cell in zip(axes[0], cells):
+        bars(ax, metric(f"groups/{cross}/{cell}/f1_macro"), models, methods, f"Fig. 3b — macro F1, {cell}", "F1")
     save(fig, "fig3b_group_f1")
 
     for name, method, title in (("fig3c_gaps_full", "full", "after full fine-tuning"),
@@ -101,7 +101,6 @@ def figures(groups: list[Group], out: Path) -> dict[str, Path]:
              + ("" if vals else " (no runs)"), "|gap|")
         save(fig, name)
 
-    methods = METHODS
     fig, axes = plt.subplots(max(len(methods), 1), max(len(models), 1), figsize=(3 * max(len(models), 1), 2.6 * max(len(methods), 1)),
                              squeeze=False)
     for i, k in enumerate(methods):
@@ -110,7 +109,7 @@ def figures(groups: list[Group], out: Path) -> dict[str, Path]:
             ax.plot([0, 1], [0, 1], "k:", lw=0.8)
             g = by.get((m, k))
             if g:
-                for cell in (c for c in CELLS if c in g.reliability):
+                for cell in (c for c in cells if c in g.reliability):
                     conf, acc, cnt = g.reliability[cell]
                     ok = cnt > 0
                     ax.plot(conf[ok], acc[ok], marker="o", ms=3, label=cell)

@@ -226,8 +226,13 @@ def evaluate_predictions(p: Predictions, *, attributes=None, split: str = "test"
                           n_perm=n_perm, seed=seed, return_replicates=return_replicates)
     result["warnings"] = sorted({str(w.message) for w in caught})
     for a in attrs:
-        result["settings"]["attributes"][a.name]["columns"] = list(a.columns)
+        result["settings"]["attributes"][a.name] |= _declaration(a)
     return result
+
+
+def _declaration(a) -> dict:
+    """What an attribute's metrics were computed for: its columns and their cut points."""
+    return {"columns": list(a.columns), "cuts": [list(c) if c is not None else None for c in a.cuts]}
 
 
 def _declared(attributes) -> tuple:
@@ -248,11 +253,12 @@ def finish_run(folder: Path, predictions: Predictions, record: dict, *, attribut
 
 
 def refresh_metrics(folder: Path, attributes, *, n_boot: int = 1000, seed: int = 0) -> dict:
-    """A finished run's record with its metrics recomputed for other declared attributes (no refit):
-    predictions keep every attribute column, so only the metrics change."""
+    """A finished run's record with its metrics recomputed when the declared attributes differ from those
+    its metrics used — other names, columns or cut points (no refit: predictions keep every attribute column)."""
     record = read_record(folder)
-    declared = [a.name for a in _declared(attributes)]
-    if list(record.get("metrics", {}).get("settings", {}).get("attributes", {})) == declared:
+    declared = {a.name: _declaration(a) for a in _declared(attributes)}
+    have = record.get("metrics", {}).get("settings", {}).get("attributes", {})
+    if list(have) == list(declared) and all({k: have[n].get(k) for k in d} == d for n, d in declared.items()):
         return record
     record["metrics"] = evaluate_predictions(read_predictions(folder / PREDICTIONS), attributes=attributes, split="test",
                                              n_boot=n_boot, n_perm=n_boot, seed=seed)

@@ -108,3 +108,16 @@ def test_cli_probe_and_zeroshot_from_an_extracted_cache(phantom_dir, tmp_path, c
     assert record["metrics"]["n"] == len(read_predictions(tmp_path / "r/phantom0/clip-tiny/linear/seed-1/predictions.csv").select("test").image_id)
     assert main(["probe", "--model", "medclip-vit-tiny", "--head", "knn", *common]) == 2
     assert "no cache of medclip-vit-tiny" in capsys.readouterr().err
+
+
+def test_a_new_declaration_rescores_finished_runs_without_refitting(synthetic_cache, tmp_path):
+    """Same names, other cut points: the run is skipped, its metrics follow the new bands."""
+    first = run_experiment(cfg(synthetic_cache, tmp_path, "knn", attributes="sex,age"))[0]
+    assert set(first.record["metrics"]["groups"]["age"]) == {"young", "old"}
+    predictions = (first.path / "predictions.csv").read_bytes()
+    again = run_experiment(cfg(synthetic_cache, tmp_path, "knn", attributes="sex,age:30,50"))[0]
+    assert again.skipped and (again.path / "predictions.csv").read_bytes() == predictions
+    assert set(again.record["metrics"]["groups"]["age"]) == {"30-50", ">=50"}
+    assert json.loads((again.path / "run.json").read_text())["metrics"]["settings"]["attributes"]["age"]["cuts"] == [[30.0, 50.0]]
+    same = run_experiment(cfg(synthetic_cache, tmp_path, "knn", attributes="sex,age:30,50"))[0]
+    assert same.record == again.record

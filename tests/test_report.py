@@ -9,7 +9,7 @@ from embedkit.runs import Predictions, write_predictions, write_record
 CLASSES = ("Edema", "Effusion", "Pneumothorax")
 
 
-def fake_run(root, model, method, seed, skill):
+def fake_run(root, model, method, seed, skill, record=None):
     rng = np.random.default_rng(seed)
     n = 120
     y = np.arange(n) % 3
@@ -22,7 +22,7 @@ def fake_run(root, model, method, seed, skill):
                     {"sex": sex, "age": age.astype(str)})
     folder = root / "toy" / model / method / f"seed-{seed}"
     write_predictions(folder / "predictions.csv", p)
-    write_record(folder, {"method": method, "model": model, "seed": seed})
+    write_record(folder, {"method": method, "model": model, "seed": seed, **(record or {})})
 
 
 def test_report_tables_figures_and_gaps(tmp_path, capsys):
@@ -30,13 +30,16 @@ def test_report_tables_figures_and_gaps(tmp_path, capsys):
         fake_run(tmp_path / "runs", "clip", "linear", seed, 2.0)
         fake_run(tmp_path / "runs", "gloria", "linear", seed, 0.5)
     fake_run(tmp_path / "runs", "clip", "zeroshot", 0, 0.2)
+    fake_run(tmp_path / "runs", "clip", "lora", 0, 2.0, {"init": {"kind": "probe"}, "selection": {"best_epoch": 0}})
     groups = summarise(tmp_path / "runs", n_boot=100)
     clip = next(g for g in groups if g.model == "clip" and g.method == "linear")
     assert clip.summary["accuracy"]["n_seeds"] == 3 and clip.summary["accuracy"]["sd"] > 0
     assert main(["report", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "rep"), "--n-boot", "100"]) == 0
     md = (tmp_path / "rep/report.md").read_text()
     assert "| clip | " in md and "| gloria | — |" in md  # gloria has no zero-shot run: a visible gap
-    assert "Fairness gaps, sex" in md and "eqodds floor" in md
+    assert "Fairness gaps, sex" in md and "| floor | p | q |" in md
+    assert "The family of tests holds 48 fairness gaps" in md        # 4 (model, method) x 3 attributes x 4 gaps
+    assert "lora (= linear probe)" in md and " ‡" in md and "1 of 1 fine-tuning runs kept the linear probe" in md
     for fig in ("fig2a_accuracy", "fig2b_class_f1_full", "fig3a_var_f1", "fig3b_group_f1", "fig3c_gaps_full",
                 "fig3d_gaps_zeroshot", "reliability_by_group"):
         assert (tmp_path / "rep/figures" / f"{fig}.png").stat().st_size > 1000

@@ -1,8 +1,9 @@
 """Run folders: ``predictions.csv`` and ``run.json``, the same for every method.
 
-``predictions.csv`` has one row per evaluated image: image_id, split, label, the attribute columns
-(sex, age and every other manifest column a fairness attribute can be declared on), pred,
-prob_<class>...; the report and ``embedkit evaluate`` read only these files.
+``predictions.csv`` has one row per evaluated image: image_id, patient_id, split, label, the attribute
+columns (sex, age and every other manifest column a fairness attribute can be declared on), pred,
+prob_<class>...; the report and ``embedkit evaluate`` read only these files. ``patient_id`` makes the
+patient the unit of every bootstrap and permutation (files without it are evaluated image by image).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from embedkit.errors import EmbedkitError
+from embedkit.metrics.suite import N_BOOT, N_PERM
 
 PREDICTIONS = "predictions.csv"
 RECORD = "run.json"
@@ -34,13 +36,15 @@ class Predictions:
     proba: np.ndarray
     classes: tuple[str, ...]
     attributes: dict[str, np.ndarray] = field(default_factory=dict)   # column -> values as text (sex, age, race, ...)
+    patient_id: np.ndarray | None = None      # the unit of resampling; None: every image its own
 
     def select(self, split: str) -> "Predictions":
         keep = self.split == split
         if not keep.any():
             raise EmbedkitError(f"no rows with split '{split}' in the predictions")
         return Predictions(self.image_id[keep], self.split[keep], self.label[keep], self.proba[keep], self.classes,
-                           {k: v[keep] for k, v in self.attributes.items()})
+                           {k: v[keep] for k, v in self.attributes.items()},
+                           None if self.patient_id is None else self.patient_id[keep])
 
     def y_true(self) -> np.ndarray:
         index = {c: i for i, c in enumerate(self.classes)}
@@ -60,8 +64,9 @@ def concat(parts: list[Predictions]) -> Predictions:
         raise EmbedkitError("cannot pool predictions over different class lists")
     cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
     shared = [k for k in parts[0].attributes if all(k in p.attributes for p in parts)]
+    patients = None if any(p.patient_id is None for p in parts) else cat("patient_id")
     return Predictions(cat("image_id"), cat("split"), cat("label"), cat("proba"), classes,
-                       {k: np.concatenate([p.attributes[k] for p in parts]) for k in shared})
+                       {k: np.concatenate([p.attributes[k] for p in parts]) for k in shared}, patients)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -75,13 +80,14 @@ def write_predictions(path: Path, p: Predictions) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     attrs = list(p.attributes)
+    patient = [] if p.patient_id is None else ["patient_id"]
     with tmp.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["image_id", "split", "label", *attrs, "pred", *(f"prob_{c}" for c in p.classes)])
+        w.writerow(["image_id", *patient, "split", "label", *attrs, "pred", *(f"prob_{c}" for c in p.classes)])
         pred = p.proba.argmax(1)
         for i in range(len(p.image_id)):
-            w.writerow([p.image_id[i], p.split[i], p.label[i], *(p.attributes[a][i] for a in attrs), p.classes[pred[i]],
-                        *(f"{v:.7g}" for v in p.proba[i])])
+            w.writerow([p.image_id[i], *([p.patient_id[i]] if patient else []), p.split[i], p.label[i],
+                        *(p.attributes[a][i] for a in attrs), p.classes[pred[i]], *(f"{v:.7g}" for v in p.proba[i])])
     os.replace(tmp, path)
 
 
@@ -115,7 +121,8 @@ def read_predictions(path: str | Path) -> Predictions:
     unknown = sorted(set(table["label"]) - set(classes))
     if unknown:
         raise EmbedkitError(f"{path}: label(s) {', '.join(unknown)} have no prob_ column")
-    return Predictions(table["image_id"], table["split"], table["label"], proba, classes, attribute_columns(table))
+    return Predictions(table["image_id"], table["split"], table["label"], proba, classes, attribute_columns(table),
+                       table.get("patient_id"))
 
 
 def write_record(folder: Path, record: dict) -> None:
@@ -207,11 +214,12 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj)}")
 
 
-def evaluate_predictions(p: Predictions, *, attributes=None, split: str = "test", n_boot: int = 1000,
-                         n_perm: int = 1000, seed: int = 0, return_replicates: bool = False,
+def evaluate_predictions(p: Predictions, *, attributes=None, split: str = "test", n_boot: int = N_BOOT,
+                         n_perm: int = N_PERM, seed: int = 0, return_replicates: bool = False,
                          where: str = "predictions") -> dict:
     """The metrics object of a run (``embedkit.metrics.suite``) on one split, for the declared
-    ``attributes`` (text like 'sex,age:60,race' or parsed; default sex, age and their intersection)."""
+    ``attributes`` (text like 'sex,age:60,race' or parsed; default sex, age and their intersection),
+    resampling patients when the predictions carry ``patient_id``."""
     from embedkit.attributes import check_columns
     from embedkit.metrics import evaluate
 
@@ -223,7 +231,7 @@ def evaluate_predictions(p: Predictions, *, attributes=None, split: str = "test"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = evaluate(s.y_true(), s.proba, groups=groups, order=order, classes=s.classes, n_boot=n_boot,
-                          n_perm=n_perm, seed=seed, return_replicates=return_replicates)
+                          n_perm=n_perm, seed=seed, return_replicates=return_replicates, patient_id=s.patient_id)
     result["warnings"] = sorted({str(w.message) for w in caught})
     for a in attrs:
         result["settings"]["attributes"][a.name] |= _declaration(a)
@@ -242,7 +250,7 @@ def _declared(attributes) -> tuple:
     return attributes if isinstance(attributes, tuple) else parse(attributes)
 
 
-def finish_run(folder: Path, predictions: Predictions, record: dict, *, attributes=None, n_boot: int = 1000,
+def finish_run(folder: Path, predictions: Predictions, record: dict, *, attributes=None, n_boot: int = N_BOOT,
                seed: int = 0) -> dict:
     """Write predictions, compute the test metrics into the record, write ``run.json`` last; returns the record."""
     write_predictions(folder / PREDICTIONS, predictions)
@@ -252,13 +260,18 @@ def finish_run(folder: Path, predictions: Predictions, record: dict, *, attribut
     return record
 
 
-def refresh_metrics(folder: Path, attributes, *, n_boot: int = 1000, seed: int = 0) -> dict:
+def refresh_metrics(folder: Path, attributes, *, n_boot: int = N_BOOT, seed: int = 0) -> dict:
     """A finished run's record with its metrics recomputed when the declared attributes differ from those
-    its metrics used — other names, columns or cut points (no refit: predictions keep every attribute column)."""
+    its metrics used — other names, columns or cut points — or the statistics changed version (no refit:
+    predictions keep every attribute column)."""
+    from embedkit.metrics.suite import STATS_VERSION
+
     record = read_record(folder)
     declared = {a.name: _declaration(a) for a in _declared(attributes)}
-    have = record.get("metrics", {}).get("settings", {}).get("attributes", {})
-    if list(have) == list(declared) and all({k: have[n].get(k) for k in d} == d for n, d in declared.items()):
+    settings = record.get("metrics", {}).get("settings", {})
+    have = settings.get("attributes", {})
+    if (settings.get("version") == STATS_VERSION and list(have) == list(declared)
+            and all({k: have[n].get(k) for k in d} == d for n, d in declared.items())):
         return record
     record["metrics"] = evaluate_predictions(read_predictions(folder / PREDICTIONS), attributes=attributes, split="test",
                                              n_boot=n_boot, n_perm=n_boot, seed=seed)

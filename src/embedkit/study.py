@@ -326,7 +326,8 @@ def plan(study: Study) -> list[Step]:
     steps.append(Step("report", str(study.paths["report_dir"]), "to run", 10.0,
                       lambda: build_report(study.paths["runs_dir"], study.paths["report_dir"],
                                            n_boot=int(study.config.get("report", {}).get("n_boot", 1000)),
-                                           attributes=study.attributes)))
+                                           attributes=study.attributes,
+                                           adjust=study.config.get("report", {}).get("adjust", "bh"))))
     return steps
 
 

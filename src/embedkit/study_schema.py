@@ -61,7 +61,7 @@ class Mitigated(_Strict):
 
     mitigate: list[Literal["reweight", "resample", "groupdro", "adversarial", "temperature", "offsets"]] = []
     attribute: Optional[str] = None
-    selection: Literal["loss", "worst-group", "pareto"] = "loss"
+    selection: Literal["loss", "overall", "worst-group", "pareto", "dto"] = "loss"
     strength: Optional[float] = None
 
 
@@ -96,6 +96,7 @@ class Finetune(_Strict):
     dropout: float = 0.1
     lora_targets: Optional[str] = None
     augment: bool = False
+    head_init: Literal["probe", "random"] = "probe"
     device: str = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     grad_checkpointing: bool = False
@@ -116,6 +117,7 @@ class Methods(_Strict):
 
 class Report(_Strict):
     n_boot: int = 1000
+    adjust: Literal["bh", "holm"] = "bh"      # multiple-testing adjustment over the report's gaps
 
 
 class Audit(_Strict):

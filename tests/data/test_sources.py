@@ -154,3 +154,24 @@ def test_chexpert_demographics_as_published_xlsx(tmp_path):
     (tmp_path / "bad.xlsx").write_text("not a workbook")
     with pytest.raises(EmbedkitError, match="bad.xlsx: not an Excel workbook"):
         chexpert.read([train], demographics=tmp_path / "bad.xlsx")
+
+
+def test_csv_finds_the_patient_column_or_refuses(tmp_path, capsys):
+    """A table with a 'Patient ID' column is split by patient without a mapping; no patient column is refused
+    unless images are declared independent, which the manifest records."""
+    rows = [[f"f{i}.png", f"P{i // 3}", "MF"[i % 2], "50", "Edema" if i % 2 else "Effusion", ("Train", "VAL", "test")[i // 3 % 3]]
+            for i in range(60)]
+    table = write(tmp_path / "t.csv", ["File", "Patient ID", "Gender", "Age", "Finding", "Split"], rows)
+    base = "path=File,sex=Gender,age=Age,label=Finding"
+    assert main(["data", "csv", "--table", str(table), "--columns", base, "--out", str(tmp_path / "m.csv")]) == 0
+    m = read_manifest(tmp_path / "m.csv")
+    assert len(set(m.column("patient_id"))) == 20
+    assert main(["data", "csv", "--table", str(table), "--columns", base + ",split=Split", "--split", "official",
+                 "--out", str(tmp_path / "s.csv")]) == 0     # 'Train', 'VAL' read as train, val
+    assert set(read_manifest(tmp_path / "s.csv").column("split")) == {"train", "val", "test"}
+    bare = write(tmp_path / "b.csv", ["File", "Gender", "Age", "Finding"], [r[:1] + r[2:5] for r in rows])
+    assert main(["data", "csv", "--table", str(bare), "--columns", base, "--out", str(tmp_path / "x.csv")]) == 2
+    assert "--columns patient_id=COLUMN" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
+    assert main(["data", "csv", "--table", str(bare), "--columns", base + ",patient_id=@image",
+                 "--out", str(tmp_path / "i.csv")]) == 0
+    assert read_manifest(tmp_path / "i.csv").column("patient_id")[0].startswith("image:")

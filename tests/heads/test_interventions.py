@@ -75,7 +75,7 @@ def test_a_planted_shift_is_shrunk_beyond_noise(shifted_cache, tmp_path):
 
 def test_selection_strategies_are_recorded_and_use_validation(shifted_cache, tmp_path):
     head = HeadConfig(epochs=30, lrs=(1e-3, 1e-2), weight_decays=(1e-4, 1e-1))
-    for strategy in ("loss", "worst-group", "pareto"):
+    for strategy in ("loss", "overall", "worst-group", "pareto", "dto"):
         cfg = ExperimentConfig(model="synthetic", manifest=shifted_cache.with_suffix(".csv"), method="linear",
                                cache=shifted_cache, runs_dir=tmp_path / strategy, dataset="toy", head=head, n_boot=20,
                                selection=strategy, attribute="sex")
@@ -141,3 +141,57 @@ def test_the_cli_runs_erm_and_each_compatible_intervention(shifted_cache, tmp_pa
     assert made == ["knn", "knn+offsets-sex", "linear", "linear+offsets-sex", "linear+reweight-sex"]
     assert main(["probe", "--model", "synthetic", "--cache-file", str(shifted_cache), "--manifest",
                  str(shifted_cache.with_suffix(".csv")), "--mitigate", "rewieght"]) == 2
+
+
+def _cand(auc, groups, acc=0.5):
+    return {"auc": auc, "accuracy": acc, "group_auc": dict(zip("MF", groups)), "worst_group_auc": min(groups),
+            "worst_group_accuracy": acc}
+
+
+def test_medfair_strategies_on_hand_made_tables():
+    from embedkit.heads.selection import pareto_front, pick
+
+    cands = [_cand(0.80, (0.90, 0.70)), _cand(0.78, (0.80, 0.76)), _cand(0.75, (0.78, 0.72)), _cand(0.79, (0.95, 0.60))]
+    losses = [0.5, 0.6, 0.7, 0.4]
+    assert pick("overall", cands, losses) == 0
+    assert pick("loss", cands, losses) == 3
+    assert pareto_front(np.array([list(c["group_auc"].values()) for c in cands])) == [0, 1, 3]   # 2 is dominated by 1
+    assert pick("pareto", cands, losses) == 1                  # best worst group on the front
+    # dto: columns divided by their maxima (0.95, 0.76) -> distances to (1, 1)
+    scaled = np.array([[0.90 / 0.95, 0.70 / 0.76], [0.80 / 0.95, 1.0], [0.78 / 0.95, 0.72 / 0.76], [1.0, 0.60 / 0.76]])
+    assert pick("dto", cands, losses) == int(np.argmin(np.sqrt(((1 - scaled) ** 2).sum(1))))
+
+
+def test_ties_break_by_the_overall_metric_not_list_order():
+    from embedkit.heads.selection import pick
+
+    a, b = _cand(0.70, (0.8, 0.7)), _cand(0.75, (0.7, 0.8))   # mirror images: both tie on pareto and dto
+    for strategy in ("pareto", "dto"):
+        assert pick(strategy, [a, b], [0.5, 0.5]) == 1 and pick(strategy, [b, a], [0.5, 0.5]) == 0
+    same = _cand(0.75, (0.7, 0.8), acc=0.6)
+    assert pick("worst-group", [_cand(0.70, (0.7, 0.8), acc=0.6), same], [0.1, 0.9]) == 1
+
+
+def test_reweighting_uses_kamiran_calders_weights_on_unbalanced_data():
+    from embedkit.heads.mitigation import kamiran_calders
+
+    group = np.array([0] * 70 + [1] * 30)
+    y = np.array([0] * 60 + [1] * 10 + [0] * 10 + [1] * 20)
+    w = kamiran_calders(group, y).numpy()
+    n = 100
+    for a, c, n_ac in ((0, 0, 60), (0, 1, 10), (1, 0, 10), (1, 1, 20)):
+        expected = ((group == a).sum() / n) * ((y == c).sum() / n) / (n_ac / n)
+        assert w[(group == a) & (y == c)] == pytest.approx(expected)
+    assert w.mean() == pytest.approx(1.0)
+    assert not np.allclose(w, (1 / np.bincount(group * 2 + y)[group * 2 + y]) / (1 / np.bincount(group * 2 + y)[group * 2 + y]).mean())
+
+
+def test_a_seed_of_the_adversary_rerun_alone_gives_the_same_run(shifted_cache, tmp_path):
+    both = run(shifted_cache, tmp_path / "both", mitigate="adversarial", attribute="sex")
+    cfg = ExperimentConfig(model="synthetic", manifest=shifted_cache.with_suffix(".csv"), method="linear",
+                           cache=shifted_cache, runs_dir=tmp_path / "alone", dataset="toy", head=HEAD, n_boot=300,
+                           seeds=(1,), mitigate="adversarial", attribute="sex")
+    alone = run_experiment(cfg)
+    a = read_predictions(both[1].path / "predictions.csv").proba
+    b = read_predictions(alone[0].path / "predictions.csv").proba
+    np.testing.assert_allclose(a, b, atol=1e-6)

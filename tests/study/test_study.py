@@ -183,7 +183,13 @@ def test_folds_plan_every_round_from_one_extraction(tmp_path):
     assert len(list((tmp_path / "cache").glob("*.h5"))) == 1  # one cache serves every round
     md = (tmp_path / "report/report.md").read_text()
     assert "phantom (3-fold CV, pooled)" in md or "medclip-rn50-tiny" in md
-    assert "Cross-validation: per-fold spread" in md
+    assert "Cross-validation: per-fold spread" in md and "pooled out-of-fold over 3 folds" in md
+    # a fold missing: the report refuses to pool fewer images under a "3-fold" label
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs/phantom-fold1/medclip-rn50-tiny/knn")
+    assert main(["report", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "r2"), "--n-boot", "20"]) == 2
+    assert not (tmp_path / "r2/report.md").exists()
 
 
 def test_a_study_names_its_own_checkpoint_and_runs_interventions(tmp_path):

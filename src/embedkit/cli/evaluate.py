@@ -9,6 +9,7 @@ import typer
 
 from embedkit.cli import options as opt
 from embedkit.cli.console import console, table
+from embedkit.metrics.suite import N_PERM
 from embedkit.runs import evaluate_predictions, read_predictions
 
 
@@ -23,6 +24,15 @@ def _split(text: str) -> str:
     if text not in ("train", "val", "test"):
         raise typer.BadParameter(f"{text!r}: choose val or test")
     return text
+
+
+def _design(d: dict, n: int) -> str:
+    """One line saying what was resampled: patients (from the patient_id column) or images."""
+    if d["unit"] == "patient":
+        return (f"resampling unit: patient ({d['patients']} patients, {n} images; patient_id column): "
+                f"cluster bootstrap and per-patient permutations, {d['interval']} intervals")
+    return (f"resampling unit: image (no patient_id column: {n} images treated as independent), "
+            f"{d['interval']} intervals")
 
 
 def _why_not(result: dict, attr: str, gap: str) -> str:
@@ -48,7 +58,7 @@ def evaluate(
     split: str = typer.Option("test", callback=_split, help="Which split's rows to evaluate: val or test."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     n_boot: int = opt.n_boot_option(),
-    n_perm: int = typer.Option(1000, min=0, help="Permutations for p-values and the noise floor."),
+    n_perm: int = typer.Option(N_PERM, min=0, help="Permutations for p-values and the noise floor."),
     seed: int = typer.Option(0, min=0, help="Seed of the bootstrap and permutation draws."),
     attributes: str = opt.attributes_option(),
 ) -> None:
@@ -59,6 +69,7 @@ def evaluate(
         typer.echo(json.dumps(result))
         return
     ci = result["ci"]
+    console.print(_design(result["settings"]["resampling"], result["n"]), highlight=False)
     console.print(f"{predictions} ({split}, n = {result['n']}): accuracy {_fmt(result['accuracy'], ci['accuracy'])}, "
                   f"macro F1 {_fmt(result['f1_macro'], ci['f1_macro'])}, var F1 {_fmt(result['var_f1'], ci['var_f1'])}")
     table("per-class F1", ["class", "F1 [95% CI]"], [[c, _fmt(v, ci["f1"][c])] for c, v in result["f1"].items()])

@@ -24,6 +24,8 @@ def finetune(
     lora_dropout: float = typer.Option(0.1, min=0.0, max=0.99, help="LoRA dropout."),
     lora_targets: Optional[str] = typer.Option(None, help="Override the adapter's targets: names, param:NAME for raw parameters."),
     augment: bool = typer.Option(False, help="Small random affine jitter per image."),
+    head_init: str = typer.Option("probe", help="The head's start: probe (the linear probe on the encoder's features, "
+                                                 "LP-FT) or random (the paper's fresh head)."),
     device: str = opt.device_option(), precision: str = opt.precision_option(),
     grad_checkpointing: bool = typer.Option(False, help="Recompute activations in the backward pass to save memory."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
@@ -47,7 +49,7 @@ def finetune(
                          weights=weights_of.get(model), arch=arch,
                          runs_dir=runs_dir, dataset=dataset, seeds=seeds, epochs=epochs, batch_size=batch_size, lrs=lrs,
                          weight_decays=weight_decays or (0.01,), rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout,
-                         lora_targets=lora_targets, augment=augment, device=device, precision=precision,
+                         lora_targets=lora_targets, augment=augment, head_init=head_init, device=device, precision=precision,
                          grad_checkpointing=grad_checkpointing, compile=compile, memory_limit_gb=memory_limit_gb,
                          workers=workers, skip_bad=skip_bad, resume=resume, force=force,
                          attributes=attributes)

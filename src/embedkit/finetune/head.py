@@ -50,6 +50,18 @@ class ProbeInit:
             head.linear.bias.copy_(self.bias)
 
 
+HEAD_INITS = ("probe", "random")
+
+
+def random_init(probe: ProbeInit, seed: int) -> ProbeInit:
+    """The paper's randomly initialised head (nn.Linear's default init, seeded), standardised with the same
+    training statistics as the probe: fine-tuning's epoch 0 is then a random head, not the probe."""
+    torch.manual_seed(seed)
+    lin = nn.Linear(probe.weight.shape[1], probe.n_classes)
+    return ProbeInit(probe.mean, probe.std, lin.weight.detach().clone(), lin.bias.detach().clone(),
+                     {"kind": "random", "from": "nn.Linear's default initialisation, standardised input"})
+
+
 def embed_split(tower: nn.Module, images: Images, device: torch.device, batch: int = 128) -> torch.Tensor:
     """The frozen tower's fp32 embeddings of one split (eval mode), on the CPU."""
     was_training = tower.training
@@ -71,5 +83,5 @@ def fit_probe_init(features: dict[str, torch.Tensor], data: dict[str, Images], s
     probe = train_heads(split["train"], split["val"], HeadConfig(kind="linear"), [seed], n_classes)[0]
     w, b = probe.params
     return ProbeInit(probe.mean.clone(), probe.std.clone(), w.detach().T.contiguous(), b.detach().clone(),
-                     {"from": "linear probe on the encoder's own embeddings", "lr": probe.lr,
+                     {"kind": "probe", "from": "linear probe on the encoder's own embeddings", "lr": probe.lr,
                       "weight_decay": probe.weight_decay, "best_epoch": probe.best_epoch, "val_loss": probe.val_loss})

@@ -31,7 +31,7 @@ from embedkit.devices import resolve_device
 from embedkit.errors import EmbedkitError
 from embedkit.cache.extract import auto_workers
 from embedkit.finetune.data import Images, load_images
-from embedkit.finetune.head import Head, ProbeInit, embed_split, fit_probe_init
+from embedkit.finetune.head import HEAD_INITS, Head, ProbeInit, embed_split, fit_probe_init, random_init
 from embedkit.finetune.lora import FrozenPins, apply_lora, parse_targets, save_adapters
 from embedkit.manifest import read_manifest
 from embedkit.models import Encoder, load_encoder
@@ -70,6 +70,7 @@ class FinetuneConfig:
     n_boot: int = 1000
     attributes: str | None = None                # declared sensitive attributes (None: sex, age, sex*age)
     arch: str | None = None                      # a generic adapter's architecture (open_clip --arch)
+    head_init: str = "probe"                     # probe (LP-FT) | random (the paper's fresh head): docs/benchmarks.md
 
     def learning_rates(self) -> tuple[float, ...]:
         return self.lrs or DEFAULT_LRS[self.mode]
@@ -91,7 +92,8 @@ class FinetuneConfig:
                   "attributes"):
             d.pop(k)
         d["lrs"] = self.learning_rates()
-        d["head"] = "standardised linear, linear-probe start (LP-FT)"
+        d["head"] = ("standardised linear, linear-probe start (LP-FT)" if self.head_init == "probe"
+                     else "standardised linear, random start")
         if self.mode == "full":
             for k in ("rank", "alpha", "dropout", "lora_targets"):
                 d.pop(k)
@@ -302,6 +304,8 @@ def _check(cfg: FinetuneConfig) -> None:
         raise EmbedkitError(f"--precision {cfg.precision}: fine-tuning runs in fp32 or bf16 (autocast)")
     if cfg.mode not in ("lora", "full"):
         raise EmbedkitError(f"unknown fine-tuning mode {cfg.mode!r}: use --lora or --full")
+    if cfg.head_init not in HEAD_INITS:
+        raise EmbedkitError(f"--head-init {cfg.head_init}: choose {' or '.join(HEAD_INITS)}")
 
 
 def finetune(cfg: FinetuneConfig, *, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
@@ -328,6 +332,8 @@ def finetune(cfg: FinetuneConfig, *, on_epoch: Callable[[dict], None] | None = N
                                workers=auto_workers(device) if cfg.workers is None else cfg.workers)
             features = {s: embed_split(enc.image_tower.to(device), data[s], device) for s in ("train", "val")}
         init = fit_probe_init(features, data, seed, len(manifest.classes))
+        if cfg.head_init == "random":
+            init = random_init(init, seed)
         fits, chosen = [], None
         for lr in cfg.learning_rates():
             for wd in cfg.weight_decays:
@@ -353,10 +359,10 @@ def _write(cfg, seed, manifest, data, model, enc, info, best: Fit, fits: list[Fi
     folder = cfg.run_dir(seed)
     proba = {s: _loss_on(model, data[s], device, cfg)[1].numpy() for s in ("val", "test")}
     rows = np.concatenate([data["val"].rows, data["test"].rows])
-    columns = {c: manifest.column(c)[rows] for c in ("image_id", "label", "sex", "age", *manifest.extra_columns)}
+    columns = {c: manifest.column(c)[rows] for c in ("image_id", "patient_id", "label", "sex", "age", *manifest.extra_columns)}
     preds = Predictions(columns["image_id"], np.array(["val"] * len(data["val"].rows) + ["test"] * len(data["test"].rows)),
                         columns["label"], np.concatenate([proba["val"], proba["test"]]), manifest.classes,
-                        attribute_columns(columns))
+                        attribute_columns(columns), columns["patient_id"])
     if cfg.mode == "lora":
         save_adapters(model.tower, folder / "adapter", parse_targets(cfg.lora_targets, enc.lora_targets),
                       rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout)

@@ -9,7 +9,8 @@ import torch
 from torch.nn import functional as F
 
 from embedkit.heads.base import register
-from embedkit.heads.mitigation import Mitigation, attribute_labels
+from embedkit.heads.groups import attribute_labels
+from embedkit.heads.mitigation import Mitigation
 from embedkit.heads.trained import Objective
 
 
@@ -29,15 +30,17 @@ class Adversary(Objective):
 
     resumable = False
 
-    def __init__(self, y: torch.Tensor, group: torch.Tensor, n_groups: int, g: int, scale: float, seed: int):
-        self.y, self.group, self.k, self.g, self.scale, self.seed = y, group, n_groups, g, scale, seed
+    def __init__(self, y: torch.Tensor, group: torch.Tensor, n_groups: int, g: int, scale: float, seeds: list[int]):
+        self.y, self.group, self.k, self.g, self.scale, self.seeds = y, group, n_groups, g, scale, list(seeds)
         self.w = None
 
     def _build(self, members: int, n_classes: int) -> None:
-        """The adversaries' weights (nn.Linear's init), once the number of members is known."""
-        gen = torch.Generator().manual_seed(self.seed)
+        """The adversaries' weights (nn.Linear's init), once the number of members is known: each member's from
+        its own seed and sweep point, so a seed rerun alone trains the same adversary."""
         bound = 1 / (2 * n_classes) ** 0.5
-        self.w = ((torch.rand(members, 2 * n_classes, self.k, generator=gen) * 2 - 1) * bound).requires_grad_()
+        w = [torch.rand(2 * n_classes, self.k, generator=torch.Generator().manual_seed(1_000_033 * seed + j))
+             for seed in self.seeds for j in range(self.g)]
+        self.w = ((torch.stack(w) * 2 - 1) * bound).requires_grad_()
         self.b = torch.zeros(members, self.k, requires_grad=True)
         self.opt = torch.optim.Adam([self.w, self.b], lr=1e-3)
 
@@ -60,10 +63,11 @@ class Adversary(Objective):
 @register
 class Adversarial(Mitigation):
     name, rank, strength_default = "adversarial", 13, 1.0
+    epoch_by_strategy = True
 
-    def objective(self, cfg, cache, parts):
+    def objective(self, cfg, cache, parts, seeds):
         head = cfg.head.resolved(self.head_kind(cfg))
         _, labels, order = attribute_labels(cfg, cache, parts["train"].rows)
         group = torch.tensor([order.index(v) if v in order else len(order) for v in labels])
         return Adversary(parts["train"].y, group, len(order) + 1, len(head.lrs) * len(head.weight_decays),
-                         self.strength(cfg), seed=min(cfg.seeds))
+                         self.strength(cfg), seeds=seeds)

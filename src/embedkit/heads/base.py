@@ -45,7 +45,7 @@ class Method:
 
 
 _REGISTRY: dict[str, type[Method]] = {}
-_INTERNAL = {"base", "features", "runner", "trained", "selection", "mitigation", "posthoc"}
+_INTERNAL = {"base", "features", "runner", "trained", "selection", "mitigation", "posthoc", "groups"}
 
 
 def register(cls: type[Method]) -> type[Method]:

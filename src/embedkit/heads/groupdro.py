@@ -9,7 +9,8 @@ import torch
 from torch.nn import functional as F
 
 from embedkit.heads.base import register
-from embedkit.heads.mitigation import Mitigation, cells
+from embedkit.heads.groups import cells
+from embedkit.heads.mitigation import Mitigation
 from embedkit.heads.trained import Objective
 
 
@@ -36,8 +37,9 @@ class GroupDRO(Objective):
 @register
 class GroupDRORegistered(Mitigation):
     name, rank, strength_default = "groupdro", 12, 0.01
+    epoch_by_strategy = True
 
-    def objective(self, cfg, cache, parts):
+    def objective(self, cfg, cache, parts, seeds):
         head = cfg.head.resolved(self.head_kind(cfg))
         codes = torch.from_numpy(cells(cfg, cache, parts["train"]))
         return GroupDRO(codes, len(head.lrs) * len(head.weight_decays), self.strength(cfg))

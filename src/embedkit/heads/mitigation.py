@@ -1,5 +1,5 @@
-"""What the fairness interventions share: the attribute they act on, its (group x class) cells on the
-training split, and the rule that an in-processing intervention trains a linear or MLP head."""
+"""What the in-training fairness interventions share: their training weights and the rule that an
+in-processing intervention trains a linear or MLP head (the attribute they act on: ``heads.groups``)."""
 
 from __future__ import annotations
 
@@ -10,26 +10,16 @@ from embedkit.errors import EmbedkitError
 from embedkit.heads.trained import TrainedMethod
 
 
-def attribute_labels(cfg, cache, rows: np.ndarray) -> tuple[str, np.ndarray, tuple[str, ...]]:
-    """(name, each row's group label, group order) of the attribute an intervention or a fairness-aware
-    selection acts on (default sex)."""
-    from embedkit.attributes import parse
-    from embedkit.runs import attribute_columns
-
-    attr = parse(cfg.attribute or "sex")[0]
-    columns = attribute_columns(cache.meta)
-    missing = [c for c in attr.columns if c not in columns]
-    if missing:
-        raise EmbedkitError(f"--attribute {cfg.attribute}: the manifest has no column {', '.join(missing)}")
-    labels = attr.labels({k: v[rows] for k, v in columns.items()})
-    return attr.name, labels, attr.order(labels)
-
-
-def cells(cfg, cache, split) -> np.ndarray:
-    """(N,) code of each row's (group, class) cell; rows missing the attribute share one group."""
-    _, labels, order = attribute_labels(cfg, cache, split.rows)
-    group = np.array([order.index(v) if v in order else len(order) for v in labels])
-    return group * len(cache.classes) + split.y.numpy()
+def kamiran_calders(group: np.ndarray, y: np.ndarray) -> torch.Tensor:
+    """Kamiran & Calders' (2012) reweighing: w(a, y) = P(A = a) P(Y = y) / P(A = a, Y = y), the weight that
+    makes attribute and label independent in the weighted training set (mean 1 by construction)."""
+    n = len(y)
+    _, a = np.unique(group, return_inverse=True)
+    _, c = np.unique(y, return_inverse=True)
+    p_a, p_y = np.bincount(a) / n, np.bincount(c) / n
+    joint = np.bincount(a * (c.max() + 1) + c) / n
+    w = p_a[a] * p_y[c] / joint[a * (c.max() + 1) + c]
+    return torch.from_numpy(w).float()
 
 
 def inverse_frequency(codes: np.ndarray) -> torch.Tensor:

@@ -7,7 +7,7 @@ import numpy as np
 
 from embedkit.heads import base
 from embedkit.heads.base import Fitted, Method
-from embedkit.heads.mitigation import attribute_labels
+from embedkit.heads.groups import attribute_labels
 
 EPS = 1e-7
 

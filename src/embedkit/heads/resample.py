@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 
 from embedkit.heads.base import register
-from embedkit.heads.mitigation import Mitigation, cells, inverse_frequency
+from embedkit.heads.groups import cells
+from embedkit.heads.mitigation import Mitigation, inverse_frequency
 from embedkit.heads.trained import Objective
 
 
@@ -22,5 +23,5 @@ class Resampled(Objective):
 class Resample(Mitigation):
     name, rank = "resample", 11
 
-    def objective(self, cfg, cache, parts):
+    def objective(self, cfg, cache, parts, seeds):
         return Resampled(inverse_frequency(cells(cfg, cache, parts["train"])))

@@ -1,10 +1,13 @@
-"""Reweighting: each training image's loss weighted inverse to the frequency of its (group x class)
-cell, so every cell weighs the same in the loss (Kamiran & Calders' reweighing, as MEDFAIR runs it)."""
+"""Reweighting (Kamiran & Calders 2012, "Data preprocessing techniques for classification without
+discrimination", as MEDFAIR runs it): each training image's loss weighted by P(A) P(Y) / P(A, Y) of its
+(group, class) cell, so that group and class are independent in the weighted training set. On a
+balanced table this is every cell weighing the same."""
 
 from __future__ import annotations
 
 from embedkit.heads.base import register
-from embedkit.heads.mitigation import Mitigation, cells, inverse_frequency
+from embedkit.heads.groups import group_codes
+from embedkit.heads.mitigation import Mitigation, kamiran_calders
 from embedkit.heads.trained import Objective
 
 
@@ -21,6 +24,8 @@ class Weighted(Objective):
 class Reweight(Mitigation):
     name, rank = "reweight", 10
 
-    def objective(self, cfg, cache, parts):
+    def objective(self, cfg, cache, parts, seeds):
         head = cfg.head.resolved(self.head_kind(cfg))
-        return Weighted(inverse_frequency(cells(cfg, cache, parts["train"])), len(head.lrs) * len(head.weight_decays))
+        train = parts["train"]
+        weights = kamiran_calders(group_codes(cfg, cache, train), train.y.numpy())
+        return Weighted(weights, len(head.lrs) * len(head.weight_decays))

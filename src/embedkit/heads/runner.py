@@ -127,7 +127,8 @@ def _write_run(cfg: ExperimentConfig, fitted: base.Fitted, cache: Cache, parts: 
     rows = np.concatenate([val, test])
     preds = Predictions(image_id=cache.image_id[rows], split=np.array(["val"] * len(val) + ["test"] * len(test)),
                         label=cache.meta["label"][rows], proba=np.concatenate([fitted.proba["val"], fitted.proba["test"]]),
-                        classes=cache.classes, attributes={k: v[rows] for k, v in attribute_columns(cache.meta).items()})
+                        classes=cache.classes, attributes={k: v[rows] for k, v in attribute_columns(cache.meta).items()},
+                        patient_id=cache.meta["patient_id"][rows])
     record = {
         "method": cfg.name, "model": cfg.model, "seed": fitted.seed, "config": cfg.fingerprint(),
         "config_hash": cfg.config_hash, "identity": ident, "manifest_digest": cache.manifest_digest,

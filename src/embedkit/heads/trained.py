@@ -207,9 +207,10 @@ def train_heads(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_c
 
 
 def train_sweep(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_classes: int, *,
-                checkpoint=None, objective: Objective | None = None) -> list[list[TrainedHead]]:
+                checkpoint=None, objective: Objective | None = None, criterion=None) -> list[list[TrainedHead]]:
     """Train every (seed, lr, wd) member; per seed, every sweep point at its best epoch (lowest
-    validation loss), in sweep order, so a selection strategy can choose among them.
+    validation loss, or lowest ``criterion`` of the validation probabilities (S*G, N, C) -> (S*G,) when
+    given), in sweep order, so a selection strategy can choose among them.
 
     With ``checkpoint`` (a path owned by the caller, one per identity) the state is saved every
     CHECKPOINT_EVERY epochs and a rerun continues from it, ending bitwise equal to an uninterrupted run.
@@ -229,11 +230,12 @@ def train_sweep(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_c
     wd = torch.tensor([wd for _, wd in grid]).repeat(S, 1)
     opt = StackedAdamW(cfg.kind, params, lr, wd, S, G, cfg.betas, cfg.eps)
     best_loss, best_epoch = torch.full((S, G), float("inf")), torch.zeros((S, G), dtype=torch.long)
+    best_score = torch.full((S, G), float("inf"))
     best = [p.detach().clone() for p in params]
     objective = objective or Objective()
     checkpoint = checkpoint if objective.resumable else None
     state = {"params": params, "opt": opt, "best_loss": best_loss, "best_epoch": best_epoch, "best": best,
-             "gens": order_gens + gens}
+             "best_score": best_score, "gens": order_gens + gens}
     first = _resume(checkpoint, state)
 
     def per_sample(x: torch.Tensor, y: torch.Tensor, masks) -> tuple[torch.Tensor, torch.Tensor]:
@@ -259,8 +261,12 @@ def train_sweep(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_c
             opt.step()
             objective.after_step()
         with torch.no_grad():
-            vl = per_sample(xva[None].expand(S, -1, -1), val.y[None].expand(S, -1), None)[0].mean(-1).view(S, G)
-        improved = vl < best_loss
+            ce, logits = per_sample(xva[None].expand(S, -1, -1), val.y[None].expand(S, -1), None)
+            vl = ce.mean(-1).view(S, G)
+        score = vl if criterion is None else torch.as_tensor(
+            criterion(F.softmax(logits, -1).reshape(S * G, -1, n_classes).numpy()), dtype=vl.dtype).view(S, G)
+        improved = score < best_score
+        best_score.copy_(torch.where(improved, score, best_score))
         best_loss.copy_(torch.where(improved, vl, best_loss))
         best_epoch.masked_fill_(improved, epoch + 1)
         with torch.no_grad():
@@ -289,6 +295,7 @@ def _save(path, state: dict, epoch: int) -> None:
     tmp = path.with_name(path.name + ".partial")
     torch.save({"epoch": epoch, "params": [p.detach() for p in state["params"]], "opt": state["opt"].state(),
                 "best_loss": state["best_loss"], "best_epoch": state["best_epoch"], "best": state["best"],
+                "best_score": state["best_score"],
                 "gens": [g.get_state() for g in state["gens"]]}, tmp)
     os.replace(tmp, path)
 
@@ -303,6 +310,7 @@ def _resume(path, state: dict) -> int:
             dst.copy_(src)
     state["opt"].load(ck["opt"])
     state["best_loss"].copy_(ck["best_loss"])
+    state["best_score"].copy_(ck.get("best_score", ck["best_loss"]))
     state["best_epoch"].copy_(ck["best_epoch"])
     for g, s in zip(state["gens"], ck["gens"]):
         g.set_state(s)
@@ -314,6 +322,7 @@ class TrainedMethod(Method):
     its lowest-validation-loss epoch, one point chosen on validation by ``cfg.selection``."""
 
     kind: str = "linear"
+    epoch_by_strategy = False      # True: each member's epoch is chosen by the selection strategy's criterion
 
     def head_kind(self, cfg) -> str:
         return self.kind
@@ -321,7 +330,7 @@ class TrainedMethod(Method):
     def settings(self, cfg) -> dict:
         return {"head": asdict(cfg.head.resolved(self.head_kind(cfg))), "selection": cfg.selection}
 
-    def objective(self, cfg, cache, parts) -> Objective:
+    def objective(self, cfg, cache, parts, seeds) -> Objective:
         return Objective()
 
     def fit(self, cfg, cache, parts, seeds):
@@ -329,8 +338,14 @@ class TrainedMethod(Method):
 
         kind = self.head_kind(cfg)
         checkpoint = cfg.run_dir(seeds[0]).parent / f".training-{cfg.config_hash}-{'-'.join(map(str, seeds))}.pt"
+        criterion = None
+        if self.epoch_by_strategy:
+            from embedkit.heads.groups import attribute_labels
+
+            _, groups, order = attribute_labels(cfg, cache, parts["val"].rows)
+            criterion = selection.epoch_criterion(selection.check(cfg.selection), parts["val"].y.numpy(), groups, order)
         sweeps = train_sweep(parts["train"], parts["val"], cfg.head.resolved(kind), list(seeds), len(cache.classes),
-                             checkpoint=checkpoint, objective=self.objective(cfg, cache, parts))
+                             checkpoint=checkpoint, objective=self.objective(cfg, cache, parts, seeds), criterion=criterion)
         for members in sweeps:
             val = [h.predict_proba(parts["val"].x).numpy() for h in members]
             pick, record = selection.choose(cfg, cache, parts["val"], members, val)

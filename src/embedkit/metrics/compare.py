@@ -1,14 +1,17 @@
 """An intervention against its baseline on the same test images: paired bootstrap differences.
 
 Both runs are evaluated with the same seed on the same rows, so their bootstrap resamples are the same
-images (``suite.evaluate`` draws its indices from the rows' class x group strata and the seed alone);
-the difference of each replicate pair gives the CI of the change. Several seeds pool their replicate
-differences, as ``aggregate_seeds`` pools CIs. A gap shrank beyond noise when the whole 95 % CI of the
-change in |gap| lies below 0 (a one-sided 2.5 % test)."""
+patients (``suite.evaluate`` draws them from the rows' patients, classes and the seed alone);
+the difference of each replicate pair gives the CI of the change (``intervals.DEFAULT``, like every other
+interval, containing the observed change). Several seeds pool their replicate differences, as
+``aggregate_seeds`` pools CIs. A gap shrank beyond noise when the whole 95 % CI of the change in |gap| lies
+below 0 (a one-sided 2.5 % test)."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from embedkit.metrics.intervals import interval
 
 UTILITY = ("accuracy", "f1_macro")
 GAPS = ("f1_gap", "eqodds", "ece_gap")
@@ -25,11 +28,9 @@ def paired_changes(base: list[dict], other: list[dict], attribute: str) -> dict:
             ra, rb = a["_replicates"][path], b["_replicates"][path]
             diffs.append(np.abs(rb) - np.abs(ra) if absolute else rb - ra)
             observed.append(_value(b, path, absolute) - _value(a, path, absolute))
-        diff = np.concatenate(diffs)
-        finite = diff[np.isfinite(diff)]
-        ci = [np.percentile(finite, 2.5), np.percentile(finite, 97.5)] if len(finite) else [np.nan, np.nan]
-        out[name] = {"change": _clean(np.nanmean(observed)) if np.isfinite(observed).any() else None,
-                     "ci": [_clean(ci[0]), _clean(ci[1])]}
+        change = np.nanmean(observed) if np.isfinite(observed).any() else np.nan
+        ci = interval(np.concatenate(diffs), change, bounds=(-1.0, 1.0))
+        out[name] = {"change": _clean(change), "ci": [_clean(ci[0]), _clean(ci[1])]}
     return out
 
 

@@ -1,9 +1,10 @@
 """Every metric of one run, for any declared attributes, with bootstrap CIs, permutation p-values and
 the noise floor.
 
-All statistics come from per-group confusion matrices and calibration bins (``stats``), so the
-observed values, 1,000 bootstrap resamples (stratified by class x joint group) and 1,000 within-class
-permutations of each attribute's group labels are computed the same way, in one vectorised pass each.
+All statistics come from per-group confusion matrices and calibration bins (``stats``), summed per
+patient once, so the observed values, 1,000 bootstrap resamples of patients and 1,000 permutations of
+each attribute's group labels between patients (``resample``: strata by class alone, so declaring
+another attribute changes no other number) are computed the same way, as counts x statistics in blocks.
 Attributes are data, like fairlearn's ``sensitive_features``: ``groups`` maps a name to one label per
 row ('' = missing), ``order`` to the groups' declared order.
 
@@ -15,7 +16,9 @@ over classes, ece_gap |ECE_A - ECE_A'|. More than two: f1_gap = max - min over g
 macro-F1, eqodds the mean over classes of (max - min TPR) and (max - min FPR), ece_gap max - min of
 the group ECE; terms undefined in a group are left out (counted under ``excluded``). Groups with fewer
 than ``min_group`` rows are reported but left out of the gaps. The noise floor is the median |gap|
-under the permutation null; a gap is significant when its CI excludes 0 and its p < 0.05.
+under the permutation null; a gap is significant when its CI excludes 0 and its p < 0.05. Intervals
+are ``intervals.DEFAULT`` (the basic bootstrap), clipped to the metric's range and always containing
+the estimate.
 """
 
 from __future__ import annotations
@@ -26,11 +29,14 @@ from typing import Mapping
 
 import numpy as np
 
-from embedkit.metrics import stats
+from embedkit.metrics import intervals, resample, stats
 
 GAPS = ("f1_gap", "eqodds", "ece_gap", "ece_binned_gap")
 MIN_GROUP = 10
 ALPHA = 0.05
+N_BOOT = 1000         # bootstrap replicates (patients resampled)
+N_PERM = 1000         # permutations of the group labels (per patient)
+STATS_VERSION = 2     # 2: patient-level design stratified by class alone, basic intervals; a change re-scores runs
 
 
 @contextmanager
@@ -118,24 +124,6 @@ def significant(ci: list, p_value: float | None) -> bool:
     return bool(p_value is not None and ci[0] is not None and (ci[0] > 0 or ci[1] < 0) and p_value < ALPHA)
 
 
-def _bootstrap_index(strata: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(B, N) resample indices, resampling with replacement inside each stratum."""
-    parts = []
-    for s in np.unique(strata):
-        members = np.flatnonzero(strata == s)
-        parts.append(members[rng.integers(0, len(members), (n_boot, len(members)))])
-    return np.concatenate(parts, axis=1)
-
-
-def _permuted(codes: np.ndarray, y_true: np.ndarray, n_perm: int, rng: np.random.Generator) -> np.ndarray:
-    """(P, N) group codes shuffled within each true class."""
-    out = np.tile(codes, (n_perm, 1))
-    for c in np.unique(y_true):
-        members = np.flatnonzero(y_true == c)
-        out[:, members] = rng.permuted(out[:, members], axis=1)
-    return out
-
-
 def nest(flat: dict[str, object]) -> dict:
     """``{"a/b": v}`` -> ``{"a": {"b": v}}``."""
     tree: dict = {}
@@ -153,29 +141,53 @@ def _clean(x: float) -> float | None:
 
 
 class _Data:
-    """One run's rows encoded once: predictions, confidences, each attribute's group codes."""
+    """One run's rows reduced once to per-patient sufficient statistics: for each attribute the
+    (group, class, prediction) counts and calibration sums of every patient, and the same without the
+    group for the permutation null. A replicate is then counts over patients times these statistics."""
 
-    def __init__(self, y_true, proba, groups: Mapping[str, np.ndarray], order, n_classes: int):
+    def __init__(self, y_true, proba, groups: Mapping[str, np.ndarray], order, n_classes: int, patient_id=None):
         self.y_true = np.asarray(y_true, dtype=np.int64)
         proba = np.asarray(proba, dtype=float)
         self.y_pred = proba.argmax(1)
-        self.conf, self.correct = proba.max(1), (self.y_pred == self.y_true).astype(float)
+        conf, correct = proba.max(1), (self.y_pred == self.y_true).astype(float)
         self.order = {a: tuple(order[a]) if order and a in order else _present(groups[a]) for a in groups}
         self.codes = {a: _codes(np.asarray(groups[a]).astype(str), self.order[a]) for a in groups}
         self.C = n_classes
+        self.clusters = resample.Clusters(patient_id, self.y_true, n_classes)
+        self.bins = np.clip(np.ceil(conf * stats.N_BINS).astype(np.int64) - 1, 0, stats.N_BINS - 1)
+        self.cal_values = np.stack([np.ones_like(conf), conf, correct, np.abs(conf - correct)], 1)
+        self.cells = {a: self._patient_stats(codes, len(self.order[a]) + 1) for a, codes in self.codes.items()}
+        self.plain = self._patient_stats(np.zeros_like(self.y_true), 1)
 
-    def stats(self, idx: np.ndarray, codes: Mapping[str, np.ndarray] | None = None):
-        """Per-attribute statistics of rows ``idx`` (B, N); ``codes`` (attribute -> (B, N) codes) restrict
-        the statistics to those attributes with those codes."""
+    def _patient_stats(self, cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(P, k*C*C) confusion counts and (P, k*bins*4) calibration sums of each patient's rows."""
+        P, C, bins, patient = self.clusters.n, self.C, stats.N_BINS, self.clusters.patient
+        code = (cells * C + self.y_true) * C + self.y_pred
+        cm = np.bincount(patient * (k * C * C) + code, minlength=P * k * C * C).reshape(P, -1).astype(float)
+        cal = np.zeros((P, k * bins, 4))
+        slot = patient * (k * bins) + cells * bins + self.bins
+        for j in range(4):
+            cal[..., j] = np.bincount(slot, weights=self.cal_values[:, j], minlength=P * k * bins).reshape(P, -1)
+        return cm, cal.reshape(P, -1)
+
+    def stats(self, counts: np.ndarray, only: str | None = None):
+        """Per-attribute (b, k, C, C) confusions and (b, k, bins, 4) calibration sums of replicates that
+        draw each patient ``counts`` (b, P) times (``only``: that attribute alone)."""
         cms, cals = {}, {}
-        for a, base in self.codes.items():
-            if codes is not None and a not in codes:
-                continue
-            cells = codes[a] if codes is not None else base[idx]
-            k = len(self.order[a]) + 1
-            cms[a] = stats.confusion(self.y_true[idx], self.y_pred[idx], cells, n_classes=self.C, n_cells=k)
-            cals[a] = stats.calibration(self.conf[idx], self.correct[idx], cells, n_cells=k)
+        for a, (cm, cal) in self.cells.items():
+            if only is None or a == only:
+                k = len(self.order[a]) + 1
+                cms[a] = (counts @ cm).reshape(-1, k, self.C, self.C)
+                cals[a] = (counts @ cal).reshape(-1, k, stats.N_BINS, 4)
         return cms, cals
+
+    def permuted(self, attr: str, labels: np.ndarray):
+        """Statistics of ``attr`` when each patient's images carry the group ``labels`` (b, P) give it."""
+        k = len(self.order[attr]) + 1
+        cm, cal = self.plain
+        cms = np.stack([(labels == g).astype(float) @ cm for g in range(k)], 1)
+        cals = np.stack([(labels == g).astype(float) @ cal for g in range(k)], 1)
+        return {attr: cms.reshape(-1, k, self.C, self.C)}, {attr: cals.reshape(-1, k, stats.N_BINS, 4)}
 
 
 def _present(labels) -> tuple[str, ...]:
@@ -188,20 +200,24 @@ def _codes(labels: np.ndarray, order: tuple[str, ...]) -> np.ndarray:
     return np.array([index.get(v, len(order)) for v in labels], dtype=np.int64)
 
 
+def _stacked(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+
+
 def evaluate(y_true: np.ndarray, proba: np.ndarray, *, groups: Mapping[str, np.ndarray], classes: tuple[str, ...],
-             order: Mapping[str, tuple[str, ...]] | None = None, min_group: int = MIN_GROUP,
-             n_boot: int = 1000, n_perm: int = 1000, seed: int = 0, return_replicates: bool = False) -> dict:
+             order: Mapping[str, tuple[str, ...]] | None = None, patient_id=None, min_group: int = MIN_GROUP,
+             n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = 0, return_replicates: bool = False,
+             interval: str = intervals.DEFAULT) -> dict:
     """All utility and fairness metrics of one run as a JSON-ready dict (see module docstring).
 
+    ``patient_id`` (one per row) makes the patient the unit of resampling; without it each row is its own.
     Keys: n, accuracy, f1, f1_macro, var_f1, ece, ece_binned, groups, fairness (one entry per
     attribute), excluded, ci (same nesting, [low, high]), null (noise floor), excess, p_value,
-    significant, settings (per attribute: group order, sign, groups left out as too small).
+    significant, settings (per attribute: group order, sign, groups left out as too small; the design).
     """
     if not groups:
         groups = {"all": np.full(len(y_true), "all")}
-    data = _Data(y_true, proba, groups, order, len(classes))
-    n = len(data.y_true)
-    rows = np.arange(n)[None]
+    data = _Data(y_true, proba, groups, order, len(classes), patient_id)
     counts = {a: np.bincount(data.codes[a], minlength=len(data.order[a]) + 1) for a in groups}
     eligible = {a: [i for i in range(len(data.order[a])) if counts[a][i] >= min_group] for a in groups}
     small = {a: [g for i, g in enumerate(data.order[a]) if i not in eligible[a]] for a in groups}
@@ -211,26 +227,50 @@ def evaluate(y_true: np.ndarray, proba: np.ndarray, *, groups: Mapping[str, np.n
                           "reported but left out of the gaps", stacklevel=2)
     summary = lambda cms_cals: summarise(*cms_cals, classes, data.order, eligible)  # noqa: E731
     rng = np.random.default_rng(seed)
+    clusters = data.clusters
 
-    observed = {k: v[0] for k, v in summary(data.stats(rows)).items()}
-    joint = np.unique(np.stack([data.y_true, *data.codes.values()], 1), axis=0, return_inverse=True)[1].ravel()
-    boot = summary(data.stats(_bootstrap_index(joint, n_boot, rng)))
+    observed = {k: v[0] for k, v in summary(data.stats(np.ones((1, clusters.n)))).items()}
+    boot = _stacked([summary(data.stats(c)) for c in clusters.bootstrap_counts(n_boot, rng)])
     perm = {}
-    full = np.broadcast_to(np.arange(n), (n_perm, n))
-    for a in groups:  # each attribute's null: its own labels shuffled within class, the others as observed
-        shuffled = _permuted(data.codes[a], data.y_true, n_perm, rng)
-        perm.update({k: v for k, v in summary(data.stats(full, {a: shuffled})).items() if k.startswith(f"fairness/{a}/")})
-    return _result(observed, boot, perm, data, small, min_group, n_boot, n_perm, seed, return_replicates)
+    for a in groups:  # each attribute's null: its patients' labels shuffled within stratum, the others as observed
+        labels = clusters.patient_labels(data.codes[a], len(data.order[a]) + 1)
+        parts = [summary(data.permuted(a, lab)) for lab in clusters.permuted_labels(labels, n_perm, rng)]
+        perm.update({k: v for k, v in _stacked(parts).items() if k.startswith(f"fairness/{a}/")})
+    design = {"unit": "patient" if patient_id is not None else "image", "patients": clusters.n,
+              "strata": "class (patients with images of several classes: one mixed stratum)", "interval": interval}
+    return _result(observed, boot, perm, data, small, eligible, min_group, n_boot, n_perm, seed, design,
+                   return_replicates)
 
 
-def _result(observed, boot, perm, data, small, min_group, n_boot, n_perm, seed, return_replicates) -> dict:
+def _bounds(key: str, signed: set[str]) -> tuple[float, float]:
+    """The range of a metric: signed two-group F1 gaps in [-1, 1], every other metric in [0, 1]."""
+    return (-1.0, 1.0) if key in signed else (0.0, 1.0)
+
+
+def _intervals(boot: dict, estimates: Mapping[str, float], signed: set[str], method: str) -> dict:
+    keys = [k for k in boot if k != "n" and "/excluded/" not in k and not k.endswith("/n")]
+    with _quiet():
+        return {k: [_clean(x) for x in intervals.interval(boot[k], estimates[k], method=method, bounds=_bounds(k, signed))]
+                for k in keys}
+
+
+def _signed(data: "_Data", eligible: Mapping[str, list[int]]) -> set[str]:
+    return {f"fairness/{a}/f1_gap" for a in data.order if len(eligible[a]) == 2}
+
+
+def _sign(order: tuple[str, ...], keep: list[int]) -> str:
+    """The direction of an attribute's F1 gap, naming the groups actually compared."""
+    return f"{order[keep[0]]} - {order[keep[1]]}" if len(keep) == 2 else "max - min"
+
+
+def _result(observed, boot, perm, data, small, eligible, min_group, n_boot, n_perm, seed, design,
+            return_replicates) -> dict:
     result = nest({k: _clean(v) for k, v in observed.items() if "/excluded/" not in k})
     result["n"] = int(observed["n"])
     result["excluded"] = nest({k.replace("fairness/", "").replace("/excluded", ""): int(v)
                                for k, v in observed.items() if "/excluded/" in k and np.isfinite(v)})
+    ci = _intervals(boot, observed, _signed(data, eligible), design["interval"])
     with _quiet():
-        ci = {k: [_clean(np.nanpercentile(v, 2.5)), _clean(np.nanpercentile(v, 97.5))]
-              for k, v in boot.items() if k != "n" and "/excluded/" not in k and not k.endswith("/n")}
         gap_keys = [k for k in observed if k.startswith("fairness/") and "/excluded/" not in k]
         floor = {k: float(np.nanmedian(np.abs(perm[k]))) if np.isfinite(perm[k]).any() else np.nan for k in gap_keys}
         p_value = {k: float((1 + np.sum(np.abs(perm[k]) >= abs(observed[k]) - 1e-12)) / (1 + n_perm))
@@ -242,11 +282,12 @@ def _result(observed, boot, perm, data, small, min_group, n_boot, n_perm, seed, 
     result["p_value"] = nest({short(k): v for k, v in p_value.items()})
     result["significant"] = nest({short(k): significant(ci[k], p_value[k]) for k in gap_keys})
     result["settings"] = {"n_boot": n_boot, "n_perm": n_perm, "seed": seed, "ece_bins": stats.N_BINS, "min_group": min_group,
-                          "attributes": {a: {"groups": list(o), "too_small": small[a],
-                                             "sign": f"{o[0]} - {o[1]}" if len(o) - len(small[a]) == 2 else "max - min"}
+                          "version": STATS_VERSION, "resampling": design,
+                          "attributes": {a: {"groups": list(o), "too_small": small[a], "sign": _sign(o, eligible[a])}
                                          for a, o in data.order.items()}}
     if return_replicates:
         result["_replicates"] = boot
+        result["_signed"] = sorted(_signed(data, eligible))
     return result
 
 
@@ -254,14 +295,17 @@ def aggregate_seeds(results: list[dict]) -> dict:
     """Across seeds: mean and sd of each metric, and a CI pooling all seeds' bootstrap replicates,
     so it reflects both seed and sample variation. ``results`` come from evaluate(..., return_replicates=True)."""
     keys = [k for k in results[0]["_replicates"] if k != "n" and "/excluded/" not in k and not k.endswith("/n")]
+    method = results[0]["settings"]["resampling"]["interval"]
+    signed = set(results[0].get("_signed", ()))
     out = {}
     for k in keys:
         values = np.array([_lookup(r, k) for r in results], dtype=float)
         pooled = np.concatenate([r["_replicates"][k] for r in results])
         with _quiet():
-            out[k] = {"mean": _clean(np.nanmean(values)), "sd": _clean(np.nanstd(values, ddof=1)) if len(values) > 1 else None,
-                      "ci": [_clean(np.nanpercentile(pooled, 2.5)), _clean(np.nanpercentile(pooled, 97.5))],
-                      "n_seeds": len(values)}
+            mean = np.nanmean(values)
+            lo, hi = intervals.interval(pooled, mean, method=method, bounds=_bounds(k, signed))
+            out[k] = {"mean": _clean(mean), "sd": _clean(np.nanstd(values, ddof=1)) if len(values) > 1 else None,
+                      "ci": [_clean(lo), _clean(hi)], "n_seeds": len(values)}
     return nest(out)
 
 

@@ -10,7 +10,8 @@ from embedkit.errors import EmbedkitError
 from embedkit.report import findings as fnd
 from embedkit.report import frontier
 from embedkit.report.figures import figures, findings_figure
-from embedkit.report.summary import summarise
+from embedkit.metrics.suite import N_BOOT
+from embedkit.report.summary import adjust_family, summarise
 from embedkit.report.tables import tables
 
 CAPTIONS = {
@@ -26,13 +27,17 @@ CAPTIONS = {
 }
 SHOWN = 15  # findings listed in words; the figure and the tables hold the rest
 CONVENTIONS = (
-    "Seeds are aggregated as mean ± sd with a 95% CI pooling every seed's stratified bootstrap. For two groups `f1_gap` "
+    "Every CI and p-value resamples patients (a cluster bootstrap stratified by class, and group labels permuted per "
+    "patient within class) when the predictions carry patient_id, else images; intervals are basic (reverse-percentile) "
+    "bootstrap intervals clipped to the metric's range, so none excludes its estimate. "
+    "Seeds are aggregated as mean ± sd with a 95% CI pooling every seed's bootstrap. For two groups `f1_gap` "
     "is signed in the declared order (sex M − F, age young − old) and `eqodds` averages the absolute TPR and FPR "
     "differences; for more than two groups each gap is max − min over the groups (of macro F1, of each class's TPR "
     "and FPR, of ECE), and groups under 10 test images are left out of the gaps. `eqodds` and the ECE gaps are absolute. `ece_gap` uses the paper's ECE (Eq. 4: "
     "the mean of |p − o|, no bins); `ece_binned_gap` the 15-bin ECE that the reliability diagrams draw. A gap marked * "
-    "has a CI excluding 0 and a (median over seeds) permutation p below 0.05 — the percentile CI alone over-flags at "
-    "this sample size; its noise floor is the median |gap| when group labels are shuffled within each class."
+    "has a CI excluding 0 and a q below 0.05: q is the (median over seeds) permutation p adjusted over the report's whole "
+    "family of gap tests (Benjamini–Hochberg by default, Holm with `--adjust holm`); its noise floor is the median "
+    "|gap| when group labels are shuffled within each class."
 )
 
 
@@ -58,6 +63,26 @@ AUDIT_HEADERS = (["model", "attribute", "AUC [95% CI]", "chance AUC (95th pct)",
                  ["model", "exact pairs", "near pairs", "cosine threshold", "pairs across splits", "per split pair"])
 
 
+def _pooled_line(groups) -> list[str]:
+    ks = sorted({g.summary["folds"]["k"] for g in groups if g.summary.get("folds")})
+    if not ks:
+        return []
+    return [f"Cross-validated results are pooled out-of-fold over {'/'.join(map(str, ks))} folds: every image is tested "
+            "once, and each CI resamples the pooled test patients with the fold models held fixed; the per-fold table "
+            "shows the spread from refitting them."]
+
+
+def _probe_line(groups) -> list[str]:
+    """How many fine-tuning runs kept the linear probe they started from (epoch 0 selected)."""
+    tuned = [g for g in groups if g.method in ("lora", "full")]
+    started = sum(len(g.runs) for g in tuned)
+    kept = sum(g.kept_probe for g in tuned)
+    if not kept:
+        return []
+    return [f"{kept} of {started} fine-tuning runs kept the linear probe they started from (validation chose epoch 0): "
+            "those rows are the probe, marked ‡ in the tables and '= probe' in the figures."]
+
+
 def _environment():
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
@@ -65,7 +90,8 @@ def _environment():
                        autoescape=select_autoescape(["html"]), keep_trailing_newline=True)
 
 
-def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = 1000, attributes: str | None = None) -> Path:
+def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = N_BOOT, attributes: str | None = None,
+                 adjust: str = "bh") -> Path:
     """Write ``out/report.md``, ``out/report.html`` (figures embedded), ``out/figures/*.png`` and
     ``out/summary.json``; returns the Markdown path."""
     from markdown_it import MarkdownIt
@@ -77,6 +103,7 @@ def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = 1000, a
     if not groups:
         raise EmbedkitError(f"{runs_dir}: no finished runs (<dataset>/<model>/<method>/seed-<k>/run.json) found; "
                             "run `embedkit probe`, `zeroshot` or `finetune` first")
+    family = adjust_family(groups, adjust)
     found = fnd.gaps(groups)
     beyond = sorted((f for f in found if f.significant), key=lambda f: -f.excess)
     figs = figures(groups, out / "figures")
@@ -93,7 +120,7 @@ def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = 1000, a
         figs[target.stem] = target
     context = {
         "runs_dir": str(runs_dir), "n_runs": sum(len(g.runs) for g in groups), "n_groups": len(groups),
-        "headline": fnd.headline(found, fnd.planted_bias(groups)) + frontier.headline(compared), "beyond": beyond[:SHOWN], "more": max(len(beyond) - SHOWN, 0), "findings_figure": "findings.png",
+        "headline": fnd.headline(found, fnd.planted_bias(groups), family, adjust) + _pooled_line(groups) + _probe_line(groups) + frontier.headline(compared), "beyond": beyond[:SHOWN], "more": max(len(beyond) - SHOWN, 0), "findings_figure": "findings.png",
         "figures": [(name, CAPTIONS.get(name, name)) for name in figs if name != "findings" and not name.startswith("audit-")],
         "tables": ([compared] if compared else []) + tables(groups), "audits": found_audits, "audit_headers": AUDIT_HEADERS,
         "conventions": CONVENTIONS, "conventions_html": MarkdownIt("commonmark").render(CONVENTIONS),
@@ -106,5 +133,7 @@ def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = 1000, a
         tmp = out / f".{name}.partial"
         tmp.write_text(text)
         tmp.replace(out / name)
-    (out / "summary.json").write_text(json.dumps({f"{g.dataset}/{g.model}/{g.method}": g.summary for g in groups}, indent=1))
+    (out / "summary.json").write_text(json.dumps({"family": {"tests": family, "adjust": adjust},
+                                                  **{f"{g.dataset}/{g.model}/{g.method}": g.summary for g in groups}},
+                                                 indent=1))
     return out / "report.md"

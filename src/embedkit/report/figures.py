@@ -26,6 +26,7 @@ def figures(groups: list[Group], out: Path) -> dict[str, Path]:
     cross = reliability_attribute(attributes)       # the intersection when declared (the paper's sex x age cells)
     cells = attributes[cross]["groups"]
     singles = [a for a, s in attributes.items() if len(s.get("columns", ())) <= 1]
+    kept = {(g.model, g.method) for g in groups if g.kept_probe}
     paths = {}
 
     def bars(ax, values, labels, series, title, ylabel):
@@ -39,6 +40,8 @@ def figures(groups: list[Group], out: Path) -> dict[str, Path]:
             for j, m in enumerate(mean):
                 if not np.isfinite(m):
                     ax.text(j + i * width, 0, "—", ha="center", va="bottom", fontsize=7)
+                elif (labels[j], s) in kept:   # a fine-tuning bar that is its starting linear probe
+                    ax.text(j + i * width, 0.02, "= probe", ha="center", va="bottom", rotation=90, fontsize=6)
         ax.set_xticks(np.arange(len(labels)) + width * (len(series) - 1) / 2, labels, rotation=20, fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(ylabel)
@@ -128,7 +131,7 @@ def figures(groups: list[Group], out: Path) -> dict[str, Path]:
 
 def findings_figure(found, out: Path) -> Path:
     """One compact matrix: rows model / method, columns attribute x gap, colour = |gap| minus its
-    noise floor, '*' where the gap is beyond noise (CI excludes 0 and p < 0.05)."""
+    noise floor, '*' where the gap is beyond noise (CI excludes 0 and q < 0.05 over the report's family)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,7 +150,7 @@ def findings_figure(found, out: Path) -> Path:
     im = ax.imshow(grid, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
     ax.set_xticks(range(len(cols)), [f"{a}\n{g}" for a, g in cols], fontsize=7)
     ax.set_yticks(range(len(rows)), [f"{m} / {k}" for m, k in rows], fontsize=7)
-    ax.set_title("Fairness gaps beyond the noise floor (|gap| − floor; * = CI excludes 0 and p < 0.05)", fontsize=9)
+    ax.set_title("Fairness gaps beyond the noise floor (|gap| − floor; * = CI excludes 0 and q < 0.05)", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.03)
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)

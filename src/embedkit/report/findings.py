@@ -1,8 +1,9 @@
 """What the report says first: which fairness gaps exceed their noise floor, in words, and whether
 a planted bias (the phantom's ``phantom.json``) was recovered.
 
-A gap is a finding when its CI excludes 0 and its (median over seeds) permutation p < 0.05 — the
-rule of ``metrics.suite.significant`` — and its magnitude exceeds the noise floor.
+A gap is a finding when its CI excludes 0, its (median over seeds) permutation p-value, adjusted over the
+report's whole family of tests (Benjamini–Hochberg unless Holm is asked for), is below 0.05 — the rule of
+``metrics.suite.significant`` applied to q — and its magnitude exceeds the noise floor.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedkit.metrics.suite import significant
-from embedkit.report.summary import Group
+from embedkit.report.summary import Group, sign_changes
 from embedkit.report.tables import GAPS, lookup
 
 PHANTOM_ATTRIBUTE = {"sex": "sex", "age_group": "age", "site": "site"}   # phantom.json's names -> declared ones
@@ -30,8 +31,10 @@ class Finding:
     ci: tuple[float | None, float | None]
     floor: float
     p: float | None
+    q: float | None
     significant: bool
     groups: tuple[str, ...] = ()          # the attribute's groups in declared order (f1_gap: first - second)
+    fold_signs: tuple[int, int] | None = None   # cross-validation: folds where the gap is positive, negative
 
     @property
     def excess(self) -> float:
@@ -45,8 +48,11 @@ class Finding:
         elif self.gap == "f1_gap":
             side = " (max − min over groups)"
         p = "undefined" if self.p is None else f"{self.p:.3f}"
+        q = "undefined" if self.q is None else f"{self.q:.3f}"
         return (f"{self.model} / {self.method}: {self.attribute} {NAMES[self.gap]} {self.value:+.3f} "
-                f"[{lo:.3f}, {hi:.3f}]{side}; noise floor {self.floor:.3f}, p = {p}")
+                f"[{lo:.3f}, {hi:.3f}]{side}; noise floor {self.floor:.3f}, p = {p}, q = {q}"
+                + (f"; its sign differs across folds ({self.fold_signs[0]} positive, {self.fold_signs[1]} negative)"
+                   if self.fold_signs else ""))
 
 
 def gaps(groups: list[Group]) -> list[Finding]:
@@ -63,8 +69,10 @@ def gaps(groups: list[Group]) -> list[Finding]:
                     continue
                 ci = tuple(entry.get("ci") or (None, None))
                 p, floor = g.summary["p_value"][attr][gap], g.summary["noise_floor"][attr][gap]
-                verdict = significant(list(ci), p) and abs(entry["mean"]) > floor
-                out.append(Finding(g.model, g.method, attr, gap, entry["mean"], ci, floor, p, verdict, kept))
+                q = g.summary["q_value"][attr][gap]
+                verdict = significant(list(ci), q) and abs(entry["mean"]) > floor
+                out.append(Finding(g.model, g.label, attr, gap, entry["mean"], ci, floor, p, q, verdict, kept,
+                                   sign_changes(g.summary.get("folds"), attr, gap) if gap == "f1_gap" else None))
     return out
 
 
@@ -85,8 +93,8 @@ def planted_bias(groups: list[Group]) -> list[dict]:
                 entry = lookup(g.summary, f"fairness/{attr}/f1_gap") or {}
                 if entry.get("mean") is None:
                     continue
-                ci, p = list(entry.get("ci") or (None, None)), g.summary["p_value"][attr]["f1_gap"]
-                hits.append((f"{g.model} / {g.method}", significant(ci, p) and _worst(g, attr) == group))
+                ci, q = list(entry.get("ci") or (None, None)), g.summary["q_value"][attr]["f1_gap"]
+                hits.append((f"{g.model} / {g.method}", significant(ci, q) and _worst(g, attr) == group))
             if not runs:
                 continue
             out.append({"attribute": attr, "group": group, "strength": bias["strength"],
@@ -101,13 +109,18 @@ def _worst(g: Group, attr: str) -> str | None:
     return min(f1, key=f1.get) if f1 else None
 
 
-def headline(found: list[Finding], planted: list[dict]) -> list[str]:
+ADJUSTED = {"bh": "Benjamini–Hochberg false-discovery-rate q", "holm": "Holm-adjusted p"}
+
+
+def headline(found: list[Finding], planted: list[dict], family: int = 0, adjust: str = "bh") -> list[str]:
     """The opening sentences of the report."""
     beyond = [f for f in found if f.significant]
-    lines = []
+    lines = [f"The family of tests holds {family} fairness gaps (model × method × attribute × gap); each p-value is "
+             f"adjusted over all of them ({ADJUSTED[adjust]}), and a finding needs q < 0.05, a CI excluding 0 and a "
+             "gap beyond its noise floor."]
     runs = len({(f.model, f.method) for f in found})
     if beyond:
-        lines.append(f"{len(beyond)} fairness gap(s) exceed their noise floor (CI excludes 0, permutation p < 0.05) "
+        lines.append(f"{len(beyond)} fairness gap(s) exceed their noise floor (CI excludes 0, q < 0.05) "
                      f"across {runs} model × method combinations; the largest excess over the floor first.")
     else:
         lines.append(f"No fairness gap exceeds its noise floor in any of the {runs} model × method combinations: "

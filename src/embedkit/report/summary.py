@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from embedkit.errors import EmbedkitError
 from embedkit.metrics import aggregate_seeds
 from embedkit.metrics.stats import N_BINS
-from embedkit.metrics.suite import GAPS
+from embedkit.metrics.suite import GAPS, N_BOOT
 from embedkit.runs import PREDICTIONS, RECORD, concat, evaluate_predictions, read_predictions
 
 
@@ -32,6 +33,16 @@ class Group:
     reliability: dict      # group -> (conf per bin, acc per bin, count per bin), pooled over seeds
     manifest: str | None = None
     per_seed: list = field(default_factory=list, repr=False)   # each seed's evaluate() with its bootstrap replicates
+    kept_probe: int = 0    # fine-tuning runs that selected epoch 0: the linear probe they started from
+
+    @property
+    def label(self) -> str:
+        """The method as tables and figures name it: a fine-tuning row that kept its starting probe says so."""
+        if not self.kept_probe:
+            return self.method
+        if self.kept_probe == len(self.runs):
+            return f"{self.method} (= linear probe)"
+        return f"{self.method} ({self.kept_probe}/{len(self.runs)} = probe)"
 
     @property
     def attributes(self) -> dict:
@@ -48,6 +59,13 @@ def find_runs(runs_dir: Path) -> dict[tuple[str, str, str], list[Path]]:
             dataset, model, method = folder.parts[-4:-1]
             found[(dataset, model, method)].append(folder)
     return found
+
+
+def kept_probe(record: dict) -> bool:
+    """A fine-tuning run whose selected epoch is 0 is the linear probe it started from (LP-FT)."""
+    init = record.get("init")
+    return (isinstance(init, dict) and init.get("kind", "probe") == "probe"
+            and record.get("selection", {}).get("best_epoch") == 0)
 
 
 def reliability_attribute(settings: dict) -> str:
@@ -91,20 +109,47 @@ def _rounds(runs_dir: Path) -> dict[tuple[str, str, str], list[list[Path]]]:
 
 
 def _pooled_test(folders: list[Path]):
-    """Every fold's test rows in one set: each image tested exactly once (out-of-fold predictions)."""
+    """Every fold's test rows in one set: each image tested exactly once (out-of-fold predictions). Refuses
+    to pool unless all K folds are present and no image is tested twice."""
     parts = [read_predictions(f / PREDICTIONS).select("test") for f in folders]
-    return parts[0] if len(parts) == 1 else concat(parts)
+    if len(parts) == 1:
+        return parts[0]
+    _check_folds(folders, parts)
+    return concat(parts)
+
+
+def _check_folds(folders: list[Path], parts) -> None:
+    where = f"{folders[0].parents[2].name.rsplit('-fold', 1)[0]}-fold*/{'/'.join(folders[0].parts[-3:])}"
+    seen = {int(FOLD.match(f.parts[-4])["k"]) for f in folders}
+    k = max([len(seen)] + [len(set(p.attributes["fold"])) for p in parts if "fold" in p.attributes]
+            + [max(seen) + 1])
+    missing = sorted(set(range(k)) - seen)
+    if missing:
+        raise EmbedkitError(f"{where}: {len(seen)} of {k} folds finished (missing fold {', '.join(map(str, missing))}); "
+                            "cross-validated results pool only when every fold has run — finish them (rerun the study) "
+                            "or report the finished folds as separate datasets")
+    ids = np.concatenate([p.image_id for p in parts])
+    if len(set(ids.tolist())) != len(ids):
+        raise EmbedkitError(f"{where}: an image is in the test split of several folds; the rounds are not one "
+                            "K-fold partition (make them with `embedkit data folds`)")
 
 
 def _fold_spread(per_seed: list[list[Path]], attributes) -> dict | None:
-    """Per-fold point values (first seed): accuracy and the first attribute's F1 gap, to show the spread."""
+    """Per-fold point values (first seed): accuracy and every gap of every attribute, to show the spread
+    the pooled CI leaves out (it treats the K fold models as fixed)."""
     if len(per_seed[0]) < 2:
         return None
     vals = [evaluate_predictions(read_predictions(f / PREDICTIONS).select("test"), attributes=attributes, n_boot=1, n_perm=1)
             for f in per_seed[0]]
-    first = next(iter(vals[0]["fairness"]))
-    return {"k": len(vals), "accuracy": [v["accuracy"] for v in vals], "attribute": first,
-            "f1_gap": [v["fairness"][first]["f1_gap"] for v in vals]}
+    return {"k": len(vals), "accuracy": [v["accuracy"] for v in vals],
+            "gaps": {a: {gap: [v["fairness"][a][gap] for v in vals] for gap in GAPS} for a in vals[0]["fairness"]}}
+
+
+def sign_changes(folds: dict | None, attribute: str, gap: str) -> tuple[int, int] | None:
+    """(folds with a positive, with a negative value) of a signed gap when both occur, else None."""
+    values = [v for v in ((folds or {}).get("gaps", {}).get(attribute, {}).get(gap) or []) if v is not None]
+    pos, neg = sum(v > 0 for v in values), sum(v < 0 for v in values)
+    return (pos, neg) if pos and neg else None
 
 
 def _median(values) -> float | None:
@@ -112,7 +157,22 @@ def _median(values) -> float | None:
     return float(np.median(v)) if v else None
 
 
-def summarise(runs_dir: Path, *, n_boot: int = 1000, attributes: str | None = None) -> list[Group]:
+def adjust_family(groups: list[Group], method: str = "bh") -> int:
+    """Adjust every gap's p-value over the report's whole family of tests (model x method x attribute x
+    gap, every dataset) into ``summary["q_value"]``; returns the family's size."""
+    from embedkit.metrics.intervals import adjust
+
+    keys = [(g, a, gap) for g in groups for a in g.summary["p_value"] for gap in GAPS
+            if g.summary["p_value"][a].get(gap) is not None]
+    q = adjust([g.summary["p_value"][a][gap] for g, a, gap in keys], method)
+    for g in groups:
+        g.summary["q_value"] = {a: {gap: None for gap in GAPS} for a in g.summary["p_value"]}
+    for (g, a, gap), v in zip(keys, q):
+        g.summary["q_value"][a][gap] = v
+    return len(keys)
+
+
+def summarise(runs_dir: Path, *, n_boot: int = N_BOOT, attributes: str | None = None) -> list[Group]:
     groups = []
     for (dataset, model, method), per_seed in sorted(_rounds(runs_dir).items()):
         results, preds_all = [], []
@@ -135,8 +195,9 @@ def summarise(runs_dir: Path, *, n_boot: int = 1000, attributes: str | None = No
             cnt = sum(r[g][2] for r in rel)
             with np.errstate(invalid="ignore"):
                 pooled[g] = tuple(np.nansum([r[g][k] * r[g][2] for r in rel], 0) / cnt for k in (0, 1)) + (cnt,)
-        record = json.loads((folders[0] / RECORD).read_text())
-        groups.append(Group(dataset, model, method, folders, summary, pooled, record.get("manifest"), results))
+        records = [json.loads((f / RECORD).read_text()) for f in folders]
+        groups.append(Group(dataset, model, method, folders, summary, pooled, records[0].get("manifest"), results,
+                            sum(kept_probe(r) for r in records)))
     if len({g.dataset for g in groups}) > 1:  # several datasets in one runs folder: keep them apart
         for g in groups:
             g.model = f"{g.dataset}/{g.model}"

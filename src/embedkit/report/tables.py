@@ -62,19 +62,19 @@ def tables(groups: list[Group]) -> list[tuple[str, list[str], list[list[str]]]]:
     models = ordered_models(by)
     methods = ordered_methods(groups)
     out = []
-    out.append(("Accuracy (test; mean ± sd over seeds [95% CI pooling seeds and bootstrap])", ["model", *methods],
-                [[LABELS.get(m, m), *(_fmt(lookup(by[(m, k)].summary, "accuracy")) if (m, k) in by else "—" for k in methods)] for m in models]))
-    out.append(("Macro F1", ["model", *methods],
-                [[LABELS.get(m, m), *(_fmt(lookup(by[(m, k)].summary, "f1_macro")) if (m, k) in by else "—" for k in methods)] for m in models]))
-    out.append(("Variance of per-class F1", ["model", *methods],
-                [[LABELS.get(m, m), *(_fmt(lookup(by[(m, k)].summary, "var_f1"), 4) if (m, k) in by else "—" for k in methods)] for m in models]))
+    note = " (‡ = a fine-tuning cell whose runs kept their starting linear probe: epoch 0 selected)" if any(
+        g.kept_probe for g in groups) else ""
+    for title, path, digits in (("Accuracy (test; mean ± sd over seeds [95% CI pooling seeds and bootstrap])", "accuracy", 3),
+                                ("Macro F1", "f1_macro", 3), ("Variance of per-class F1", "var_f1", 4)):
+        out.append((title + note, ["model", *methods],
+                    [[LABELS.get(m, m), *(_cell(by.get((m, k)), path, digits) for k in methods)] for m in models]))
     classes = sorted({c for g in groups for c in (g.summary.get("f1") or {})})
     out.append(("Per-class F1", ["model", "method", *classes],
-                [[g.model, g.method, *(_fmt(lookup(g.summary, f"f1/{c}"), 2) for c in classes)] for g in groups]))
+                [[g.model, g.label, *(_fmt(lookup(g.summary, f"f1/{c}"), 2) for c in classes)] for g in groups]))
     attributes = declared(groups)
     group_cols = [(a, g) for a, s in attributes.items() for g in s["groups"]]
     out.append(("Per-group macro F1", ["model", "method", *(f"{a} {g}" for a, g in group_cols)],
-                [[g.model, g.method, *(_fmt(lookup(g.summary, f"groups/{a}/{v}/f1_macro"), 2) for a, v in group_cols)]
+                [[g.model, g.label, *(_fmt(lookup(g.summary, f"groups/{a}/{v}/f1_macro"), 2) for a, v in group_cols)]
                  for g in groups]))
     for attr, settings in attributes.items():
         first, *rest = settings["groups"] + [""]
@@ -86,25 +86,43 @@ def tables(groups: list[Group]) -> list[tuple[str, list[str], list[list[str]]]]:
             for gap in GAPS:
                 entry = lookup(g.summary, f"fairness/{attr}/{gap}")
                 ci = (entry or {}).get("ci") or [None, None]
-                star = " *" if significant(ci, g.summary["p_value"].get(attr, {}).get(gap)) else ""
-                cells.append(_fmt(entry) + star)
-                cells.append(f"{g.summary['noise_floor'].get(attr, {}).get(gap, float('nan')):.3f}")
-            rows.append([g.model, g.method, *cells])
-        out.append((f"Fairness gaps, {attr} (f1_gap {sign}{small}; * = CI excludes 0 and median permutation p < 0.05; "
+                p, q = g.summary["p_value"].get(attr, {}).get(gap), g.summary.get("q_value", {}).get(attr, {}).get(gap)
+                star = " *" if significant(ci, q) else ""
+                cells += [_fmt(entry) + star, f"{g.summary['noise_floor'].get(attr, {}).get(gap, float('nan')):.3f}",
+                          _p(p), _p(q)]
+            rows.append([LABELS.get(g.model, g.model), g.label, *cells])
+        out.append((f"Fairness gaps, {attr} (f1_gap {sign}{small}; * = CI excludes 0 and q < 0.05 over the report's "
+                    "family; p = median permutation p over seeds, q = p adjusted over the family; "
                     "floor = median |gap| under the permutation null)",
-                    ["model", "method", *(h for gap in GAPS for h in (gap, f"{gap} floor"))], rows))
+                    ["model", "method", *(h for gap in GAPS for h in (gap, "floor", "p", "q"))], rows))
     cv = [g for g in groups if g.summary.get("folds")]
     if cv:
-        out.append(("Cross-validation: per-fold spread (first seed; pooled values above)",
-                    ["model", "method", "folds", "accuracy per fold", "f1_gap per fold", "sd of f1_gap"],
-                    [[g.model, g.method, str(g.summary["folds"]["k"]),
+        out.append(("Cross-validation: per-fold spread (first seed). The pooled CIs above resample the pooled test images "
+                    "and treat the K fold models as fixed; this spread is the variation from refitting them",
+                    ["model", "method", "folds", "accuracy per fold", *(f"{a} f1_gap per fold" for a in attributes),
+                     *(f"sd of {a} f1_gap" for a in attributes)],
+                    [[g.model, g.label, str(g.summary["folds"]["k"]),
                       ", ".join(f"{v:.3f}" for v in g.summary["folds"]["accuracy"]),
-                      f"{g.summary['folds']['attribute']}: "
-                      + ", ".join("—" if v is None else f"{v:+.3f}" for v in g.summary["folds"]["f1_gap"]),
-                      _sd(g.summary["folds"]["f1_gap"])] for g in cv]))
+                      *(", ".join("—" if v is None else f"{v:+.3f}" for v in _per_fold(g, a)) for a in attributes),
+                      *(_sd(_per_fold(g, a)) for a in attributes)] for g in cv]))
     return out
 
 
+
+
+def _cell(g: Group | None, path: str, digits: int) -> str:
+    if g is None:
+        return "—"
+    mark = "" if not g.kept_probe else " ‡" if g.kept_probe == len(g.runs) else f" ‡{g.kept_probe}/{len(g.runs)}"
+    return _fmt(lookup(g.summary, path), digits) + mark
+
+
+def _per_fold(g: Group, attr: str) -> list:
+    return g.summary["folds"]["gaps"].get(attr, {}).get("f1_gap") or []
+
+
+def _p(value) -> str:
+    return "—" if value is None else f"{value:.3f}"
 
 
 def _sd(values) -> str:

@@ -1,0 +1,35 @@
+"""The attribute a fairness intervention or a fairness-aware selection acts on, as data: each row's group
+label and code, and its (group x class) cell. Shared by the interventions, the post-processing and the
+selection strategies, and importing none of them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from embedkit.errors import EmbedkitError
+
+
+def attribute_labels(cfg, cache, rows: np.ndarray) -> tuple[str, np.ndarray, tuple[str, ...]]:
+    """(name, each row's group label, group order) of the attribute an intervention or a fairness-aware
+    selection acts on (default sex)."""
+    from embedkit.attributes import parse
+    from embedkit.runs import attribute_columns
+
+    attr = parse(cfg.attribute or "sex")[0]
+    columns = attribute_columns(cache.meta)
+    missing = [c for c in attr.columns if c not in columns]
+    if missing:
+        raise EmbedkitError(f"--attribute {cfg.attribute}: the manifest has no column {', '.join(missing)}")
+    labels = attr.labels({k: v[rows] for k, v in columns.items()})
+    return attr.name, labels, attr.order(labels)
+
+
+def group_codes(cfg, cache, split) -> np.ndarray:
+    """(N,) each row's group index; rows missing the attribute share one extra group."""
+    _, labels, order = attribute_labels(cfg, cache, split.rows)
+    return np.array([order.index(v) if v in order else len(order) for v in labels])
+
+
+def cells(cfg, cache, split) -> np.ndarray:
+    """(N,) code of each row's (group, class) cell; rows missing the attribute share one group."""
+    return group_codes(cfg, cache, split) * len(cache.classes) + split.y.numpy()

@@ -1,0 +1,89 @@
+"""Resampling at the unit of independence: the patient.
+
+Images of one patient are not independent, so the bootstrap resamples *patients* (a cluster bootstrap)
+and the permutation null moves *a patient's* group label (all of the patient's images together). The
+design depends on the rows' patients and classes alone — never on which attributes are declared — so
+declaring another attribute changes no other number:
+
+- strata: a patient's class when all its images share one, else one "mixed" stratum; the bootstrap draws
+  patients with replacement inside each stratum, the permutation shuffles labels inside each stratum;
+- a patient's group under permutation is the group most of its images have (ties: the first seen);
+- without patient ids every image is its own patient, and a table whose patients each have one image
+  draws exactly the same numbers (same seed) as that image-level design.
+
+Statistics are sums over rows, so a replicate is ``counts (B, P) @ per-patient statistics (P, K)``: the
+cost grows with B x P in blocks of ``BLOCK`` elements, never with a B x N index matrix. The draws are the
+index draws of the classic form (``rng.integers`` per stratum), turned into counts, so the index form on
+the same draws gives the same numbers (tested).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+BLOCK = 1 << 22      # elements of one block of (replicates x patients) counts: 32 MiB of float64
+
+
+def first_seen_codes(values) -> tuple[np.ndarray, int]:
+    """(code per row, number of codes), codes numbered in order of first appearance."""
+    _, first, inverse = np.unique(np.asarray(values).astype(str), return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[inverse.ravel()], len(first)
+
+
+class Clusters:
+    """The rows' patients and the strata they are resampled and permuted within."""
+
+    def __init__(self, patient_id, y_true: np.ndarray, n_classes: int):
+        y_true = np.asarray(y_true, dtype=np.int64)
+        if patient_id is None:
+            self.patient, self.n = np.arange(len(y_true)), len(y_true)
+        else:
+            self.patient, self.n = first_seen_codes(patient_id)
+        lo = np.full(self.n, n_classes, dtype=np.int64)
+        hi = np.full(self.n, -1, dtype=np.int64)
+        np.minimum.at(lo, self.patient, y_true)
+        np.maximum.at(hi, self.patient, y_true)
+        self.stratum = np.where(lo == hi, lo, n_classes)        # one class, or "mixed"
+        self.members = [np.flatnonzero(self.stratum == s) for s in np.unique(self.stratum)]
+        self.clustered = self.n < len(y_true)
+
+    def block_size(self, n_rep: int) -> int:
+        return max(1, min(n_rep, BLOCK // max(self.n, 1)))
+
+    def bootstrap_counts(self, n_boot: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+        """(b, P) times each patient is drawn, block by block; strata keep their patient counts."""
+        step = self.block_size(n_boot)
+        for start in range(0, n_boot, step):
+            b = min(step, n_boot - start)
+            counts = np.zeros((b, self.n))
+            offset = (np.arange(b) * self.n)[:, None]
+            for members in self.members:
+                drawn = members[rng.integers(0, len(members), (b, len(members)))]
+                counts += np.bincount((drawn + offset).ravel(), minlength=b * self.n).reshape(b, self.n)
+            yield counts
+
+    def patient_labels(self, codes: np.ndarray, n_codes: int) -> np.ndarray:
+        """(P,) each patient's group: the code most of its images have (ties: the lowest code)."""
+        tally = np.zeros((self.n, n_codes), dtype=np.int64)
+        np.add.at(tally, (self.patient, codes), 1)
+        return tally.argmax(1)
+
+    def permuted_labels(self, labels: np.ndarray, n_perm: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+        """(b, P) patient labels shuffled within each stratum, block by block."""
+        step = self.block_size(n_perm)
+        for start in range(0, n_perm, step):
+            out = np.tile(labels, (min(step, n_perm - start), 1))
+            for members in self.members:
+                out[:, members] = rng.permuted(out[:, members], axis=1)
+            yield out
+
+
+def per_patient(values: np.ndarray, patient: np.ndarray, n_patients: int) -> np.ndarray:
+    """(P, K) sums over each patient's rows of (N, K) per-row statistics."""
+    out = np.zeros((n_patients, values.shape[1]))
+    np.add.at(out, patient, values)
+    return out

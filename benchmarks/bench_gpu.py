@@ -35,9 +35,9 @@ def _sync(device: torch.device) -> None:
 
 def forward_rate(enc, device: torch.device, precision: str, batch: int, steps: int) -> float:
     """Images/s of the bare image forward on random input of the encoder's input size, after a warm-up."""
-    from embedkit.cache.extract import PRECISIONS
+    from embedkit.cache.extract import DTYPES
 
-    dtype = PRECISIONS[precision]
+    dtype = DTYPES[precision]
     tower = enc.image_tower.to(device=device, dtype=dtype).eval()
     size = enc.preprocess(Image.new("L", (8, 8))).shape
     x = torch.randn((batch, *size), device=device, dtype=dtype)
@@ -70,7 +70,8 @@ def nih_like(folder: Path, n: int, size: int) -> Path:
 def pipeline_rate(model: str, weights: Path, manifest: Path, cache_dir: Path, device: str, batch: int) -> dict:
     """`extract` img/s (decode, preprocessing, forward, chunk files), its once-per-file seconds (model load,
     key, prompt embeddings, assembly) and its decode worker count."""
-    from embedkit.cache.extract import ExtractConfig, auto_workers, extract
+    from embedkit.cache.extract import ExtractConfig, extract
+    from embedkit.devices import auto_workers
     from embedkit.devices import resolve_device
 
     cfg = ExtractConfig(manifest=manifest, models=(model,), cache_dir=cache_dir, batch_size=batch, device=device,

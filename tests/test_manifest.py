@@ -34,7 +34,7 @@ def test_reads_columns_and_derived_attributes(tmp_path):
         ({"image_id": ""}, "line 3, column 'image_id': is empty"),
         ({"image_id": "a"}, "line 3, column 'image_id': duplicate 'a' (first on line 2)"),
         ({"sex": "X"}, "column 'sex': unknown sex code 'X'"),
-        ({"age": ""}, "column 'age': is empty"),
+        ({"patient_id": ""}, "column 'patient_id': is empty"),
         ({"age": "-3"}, "column 'age': '-3' is not a whole, non-negative"),
         ({"age": "old"}, "column 'age': 'old' is not a number"),
         ({"split": "dev"}, "column 'split': unknown split 'dev'"),
@@ -50,8 +50,8 @@ def test_validation_names_row_and_column(tmp_path, change, message):
 
 
 def test_missing_column_and_missing_files(tmp_path):
-    with pytest.raises(EmbedkitError, match="missing column.*sex"):
-        read_manifest(write(tmp_path, [GOOD], columns=[c for c in COLUMNS if c != "sex"]))
+    with pytest.raises(EmbedkitError, match="missing column.*label"):
+        read_manifest(write(tmp_path, [GOOD], columns=[c for c in COLUMNS if c != "label"]))
     with pytest.raises(EmbedkitError, match=r"1 image file\(s\) missing: line 2: a.png"):
         read_manifest(write(tmp_path, [GOOD]), check_files=True)
     with pytest.raises(EmbedkitError, match="manifest not found"):
@@ -62,3 +62,27 @@ def test_digest_changes_with_any_row(tmp_path):
     a = read_manifest(write(tmp_path, [GOOD])).digest()
     b = read_manifest(write(tmp_path, [GOOD | {"age": "62"}])).digest()
     assert a != b and len(a) == 64
+
+
+def test_a_manifest_without_age_and_with_unknown_sex_works_for_what_it_has(tmp_path):
+    """sex and age are attributes, not requirements: each leaves out the rows it has no value for."""
+    import numpy as np
+
+    from embedkit.runs import Predictions, evaluate_predictions
+
+    columns = ("image_id", "path", "patient_id", "label", "sex", "split")
+    rows = [GOOD | {"image_id": f"i{i}", "patient_id": f"p{i}", "sex": "" if i == 0 else "MF"[i % 2]} for i in range(4)]
+    m = read_manifest(write(tmp_path, rows, columns))
+    assert list(m.column("sex")) == ["", "F", "M", "F"] and list(m.column("age_group")) == [""] * 4
+    rng = np.random.default_rng(0)
+    n = 120
+    y = np.arange(n) % 3
+    sex = np.array(["", *("MF"[i % 2] for i in range(1, n))])
+    p = Predictions(np.arange(n).astype(str), np.array(["test"] * n), np.array(list("ABC"))[y],
+                    rng.dirichlet(np.ones(3), n), tuple("ABC"), {"sex": sex, "age": np.array([""] * n)})
+    r = evaluate_predictions(p, n_boot=20, n_perm=20)
+    assert list(r["fairness"]) == ["sex"]                      # the default keeps what the data has
+    assert any("age: left out of the default" in w for w in r["warnings"])
+    assert any("sex: 1 of 120 rows have no value" in w for w in r["warnings"])
+    with pytest.raises(EmbedkitError):                         # a declaration the user wrote is kept whole
+        evaluate_predictions(p, attributes="race", n_boot=20, n_perm=20)

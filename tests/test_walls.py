@@ -52,3 +52,88 @@ def test_no_module_imports_another_packages_private_names():
                 crossing += [f"{f.relative_to(SRC)}: {node.module}.{a.name}" for a in node.names
                              if a.name.startswith("_") and not a.name.startswith("__")]
     assert not crossing, crossing
+
+
+def _embedkit_imports(path: Path) -> set[str]:
+    """The embedkit modules a file imports (lazy imports inside functions included)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.startswith("embedkit"):
+            out.add(node.module)
+            out |= {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("embedkit")}
+    return out
+
+
+# (package path, embedkit modules it may import): heads never reach the encoders; models import nothing downstream
+LAYERS = [("heads/", ("embedkit.models",), "heads read cached features, never the encoders"),
+          ("models/", ("embedkit.cache", "embedkit.heads", "embedkit.finetune", "embedkit.metrics", "embedkit.report",
+                       "embedkit.study", "embedkit.cli", "embedkit.audit", "embedkit.runs"),
+           "encoders import nothing downstream of them")]
+
+
+@pytest.mark.parametrize("folder, forbidden, why", LAYERS, ids=[r[0] for r in LAYERS])
+def test_layers_import_nothing_above_them(folder, forbidden, why):
+    crossing = [f"{f.relative_to(SRC)}: {m}" for f in FILES if str(f.relative_to(SRC)).startswith(folder)
+                for m in _embedkit_imports(f) if m.startswith(forbidden)]
+    assert not crossing, f"{why}: {crossing}"
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_import_cycles():
+    """No two modules reach each other through imports (every import counts, lazy ones included)."""
+    modules = {_module(f): f for f in FILES}
+
+    def resolve(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    # a module importing its own package's __init__ is not a cycle here
+    graph = {m: {r for r in map(resolve, _embedkit_imports(f)) if r and r != m and not m.startswith(r + ".")}
+             for m, f in modules.items()}
+    index, low, stack, on, cycles = {}, {}, [], set(), []
+
+    def visit(v):  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            part = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                part.append(w)
+                if w == v:
+                    break
+            if len(part) > 1:
+                cycles.append(sorted(part))
+
+    for m in graph:
+        if m not in index:
+            visit(m)
+    assert not cycles, cycles
+
+
+def test_files_and_functions_stay_readable():
+    """No module over 400 lines, no function over 80."""
+    long = []
+    for f in FILES:
+        text = f.read_text()
+        if len(text.splitlines()) > 400:
+            long.append(f"{f.relative_to(SRC)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
+                long.append(f"{f.relative_to(SRC)}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not long, long

@@ -19,8 +19,12 @@ import numpy as np
 from embedkit.errors import EmbedkitError
 
 DEFAULT = "sex,age,sex*age"          # today's three: sex, the paper's age bands, and their intersection
-DEFAULT_CUTS = {"age": (60.0,)}
-KNOWN_ORDER = {"sex": ("M", "F")}
+ACTED_ON = "sex"                     # what an intervention or a fairness-aware selection acts on unless told
+OLD_AGE = 60                         # the paper's one age cut: young < 60 <= old (the one age-band system)
+AGE_BANDS = ("young", "old")
+SEXES = ("M", "F")
+DEFAULT_CUTS = {"age": (float(OLD_AGE),)}
+KNOWN_ORDER = {"sex": SEXES}
 
 
 @dataclass(frozen=True)
@@ -131,8 +135,8 @@ def _band(data: Mapping[str, np.ndarray], column: str, cuts: tuple[float, ...] |
 
 def band_names(column: str, cuts: tuple[float, ...]) -> tuple[str, ...]:
     """Band labels: the paper's young/old for age at one cut; otherwise '<40', '40-60', '>=80'."""
-    if column == "age" and len(cuts) == 1:
-        return ("young", "old")
+    if column == "age" and cuts == DEFAULT_CUTS["age"]:
+        return AGE_BANDS
     inner = [f"{a:g}-{b:g}" for a, b in zip(cuts[:-1], cuts[1:])]
     return (f"<{cuts[0]:g}", *inner, f">={cuts[-1]:g}")
 

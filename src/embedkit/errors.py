@@ -7,3 +7,12 @@ class EmbedkitError(Exception):
 
 class LockedError(EmbedkitError):
     """Another process holds the lock on this work right now (exit code 3; ``--wait`` waits instead)."""
+
+
+class CacheNotFound(EmbedkitError):
+    """No complete store of a model matches what was asked; ``differ`` names the settings in which the stores
+    that do exist differ (e.g. weights, precision), so a planner can say why a step is stale."""
+
+    def __init__(self, message: str, differ: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.differ = differ

@@ -1,7 +1,9 @@
 """The manifest: one CSV row per image, the contract between every stage.
 
-Required columns: image_id, path, patient_id, label, sex, age, split. Extra columns are kept.
-Derived attributes: ``age_group`` (young < 60 <= old) and ``sex_age`` (e.g. ``M-young``).
+Required columns: image_id, path, patient_id, label, split. ``sex`` and ``age`` are the usual sensitive
+attributes: a manifest without one of them (or with an empty value on some rows) is read, and each attribute
+leaves out the rows it has no value for. Extra columns are kept. Derived attributes: ``age_group``
+(young < 60 <= old) and ``sex_age`` (e.g. ``M-young``), empty where a part is missing.
 """
 
 from __future__ import annotations
@@ -13,20 +15,23 @@ from pathlib import Path
 
 import numpy as np
 
+from embedkit.attributes import AGE_BANDS, OLD_AGE, SEXES
 from embedkit.errors import EmbedkitError
 
-COLUMNS = ("image_id", "path", "patient_id", "label", "sex", "age", "split")
-SEXES = ("M", "F")
-AGE_GROUPS = ("young", "old")
+COLUMNS = ("image_id", "path", "patient_id", "label", "sex", "age", "split")     # the canonical order
+REQUIRED = ("image_id", "path", "patient_id", "label", "split")
+OPTIONAL = ("sex", "age")            # read as empty (missing) when the manifest has no such column
+AGE_GROUPS = AGE_BANDS               # the paper's age bands, declared once in embedkit.attributes
 SPLITS = ("train", "val", "test")
-OLD_AGE = 60
 # The paper's six classes, in the order every table uses.
 STUDY_CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Pneumothorax")
 
 
-def age_group(age: int) -> str:
-    """The paper's age band: young below 60, old from 60."""
-    return "old" if age >= OLD_AGE else "young"
+def age_group(age: int | str) -> str:
+    """The paper's age band: young below 60, old from 60 ('' for a missing age)."""
+    if age == "":
+        return ""
+    return "old" if int(age) >= OLD_AGE else "young"
 
 
 def sex_age_groups() -> tuple[str, ...]:
@@ -49,11 +54,12 @@ class Manifest:
     def column(self, name: str) -> np.ndarray:
         """A column as an array; ``age`` is int, derived ``age_group``/``sex_age`` are computed."""
         if name == "age":
-            return np.array([int(r["age"]) for r in self.rows], dtype=np.int64)
+            values = [r["age"] for r in self.rows]
+            return np.array([int(v) for v in values], dtype=np.int64) if all(values) else np.array(values)
         if name == "age_group":
-            return np.array([age_group(int(r["age"])) for r in self.rows])
+            return np.array([age_group(r["age"]) for r in self.rows])
         if name == "sex_age":
-            return np.array([f"{r['sex']}-{age_group(int(r['age']))}" for r in self.rows])
+            return np.array([f"{r['sex']}-{age_group(r['age'])}" if r["sex"] and r["age"] else "" for r in self.rows])
         return np.array([r[name] for r in self.rows])
 
     def labels(self) -> np.ndarray:
@@ -86,18 +92,22 @@ def _fail(path: Path, line: int | None, column: str | None, what: str) -> Embedk
 
 
 def _check_row(path: Path, line: int, row: dict[str, str], classes: tuple[str, ...] | None) -> None:
-    for col in COLUMNS:
+    for col in REQUIRED:
         if not (row.get(col) or "").strip():
             raise _fail(path, line, col, "is empty; every row needs a value here")
-    if row["sex"] not in SEXES:
-        raise _fail(path, line, "sex", f"unknown sex code {row['sex']!r}; use one of {', '.join(SEXES)}")
-    try:
-        age = float(row["age"])
-    except ValueError:
-        raise _fail(path, line, "age", f"{row['age']!r} is not a number; give whole years") from None
-    if age < 0 or age != int(age):
-        raise _fail(path, line, "age", f"{row['age']!r} is not a whole, non-negative number of years")
-    row["age"] = str(int(age))
+    for col in OPTIONAL:
+        row[col] = (row.get(col) or "").strip()
+    if row["sex"] and row["sex"] not in SEXES:
+        raise _fail(path, line, "sex", f"unknown sex code {row['sex']!r}; use one of {', '.join(SEXES)} "
+                                       "(or leave it empty when unknown)")
+    if row["age"]:
+        try:
+            age = float(row["age"])
+        except ValueError:
+            raise _fail(path, line, "age", f"{row['age']!r} is not a number; give whole years") from None
+        if age < 0 or age != int(age):
+            raise _fail(path, line, "age", f"{row['age']!r} is not a whole, non-negative number of years")
+        row["age"] = str(int(age))
     if row["split"] not in SPLITS:
         raise _fail(path, line, "split", f"unknown split {row['split']!r}; use one of {', '.join(SPLITS)}")
     if classes is not None and row["label"] not in classes:
@@ -121,9 +131,9 @@ def read_manifest(
             if not header:
                 raise _fail(path, None, None, "is empty; a manifest starts with the header "
                                               f"{','.join(COLUMNS)}")
-            missing = [c for c in COLUMNS if c not in header]
+            missing = [c for c in REQUIRED if c not in header]
             if missing:
-                raise _fail(path, 1, None, f"missing column(s) {', '.join(missing)}; required: {', '.join(COLUMNS)}")
+                raise _fail(path, 1, None, f"missing column(s) {', '.join(missing)}; required: {', '.join(REQUIRED)}")
             rows = [dict(r) for r in reader]
     except (UnicodeDecodeError, csv.Error) as exc:
         raise EmbedkitError(f"{path}: not a UTF-8 CSV text file ({type(exc).__name__}); a manifest is a CSV with "

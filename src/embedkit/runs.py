@@ -223,16 +223,20 @@ def evaluate_predictions(p: Predictions, *, attributes=None, split: str = "test"
     from embedkit.attributes import check_columns
     from embedkit.metrics import evaluate
 
-    attrs = _declared(attributes)
+    attrs, notes = _available(_declared(attributes), p.attributes, default=attributes is None)
     check_columns(attrs, p.attributes, where)
     s = p.select(split)
     groups = {a.name: a.labels(s.attributes) for a in attrs}
     order = {a.name: a.order(groups[a.name]) for a in attrs}
+    for name, labels in groups.items():
+        if (labels == "").any():
+            notes.append(f"attribute {name}: {int((labels == '').sum())} of {len(labels)} rows have no value and are "
+                         "left out of its groups")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = evaluate(s.y_true(), s.proba, groups=groups, order=order, classes=s.classes, n_boot=n_boot,
                           n_perm=n_perm, seed=seed, return_replicates=return_replicates, patient_id=s.patient_id)
-    result["warnings"] = sorted({str(w.message) for w in caught})
+    result["warnings"] = sorted({str(w.message) for w in caught} | set(notes))
     for a in attrs:
         result["settings"]["attributes"][a.name] |= _declaration(a)
     return result
@@ -241,6 +245,17 @@ def evaluate_predictions(p: Predictions, *, attributes=None, split: str = "test"
 def _declaration(a) -> dict:
     """What an attribute's metrics were computed for: its columns and their cut points."""
     return {"columns": list(a.columns), "cuts": [list(c) if c is not None else None for c in a.cuts]}
+
+
+def _available(attrs: tuple, columns: dict, *, default: bool) -> tuple[tuple, list[str]]:
+    """The default declaration keeps only the attributes the data has values for (a dataset without age works
+    for sex), saying which it left out; a declaration the user wrote is kept whole (a missing column is an error)."""
+    if not default:
+        return attrs, []
+    has = lambda c: c in columns and (np.asarray(columns[c]).astype(str) != "").any()  # noqa: E731
+    kept = tuple(a for a in attrs if all(has(c) for c in a.columns))
+    return kept, [f"attribute {a.name}: left out of the default declaration (the data has no {'/'.join(a.columns)} "
+                  "values)" for a in attrs if a not in kept]
 
 
 def _declared(attributes) -> tuple:
@@ -270,8 +285,9 @@ def refresh_metrics(folder: Path, attributes, *, n_boot: int = N_BOOT, seed: int
     declared = {a.name: _declaration(a) for a in _declared(attributes)}
     settings = record.get("metrics", {}).get("settings", {})
     have = settings.get("attributes", {})
-    if (settings.get("version") == STATS_VERSION and list(have) == list(declared)
-            and all({k: have[n].get(k) for k in d} == d for n, d in declared.items())):
+    dropped = attributes is None and set(have) < set(declared)      # the default, less what the data lacks
+    if (settings.get("version") == STATS_VERSION and (list(have) == list(declared) or dropped)
+            and all({k: have[n].get(k) for k in d} == d for n, d in declared.items() if n in have)):
         return record
     record["metrics"] = evaluate_predictions(read_predictions(folder / PREDICTIONS), attributes=attributes, split="test",
                                              n_boot=n_boot, n_perm=n_boot, seed=seed)

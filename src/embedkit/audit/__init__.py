@@ -14,27 +14,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedkit.audit import duplicates, maps, probes
-
+from embedkit.spec import FAIRNESS, WHERE, Where
 
 
 @dataclass(frozen=True)
 class AuditConfig:
     model: str
     manifest: Path
-    cache_dir: Path = Path("cache")
+    cache_dir: Path = WHERE.cache_dir
     cache: Path | None = None
-    runs_dir: Path = Path("runs")
+    runs_dir: Path = WHERE.runs_dir
     dataset: str | None = None
-    attributes: str | None = None              # a declaration (embedkit.attributes); None: sex, age, sex*age
-    n_boot: int = 1000
-    n_perm: int = 1000
+    attributes: str | None = FAIRNESS.attributes  # a declaration (embedkit.attributes); None: sex, age, sex*age
+    n_boot: int = FAIRNESS.n_boot
+    n_perm: int = FAIRNESS.n_perm
     threshold: float | None = None      # near-duplicate cosine; None: calibrated on the data
     projection: str = "pca"             # the map: pca, or umap when umap-learn is installed
     seed: int = 0
     threads: int = 1
 
     def out_dir(self) -> Path:
-        return self.runs_dir / (self.dataset or self.manifest.resolve().parent.name) / self.model / "audit"
+        return Where(self.manifest, self.dataset, runs_dir=self.runs_dir).method_dir(self.model, "audit")
 
 
 def run_audit(cfg: AuditConfig) -> dict:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -24,16 +23,17 @@ import torch
 from embedkit.cache.identity import RowKey, row_keys
 from embedkit.cache.layout import (LAYOUT_VERSION, Cache, TextSet, cache_key, cache_path, read_cache, replace_text,
                                   write_cache)
-from embedkit.cache.parts import Parts, lock, shard_chunks
+from embedkit.cache.parts import Parts, lock, resolve_shard, shard_chunks
 from embedkit.cache.parts import chunks as chunks_of
-from embedkit.devices import resolve_device
+from embedkit.devices import auto_workers, resolve_device
 from embedkit.errors import EmbedkitError
 from embedkit.manifest import Manifest, read_manifest
 from embedkit.models import Encoder, load_encoder
 from embedkit.models.images import ImageRows, collate
 from embedkit.prompts import FORMATS, prompt_set
+from embedkit.spec import SWEEP, WHERE
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}    # spec.PRECISIONS as torch types
 
 
 @dataclass
@@ -42,11 +42,11 @@ class ExtractConfig:
 
     manifest: Path
     models: tuple[str, ...]
-    cache_dir: Path = Path("cache")
+    cache_dir: Path = WHERE.cache_dir
     weights: dict[str, Path] = field(default_factory=dict)
     tokenizers: dict[str, Path] = field(default_factory=dict)
-    batch_size: int = 64
-    workers: int | None = None                # None: auto_workers(device)
+    batch_size: int = SWEEP.batch_size
+    workers: int | None = None                # None: devices.auto_workers(device)
     dtype: str = "float32"
     precision: str = "fp32"
     device: str = "auto"
@@ -78,13 +78,6 @@ class ExtractResult:
     @property
     def images_per_s(self) -> float:
         return self.n / self.seconds if self.seconds > 0 else float("inf")
-
-
-def auto_workers(device: torch.device) -> int:
-    """Decode workers: several beside a GPU; none on CPU, where a worker process competes with the
-    forward for the cores (measured on 2 cores, MedCLIP-RN50: 0.90 of the bare forward with one worker,
-    0.98 decoding inline; docs/benchmarks.md)."""
-    return min(8, max((os.cpu_count() or 1) - 1, 0)) if device.type == "cuda" else 0
 
 
 def key_fields(encoder: Encoder, *, dtype: str, precision: str) -> dict:
@@ -123,12 +116,12 @@ def _prepare_pairs(job: _Job, classes: tuple[str, ...]) -> None:
 def _pair_scores(job: _Job, x: torch.Tensor, device: torch.device, precision: str) -> np.ndarray | None:
     if job.pair_prepared is None:
         return None
-    x = x.to(device, non_blocking=device.type == "cuda").to(PRECISIONS[precision])
+    x = x.to(device, non_blocking=device.type == "cuda").to(DTYPES[precision])
     return job.encoder.pair_similarity(x, job.pair_prepared).float().cpu().numpy()
 
 
 def _encode(job: _Job, x: torch.Tensor, device: torch.device, precision: str) -> np.ndarray:
-    dtype = PRECISIONS[precision]
+    dtype = DTYPES[precision]
     x = x.to(device, non_blocking=device.type == "cuda")
     with torch.inference_mode():
         return job.encoder.encode_images(x.to(dtype)).float().cpu().numpy()
@@ -138,7 +131,7 @@ def _prepare(encoder: Encoder, device: torch.device, precision: str) -> None:
     if precision == "fp16" and device.type == "cpu":
         raise EmbedkitError("--precision fp16 needs a GPU; on CPU use fp32 (default) or bf16")
     encoder.to(device)
-    encoder.image_tower.to(PRECISIONS[precision]).eval()
+    encoder.image_tower.to(DTYPES[precision]).eval()
 
 
 def text_sets(encoder: Encoder, classes: tuple[str, ...]) -> dict[str, TextSet]:
@@ -170,16 +163,6 @@ def _versions() -> dict:
             "transformers": transformers.__version__, "h5py": h5py.__version__, "numpy": np.__version__}
 
 
-def resolve_shard(cfg: ExtractConfig) -> tuple[int, int] | None:
-    """``--shard i/n``, or torchrun's RANK/WORLD_SIZE, or None for a single process."""
-    shard = cfg.shard
-    if shard is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        shard = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
-    if shard is not None and not 0 <= shard[0] < shard[1]:
-        raise EmbedkitError(f"--shard {shard[0]}/{shard[1]}: need 0 <= i < n")
-    return shard
-
-
 def extract(cfg: ExtractConfig, *, on_progress: Callable[[int, int], None] | None = None) -> list[ExtractResult]:
     """Fill (or reuse) one cache file per model; see the module docstring.
 
@@ -187,9 +170,9 @@ def extract(cfg: ExtractConfig, *, on_progress: Callable[[int, int], None] | Non
     the last shard to finish assembles the file, which is then identical to an unsharded run.
     """
     manifest = read_manifest(cfg.manifest)
-    shard = resolve_shard(cfg)
+    shard = resolve_shard(cfg.shard)
     device = resolve_device(cfg.device)
-    if cfg.precision not in PRECISIONS:
+    if cfg.precision not in DTYPES:
         raise EmbedkitError(f"--precision {cfg.precision!r}: choose fp32, bf16 or fp16")
     if cfg.dtype not in ("float32", "float16"):
         raise EmbedkitError(f"--dtype {cfg.dtype!r}: choose float32 or float16")

@@ -38,7 +38,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from embedkit.errors import EmbedkitError
+from embedkit.errors import CacheNotFound, EmbedkitError
 
 LAYOUT_VERSION = 3  # 3: one store per encoder setting, rows keyed by image content, appended to
 META_COLUMNS = ("label", "sex", "split", "patient_id")
@@ -290,10 +290,11 @@ def find_cache(model: str, cache_dir: str | Path, *, expect: dict | None = None,
                   and c.get("layout_version") == LAYOUT_VERSION]
     found = [c for c in candidates if all(c.get(k) == v for k, v in (expect or {}).items())]
     if not found:
-        differ = sorted({k for c in candidates for k, v in (expect or {}).items() if c.get(k) != v})
-        why = f"; the caches there differ in {', '.join(d.replace('_digest', '') for d in differ)}" if differ else ""
-        raise EmbedkitError(f"no cache of {model} for {manifest_hint} in {cache_dir}{why}; run `embedkit extract "
-                            f"--model {model} --manifest {manifest_hint} --cache-dir {cache_dir}` first")
+        differ = tuple(sorted({k.replace("_digest", "") for c in candidates for k, v in (expect or {}).items()
+                               if c.get(k) != v}))
+        why = f"; the caches there differ in {', '.join(differ)}" if differ else ""
+        raise CacheNotFound(f"no cache of {model} for {manifest_hint} in {cache_dir}{why}; run `embedkit extract "
+                            f"--model {model} --manifest {manifest_hint} --cache-dir {cache_dir}` first", differ)
     if len(found) > 1:
         raise EmbedkitError(f"several caches of {model} for {manifest_hint} ({', '.join(c['path'].name for c in found)}); "
                             "choose one with --cache-file FILE")

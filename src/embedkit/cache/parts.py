@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedkit.errors import LockedError
+from embedkit.errors import EmbedkitError, LockedError
 
 
 @contextmanager
@@ -84,3 +84,12 @@ def shard_chunks(n_chunks: int, shard: tuple[int, int] | None) -> range:
 
 def chunks(n: int, rows: int) -> list[range]:
     return [range(s, min(s + rows, n)) for s in range(0, n, rows)]
+
+
+def resolve_shard(shard: tuple[int, int] | None) -> tuple[int, int] | None:
+    """``--shard i/n``, or torchrun's RANK/WORLD_SIZE, or None for a single process."""
+    if shard is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        shard = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
+    if shard is not None and not 0 <= shard[0] < shard[1]:
+        raise EmbedkitError(f"--shard {shard[0]}/{shard[1]}: need 0 <= i < n")
+    return shard

@@ -18,7 +18,7 @@ def audit(
                                                                           "calibrated on the data)."),
     projection: str = typer.Option("pca", help="The map's projection: pca, or umap (needs umap-learn)."),
     n_boot: int = opt.n_boot_option(),
-    n_perm: int = typer.Option(1000, min=0, help="Label permutations for the chance AUC."),
+    n_perm: int = opt.n_perm_option(),
     threads: int = opt.threads_option(),
     cache_dir: Path = opt.cache_dir_option(), cache_file: Optional[Path] = opt.cache_file_option(),
     runs_dir: Path = opt.runs_dir_option(), dataset: Optional[str] = opt.dataset_option(),

@@ -9,7 +9,6 @@ import typer
 
 from embedkit.cli import options as opt
 from embedkit.cli.console import console, table
-from embedkit.metrics.suite import N_PERM
 from embedkit.runs import evaluate_predictions, read_predictions
 
 
@@ -58,7 +57,7 @@ def evaluate(
     split: str = typer.Option("test", callback=_split, help="Which split's rows to evaluate: val or test."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     n_boot: int = opt.n_boot_option(),
-    n_perm: int = typer.Option(N_PERM, min=0, help="Permutations for p-values and the noise floor."),
+    n_perm: int = opt.n_perm_option(),
     seed: int = typer.Option(0, min=0, help="Seed of the bootstrap and permutation draws."),
     attributes: str = opt.attributes_option(),
 ) -> None:

@@ -78,9 +78,7 @@ def probe(
                                       "groupdro, adversarial (in training), temperature, offsets (post-processing)."),
     attribute: str = typer.Option("sex", callback=opt.parse_attributes,
                                   help="The attribute interventions and fairness-aware selection act on."),
-    selection: str = typer.Option("loss", callback=opt.parse_selection,
-                                  help="Choosing among the sweep on validation: loss, overall, worst-group, pareto or dto "
-                                       "(MEDFAIR's overall, pareto and dto on per-group AUC)."),
+    selection: str = opt.selection_option(),
     strength: Optional[float] = typer.Option(None, min=0.0, help="Intervention strength (groupdro eta, adversarial "
                                                                   "lambda, offsets' accuracy budget); default: the paper's."),
 ) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from embedkit.cli.console import table
-from embedkit.models import registry
 
 
 def models() -> None:
     """List the encoders with embedding size, preprocessing and accepted weight formats."""
+    from embedkit.models import registry        # the adapters import torch: only when this command runs
+
     specs = [registry.get(n) for n in registry.names()]
     table("encoders (append -tiny for a seeded small variant; generic adapters take --weights W [--arch A] --name N)",
           ["name", "family", "dim", "preprocessing", "weights"],

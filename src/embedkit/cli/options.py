@@ -16,12 +16,13 @@ from pathlib import Path
 import typer
 
 from embedkit.errors import EmbedkitError
+from embedkit.spec import FAIRNESS, PRECISIONS, SWEEP, WHERE
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 # Options shared by several commands: the same name, type, default and help wherever they appear.
 SHARED = ("--model", "--manifest", "--runs-dir", "--cache-dir", "--cache-file", "--dataset", "--weights", "--seeds",
           "--lrs", "--weight-decays", "--epochs", "--batch-size", "--workers", "--precision", "--device", "--threads",
-          "--quiet", "--force", "--wait", "--n-boot", "--attributes", "--name", "--arch")
+          "--quiet", "--force", "--wait", "--n-boot", "--n-perm", "--attributes", "--name", "--arch", "--selection",
+          "--adjust")
 
 # Spellings that mean a shared concept: an option may not use the left-hand name.
 SYNONYMS = {
@@ -170,17 +171,17 @@ def manifest_option():
     return typer.Option(..., "--manifest", exists=True, dir_okay=False, help="Manifest CSV (see README: Data).")
 
 
-def seeds_option(default: str = "0", what: str = "Seeds"):
+def seeds_option(default: str = ",".join(map(str, SWEEP.seeds)), what: str = "Seeds"):
     return typer.Option(default, "--seeds", callback=parse_seeds, help=f"{what}: 0,1,2 or a range 0-4.")
 
 
 def runs_dir_option(*, must_exist: bool = False):
-    return typer.Option(Path("runs"), "--runs-dir", exists=must_exist, file_okay=False,
+    return typer.Option(WHERE.runs_dir, "--runs-dir", exists=must_exist, file_okay=False,
                         help="Folder of run folders (<runs-dir>/<dataset>/<model>/<method>/seed-<k>).")
 
 
 def cache_dir_option(*, must_exist: bool = False):
-    return typer.Option(Path("cache"), "--cache-dir", exists=must_exist, file_okay=False, help="Folder of cache files.")
+    return typer.Option(WHERE.cache_dir, "--cache-dir", exists=must_exist, file_okay=False, help="Folder of cache files.")
 
 
 def cache_file_option():
@@ -202,11 +203,11 @@ def weight_decays_option(default_help: str):
                         help=f"Weight decays, comma-separated, chosen on validation (default: {default_help}).")
 
 
-def epochs_option(default: int = 150):
+def epochs_option(default: int = SWEEP.epochs):
     return typer.Option(default, "--epochs", min=1, help="Training epochs (the epoch with the lowest validation loss is kept).")
 
 
-def batch_size_option(default: int = 64):
+def batch_size_option(default: int = SWEEP.batch_size):
     return typer.Option(default, "--batch-size", min=1, help="Images (or feature rows) per batch.")
 
 
@@ -235,7 +236,7 @@ def wait_option():
     return typer.Option(False, "--wait", help="Wait for another process holding the lock instead of exiting with code 3.")
 
 
-def n_boot_option(default: int = 1000):
+def n_boot_option(default: int = FAIRNESS.n_boot):
     return typer.Option(default, "--n-boot", min=0, help="Bootstrap resamples (and permutations) per run.")
 
 
@@ -285,3 +286,33 @@ def per_model(values: list[str], models: tuple[str, ...], option: str) -> dict[s
             raise typer.BadParameter(f"{path}: no such file or folder", param_hint=option)
         out[name] = path if path.startswith("hf-hub:") else Path(path)
     return out
+
+
+def n_perm_option():
+    return typer.Option(FAIRNESS.n_perm, "--n-perm", min=0,
+                        help="Label permutations: p-values, noise floors and chance baselines.")
+
+
+def selection_option():
+    from embedkit.heads.selection import STRATEGIES
+
+    return typer.Option(FAIRNESS.selection, "--selection", callback=parse_selection,
+                        help=f"Choosing among the sweep on validation: {', '.join(STRATEGIES)} (MEDFAIR's overall, pareto "
+                             "and dto on per-group AUC; loss: the paper's).")
+
+
+def one_of(option: str, valid: tuple[str, ...]):
+    """A callback accepting exactly one of ``valid`` for ``option`` (did-you-mean on a typo)."""
+    def parse(text: str) -> str:
+        items = _choices(text, option, valid)
+        if len(items) != 1:
+            raise typer.BadParameter(f"give one of {', '.join(valid)}")
+        return items[0]
+    return parse
+
+
+def adjust_option():
+    from embedkit.metrics.intervals import ADJUSTMENTS
+
+    return typer.Option(FAIRNESS.adjust, "--adjust", callback=one_of("--adjust", ADJUSTMENTS),
+                        help="Multiple-testing adjustment over the report's gaps: bh (false discovery rate) or holm.")

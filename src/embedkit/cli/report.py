@@ -3,30 +3,47 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from embedkit.cli import options as opt
 from embedkit.cli.console import console
-
-
-def _adjust(text: str) -> str:
-    from embedkit.metrics.intervals import ADJUSTMENTS
-
-    if text not in ADJUSTMENTS:
-        raise typer.BadParameter(f"{text!r}: choose {' or '.join(ADJUSTMENTS)}")
-    return text
+from embedkit.report.results import FORMATS
+from embedkit.spec import WHERE
 
 
 def report(
     runs_dir: Path = opt.runs_dir_option(must_exist=True),
-    out: Path = typer.Option(Path("reports"), file_okay=False, help="Where report.md, report.html and figures/ go."),
+    out: Path = typer.Option(WHERE.report_dir, file_okay=False, help="Where report.md, report.html and figures/ go."),
     n_boot: int = opt.n_boot_option(), attributes: str = opt.attributes_option(),
-    adjust: str = typer.Option("bh", callback=_adjust,
-                               help="Multiple-testing adjustment over the report's gaps: bh (false discovery rate) or holm."),
+    adjust: str = opt.adjust_option(),
 ) -> None:
     """Tables and figures of the paper, with CIs and seed spread, as Markdown and self-contained HTML."""
     from embedkit.report import build_report
 
     path = build_report(runs_dir, out, n_boot=n_boot, attributes=attributes, adjust=adjust)
     console.print(f"report: {path} and {path.with_suffix('.html')}", highlight=False)
+
+
+def results(
+    runs_dir: Path = opt.runs_dir_option(must_exist=True),
+    fmt: str = typer.Option("csv", "--format", callback=opt.one_of("--format", FORMATS),
+                            help="csv, parquet or json (records)."),
+    out: Optional[Path] = typer.Option(None, dir_okay=False, help="File to write (default: CSV or JSON on stdout)."),
+    n_boot: int = opt.n_boot_option(), attributes: str = opt.attributes_option(),
+    adjust: str = opt.adjust_option(),
+) -> None:
+    """Every number of every run as one tidy table: dataset, model, method, seed, attribute, group, metric,
+    value, CI, p, q, noise floor, n (docs/api.md lists the columns)."""
+    from embedkit.report import results as res
+    from embedkit.report.summary import collect
+
+    if out is None and fmt == "parquet":
+        raise typer.BadParameter("Parquet is binary: give --out FILE.parquet", param_hint="--format")
+    groups, _ = collect(runs_dir, n_boot=n_boot, attributes=attributes, adjust=adjust)
+    frame = res.table(groups)
+    if out is None:
+        typer.echo(frame.to_csv(index=False) if fmt == "csv" else frame.to_json(orient="records", indent=1), nl=False)
+        return
+    console.print(f"results: {res.write(frame, out, fmt)} ({len(frame)} rows)", highlight=False)

@@ -21,7 +21,7 @@ VAL_SHARE = 1 / 8
 def _cells(rows: list[dict]) -> list[tuple]:
     from embedkit.manifest import age_group
 
-    return [(r["label"], r["sex"], age_group(int(r["age"]))) for r in rows]
+    return [(r["label"], r["sex"], age_group(r["age"])) for r in rows]
 
 
 def make_folds(manifest: str | Path, out: str | Path, *, k: int = 5, seed: int = 0,

@@ -27,15 +27,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from embedkit.devices import resolve_device
+from embedkit.devices import auto_workers, resolve_device
 from embedkit.errors import EmbedkitError
-from embedkit.cache.extract import auto_workers
 from embedkit.finetune.data import Images, load_images
 from embedkit.finetune.head import HEAD_INITS, Head, ProbeInit, embed_split, fit_probe_init, random_init
 from embedkit.finetune.lora import FrozenPins, apply_lora, parse_targets, save_adapters
 from embedkit.manifest import read_manifest
 from embedkit.models import Encoder, load_encoder
 from embedkit.runs import Predictions, attribute_columns, config_digest, finish_run, refresh_metrics, run_state
+from embedkit.spec import FAIRNESS, SWEEP, TRAINING_PRECISIONS, WHERE, Where
 
 DEFAULT_LRS = {"lora": (1e-4, 1e-3), "full": (1e-5, 1e-4)}
 
@@ -46,11 +46,11 @@ class FinetuneConfig:
     manifest: Path
     mode: str                                   # lora | full
     weights: Path | None = None
-    runs_dir: Path = Path("runs")
+    runs_dir: Path = WHERE.runs_dir
     dataset: str | None = None
-    seeds: tuple[int, ...] = (0,)
-    epochs: int = 150
-    batch_size: int = 64
+    seeds: tuple[int, ...] = SWEEP.seeds
+    epochs: int = SWEEP.epochs
+    batch_size: int = SWEEP.batch_size
     lrs: tuple[float, ...] | None = None        # None: DEFAULT_LRS[mode]
     weight_decays: tuple[float, ...] = (0.01,)
     rank: int = 8
@@ -67,8 +67,8 @@ class FinetuneConfig:
     skip_bad: bool = False
     resume: bool = True
     force: bool = False
-    n_boot: int = 1000
-    attributes: str | None = None                # declared sensitive attributes (None: sex, age, sex*age)
+    n_boot: int = FAIRNESS.n_boot
+    attributes: str | None = FAIRNESS.attributes  # declared sensitive attributes (None: sex, age, sex*age)
     arch: str | None = None                      # a generic adapter's architecture (open_clip --arch)
     head_init: str = "probe"                     # probe (LP-FT) | random (the paper's fresh head): docs/benchmarks.md
 
@@ -76,8 +76,7 @@ class FinetuneConfig:
         return self.lrs or DEFAULT_LRS[self.mode]
 
     def run_dir(self, seed: int) -> Path:
-        dataset = self.dataset or self.manifest.resolve().parent.name
-        return self.runs_dir / dataset / self.model / self.mode / f"seed-{seed}"
+        return Where(self.manifest, self.dataset, runs_dir=self.runs_dir).run_dir(self.model, self.mode, seed)
 
     def identity(self) -> dict:
         """Everything that determines the result: the settings, the weights' content and the manifest's rows."""
@@ -300,7 +299,7 @@ def fit(cfg: FinetuneConfig, enc: Encoder, seed: int, lr: float, wd: float, data
 
 
 def _check(cfg: FinetuneConfig) -> None:
-    if cfg.precision not in ("fp32", "bf16"):
+    if cfg.precision not in TRAINING_PRECISIONS:
         raise EmbedkitError(f"--precision {cfg.precision}: fine-tuning runs in fp32 or bf16 (autocast)")
     if cfg.mode not in ("lora", "full"):
         raise EmbedkitError(f"unknown fine-tuning mode {cfg.mode!r}: use --lora or --full")

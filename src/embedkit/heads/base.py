@@ -36,6 +36,12 @@ class Method:
     needs_attribute: ClassVar[bool] = False   # True: a fairness intervention (--mitigate) on --head
     on_heads: ClassVar[tuple[str, ...] | None] = None   # an intervention: the heads it works on (None: any)
 
+    @classmethod
+    def options(cls) -> dict[str, tuple[object, object]]:
+        """The settings of this method a study's ``[methods.<name>]`` takes beyond the shared ones (seeds,
+        interventions, selection): name -> (type, default). The study schema is built from these."""
+        return {}
+
     def settings(self, cfg) -> dict:
         """The part of an ``ExperimentConfig`` that determines this method's results."""
         return {}

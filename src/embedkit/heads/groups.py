@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from embedkit.attributes import ACTED_ON
 from embedkit.errors import EmbedkitError
 
 
@@ -15,7 +16,7 @@ def attribute_labels(cfg, cache, rows: np.ndarray) -> tuple[str, np.ndarray, tup
     from embedkit.attributes import parse
     from embedkit.runs import attribute_columns
 
-    attr = parse(cfg.attribute or "sex")[0]
+    attr = parse(cfg.attribute or ACTED_ON)[0]
     columns = attribute_columns(cache.meta)
     missing = [c for c in attr.columns if c not in columns]
     if missing:

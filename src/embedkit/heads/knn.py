@@ -61,6 +61,10 @@ class Knn(Method):
 
     name, rank, seeded = "knn", 3, False
 
+    @classmethod
+    def options(cls):
+        return {"ks": (tuple[int, ...] | None, None)}      # None: KS
+
     def settings(self, cfg) -> dict:
         return {"ks": cfg.ks}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from embedkit.attributes import ACTED_ON
 from embedkit.errors import EmbedkitError
 from embedkit.heads.trained import TrainedMethod
 
@@ -45,5 +46,5 @@ class Mitigation(TrainedMethod):
         return self.strength_default if cfg.strength is None else cfg.strength
 
     def settings(self, cfg) -> dict:
-        return super().settings(cfg) | {"mitigate": self.name, "attribute": cfg.attribute or "sex",
+        return super().settings(cfg) | {"mitigate": self.name, "attribute": cfg.attribute or ACTED_ON,
                                         "strength": self.strength(cfg)}

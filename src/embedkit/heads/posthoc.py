@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from embedkit.attributes import ACTED_ON
 from embedkit.heads import base
 from embedkit.heads.base import Fitted, Method
 from embedkit.heads.groups import attribute_labels
@@ -18,7 +19,7 @@ class PostProcessing(Method):
     needs_attribute = True
 
     def settings(self, cfg) -> dict:
-        return base.get(cfg.method).settings(cfg) | {"mitigate": self.name, "attribute": cfg.attribute or "sex"}
+        return base.get(cfg.method).settings(cfg) | {"mitigate": self.name, "attribute": cfg.attribute or ACTED_ON}
 
     def fit_groups(self, cfg, logp: np.ndarray, y: np.ndarray, groups: np.ndarray, order) -> dict:
         raise NotImplementedError

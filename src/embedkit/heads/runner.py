@@ -21,6 +21,7 @@ from embedkit.heads.trained import HeadConfig
 from embedkit.manifest import read_manifest
 from embedkit.prompts import FORMATS
 from embedkit.runs import Predictions, attribute_columns, config_digest, finish_run, refresh_metrics, run_state
+from embedkit.spec import FAIRNESS, SWEEP, WHERE, Where
 
 
 @dataclass(frozen=True)
@@ -30,21 +31,21 @@ class ExperimentConfig:
     model: str
     manifest: Path
     method: str                                  # a registered head: embedkit.heads.base.names()
-    cache_dir: Path = Path("cache")
+    cache_dir: Path = WHERE.cache_dir
     cache: Path | None = None
-    runs_dir: Path = Path("runs")
+    runs_dir: Path = WHERE.runs_dir
     dataset: str | None = None
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = SWEEP.seeds
     head: HeadConfig = field(default_factory=HeadConfig)
     ks: tuple[int, ...] = KS
     prompts: tuple[str, ...] = FORMATS
     force: bool = False
     threads: int = 1
-    n_boot: int = 1000
-    attributes: str | None = None                # declared sensitive attributes (None: sex, age, sex*age)
+    n_boot: int = FAIRNESS.n_boot
+    attributes: str | None = FAIRNESS.attributes  # declared sensitive attributes (None: sex, age, sex*age)
     mitigate: str | None = None                  # a fairness intervention on ``method`` (embedkit.heads: reweight, ...)
-    attribute: str | None = None                 # the attribute it (and a fairness-aware selection) acts on; None: sex
-    selection: str = "loss"                      # loss | worst-group | pareto (embedkit.heads.selection)
+    attribute: str | None = FAIRNESS.attribute   # the attribute it (and a fairness-aware selection) acts on; None: sex
+    selection: str = FAIRNESS.selection          # embedkit.heads.selection.STRATEGIES
     strength: float | None = None                # the intervention's strength; None: its paper's default
     config_hash: str = ""                        # set by run_experiment: the identity's digest
 
@@ -53,15 +54,15 @@ class ExperimentConfig:
         """The run folder's method part: ``linear``, or ``linear+reweight-sex`` for an intervention."""
         if not self.mitigate:
             return self.method
-        from embedkit.attributes import parse
+        from embedkit.attributes import ACTED_ON, parse
 
-        return f"{self.method}+{self.mitigate}-{parse(self.attribute or 'sex')[0].name}"
+        return f"{self.method}+{self.mitigate}-{parse(self.attribute or ACTED_ON)[0].name}"
 
     def implementation(self) -> base.Method:
         return base.get(self.mitigate or self.method)
 
     def run_dir(self, seed: int) -> Path:
-        return self.runs_dir / (self.dataset or self.manifest.resolve().parent.name) / self.model / self.name / f"seed-{seed}"
+        return Where(self.manifest, self.dataset, runs_dir=self.runs_dir).run_dir(self.model, self.name, seed)
 
     def fingerprint(self) -> dict:
         """What identifies a run's results (paths excluded; the cache key stands for the data)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -23,13 +23,14 @@ from torch.nn import functional as F
 
 from embedkit.heads.base import Fitted, Method
 from embedkit.heads.features import Split
+from embedkit.spec import SWEEP
 
 
 @dataclass(frozen=True)
 class HeadConfig:
     kind: str = "linear"                      # linear | mlp
-    epochs: int = 150
-    batch_size: int = 64
+    epochs: int = SWEEP.epochs
+    batch_size: int = SWEEP.batch_size
     lrs: tuple[float, ...] | None = None       # None: SWEEPS[kind]
     weight_decays: tuple[float, ...] | None = None
     hidden: int = 128                          # mlp only (cost grows linearly: docs/benchmarks.md)
@@ -326,6 +327,14 @@ class TrainedMethod(Method):
 
     def head_kind(self, cfg) -> str:
         return self.kind
+
+    @classmethod
+    def options(cls):
+        """The head's recipe (``HeadConfig``) as study settings: epochs, batch size, sweeps, MLP width and dropout."""
+        import typing
+
+        hints = typing.get_type_hints(HeadConfig)
+        return {f.name: (hints[f.name], f.default) for f in fields(HeadConfig) if f.name not in ("kind", "betas", "eps")}
 
     def settings(self, cfg) -> dict:
         return {"head": asdict(cfg.head.resolved(self.head_kind(cfg))), "selection": cfg.selection}

@@ -14,7 +14,7 @@ import numpy as np
 from embedkit.cache.layout import TextSet
 from embedkit.errors import EmbedkitError
 from embedkit.heads.base import Fitted, Method, register
-from embedkit.prompts import SAMPLED
+from embedkit.prompts import FORMATS, SAMPLED
 
 REPEATS = 10  # sampled prompt formats are scored with 10 seeds on validation, as the paper ran them
 
@@ -112,6 +112,12 @@ class ZeroShot(Method):
     accuracy (a sampled format by its mean over REPEATS draws); seeds vary the prompt draw."""
 
     name, rank = "zeroshot", 0
+
+    @classmethod
+    def options(cls):
+        from typing import Literal
+
+        return {"prompts": (Literal["all"] | list[Literal[FORMATS]], "all")}     # "all": every format, chosen on validation
 
     def settings(self, cfg) -> dict:
         return {"prompts": cfg.prompts}

@@ -6,12 +6,13 @@ import base64
 import json
 from pathlib import Path
 
-from embedkit.errors import EmbedkitError
 from embedkit.report import findings as fnd
 from embedkit.report import frontier
 from embedkit.report.figures import figures, findings_figure
 from embedkit.metrics.suite import N_BOOT
-from embedkit.report.summary import adjust_family, summarise
+from embedkit.spec import FAIRNESS
+from embedkit.report import results
+from embedkit.report.summary import collect
 from embedkit.report.tables import tables
 
 CAPTIONS = {
@@ -91,19 +92,13 @@ def _environment():
 
 
 def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = N_BOOT, attributes: str | None = None,
-                 adjust: str = "bh") -> Path:
+                 adjust: str = FAIRNESS.adjust) -> Path:
     """Write ``out/report.md``, ``out/report.html`` (figures embedded), ``out/figures/*.png`` and
     ``out/summary.json``; returns the Markdown path."""
     from markdown_it import MarkdownIt
 
     runs_dir, out = Path(runs_dir), Path(out)
-    if not runs_dir.is_dir():
-        raise EmbedkitError(f"{runs_dir}: runs folder not found")
-    groups = summarise(runs_dir, n_boot=n_boot, attributes=attributes)
-    if not groups:
-        raise EmbedkitError(f"{runs_dir}: no finished runs (<dataset>/<model>/<method>/seed-<k>/run.json) found; "
-                            "run `embedkit probe`, `zeroshot` or `finetune` first")
-    family = adjust_family(groups, adjust)
+    groups, family = collect(runs_dir, n_boot=n_boot, attributes=attributes, adjust=adjust)
     found = fnd.gaps(groups)
     beyond = sorted((f for f in found if f.significant), key=lambda f: -f.excess)
     figs = figures(groups, out / "figures")
@@ -133,6 +128,7 @@ def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = N_BOOT,
         tmp = out / f".{name}.partial"
         tmp.write_text(text)
         tmp.replace(out / name)
+    results.write(results.table(groups), out / "results.csv", "csv")    # the numbers above, as one tidy table
     (out / "summary.json").write_text(json.dumps({"family": {"tests": family, "adjust": adjust},
                                                   **{f"{g.dataset}/{g.model}/{g.method}": g.summary for g in groups}},
                                                  indent=1))

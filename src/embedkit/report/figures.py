@@ -11,25 +11,37 @@ from embedkit.report.summary import Group, reliability_attribute
 from embedkit.report.tables import GAPS, declared, lookup, ordered_methods, ordered_models
 
 
-def figures(groups: list[Group], out: Path) -> dict[str, Path]:
-    """The paper's figures as PNGs; a missing method leaves an empty, labelled panel."""
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out.mkdir(parents=True, exist_ok=True)
-    by = {(g.model, g.method): g for g in groups}
-    models = ordered_models(by)
-    methods = ordered_methods(groups)
-    attributes = declared(groups)
-    cross = reliability_attribute(attributes)       # the intersection when declared (the paper's sex x age cells)
-    cells = attributes[cross]["groups"]
-    singles = [a for a, s in attributes.items() if len(s.get("columns", ())) <= 1]
-    kept = {(g.model, g.method) for g in groups if g.kept_probe}
-    paths = {}
+    return plt
 
-    def bars(ax, values, labels, series, title, ylabel):
+
+def _point(e: dict | None) -> tuple | None:
+    """(mean, low, high) of an aggregated entry, or None when it has no value."""
+    if not e or e.get("mean") is None:
+        return None
+    return (e["mean"], *(e["ci"] if e["ci"][0] is not None else (np.nan, np.nan)))
+
+
+class _Figures:
+    """The paper's figures over one report's groups, each drawn by one method and saved as a PNG."""
+
+    def __init__(self, groups: list[Group], out: Path):
+        self.plt, self.out, self.groups = _plt(), out, groups
+        self.by = {(g.model, g.method): g for g in groups}
+        self.models, self.methods = ordered_models(self.by), ordered_methods(groups)
+        attributes = declared(groups)
+        self.cross = reliability_attribute(attributes)   # the intersection when declared (the paper's sex x age cells)
+        self.cells = attributes[self.cross]["groups"]
+        self.singles = [a for a, s in attributes.items() if len(s.get("columns", ())) <= 1]
+        self.kept = {(g.model, g.method) for g in groups if g.kept_probe}
+        self.paths: dict[str, Path] = {}
+
+    def bars(self, ax, values, labels, series, title, ylabel):
         width = 0.8 / max(len(series), 1)
         for i, s in enumerate(series):
             v = [values.get((x, s), (np.nan, np.nan, np.nan)) for x in labels]
@@ -40,102 +52,106 @@ def figures(groups: list[Group], out: Path) -> dict[str, Path]:
             for j, m in enumerate(mean):
                 if not np.isfinite(m):
                     ax.text(j + i * width, 0, "—", ha="center", va="bottom", fontsize=7)
-                elif (labels[j], s) in kept:   # a fine-tuning bar that is its starting linear probe
+                elif (labels[j], s) in self.kept:   # a fine-tuning bar that is its starting linear probe
                     ax.text(j + i * width, 0.02, "= probe", ha="center", va="bottom", rotation=90, fontsize=6)
         ax.set_xticks(np.arange(len(labels)) + width * (len(series) - 1) / 2, labels, rotation=20, fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=7, ncol=3)
 
-    def metric(path):
-        vals = {}
-        for (m, k), g in by.items():
-            e = lookup(g.summary, path)
-            if e and e.get("mean") is not None:
-                vals[(m, k)] = (e["mean"], *(e["ci"] if e["ci"][0] is not None else (np.nan, np.nan)))
-        return vals
+    def metric(self, path: str) -> dict:
+        points = {key: _point(lookup(g.summary, path)) for key, g in self.by.items()}
+        return {k: v for k, v in points.items() if v is not None}
 
-    def save(fig, name):
+    def save(self, fig, name: str) -> None:
         fig.tight_layout()
-        fig.savefig(out / f"{name}.png", dpi=110)
-        plt.close(fig)
-        paths[name] = out / f"{name}.png"
+        fig.savefig(self.out / f"{name}.png", dpi=110)
+        self.plt.close(fig)
+        self.paths[name] = self.out / f"{name}.png"
 
-    fig, ax = plt.subplots(figsize=(9, 4))
-    bars(ax, metric("accuracy"), models, methods, "Fig. 2a — accuracy per model and method", "accuracy")
-    save(fig, "fig2a_accuracy")
+    def per_model_method(self, name: str, path: str, title: str, ylabel: str) -> None:
+        fig, ax = self.plt.subplots(figsize=(9, 4))
+        self.bars(ax, self.metric(path), self.models, self.methods, title, ylabel)
+        self.save(fig, name)
 
-    classes = sorted({c for g in groups for c in (g.summary.get("f1") or {})})
-    fig, ax = plt.subplots(figsize=(9, 4))
-    vals = {}
-    for m in models:
-        g = by.get((m, "full"))
-        for c in classes:
-            e = lookup(g.summary, f"f1/{c}") if g else None
-            if e and e.get("mean") is not None:
-                vals[(c, m)] = (e["mean"], *(e["ci"] if e["ci"][0] is not None else (np.nan, np.nan)))
-    bars(ax, vals, classes, models, "Fig. 2b — per-class F1 after full fine-tuning" + ("" if vals else " (no runs)"), "F1")
-    save(fig, "fig2b_class_f1_full")
-
-    fig, ax = plt.subplots(figsize=(9, 4))
-    bars(ax, metric("var_f1"), models, methods, "Fig. 3a — variance of per-class F1", "var F1")
-    save(fig, "fig3a_var_f1")
-
-    fig, axes = plt.subplots(1, len(cells), figsize=(3.5 * len(cells), 4), sharey=True, squeeze=False)
-    for ax, cell in zip(axes[0], cells):
-        bars(ax, metric(f"groups/{cross}/{cell}/f1_macro"), models, methods, f"Fig. 3b — macro F1, {cell}", "F1")
-    save(fig, "fig3b_group_f1")
-
-    for name, method, title in (("fig3c_gaps_full", "full", "after full fine-tuning"),
-                                ("fig3d_gaps_zeroshot", "zeroshot", "before fine-tuning (zero-shot)")):
-        fig, ax = plt.subplots(figsize=(10, 4))
-        series = [f"{a}:{gap}" for a in singles for gap in GAPS]
+    def class_f1_full(self) -> None:
+        classes = sorted({c for g in self.groups for c in (g.summary.get("f1") or {})})
+        fig, ax = self.plt.subplots(figsize=(9, 4))
         vals = {}
-        for m in models:
-            g = by.get((m, method))
+        for m in self.models:
+            g = self.by.get((m, "full"))
+            for c in classes:
+                point = _point(lookup(g.summary, f"f1/{c}")) if g else None
+                if point:
+                    vals[(c, m)] = point
+        self.bars(ax, vals, classes, self.models,
+                  "Fig. 2b — per-class F1 after full fine-tuning" + ("" if vals else " (no runs)"), "F1")
+        self.save(fig, "fig2b_class_f1_full")
+
+    def group_f1(self) -> None:
+        fig, axes = self.plt.subplots(1, len(self.cells), figsize=(3.5 * len(self.cells), 4), sharey=True, squeeze=False)
+        for ax, cell in zip(axes[0], self.cells):
+            self.bars(ax, self.metric(f"groups/{self.cross}/{cell}/f1_macro"), self.models, self.methods,
+                      f"Fig. 3b — macro F1, {cell}", "F1")
+        self.save(fig, "fig3b_group_f1")
+
+    def gaps(self, name: str, method: str, title: str) -> None:
+        fig, ax = self.plt.subplots(figsize=(10, 4))
+        series = [f"{a}:{gap}" for a in self.singles for gap in GAPS]
+        vals = {}
+        for m in self.models:
+            g = self.by.get((m, method))
             for s in series:
                 a, gap = s.split(":")
-                e = lookup(g.summary, f"fairness/{a}/{gap}") if g else None
-                if e and e.get("mean") is not None:
-                    lo, hi = e["ci"] if e["ci"][0] is not None else (np.nan, np.nan)
-                    flip = e["mean"] < 0
-                    vals[(m, s)] = (abs(e["mean"]), -hi if flip else lo, -lo if flip else hi)
-        bars(ax, vals, models, series, f"Fig. 3{'c' if method == 'full' else 'd'} — fairness gaps {title}"
-             + ("" if vals else " (no runs)"), "|gap|")
-        save(fig, name)
+                point = _point(lookup(g.summary, f"fairness/{a}/{gap}")) if g else None
+                if point:
+                    mean, lo, hi = point
+                    vals[(m, s)] = (abs(mean), -hi, -lo) if mean < 0 else point
+        self.bars(ax, vals, self.models, series, f"Fig. 3{'c' if method == 'full' else 'd'} — fairness gaps {title}"
+                  + ("" if vals else " (no runs)"), "|gap|")
+        self.save(fig, name)
 
-    fig, axes = plt.subplots(max(len(methods), 1), max(len(models), 1), figsize=(3 * max(len(models), 1), 2.6 * max(len(methods), 1)),
-                             squeeze=False)
-    for i, k in enumerate(methods):
-        for j, m in enumerate(models):
-            ax = axes[i][j]
-            ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-            g = by.get((m, k))
-            if g:
-                for cell in (c for c in cells if c in g.reliability):
-                    conf, acc, cnt = g.reliability[cell]
-                    ok = cnt > 0
-                    ax.plot(conf[ok], acc[ok], marker="o", ms=3, label=cell)
-            else:
-                ax.text(0.5, 0.5, "—", ha="center")
-            ax.set_title(f"{m} / {k}", fontsize=8)
-            ax.set_xlim(0, 1)
-            ax.set_ylim(0, 1)
-            if i == 0 and j == 0 and ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=6)
-    save(fig, "reliability_by_group")
-    return paths
+    def reliability(self) -> None:
+        rows, cols = max(len(self.methods), 1), max(len(self.models), 1)
+        fig, axes = self.plt.subplots(rows, cols, figsize=(3 * cols, 2.6 * rows), squeeze=False)
+        for i, k in enumerate(self.methods):
+            for j, m in enumerate(self.models):
+                ax = axes[i][j]
+                ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+                g = self.by.get((m, k))
+                if g:
+                    for cell in (c for c in self.cells if c in g.reliability):
+                        conf, acc, cnt = g.reliability[cell]
+                        ok = cnt > 0
+                        ax.plot(conf[ok], acc[ok], marker="o", ms=3, label=cell)
+                else:
+                    ax.text(0.5, 0.5, "—", ha="center")
+                ax.set_title(f"{m} / {k}", fontsize=8)
+                ax.set_xlim(0, 1)
+                ax.set_ylim(0, 1)
+                if i == 0 and j == 0 and ax.get_legend_handles_labels()[0]:
+                    ax.legend(fontsize=6)
+        self.save(fig, "reliability_by_group")
 
 
+def figures(groups: list[Group], out: Path) -> dict[str, Path]:
+    """The paper's figures as PNGs; a missing method leaves an empty, labelled panel."""
+    out.mkdir(parents=True, exist_ok=True)
+    f = _Figures(groups, out)
+    f.per_model_method("fig2a_accuracy", "accuracy", "Fig. 2a — accuracy per model and method", "accuracy")
+    f.class_f1_full()
+    f.per_model_method("fig3a_var_f1", "var_f1", "Fig. 3a — variance of per-class F1", "var F1")
+    f.group_f1()
+    f.gaps("fig3c_gaps_full", "full", "after full fine-tuning")
+    f.gaps("fig3d_gaps_zeroshot", "zeroshot", "before fine-tuning (zero-shot)")
+    f.reliability()
+    return f.paths
 
 
 def findings_figure(found, out: Path) -> Path:
     """One compact matrix: rows model / method, columns attribute x gap, colour = |gap| minus its
     noise floor, '*' where the gap is beyond noise (CI excludes 0 and q < 0.05 over the report's family)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _plt()
 
     rows = sorted({(f.model, f.method) for f in found})
     cols = sorted({(f.attribute, f.gap) for f in found}, key=lambda c: (c[0], GAPS.index(c[1])))

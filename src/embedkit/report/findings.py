@@ -112,7 +112,7 @@ def _worst(g: Group, attr: str) -> str | None:
 ADJUSTED = {"bh": "Benjamini–Hochberg false-discovery-rate q", "holm": "Holm-adjusted p"}
 
 
-def headline(found: list[Finding], planted: list[dict], family: int = 0, adjust: str = "bh") -> list[str]:
+def headline(found: list[Finding], planted: list[dict], family: int, adjust: str) -> list[str]:
     """The opening sentences of the report."""
     beyond = [f for f in found if f.significant]
     lines = [f"The family of tests holds {family} fairness gaps (model × method × attribute × gap); each p-value is "

@@ -34,6 +34,7 @@ class Group:
     manifest: str | None = None
     per_seed: list = field(default_factory=list, repr=False)   # each seed's evaluate() with its bootstrap replicates
     kept_probe: int = 0    # fine-tuning runs that selected epoch 0: the linear probe they started from
+    seeds: list = field(default_factory=list)   # the seed folders' names, in per_seed's order
 
     @property
     def label(self) -> str:
@@ -157,7 +158,7 @@ def _median(values) -> float | None:
     return float(np.median(v)) if v else None
 
 
-def adjust_family(groups: list[Group], method: str = "bh") -> int:
+def adjust_family(groups: list[Group], method: str) -> int:
     """Adjust every gap's p-value over the report's whole family of tests (model x method x attribute x
     gap, every dataset) into ``summary["q_value"]``; returns the family's size."""
     from embedkit.metrics.intervals import adjust
@@ -197,10 +198,22 @@ def summarise(runs_dir: Path, *, n_boot: int = N_BOOT, attributes: str | None = 
                 pooled[g] = tuple(np.nansum([r[g][k] * r[g][2] for r in rel], 0) / cnt for k in (0, 1)) + (cnt,)
         records = [json.loads((f / RECORD).read_text()) for f in folders]
         groups.append(Group(dataset, model, method, folders, summary, pooled, records[0].get("manifest"), results,
-                            sum(kept_probe(r) for r in records)))
+                            sum(kept_probe(r) for r in records), [fs[0].name for fs in per_seed]))
     if len({g.dataset for g in groups}) > 1:  # several datasets in one runs folder: keep them apart
         for g in groups:
             g.model = f"{g.dataset}/{g.model}"
     return groups
 
 
+def collect(runs_dir: Path, *, n_boot: int = N_BOOT, attributes: str | None = None, adjust: str) -> tuple[list[Group], int]:
+    """Every finished run under ``runs_dir`` summarised, with the report's family of gap tests adjusted
+    (``adjust``: bh or holm); returns the groups and the family's size. What the report and the results
+    table are both built from."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise EmbedkitError(f"{runs_dir}: runs folder not found")
+    groups = summarise(runs_dir, n_boot=n_boot, attributes=attributes)
+    if not groups:
+        raise EmbedkitError(f"{runs_dir}: no finished runs (<dataset>/<model>/<method>/seed-<k>/run.json) found; "
+                            "run `embedkit probe`, `zeroshot` or `finetune` first")
+    return groups, adjust_family(groups, adjust)

@@ -1,0 +1,87 @@
+"""The Python API for notebooks: thin, typed wrappers over the same library calls the CLI makes.
+
+Importing embedkit loads none of torch, transformers or open_clip; each function imports what it needs when
+called. Worked example: docs/api.md (run by the tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+from embedkit.spec import FAIRNESS, SWEEP, WHERE
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import pandas as pd
+
+
+def extract(manifest: str | Path, models: str | Iterable[str], *, cache_dir: str | Path = WHERE.cache_dir,
+            weights: dict[str, str | Path] | None = None, batch_size: int = SWEEP.batch_size,
+            device: str = "auto", precision: str = "fp32") -> list[Path]:
+    """Run each frozen encoder once over the manifest's images into its store; returns the store files."""
+    from embedkit.cache.extract import ExtractConfig, extract as run
+
+    names = (models,) if isinstance(models, str) else tuple(models)
+    cfg = ExtractConfig(manifest=Path(manifest), models=names, cache_dir=Path(cache_dir),
+                        weights={k: Path(v) for k, v in (weights or {}).items()}, batch_size=batch_size, device=device,
+                        precision=precision)
+    return [r.path for r in run(cfg)]
+
+
+def probe(manifest: str | Path, model: str, *, head: str = "linear", seeds: Iterable[int] = SWEEP.seeds,
+          cache_dir: str | Path = WHERE.cache_dir, runs_dir: str | Path = WHERE.runs_dir, dataset: str | None = None,
+          epochs: int = SWEEP.epochs, attributes: str | None = FAIRNESS.attributes, mitigate: str | None = None,
+          attribute: str | None = FAIRNESS.attribute, selection: str = FAIRNESS.selection) -> list[Path]:
+    """Train (or skip, when finished) a head on cached features for every seed; returns the run folders."""
+    from embedkit.heads.runner import ExperimentConfig, run_experiment
+    from embedkit.heads.trained import HeadConfig
+
+    cfg = ExperimentConfig(model=model, manifest=Path(manifest), method=head, cache_dir=Path(cache_dir),
+                           runs_dir=Path(runs_dir), dataset=dataset, seeds=tuple(seeds), head=HeadConfig(epochs=epochs),
+                           attributes=attributes, mitigate=mitigate, attribute=attribute, selection=selection)
+    return [r.path for r in run_experiment(cfg)]
+
+
+def evaluate(predictions: str | Path, *, attributes: str | None = FAIRNESS.attributes, split: str = "test",
+             n_boot: int = FAIRNESS.n_boot, n_perm: int = FAIRNESS.n_perm, seed: int = 0) -> dict:
+    """Every metric of one run's ``predictions.csv`` (a file or a run folder) with CIs, p-values and noise
+    floors, as ``embedkit evaluate --json`` prints it."""
+    from embedkit.runs import PREDICTIONS, evaluate_predictions, read_predictions
+
+    path = Path(predictions)
+    path = path / PREDICTIONS if path.is_dir() else path
+    return evaluate_predictions(read_predictions(path), attributes=attributes, split=split, n_boot=n_boot,
+                                n_perm=n_perm, seed=seed)
+
+
+def results(runs_dir: str | Path = WHERE.runs_dir, *, attributes: str | None = FAIRNESS.attributes,
+            n_boot: int = FAIRNESS.n_boot, adjust: str = FAIRNESS.adjust) -> "pd.DataFrame":
+    """Every number of every finished run as one tidy DataFrame (``embedkit results``; columns:
+    ``embedkit.report.results.COLUMNS``)."""
+    from embedkit.report.results import table
+    from embedkit.report.summary import collect
+
+    groups, _ = collect(Path(runs_dir), n_boot=n_boot, attributes=attributes, adjust=adjust)
+    return table(groups)
+
+
+@dataclass
+class Store:
+    """One embedding store, read and checked: the embeddings and each row's image key as numpy arrays."""
+
+    path: Path
+    model: str
+    embeddings: "np.ndarray"         # (N, D)
+    image_keys: "np.ndarray"         # (N,) SHA-256 of each image file's bytes
+    classes: tuple[str, ...]
+    attrs: dict
+
+
+def open_store(path: str | Path) -> Store:
+    """Read a store file (its checksums verified); join it to a manifest with ``embedkit.cache.join``."""
+    from embedkit.cache import read_cache
+
+    c = read_cache(path)
+    return Store(Path(path), str(c.attrs.get("model")), c.embeddings, c.image_id, tuple(c.classes), dict(c.attrs))

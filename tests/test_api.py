@@ -1,0 +1,68 @@
+"""The Python API: importing embedkit loads no torch, docs/api.md's example runs, and the results table
+holds the report's numbers in the documented columns (CSV and Parquet)."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DOC = Path(__file__).parents[1] / "docs" / "api.md"
+
+
+def test_import_embedkit_loads_no_heavy_module():
+    code = ("import sys, embedkit; heavy = [m for m in ('torch', 'transformers', 'open_clip', 'matplotlib', 'pandas') "
+            "if m in sys.modules]; assert not heavy, heavy")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_the_documented_example_runs(tmp_path, monkeypatch):
+    block = re.search(r"```python\n(.*?)```", DOC.read_text(), re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, str(DOC), "exec"), {})
+    assert (tmp_path / "runs/phantom/medclip-rn50-tiny/linear/seed-1/run.json").is_file()
+
+
+def test_results_equal_the_report_and_load_in_pandas(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from embedkit.cli.app import main
+    from embedkit.report.results import COLUMNS
+
+    from .test_report import fake_run
+
+    for seed in range(2):
+        fake_run(tmp_path / "runs", "clip", "linear", seed, 2.0)
+    fake_run(tmp_path / "runs", "gloria", "knn", 0, 0.5)
+    assert main(["report", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "rep"), "--n-boot", "50"]) == 0
+    assert main(["results", "--runs-dir", str(tmp_path / "runs"), "--n-boot", "50", "--format", "parquet",
+                 "--out", str(tmp_path / "r.parquet")]) == 0
+    assert main(["results", "--runs-dir", str(tmp_path / "runs"), "--n-boot", "50", "--out", str(tmp_path / "r.csv")]) == 0
+    parquet, csv = pd.read_parquet(tmp_path / "r.parquet"), pd.read_csv(tmp_path / "r.csv", keep_default_na=False)
+    assert list(parquet.columns) == list(csv.columns) == list(COLUMNS) and len(parquet) == len(csv) > 100
+    summary = json.loads((tmp_path / "rep/summary.json").read_text())["toy/clip/linear"]
+    row = parquet[(parquet.model == "clip") & (parquet.seed == "all") & (parquet.attribute == "sex")
+                  & (parquet.metric == "f1_gap")].iloc[0]
+    gap = summary["fairness"]["sex"]["f1_gap"]
+    assert row.value == pytest.approx(gap["mean"]) and [row.ci_low, row.ci_high] == pytest.approx(gap["ci"])
+    assert row.p == pytest.approx(summary["p_value"]["sex"]["f1_gap"])
+    assert row.q == pytest.approx(summary["q_value"]["sex"]["f1_gap"])
+    accuracy = parquet[(parquet.model == "gloria") & (parquet.seed == "seed-0") & (parquet.metric == "accuracy")]
+    assert accuracy.n.iloc[0] == 120
+    report_csv = pd.read_parquet(tmp_path / "r.parquet")
+    assert (tmp_path / "rep/results.csv").is_file() and len(pd.read_csv(tmp_path / "rep/results.csv")) == len(report_csv)
+    assert main(["results", "--runs-dir", str(tmp_path / "runs"), "--format", "parquet"]) == 2   # binary: needs --out
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["data", "--help"], ["evaluate", "--help"], ["results", "--help"],
+                                  ["report", "--help"], ["probe", "--help"], ["study", "--help"]])
+def test_the_cli_starts_without_heavy_modules(argv):
+    """torch, transformers, open_clip and matplotlib load when a command needs them, not to print help."""
+    code = ("import sys; from embedkit.cli.app import main; main(%r); heavy = [m for m in ('torch', 'transformers', "
+            "'open_clip', 'matplotlib') if m in sys.modules]; assert not heavy, heavy" % argv)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-500:]

@@ -125,6 +125,14 @@ def read_predictions(path: str | Path) -> Predictions:
                        table.get("patient_id"))
 
 
+def new_record(*, method: str, model: str, seed: int, config: dict, config_hash: str, identity: dict,
+               manifest_digest: str, manifest: Path) -> dict:
+    """What every run.json starts with, for heads, zero-shot and fine-tuning alike: the run's name, its
+    settings and the identity digest ``run_state`` compares, and the manifest it was run on."""
+    return {"method": method, "model": model, "seed": seed, "config": config, "config_hash": config_hash,
+            "identity": identity, "manifest_digest": manifest_digest, "manifest": str(Path(manifest).resolve())}
+
+
 def write_record(folder: Path, record: dict) -> None:
     """Write ``run.json`` last: its presence marks a finished run."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -231,3 +231,60 @@ def test_demo_phantom_runs_learn_and_say_how_sure_they_are(tmp_path_factory, mod
         p = read_predictions(cfg.run_dir(0) / "predictions.csv").select("test")
         assert len(set(p.proba.argmax(1))) >= 4, (model, mode)
         assert abs(p.proba.max(1).mean() - rec["metrics"]["accuracy"]) <= 0.15, (model, mode)
+
+
+def test_fine_tuning_takes_the_heads_selection_strategies(phantom_dir, tmp_path):
+    """lora/full choose among their sweep points by the same strategies as the heads; the chosen point's model
+    (rebuilt from its checkpoint when the loss would have chosen another) writes the predictions."""
+    from embedkit.finetune import modes
+    from embedkit.heads.selection import pick
+
+    assert set(modes.names()) == {"lora", "full"}
+    manifest = phantom_dir / "manifest.csv"
+    kw = dict(model="clip-tiny", manifest=manifest, mode="full", epochs=2, batch_size=32, lrs=(1e-4, 3e-1), n_boot=20)
+    (rec,) = finetune(FinetuneConfig(runs_dir=tmp_path / "dto", selection="dto", **kw))
+    sel = rec["selection"]
+    assert sel["strategy"] == "dto" and sel["attribute"] == "sex" and len(sel["candidates"]) == 2
+    chosen = pick("dto", sel["candidates"], [s["val_loss"] for s in sel["sweep"]])
+    assert sel["lr"] == sel["sweep"][chosen]["lr"]
+    (loss,) = finetune(FinetuneConfig(runs_dir=tmp_path / "loss", **kw))
+    assert "strategy" not in loss["selection"] and loss["config_hash"] != rec["config_hash"]
+    # the predictions are the chosen point's model at its best epoch, rebuilt from its checkpoint
+    from embedkit.finetune.choose import checkpoint_dir
+    from embedkit.finetune.train import _loss_on, _reload
+
+    cfg = FinetuneConfig(runs_dir=tmp_path / "dto", selection="dto", **kw)
+    m, data = data_for(manifest, "clip-tiny")
+    enc = load_encoder("clip-tiny")
+    folder = tmp_path / "dto/phantom0/clip-tiny/full/seed-0"
+    model = _reload(cfg, enc, 0, probe_init(enc, data), torch.device("cpu"),
+                    checkpoint_dir(folder, sel["lr"], sel["weight_decay"]))
+    proba = _loss_on(model, data["test"], torch.device("cpu"), cfg)[1].numpy()
+    np.testing.assert_allclose(proba, read_predictions(folder / "predictions.csv").select("test").proba, atol=1e-5)
+
+
+def test_a_registered_fine_tuning_method_runs_from_the_cli_and_a_study(phantom_dir, tmp_path, monkeypatch):
+    """A Mode registered at runtime (here: the tower frozen, only the head trains) is a CLI --mode and a study method."""
+    from embedkit.cli.app import main
+    from embedkit.finetune import modes
+    from embedkit.study import load_study, run_study
+
+    def frozen(tower, cfg, enc):
+        for p in tower.parameters():
+            p.requires_grad_(False)
+        return {"trains": "the head only"}, None
+
+    monkeypatch.setitem(modes._MODES, "head-test", modes.Mode("head-test", (1e-3,), frozen, lambda *a: None))
+    manifest = phantom_dir / "manifest.csv"
+    assert main(["finetune", "--model", "clip-tiny", "--manifest", str(manifest), "--mode", "head-test", "--epochs", "1",
+                 "--batch-size", "32", "--runs-dir", str(tmp_path / "cli"), "--quiet"]) == 0
+    record = json.loads((tmp_path / "cli/phantom0/clip-tiny/head-test/seed-0/run.json").read_text())
+    assert record["method"] == "head-test" and record["trains"] == "the head only"
+    assert main(["finetune", "--model", "clip-tiny", "--manifest", str(manifest), "--mode", "nope"]) == 2
+    study = tmp_path / "s.toml"
+    study.write_text(f'[data]\nkind = "manifest"\npath = "{manifest}"\n[paths]\nruns_dir = "runs"\ncache_dir = "cache"\n'
+                     f'report_dir = "report"\n[models]\nclip-tiny = {{ methods = ["head-test"] }}\n[methods]\n'
+                     '"head-test" = { epochs = 1, batch_size = 32, n_boot = 20 }\n[report]\nn_boot = 20\n')
+    steps = run_study(load_study(study))
+    assert not [s.error for s in steps if s.error], [s.error for s in steps if s.error]
+    assert (tmp_path / "runs/phantom0/clip-tiny/head-test/seed-0/run.json").is_file()

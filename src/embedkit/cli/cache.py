@@ -9,6 +9,7 @@ import typer
 
 from embedkit.cli import options as opt
 from embedkit.cli.console import console, table
+from embedkit.spec import WHERE
 
 app = typer.Typer(help="Inspect embedding caches.", no_args_is_help=True)
 
@@ -91,7 +92,7 @@ def extract(
 
 
 @app.command("ls")
-def ls(cache_dir: Path = typer.Argument(Path("cache"), exists=True, file_okay=False, help="Folder of cache files.")) -> None:
+def ls(cache_dir: Path = typer.Argument(WHERE.cache_dir, exists=True, file_okay=False, help="Folder of cache files.")) -> None:
     """List cache files."""
     from embedkit.cache import list_caches
     from embedkit.errors import EmbedkitError
@@ -101,7 +102,8 @@ def ls(cache_dir: Path = typer.Argument(Path("cache"), exists=True, file_okay=Fa
         raise EmbedkitError(f"{cache_dir}: no cache files (*.h5) here; make them with `embedkit extract`")
     table(f"stores in {cache_dir}", ["file", "model", "images", "D", "dtype", "MiB", "complete", "prompt sets",
                                       "manifests extracted into it"],
-          [[c["path"].name, c.get("model"), c.get("n", "?"), c.get("dim", "?"), c.get("dtype", "?"),
+          [[c["path"].name, c.get("model") or f"damaged ({c.get('error', 'unreadable')}): embedkit cache verify FILE",
+            c.get("n", "?"), c.get("dim", "?"), c.get("dtype") or "?",
             f"{c['path'].stat().st_size / 2**20:.1f}", "yes" if c["complete"] else "NO", ",".join(c.get("text", [])),
             "; ".join(f"{Path(m['path']).name} (+{m['added']})" for m in c.get("manifests", [])[-4:])] for c in found])
 

@@ -15,6 +15,8 @@ def finetune(
     model: str = opt.model_option(several=False), manifest: Path = opt.manifest_option(),
     lora: bool = typer.Option(False, "--lora", help="LoRA on every layer of the image encoder."),
     full: bool = typer.Option(False, "--full", help="Train the whole image encoder."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="A registered fine-tuning method by name (embedkit.finetune."
+                                                           "modes: lora, full, or one of yours); --lora/--full are its shortcuts."),
     weights: list[str] = opt.weights_option(),
     name: Optional[str] = opt.name_option(), arch: Optional[str] = opt.arch_option(),
     seeds: str = opt.seeds_option(), epochs: int = opt.epochs_option(), batch_size: int = opt.batch_size_option(),
@@ -24,6 +26,7 @@ def finetune(
     lora_dropout: float = typer.Option(0.1, min=0.0, max=0.99, help="LoRA dropout."),
     lora_targets: Optional[str] = typer.Option(None, help="Override the adapter's targets: names, param:NAME for raw parameters."),
     augment: bool = typer.Option(False, help="Small random affine jitter per image."),
+    selection: str = opt.selection_option(), attribute: str = opt.acted_on_option(),
     head_init: str = typer.Option("probe", help="The head's start: probe (the linear probe on the encoder's features, "
                                                  "LP-FT) or random (the paper's fresh head)."),
     device: str = opt.device_option(), precision: str = opt.precision_option(),
@@ -40,16 +43,18 @@ def finetune(
     """Fine-tune an encoder with a linear head (LoRA or full); writes a run folder like the probes."""
     from embedkit.finetune.train import FinetuneConfig, finetune as run
 
-    if lora == full:
-        raise typer.BadParameter("choose exactly one of --lora and --full", param_hint="--lora / --full")
+    chosen = [m for m, on in (("lora", lora), ("full", full)) if on] + ([mode] if mode else [])
+    if len(chosen) != 1:
+        raise typer.BadParameter("choose exactly one of --lora, --full and --mode NAME", param_hint="--lora / --full / --mode")
     from embedkit.models.registry import name_generic
 
     (model,), weights_of = name_generic((model,), opt.per_model(weights, (model,), "--weights"), name=name, arch=arch)
-    cfg = FinetuneConfig(model=model, manifest=manifest, mode="lora" if lora else "full",
+    cfg = FinetuneConfig(model=model, manifest=manifest, mode=chosen[0],
                          weights=weights_of.get(model), arch=arch,
                          runs_dir=runs_dir, dataset=dataset, seeds=seeds, epochs=epochs, batch_size=batch_size, lrs=lrs,
                          weight_decays=weight_decays or (0.01,), rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout,
-                         lora_targets=lora_targets, augment=augment, head_init=head_init, device=device, precision=precision,
+                         lora_targets=lora_targets, augment=augment, head_init=head_init, selection=selection,
+                         attribute=attribute, device=device, precision=precision,
                          grad_checkpointing=grad_checkpointing, compile=compile, memory_limit_gb=memory_limit_gb,
                          workers=workers, skip_bad=skip_bad, resume=resume, force=force,
                          attributes=attributes)

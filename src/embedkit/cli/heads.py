@@ -76,8 +76,7 @@ def probe(
     mitigate: str = typer.Option("", callback=opt.parse_interventions,
                                  help="Fairness interventions, comma-separated (ERM runs too): reweight, resample, "
                                       "groupdro, adversarial (in training), temperature, offsets (post-processing)."),
-    attribute: str = typer.Option("sex", callback=opt.parse_attributes,
-                                  help="The attribute interventions and fairness-aware selection act on."),
+    attribute: str = opt.acted_on_option(),
     selection: str = opt.selection_option(),
     strength: Optional[float] = typer.Option(None, min=0.0, help="Intervention strength (groupdro eta, adversarial "
                                                                   "lambda, offsets' accuracy budget); default: the paper's."),

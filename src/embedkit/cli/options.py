@@ -22,7 +22,7 @@ from embedkit.spec import FAIRNESS, PRECISIONS, SWEEP, WHERE
 SHARED = ("--model", "--manifest", "--runs-dir", "--cache-dir", "--cache-file", "--dataset", "--weights", "--seeds",
           "--lrs", "--weight-decays", "--epochs", "--batch-size", "--workers", "--precision", "--device", "--threads",
           "--quiet", "--force", "--wait", "--n-boot", "--n-perm", "--attributes", "--name", "--arch", "--selection",
-          "--adjust")
+          "--adjust", "--attribute")
 
 # Spellings that mean a shared concept: an option may not use the left-hand name.
 SYNONYMS = {
@@ -316,3 +316,10 @@ def adjust_option():
 
     return typer.Option(FAIRNESS.adjust, "--adjust", callback=one_of("--adjust", ADJUSTMENTS),
                         help="Multiple-testing adjustment over the report's gaps: bh (false discovery rate) or holm.")
+
+
+def acted_on_option():
+    from embedkit.attributes import ACTED_ON
+
+    return typer.Option(ACTED_ON, "--attribute", callback=parse_attributes,
+                        help="The attribute interventions and fairness-aware selection act on.")

@@ -39,7 +39,7 @@ def study(
         t = Table(title=f"study {config}")
         for c in ("stage", "step", "status", "time"):
             t.add_column(c)
-        for r in rows[-25:]:
+        for r in rows if not console.is_terminal else rows[-25:]:   # redirected: the whole table, once
             t.add_row(*r)
         return t
 

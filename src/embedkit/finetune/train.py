@@ -31,27 +31,28 @@ from embedkit.devices import auto_workers, resolve_device
 from embedkit.errors import EmbedkitError
 from embedkit.finetune.data import Images, load_images
 from embedkit.finetune.head import HEAD_INITS, Head, ProbeInit, embed_split, fit_probe_init, random_init
-from embedkit.finetune.lora import FrozenPins, apply_lora, parse_targets, save_adapters
+from embedkit.finetune import modes
+from embedkit.finetune.choose import checkpoint_dir, choose
+from embedkit.heads.selection import check as check_selection
 from embedkit.manifest import read_manifest
 from embedkit.models import Encoder, load_encoder
-from embedkit.runs import Predictions, attribute_columns, config_digest, finish_run, refresh_metrics, run_state
+from embedkit.runs import (Predictions, attribute_columns, config_digest, finish_run, new_record, refresh_metrics,
+                           run_state)
 from embedkit.spec import FAIRNESS, SWEEP, TRAINING_PRECISIONS, WHERE, Where
-
-DEFAULT_LRS = {"lora": (1e-4, 1e-3), "full": (1e-5, 1e-4)}
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
     model: str
     manifest: Path
-    mode: str                                   # lora | full
+    mode: str                                   # a registered fine-tuning method (finetune.modes): lora | full
     weights: Path | None = None
     runs_dir: Path = WHERE.runs_dir
     dataset: str | None = None
     seeds: tuple[int, ...] = SWEEP.seeds
     epochs: int = SWEEP.epochs
     batch_size: int = SWEEP.batch_size
-    lrs: tuple[float, ...] | None = None        # None: DEFAULT_LRS[mode]
+    lrs: tuple[float, ...] | None = None        # None: the mode's default sweep
     weight_decays: tuple[float, ...] = (0.01,)
     rank: int = 8
     alpha: int = 16
@@ -71,9 +72,11 @@ class FinetuneConfig:
     attributes: str | None = FAIRNESS.attributes  # declared sensitive attributes (None: sex, age, sex*age)
     arch: str | None = None                      # a generic adapter's architecture (open_clip --arch)
     head_init: str = "probe"                     # probe (LP-FT) | random (the paper's fresh head): docs/benchmarks.md
+    selection: str = FAIRNESS.selection          # how a sweep point is chosen on validation (heads.selection)
+    attribute: str | None = FAIRNESS.attribute   # what a fairness-aware selection acts on; None: sex
 
     def learning_rates(self) -> tuple[float, ...]:
-        return self.lrs or DEFAULT_LRS[self.mode]
+        return self.lrs or modes.get(self.mode).lrs
 
     def run_dir(self, seed: int) -> Path:
         return Where(self.manifest, self.dataset, runs_dir=self.runs_dir).run_dir(self.model, self.mode, seed)
@@ -96,6 +99,11 @@ class FinetuneConfig:
         if self.mode == "full":
             for k in ("rank", "alpha", "dropout", "lora_targets"):
                 d.pop(k)
+        for k, default in (("head_init", "probe"), ("selection", FAIRNESS.selection)):   # defaults keep old identities
+            if d[k] == default:
+                d.pop(k)
+        if "selection" not in d:
+            d.pop("attribute")
         return d
 
 
@@ -183,16 +191,7 @@ def _build(cfg: FinetuneConfig, enc: Encoder, seed: int, init: ProbeInit, device
     torch.manual_seed(seed)
     model = Classifier(copy.deepcopy(enc.image_tower), enc.embed_dim, init.n_classes)
     init.apply(model.head)
-    info = {}
-    pins = None
-    if cfg.mode == "lora":
-        targets = parse_targets(cfg.lora_targets, enc.lora_targets)
-        info["lora_layers"] = apply_lora(model.tower, targets, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout)
-        info["targets"] = {"modules": list(targets.modules), "parameters": list(targets.parameters)}
-        pins = FrozenPins(model.tower)
-    else:
-        for p in model.parameters():
-            p.requires_grad_(True)
+    info, pins = modes.get(cfg.mode).prepare(model.tower, cfg, enc)
     for p in model.head.parameters():
         p.requires_grad_(True)
     if cfg.grad_checkpointing:
@@ -255,7 +254,7 @@ def fit(cfg: FinetuneConfig, enc: Encoder, seed: int, lr: float, wd: float, data
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         net.train()
-        if cfg.mode == "lora":
+        if modes.get(cfg.mode).frozen_batchnorm:
             _freeze_batchnorm(model)
         gen = torch.Generator().manual_seed(1_000_003 * seed + epoch)
         order = torch.randperm(n, generator=gen)
@@ -301,8 +300,8 @@ def fit(cfg: FinetuneConfig, enc: Encoder, seed: int, lr: float, wd: float, data
 def _check(cfg: FinetuneConfig) -> None:
     if cfg.precision not in TRAINING_PRECISIONS:
         raise EmbedkitError(f"--precision {cfg.precision}: fine-tuning runs in fp32 or bf16 (autocast)")
-    if cfg.mode not in ("lora", "full"):
-        raise EmbedkitError(f"unknown fine-tuning mode {cfg.mode!r}: use --lora or --full")
+    modes.get(cfg.mode)
+    check_selection(cfg.selection)
     if cfg.head_init not in HEAD_INITS:
         raise EmbedkitError(f"--head-init {cfg.head_init}: choose {' or '.join(HEAD_INITS)}")
 
@@ -333,25 +332,42 @@ def finetune(cfg: FinetuneConfig, *, on_epoch: Callable[[dict], None] | None = N
         init = fit_probe_init(features, data, seed, len(manifest.classes))
         if cfg.head_init == "random":
             init = random_init(init, seed)
-        fits, chosen = [], None
+        fits, val_proba, chosen = [], [], None
         for lr in cfg.learning_rates():
             for wd in cfg.weight_decays:
-                ckpt_dir = folder / "checkpoints" / f"lr-{lr:g}-wd-{wd:g}"
+                ckpt_dir = checkpoint_dir(folder, lr, wd)
                 if cfg.force and dist.main:
                     (ckpt_dir / "last.pt").unlink(missing_ok=True)
                 result, model, info = fit(cfg, enc, seed, lr, wd, data, init, ckpt_dir, dist, device, on_epoch)
                 fits.append(result)
+                if cfg.selection != "loss":
+                    val_proba.append(_loss_on(model, data["val"], device, cfg)[1].numpy())
                 if chosen is None or (result.best_val_loss, lr, wd) < (chosen[0].best_val_loss, chosen[0].lr, chosen[0].weight_decay):
                     chosen = (result, model, info)  # only the best model so far stays in memory
                 del model
         best, model, info = chosen
+        choice = {}
+        if cfg.selection != "loss":
+            i, choice = choose(cfg, manifest, data["val"], fits, val_proba)
+            if fits[i] is not best:
+                best, model = fits[i], _reload(cfg, enc, seed, init, device, checkpoint_dir(folder, fits[i].lr, fits[i].weight_decay))
         if dist.main:
             records.append(_write(cfg, seed, manifest, data, model, enc, info | {"init": init.record}, best, fits,
-                                  device, config_hash, identity))
+                                  device, config_hash, identity, choice))
     return records
 
 
-def _write(cfg, seed, manifest, data, model, enc, info, best: Fit, fits: list[Fit], device, config_hash, identity) -> dict:
+def _reload(cfg, enc, seed, init, device, ckpt_dir: Path) -> nn.Module:
+    """A sweep point's model at its best epoch, rebuilt from its checkpoint (the strategy chose it, not the loss)."""
+    model, _, pins = _build(cfg, enc, seed, init, device)
+    model.load_state_dict(torch.load(ckpt_dir / "last.pt", map_location="cpu", weights_only=True)["best_state"], strict=False)
+    if pins:
+        pins.restore()
+    return model
+
+
+def _write(cfg, seed, manifest, data, model, enc, info, best: Fit, fits: list[Fit], device, config_hash, identity,
+           choice: dict) -> dict:
     """Predictions for val and test at the best epoch, the adapter or encoder, the head, and run.json."""
     from safetensors.torch import save_file
 
@@ -362,19 +378,15 @@ def _write(cfg, seed, manifest, data, model, enc, info, best: Fit, fits: list[Fi
     preds = Predictions(columns["image_id"], np.array(["val"] * len(data["val"].rows) + ["test"] * len(data["test"].rows)),
                         columns["label"], np.concatenate([proba["val"], proba["test"]]), manifest.classes,
                         attribute_columns(columns), columns["patient_id"])
-    if cfg.mode == "lora":
-        save_adapters(model.tower, folder / "adapter", parse_targets(cfg.lora_targets, enc.lora_targets),
-                      rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout)
-    else:
-        save_file({k: v.contiguous().cpu() for k, v in model.tower.state_dict().items()}, str(folder / "encoder.safetensors"))
+    modes.get(cfg.mode).save(model.tower, folder, cfg, enc)
     save_file({k: v.contiguous().cpu() for k, v in model.head.state_dict().items()}, str(folder / "head.safetensors"))
-    record = {"method": cfg.mode, "model": cfg.model, "seed": seed, "config": cfg.fingerprint(), "config_hash": config_hash,
-              "identity": identity,
-              "manifest_digest": manifest.digest(), "manifest": str(cfg.manifest.resolve()), "encoder": enc.describe(), **info,
+    record = new_record(method=cfg.mode, model=cfg.model, seed=seed, config=cfg.fingerprint(), config_hash=config_hash,
+                        identity=identity, manifest_digest=manifest.digest(), manifest=cfg.manifest) | {
+              "encoder": enc.describe(), **info,
               "selection": {"lr": best.lr, "weight_decay": best.weight_decay, "best_epoch": best.best_epoch,
                             "val_loss": best.best_val_loss,
                             "criterion": "lowest validation loss over lrs, weight decays and epochs (0 = the linear-probe start)",
                             "sweep": [{"lr": f.lr, "weight_decay": f.weight_decay, "best_epoch": f.best_epoch,
-                                       "val_loss": f.best_val_loss} for f in fits]},
+                                       "val_loss": f.best_val_loss} for f in fits]} | choice,
               "history": best.history, "timings": {"seconds": sum(f.seconds for f in fits)}}
     return finish_run(folder, preds, record, attributes=cfg.attributes, n_boot=cfg.n_boot, seed=seed)

@@ -20,7 +20,8 @@ from embedkit.heads.knn import KS
 from embedkit.heads.trained import HeadConfig
 from embedkit.manifest import read_manifest
 from embedkit.prompts import FORMATS
-from embedkit.runs import Predictions, attribute_columns, config_digest, finish_run, refresh_metrics, run_state
+from embedkit.runs import (Predictions, attribute_columns, config_digest, finish_run, new_record, refresh_metrics,
+                           run_state)
 from embedkit.spec import FAIRNESS, SWEEP, WHERE, Where
 
 
@@ -130,10 +131,9 @@ def _write_run(cfg: ExperimentConfig, fitted: base.Fitted, cache: Cache, parts: 
                         label=cache.meta["label"][rows], proba=np.concatenate([fitted.proba["val"], fitted.proba["test"]]),
                         classes=cache.classes, attributes={k: v[rows] for k, v in attribute_columns(cache.meta).items()},
                         patient_id=cache.meta["patient_id"][rows])
-    record = {
-        "method": cfg.name, "model": cfg.model, "seed": fitted.seed, "config": cfg.fingerprint(),
-        "config_hash": cfg.config_hash, "identity": ident, "manifest_digest": cache.manifest_digest,
-        "manifest": str(cfg.manifest.resolve()),
+    record = new_record(method=cfg.name, model=cfg.model, seed=fitted.seed, config=cfg.fingerprint(),
+                        config_hash=cfg.config_hash, identity=ident, manifest_digest=cache.manifest_digest,
+                        manifest=cfg.manifest) | {
         "cache": {"path": str(cache.path), "key": cache.attrs.get("key")}, "versions": cache.attrs.get("versions"),
         "timings": {"seconds": seconds}, "selection": fitted.selection,
     }

@@ -13,7 +13,6 @@ from embedkit.study.config import Study, n_images, seeds
 from embedkit.study.data import data_step
 from embedkit.study.steps import Step, combine
 
-HEAVY_METHODS = ("lora", "full")
 log = logging.getLogger("embedkit.study")
 
 
@@ -122,12 +121,13 @@ def _cache_methods() -> tuple[str, ...]:
 
 
 def _finetune_steps(study: Study) -> list[Step]:
+    from embedkit.finetune import modes
     from embedkit.finetune.train import FinetuneConfig, finetune
     from embedkit.runs import RunState, run_state
 
     steps = []
     for model, spec in study.models.items():
-        for (dataset, manifest), method in ((r, k) for k in HEAVY_METHODS for r in study.rounds):
+        for (dataset, manifest), method in ((r, k) for k in modes.names() for r in study.rounds):
             if not study.runs(model, method):
                 continue
             opts = {k: (tuple(v) if isinstance(v, list) else v) for k, v in study.methods[method].items()

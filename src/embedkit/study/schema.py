@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field
 from embedkit.errors import EmbedkitError
 from embedkit.spec import FAIRNESS, PRECISIONS, SWEEP, TRAINING_PRECISIONS, Where
 
-HEAVY_METHODS = ("lora", "full")       # fine-tuning's methods (the cache-path ones come from the heads' registry)
 # FinetuneConfig's fields a study sets elsewhere (the model, its weights, the rounds' paths, the attributes)
 FINETUNE_FIXED = ("model", "manifest", "mode", "weights", "runs_dir", "dataset", "seeds", "resume", "force",
                   "attributes", "arch")
@@ -72,12 +71,15 @@ def _model() -> type[BaseModel]:
 def _method_names() -> tuple[str, ...]:
     from embedkit.heads import base
 
-    return (*base.heads(), *HEAVY_METHODS)
+    from embedkit.finetune import modes
+
+    return (*base.heads(), *modes.names())
 
 
 def _methods() -> type[BaseModel]:
     """One section per registered method: the heads' own options (``Method.options``), the interventions
     and selection strategies that apply to them, and fine-tuning's settings (``FinetuneConfig``)."""
+    from embedkit.finetune import modes
     from embedkit.finetune.head import HEAD_INITS
     from embedkit.finetune.train import FinetuneConfig
     from embedkit.heads import base
@@ -89,8 +91,9 @@ def _methods() -> type[BaseModel]:
     heads = {n: create_model(n.title(), __base__=_Strict, **shared, **type(base.get(n)).options()) for n in base.heads()}
     tuning = create_model("Finetune", __base__=_Strict, seeds=(Optional[list[int]], None),
                           **_fields(FinetuneConfig, skip=FINETUNE_FIXED,
-                                    choices={"precision": TRAINING_PRECISIONS, "head_init": HEAD_INITS}))
-    sections = {n: (Optional[m], None) for n, m in heads.items()} | {n: (Optional[tuning], None) for n in HEAVY_METHODS}
+                                    choices={"precision": TRAINING_PRECISIONS, "head_init": HEAD_INITS,
+                                             "selection": STRATEGIES}))
+    sections = {n: (Optional[m], None) for n, m in heads.items()} | {n: (Optional[tuning], None) for n in modes.names()}
     return create_model("Methods", __base__=_Strict, **sections)
 
 

@@ -175,3 +175,14 @@ def test_csv_finds_the_patient_column_or_refuses(tmp_path, capsys):
     assert main(["data", "csv", "--table", str(bare), "--columns", base + ",patient_id=@image",
                  "--out", str(tmp_path / "i.csv")]) == 0
     assert read_manifest(tmp_path / "i.csv").column("patient_id")[0].startswith("image:")
+
+
+def test_csv_names_the_rows_it_leaves_out(tmp_path, capsys):
+    rows = [[f"f{i}.png", f"P{i}", "X" if i in (3, 7) else "MF"[i % 2], "50", "Edema" if i % 2 else "Effusion"]
+            for i in range(60)]
+    table = write(tmp_path / "t.csv", ["File", "Patient ID", "Gender", "Age", "Finding"], rows)
+    assert main(["data", "csv", "--table", str(table), "--columns", "path=File,sex=Gender,age=Age,label=Finding",
+                 "--classes", "Edema,Effusion", "--out", str(tmp_path / "m.csv")]) == 0
+    out = capsys.readouterr()
+    assert "2 of 60 row(s) left out: unreadable sex (line 5, 9)" in out.err + out.out
+    assert "of 58 usable rows read" in out.err + out.out

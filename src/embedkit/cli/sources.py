@@ -71,7 +71,7 @@ def _finish(sources, notes, *, out, classes, label_policy, uncertain, balanced, 
         for c, why in built.balanced["dropped"].items():
             errors.print(f"[yellow]dropped class {c}:[/] {why}", highlight=False)
     labels = [r["label"] for r in built.rows]
-    table(f"{out}: {len(built.rows)} images of {built.read} read", ["class", "images", "train", "val", "test"],
+    table(f"{out}: {len(built.rows)} images kept of {built.read} usable rows read", ["class", "images", "train", "val", "test"],
           [[c, labels.count(c), *(sum(1 for r in built.rows if r["label"] == c and r["split"] == s)
                                   for s in ("train", "val", "test"))] for c in classes])
     console.print(f"manifest: {out}", highlight=False)

@@ -58,17 +58,17 @@ def read(path: str | Path, columns: dict[str, str], *, images: str | Path | None
     header = list(table[0][1]) if table else []
     columns = dict(columns, patient_id=_patient_column(path, header, columns.get("patient_id")))
     used = {columns[t] for t in TARGETS if columns[t] in header}
-    rows, skipped = [], {"sex": 0, "age": 0}
+    rows, skipped = [], {"sex": [], "age": []}       # the lines left out, by reason
     for line, r in table:
         where = f"{path}, line {line}"
         sex = SEX.get(r[columns["sex"]].lower())
         if sex is None:
-            skipped["sex"] += 1
+            skipped["sex"].append(line)
             continue
         try:
             age = int(float(r[columns["age"]]))
         except ValueError:
-            skipped["age"] += 1
+            skipped["age"].append(line)
             continue
         split = r.get(columns["split"], "").strip().lower()
         if split and split not in SPLITS:
@@ -82,4 +82,9 @@ def read(path: str | Path, columns: dict[str, str], *, images: str | Path | None
         rows.append(Source(image_id=image_id, path=str(Path(images) / file) if images else file,
                            patient_id=patient, sex=sex, age=age, findings=found,
                            split=split, extra={k: v for k, v in r.items() if k not in used}))
-    return rows, [f"{n} row(s) left out: unreadable {why}" for why, n in skipped.items() if n]
+    return rows, [f"{len(lines)} of {len(table)} row(s) left out: unreadable {why} (line {_first(lines)})"
+                  for why, lines in skipped.items() if lines]
+
+
+def _first(lines: list[int], shown: int = 5) -> str:
+    return ", ".join(map(str, lines[:shown])) + (f" and {len(lines) - shown} more" if len(lines) > shown else "")

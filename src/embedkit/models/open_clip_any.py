@@ -15,6 +15,8 @@ weights load through safetensors or a weights-only unpickler. Embeddings are L2-
 from __future__ import annotations
 
 import json
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -87,12 +89,14 @@ def load(weights: Path | None, tokenizer: Path | None, tiny: bool, *, arch: str 
     weights = Path(weights)
     if weights.is_dir():
         cfg, file = _read_folder(weights)
-        model = open_clip.create_model(f"local-dir:{weights}", load_weights=False)
+        with _no_random_init_warning():
+            model = open_clip.create_model(f"local-dir:{weights}", load_weights=False)
         tok = open_clip.get_tokenizer(f"local-dir:{weights}")
         described = {"config": cfg}
     elif arch is not None:
         arch_name = _arch(arch)
-        model, file = open_clip.create_model(arch_name, pretrained=None), weights
+        with _no_random_init_warning():
+            model, file = open_clip.create_model(arch_name, pretrained=None), weights
         tok = open_clip.get_tokenizer(arch_name)
         described = {"arch": arch_name}
     else:
@@ -151,6 +155,23 @@ def _read_folder(folder: Path) -> tuple[dict, Path]:
         if (folder / f).is_file():
             return cfg, folder / f
     raise EmbedkitError(f"{folder}: no {' or '.join(WEIGHT_FILES)} beside {CONFIG}")
+
+
+class _DropRandomInit(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextmanager
+def _no_random_init_warning():
+    """open_clip warns "Model initialized randomly" when it builds an architecture without weights; the file's
+    weights are loaded strictly right after (tested against open_clip's own loading), so the warning only alarms."""
+    drop = _DropRandomInit()
+    logging.getLogger().addFilter(drop)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(drop)
 
 
 def _from_hub(model_id: str, name: str) -> Encoder:

@@ -81,9 +81,3 @@ class Clusters:
                 out[:, members] = rng.permuted(out[:, members], axis=1)
             yield out
 
-
-def per_patient(values: np.ndarray, patient: np.ndarray, n_patients: int) -> np.ndarray:
-    """(P, K) sums over each patient's rows of (N, K) per-row statistics."""
-    out = np.zeros((n_patients, values.shape[1]))
-    np.add.at(out, patient, values)
-    return out

@@ -149,26 +149,22 @@ class _Data:
         self.y_true = np.asarray(y_true, dtype=np.int64)
         proba = np.asarray(proba, dtype=float)
         self.y_pred = proba.argmax(1)
-        conf, correct = proba.max(1), (self.y_pred == self.y_true).astype(float)
+        self.conf, self.correct = proba.max(1), (self.y_pred == self.y_true).astype(float)
         self.order = {a: tuple(order[a]) if order and a in order else _present(groups[a]) for a in groups}
         self.codes = {a: _codes(np.asarray(groups[a]).astype(str), self.order[a]) for a in groups}
         self.C = n_classes
         self.clusters = resample.Clusters(patient_id, self.y_true, n_classes)
-        self.bins = np.clip(np.ceil(conf * stats.N_BINS).astype(np.int64) - 1, 0, stats.N_BINS - 1)
-        self.cal_values = np.stack([np.ones_like(conf), conf, correct, np.abs(conf - correct)], 1)
         self.cells = {a: self._patient_stats(codes, len(self.order[a]) + 1) for a, codes in self.codes.items()}
         self.plain = self._patient_stats(np.zeros_like(self.y_true), 1)
 
     def _patient_stats(self, cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(P, k*C*C) confusion counts and (P, k*bins*4) calibration sums of each patient's rows."""
-        P, C, bins, patient = self.clusters.n, self.C, stats.N_BINS, self.clusters.patient
-        code = (cells * C + self.y_true) * C + self.y_pred
-        cm = np.bincount(patient * (k * C * C) + code, minlength=P * k * C * C).reshape(P, -1).astype(float)
-        cal = np.zeros((P, k * bins, 4))
-        slot = patient * (k * bins) + cells * bins + self.bins
-        for j in range(4):
-            cal[..., j] = np.bincount(slot, weights=self.cal_values[:, j], minlength=P * k * bins).reshape(P, -1)
-        return cm, cal.reshape(P, -1)
+        """(P, k*C*C) confusion counts and (P, k*bins*4) calibration sums of each patient's rows: ``stats``'
+        counts with every (patient, group) pair as one cell."""
+        P, patient = self.clusters.n, self.clusters.patient
+        joint = (patient * k + cells)[None]
+        cm = stats.confusion(self.y_true[None], self.y_pred[None], joint, n_classes=self.C, n_cells=P * k)
+        cal = stats.calibration(self.conf[None], self.correct[None], joint, n_cells=P * k)
+        return cm.reshape(P, -1).astype(float), cal.reshape(P, -1)
 
     def stats(self, counts: np.ndarray, only: str | None = None):
         """Per-attribute (b, k, C, C) confusions and (b, k, bins, 4) calibration sums of replicates that

@@ -70,7 +70,10 @@ def _embedkit_imports(path: Path) -> set[str]:
 LAYERS = [("heads/", ("embedkit.models",), "heads read cached features, never the encoders"),
           ("models/", ("embedkit.cache", "embedkit.heads", "embedkit.finetune", "embedkit.metrics", "embedkit.report",
                        "embedkit.study", "embedkit.cli", "embedkit.audit", "embedkit.runs"),
-           "encoders import nothing downstream of them")]
+           "encoders import nothing downstream of them"),
+          ("data/", ("embedkit.models", "embedkit.cache", "embedkit.heads", "embedkit.finetune", "embedkit.metrics",
+                     "embedkit.report", "embedkit.study", "embedkit.cli", "embedkit.audit", "embedkit.runs"),
+           "dataset builders read published files and write manifests; they know nothing downstream")]
 
 
 @pytest.mark.parametrize("folder, forbidden, why", LAYERS, ids=[r[0] for r in LAYERS])

@@ -1,14 +1,16 @@
-"""Registering a module is all it takes: a head, an intervention, a model family and a dataset kind, each
+"""Registering a module is all it takes: a head, an intervention, a model family and a dataset builder, each
 registered here at runtime, run through the CLI and through a study TOML with no other edit."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from embedkit.cli.app import main
+from embedkit.data.registry import Builder, Summary, option
 from embedkit.heads import base
 from embedkit.heads.posthoc import PostProcessing, softmax
 from embedkit.study import load_study, run_study
@@ -37,28 +39,36 @@ class Shift(PostProcessing):
         return softmax(logp)
 
 
-def _mini(study, manifest, data):
+@dataclass
+class MiniOptions:
+    per_group: int = option(5, help="Images per cell.", min=5)
+
+
+def _mini(opts: MiniOptions, out: Path) -> Summary:
     from embedkit.data.phantom import PhantomSpec, make_phantom
 
-    return make_phantom(manifest.parent, PhantomSpec(per_group=data.get("per_group", 5), size=16, seed=1))
+    return Summary(make_phantom(out, PhantomSpec(per_group=opts.per_group, size=16, seed=1)), lines=["mini built"])
+
+
+MINI = Builder("mini-test", "A tiny phantom (a dataset builder registered by a test).", MiniOptions, _mini, folder=True)
 
 
 @pytest.fixture
 def registered(monkeypatch):
+    from embedkit.data import registry as builders
     from embedkit.models import registry
-    from embedkit.study import data
 
     monkeypatch.setitem(base._REGISTRY, Prior.name, Prior)
     monkeypatch.setitem(base._REGISTRY, Shift.name, Shift)
     monkeypatch.setitem(registry._MODELS, "mytower", replace(registry.get("medclip-rn50"), name="mytower"))
-    monkeypatch.setitem(data.KINDS, "mini-test", _mini)
+    monkeypatch.setitem(builders._BUILDERS, MINI.name, MINI)
 
 
 STUDY = """
 seeds = [0]
 [data]
 kind = "mini-test"
-out = "mini/manifest.csv"
+out = "mini"
 per_group = 5
 [paths]
 cache_dir = "cache"
@@ -74,7 +84,7 @@ n_boot = 20
 """
 
 
-def test_registered_modules_run_through_a_study_and_the_cli(tmp_path, registered):
+def test_registered_modules_run_through_a_study_and_the_cli(tmp_path, registered, capsys):
     config = tmp_path / "s.toml"
     config.write_text(STUDY)
     steps = run_study(load_study(config))
@@ -84,6 +94,8 @@ def test_registered_modules_run_through_a_study_and_the_cli(tmp_path, registered
     assert "prior-test" in (tmp_path / "report/report.md").read_text()
 
     manifest = str(tmp_path / "mini/manifest.csv")
+    assert main(["data", "mini-test", "--out", str(tmp_path / "mini2"), "--per-group", "6"]) == 0
+    assert "mini built" in capsys.readouterr().out and (tmp_path / "mini2/manifest.csv").is_file()
     assert main(["extract", "--model", "mytower-tiny", "--manifest", manifest, "--cache-dir", str(tmp_path / "c2")]) == 0
     assert main(["probe", "--model", "mytower-tiny", "--manifest", manifest, "--cache-dir", str(tmp_path / "c2"),
                  "--runs-dir", str(tmp_path / "r2"), "--head", "prior-test,linear", "--mitigate", "shift-test",
@@ -95,7 +107,7 @@ def test_registered_modules_run_through_a_study_and_the_cli(tmp_path, registered
 def test_an_unregistered_method_is_refused_with_the_closest_name(tmp_path):
     config = tmp_path / "s.toml"
     config.write_text(STUDY.replace('kind = "mini-test"', 'kind = "phantom"').replace("mytower-tiny", "clip-tiny")
-                      .replace('out = "mini/manifest.csv"', 'out = "p"').replace("prior-test = {}", "liner = {}")
+                      .replace('out = "mini"', 'out = "p"').replace("prior-test = {}", "liner = {}")
                       .replace(', mitigate = ["shift-test"]', ""))
     from embedkit.errors import EmbedkitError
 

@@ -61,6 +61,7 @@ def _log_internal_error() -> Path:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app and turn whatever happens into a message and an exit code."""
     try:
+        data.register_builders()
         rc = app(args=argv, standalone_mode=False)  # returns an exit code instead of raising SystemExit
         return rc if isinstance(rc, int) else EXIT_OK
     except LockedError as exc:

@@ -1,60 +1,71 @@
-"""`embedkit data nih|phantom`: build the manifests every other stage reads."""
+"""`embedkit data NAME`: one command per registered dataset builder (``embedkit.data.registry``), its
+options derived from the builder's options dataclass; and `embedkit data folds`."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import typing
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from embedkit.cli.console import console, errors, table
-from embedkit.data.nih import CANDIDATE_CLASSES, build_nih
-from embedkit.data.phantom import Bias, PhantomSpec, make_phantom
-from embedkit.manifest import AGE_GROUPS, SEXES, STUDY_CLASSES, SPLITS, read_manifest, sex_age_groups
+from embedkit.cli.options import manifest_option
+from embedkit.data import registry
 
 app = typer.Typer(help="Build manifests: NIH 6×200, CheXpert, MIMIC-CXR, PadChest, any CSV, the phantom; folds.",
                   no_args_is_help=True)
 
 
-def _split_summary(manifest_path: Path) -> None:
-    m = read_manifest(manifest_path)
-    labels, splits, groups = m.column("label"), m.column("split"), m.column("sex_age")
-    table(
-        f"{manifest_path}: {len(m)} images, {len(set(m.column('patient_id')))} patients",
-        ["class", *sex_age_groups(), *SPLITS],
-        [
-            [c, *(int(((labels == c) & (groups == g)).sum()) for g in sex_age_groups()),
-             *(int(((labels == c) & (splits == s)).sum()) for s in SPLITS)]
-            for c in m.classes
-        ],
-    )
+def _parameter(f: dataclasses.Field, kind) -> inspect.Parameter:
+    """A dataclass field as a typer option: ``--field-name``, its default (none: required), help and checks."""
+    if f.default is not dataclasses.MISSING:
+        default = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    else:
+        default = ...
+    flag = "--" + f.name.replace("_", "-")
+    opt = typer.Option(default, flag, help=f.metadata.get("help", ""), **f.metadata.get("typer", {}))
+    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=kind)
 
 
-@app.command("nih")
-def nih(
-    metadata: Path = typer.Option(..., exists=True, dir_okay=False, help="Data_Entry_2017_v2020.csv (or .gz, or the 2017 file)."),
-    out: Path = typer.Option(..., help="Manifest CSV to write."),
-    images: Optional[Path] = typer.Option(None, exists=True, file_okay=False, help="NIH images folder; every selected file is checked."),
-    per_group: int = typer.Option(50, min=1, help="Images per (class, sex, age band) cell."),
-    min_fraction: float = typer.Option(0.9, min=0.0, max=1.0, help="A cell needs at least this fraction of --per-group."),
-    seed: int = typer.Option(0, min=0, help="Seed of the selection and the split."),
-    classes: str = typer.Option(",".join(CANDIDATE_CLASSES), help="Comma-separated candidate classes."),
-) -> None:
-    """Select the paper's balanced NIH ChestX-ray14 subset and split it 7:1:2 by patient."""
-    sel = build_nih(metadata, out, images=images, classes=tuple(c.strip() for c in classes.split(",")),
-                    per_group=per_group, min_fraction=min_fraction, seed=seed)
-    for w in sel.warnings:
-        errors.print(f"[yellow]warning:[/] {w}")
-    cells = [(s, b) for s in SEXES for b in AGE_GROUPS]
-    table("candidate pools (single-label images)", ["class", *(f"{s}-{b}" for s, b in cells), "status"],
-          [[c, *(sel.pools[c][k] for k in cells), "qualified" if c in sel.qualified else f"dropped: {sel.dropped[c]}"]
-           for c in sel.pools])
-    _split_summary(out)
+def command(builder: registry.Builder):
+    """The CLI command of ``builder``: its own options first, then those it inherits; --out; prints the summary."""
+    hints = typing.get_type_hints(builder.options)
+    own = set(builder.options.__dict__.get("__annotations__", {}))
+    fields = sorted(dataclasses.fields(builder.options), key=lambda f: f.name not in own)
+    out = inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
+                            default=typer.Option(..., file_okay=not builder.folder, dir_okay=builder.folder,
+                                                 help=builder.out_help()))
+
+    def run(**kw):
+        target = kw.pop("out")
+        show(builder.run(builder.options(**kw), target))
+
+    run.__name__ = builder.name.replace("-", "_")
+    run.__doc__ = builder.help
+    run.__signature__ = inspect.Signature([_parameter(f, hints[f.name]) for f in fields] + [out])
+    return run
+
+
+def show(summary: registry.Summary) -> None:
+    """Print what a build decided: warnings, notes, its tables, and the manifest written."""
+    for w in summary.warnings:
+        errors.print(f"[yellow]warning:[/] {w}", highlight=False)
+    for n in summary.notes:
+        errors.print(f"[yellow]note:[/] {n}", highlight=False)
+    for title, header, rows in summary.tables:
+        table(title, header, rows)
+    for line in summary.lines:
+        console.print(line, highlight=False)
+    console.print(f"manifest: {summary.manifest}", highlight=False)
 
 
 @app.command("folds")
 def folds(
-    manifest: Path = typer.Option(..., "--manifest", exists=True, dir_okay=False, help="Manifest CSV (see README: Data)."),
+    manifest: Path = manifest_option(),
     out: Path = typer.Option(..., file_okay=False, help="Folder for fold-<i>.csv, one manifest per round."),
     k: int = typer.Option(5, min=2, help="Number of folds (rounds); each image is tested exactly once."),
     val_share: float = typer.Option(0.125, min=0.01, max=0.99, help="Validation share of the non-test folds "
@@ -62,39 +73,21 @@ def folds(
     seed: int = typer.Option(0, min=0, help="Seed of the fold and split assignment."),
 ) -> None:
     """K patient-disjoint folds stratified by class x sex x age band, one manifest per round."""
+    from embedkit.data.build import split_table
     from embedkit.data.folds import make_folds
 
     paths = make_folds(manifest, out, k=k, seed=seed, val_share=val_share)
     for p in paths:
-        _split_summary(p)
+        table(*split_table(p))
     console.print(f"{len(paths)} rounds: {', '.join(str(p) for p in paths)}", highlight=False)
 
 
-@app.command("phantom")
-def phantom(
-    out: Path = typer.Option(..., file_okay=False, help="Folder for manifest.csv, images/ and phantom.json."),
-    per_group: int = typer.Option(50, min=5, help="Images per (class, sex, age band) cell."),
-    size: int = typer.Option(224, min=16, help="Image side in pixels."),
-    seed: int = typer.Option(0, min=0, help="Seed of the generated images and the split."),
-    bias: list[str] = typer.Option([], help="Plant unfairness: ATTR=GROUP:STRENGTH, e.g. sex=F:0.6 (repeatable)."),
-    duplicates: int = typer.Option(0, min=0, help="Plant leakage: copy this many test images into train under new ids."),
-) -> None:
-    """Generate the phantom chest X-ray dataset (the embedded default for demo and tests)."""
-    spec = PhantomSpec(per_group=per_group, size=size, seed=seed, classes=STUDY_CLASSES, bias=[Bias.parse(b) for b in bias],
-                       duplicates=duplicates)
-    path = make_phantom(out, spec)
-    _split_summary(path)
-    if spec.bias:
-        console.print("planted bias: " + ", ".join(f"{b.attribute}={b.group} fainter by {b.strength:g}" for b in spec.bias))
+def register_builders() -> None:
+    """Add (or refresh) one command per registered builder (``main`` calls it, so a builder registered
+    after import is a command too)."""
+    app.registered_commands[:] = [c for c in app.registered_commands if c.name == "folds"]
+    for name in registry.names():
+        app.command(name, help=registry.get(name).help)(command(registry.get(name)))
 
 
-def _sources() -> None:
-    from embedkit.cli import sources
-
-    app.command("chexpert")(sources.chexpert)
-    app.command("mimic-cxr")(sources.mimic)
-    app.command("padchest")(sources.padchest)
-    app.command("csv")(sources.csv)
-
-
-_sources()
+register_builders()

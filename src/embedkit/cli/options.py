@@ -168,7 +168,7 @@ def model_option(*, several: bool = True):
 
 
 def manifest_option():
-    return typer.Option(..., "--manifest", exists=True, dir_okay=False, help="Manifest CSV (see README: Data).")
+    return typer.Option(..., "--manifest", exists=True, dir_okay=False, help="Manifest CSV (see docs/data.md).")
 
 
 def seeds_option(default: str = ",".join(map(str, SWEEP.seeds)), what: str = "Seeds"):

@@ -12,13 +12,15 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from embedkit.attributes import Attribute, parse
+from embedkit.data.registry import Summary, option
 from embedkit.data.splits import patient_split
 from embedkit.errors import EmbedkitError
-from embedkit.manifest import COLUMNS, SPLITS, write_manifest
+from embedkit.manifest import COLUMNS, SPLITS, STUDY_CLASSES, read_manifest, sex_age_groups, write_manifest
 
 LABEL_POLICIES = {
     "single": "exactly one positive finding in the whole record, and it is a declared class (the paper's NIH rule)",
@@ -30,6 +32,50 @@ UNCERTAIN_POLICIES = {
     "zeros": "uncertain counts as negative (U-Zeros)",
     "ones": "uncertain counts as positive (U-Ones)",
 }
+
+
+@dataclass(kw_only=True)
+class Labelling:
+    """The options every published-source builder shares: which findings, how labelled, selected, split."""
+
+    classes: str = option(",".join(STUDY_CLASSES), help="Comma-separated classes (findings) to keep.")
+    label_policy: str = option("single", help="; ".join(f"{k}: {v}" for k, v in LABEL_POLICIES.items()))
+    uncertain: str = option("ignore", help="; ".join(f"{k}: {v}" for k, v in UNCERTAIN_POLICIES.items()))
+    balanced: Optional[int] = option(None, help="Select N images per (class x group) cell, as the paper's NIH subset.",
+                                     min=1)
+    balance_on: str = option("sex,age", help="One or two attributes the balanced cells use (the first is filled "
+                                             "from its other groups when short).")
+    min_fraction: float = option(0.9, help="A balanced cell needs this fraction of N.", min=0.0, max=1.0)
+    split: str = option("patient", help="patient (7:1:2, patient-disjoint, stratified) or official.")
+    seed: int = option(0, help="Seed of the selection and the split.", min=0)
+
+    def class_tuple(self) -> tuple[str, ...]:
+        items = tuple(c.strip() for c in self.classes.split(",") if c.strip())
+        if not items:
+            raise EmbedkitError("--classes: give at least one class")
+        return items
+
+
+def images_option():
+    """The --images option of builders whose paths are relative to a dataset folder."""
+    return option(None, help="Images root; manifest paths are made absolute.", exists=True, file_okay=False)
+
+
+def finish(sources: list["Source"], notes: list[str], where: str, opts: Labelling, out: Path) -> Summary:
+    """Label, select, split and write ``sources`` as ``opts`` says; the summary of what was kept."""
+    classes = opts.class_tuple()
+    built = build(sources, out, classes=classes, policy=opts.label_policy, uncertain=opts.uncertain,
+                  balanced=opts.balanced, balance_on=opts.balance_on, min_fraction=opts.min_fraction, split=opts.split,
+                  seed=opts.seed, where=where)
+    summary = Summary(Path(out), notes=notes + [f"{v} image(s) left out: {k}" for k, v in built.dropped.items()])
+    if built.balanced:
+        summary.warnings += [f"dropped class {c}: {why}" for c, why in built.balanced["dropped"].items()]
+    labels = [r["label"] for r in built.rows]
+    rows = [[c, labels.count(c), *(sum(1 for r in built.rows if r["label"] == c and r["split"] == s) for s in SPLITS)]
+            for c in classes]
+    summary.tables.append((f"{out}: {len(built.rows)} images kept of {built.read} usable rows read",
+                           ["class", "images", *SPLITS], rows))
+    return summary
 
 
 @dataclass
@@ -183,3 +229,13 @@ def split_rows(rows: list[dict], strata: tuple[Attribute, ...], seed: int) -> No
     cells = [(r["label"], *(g[i] for g in groups)) for i, r in enumerate(rows)]
     for r, s in zip(rows, patient_split([r["patient_id"] for r in rows], cells, seed=seed)):
         r["split"] = s
+
+
+def split_table(manifest: Path) -> tuple[str, list[str], list[list]]:
+    """Images per class by sex x age band and by split, the summary every balanced build prints."""
+    m = read_manifest(manifest)
+    labels, splits, groups = m.column("label"), m.column("split"), m.column("sex_age")
+    rows = [[c, *(int(((labels == c) & (groups == g)).sum()) for g in sex_age_groups()),
+             *(int(((labels == c) & (splits == s)).sum()) for s in SPLITS)] for c in m.classes]
+    return (f"{manifest}: {len(m)} images, {len(set(m.column('patient_id')))} patients",
+            ["class", *sex_age_groups(), *SPLITS], rows)

@@ -11,9 +11,12 @@ out), age from ``Age``; frontal views by default (``Frontal/Lateral``). The pati
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-from embedkit.data.build import Source
+from embedkit.data.build import Labelling, Source, finish, images_option
+from embedkit.data.registry import Builder, option, register
 from embedkit.data.tables import read_table
 from embedkit.errors import EmbedkitError
 
@@ -85,3 +88,21 @@ def _demographics(path: str | Path) -> dict[str, dict[str, str]]:
     table = read_table(path, ("PATIENT", "PRIMARY_RACE", "ETHNICITY"),
                        "the CheXpert demographics file (CHEXPERT DEMO.xlsx, or a CSV with its columns)")
     return {r["PATIENT"]: {"race": r["PRIMARY_RACE"], "ethnicity": r["ETHNICITY"]} for _, r in table}
+
+
+@dataclass(kw_only=True)
+class Options(Labelling):
+    labels: list[Path] = option(help="train.csv and/or valid.csv (repeatable).", exists=True, dir_okay=False)
+    demographics: Optional[Path] = option(None, help="CHEXPERT DEMO.xlsx (or its CSV): adds race and ethnicity.",
+                                          exists=True, dir_okay=False)
+    views: str = option("Frontal", help="Frontal/Lateral values to keep (comma-separated).")
+    images: Optional[Path] = images_option()
+
+
+def _run(opts: Options, out: Path):
+    rows, notes = read(opts.labels, demographics=opts.demographics, views=tuple(opts.views.split(",")), images=opts.images)
+    return finish(rows, notes, str(opts.labels[0]), opts, out)
+
+
+register(Builder("chexpert", "CheXpert: the labeler's 14 observations, an explicit policy for uncertain labels, "
+                             "frontal views.", Options, _run))

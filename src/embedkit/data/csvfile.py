@@ -13,9 +13,12 @@ choice the manifest records in every row (``patient_id`` = ``image:<image id>``)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-from embedkit.data.build import Source
+from embedkit.data.build import Labelling, Source, finish, images_option
+from embedkit.data.registry import Builder, option, register
 from embedkit.data.tables import read_table
 from embedkit.errors import EmbedkitError
 from embedkit.manifest import SPLITS
@@ -88,3 +91,20 @@ def read(path: str | Path, columns: dict[str, str], *, images: str | Path | None
 
 def _first(lines: list[int], shown: int = 5) -> str:
     return ", ".join(map(str, lines[:shown])) + (f" and {len(lines) - shown} more" if len(lines) > shown else "")
+
+
+@dataclass(kw_only=True)
+class Options(Labelling):
+    table: Path = option(help="The CSV to read.", exists=True, dir_okay=False)
+    columns: str = option("", help="TARGET=COLUMN pairs: image_id, path, patient_id, sex, age, label (several "
+                                   "findings separated by |), split.")
+    images: Optional[Path] = images_option()
+
+
+def _run(opts: Options, out: Path):
+    rows, notes = read(opts.table, parse_columns(opts.columns), images=opts.images)
+    return finish(rows, notes, str(opts.table), opts, out)
+
+
+register(Builder("csv", "Any CSV, its columns mapped to the manifest's; every other column kept as a possible "
+                        "attribute.", Options, _run))

@@ -15,9 +15,12 @@ admitted). Frontal views (PA, AP) by default; images lie in
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-from embedkit.data.build import Source
+from embedkit.data.build import Labelling, Source, finish, images_option
+from embedkit.data.registry import Builder, option, register
 from embedkit.data.chexpert import findings
 from embedkit.data.tables import read_table
 from embedkit.errors import EmbedkitError
@@ -77,3 +80,25 @@ def _admissions(path: str | Path) -> dict[str, dict[str, str]]:
         if r["insurance"]:
             v["insurance"][r["insurance"]] += 1
     return {s: {k: (c.most_common(1)[0][0] if c else "") for k, c in v.items()} for s, v in values.items()}
+
+
+@dataclass(kw_only=True)
+class Options(Labelling):
+    metadata: Path = option(help="mimic-cxr-2.0.0-metadata.csv[.gz].", exists=True, dir_okay=False)
+    labels: Path = option(help="mimic-cxr-2.0.0-chexpert.csv[.gz].", exists=True, dir_okay=False)
+    patients: Path = option(help="MIMIC-IV patients.csv[.gz] (sex, anchor age).", exists=True, dir_okay=False)
+    admissions: Optional[Path] = option(None, help="MIMIC-IV admissions.csv[.gz]: adds race and insurance.",
+                                        exists=True, dir_okay=False)
+    official_split: Optional[Path] = option(None, help="mimic-cxr-2.0.0-split.csv[.gz] (use with --split official).",
+                                            exists=True, dir_okay=False)
+    views: str = option(",".join(FRONTAL), help="ViewPosition values to keep (comma-separated).")
+    images: Optional[Path] = images_option()
+
+
+def _run(opts: Options, out: Path):
+    rows, notes = read(opts.metadata, opts.labels, opts.patients, split=opts.official_split, admissions=opts.admissions,
+                       views=tuple(opts.views.split(",")), images=opts.images)
+    return finish(rows, notes, str(opts.metadata), opts, out)
+
+
+register(Builder("mimic-cxr", "MIMIC-CXR-JPG with MIMIC-IV sex, age, race and insurance; frontal views.", Options, _run))

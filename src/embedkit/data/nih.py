@@ -13,13 +13,14 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-
+from typing import Optional
 
 from embedkit.attributes import parse
-from embedkit.data.build import balance, split_rows
+from embedkit.data.build import balance, split_rows, split_table
+from embedkit.data.registry import Builder, Summary, option, register
 from embedkit.data.tables import open_text
 from embedkit.errors import EmbedkitError
-from embedkit.manifest import SEXES, write_manifest
+from embedkit.manifest import AGE_GROUPS, SEXES, write_manifest
 
 CANDIDATE_CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Pneumonia", "Pneumothorax")
 REQUIRED = ("Image Index", "Finding Labels", "Patient ID", "Patient Age", "Patient Gender")
@@ -134,3 +135,27 @@ def build_nih(
             r["path"] = str(images / str(r["image_id"]))
     write_manifest(out, sel.rows, extra_columns=("view_position",))
     return sel
+
+
+@dataclass(kw_only=True)
+class Options:
+    metadata: Path = option(help="Data_Entry_2017_v2020.csv (or .gz, or the 2017 file).", exists=True, dir_okay=False)
+    images: Optional[Path] = option(None, help="NIH images folder; every selected file is checked.", exists=True,
+                                    file_okay=False)
+    per_group: int = option(50, help="Images per (class, sex, age band) cell.", min=1)
+    min_fraction: float = option(0.9, help="A cell needs at least this fraction of --per-group.", min=0.0, max=1.0)
+    seed: int = option(0, help="Seed of the selection and the split.", min=0)
+    classes: str = option(",".join(CANDIDATE_CLASSES), help="Comma-separated candidate classes.")
+
+
+def _run(opts: Options, out: Path) -> Summary:
+    sel = build_nih(opts.metadata, out, images=opts.images, classes=tuple(c.strip() for c in opts.classes.split(",")),
+                    per_group=opts.per_group, min_fraction=opts.min_fraction, seed=opts.seed)
+    cells = [(s, b) for s in SEXES for b in AGE_GROUPS]
+    pools = ("candidate pools (single-label images)", ["class", *(f"{s}-{b}" for s, b in cells), "status"],
+             [[c, *(sel.pools[c][k] for k in cells), "qualified" if c in sel.qualified else f"dropped: {sel.dropped[c]}"]
+              for c in sel.pools])
+    return Summary(Path(out), warnings=sel.warnings, tables=[pools, split_table(Path(out))])
+
+
+register(Builder("nih", "Select the paper's balanced NIH ChestX-ray14 subset and split it 7:1:2 by patient.", Options, _run))

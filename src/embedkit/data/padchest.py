@@ -11,9 +11,12 @@ is matched to PadChest terms by ``TERMS`` (or ``--class-map Class=term``).
 from __future__ import annotations
 
 import ast
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-from embedkit.data.build import Source
+from embedkit.data.build import Labelling, Source, finish, images_option
+from embedkit.data.registry import Builder, option, register
 from embedkit.data.tables import read_table
 from embedkit.errors import EmbedkitError
 
@@ -76,3 +79,22 @@ def _labels(text: str) -> set[str] | None:
     if not isinstance(value, list):
         return None
     return {str(v).strip() for v in value if str(v).strip()}
+
+
+@dataclass(kw_only=True)
+class Options(Labelling):
+    metadata: Path = option(help="PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv[.gz].", exists=True,
+                            dir_okay=False)
+    projections: str = option(",".join(FRONTAL), help="Projection values to keep (comma-separated).")
+    images: Optional[Path] = images_option()
+
+
+def _run(opts: Options, out: Path):
+    rows, notes = read(opts.metadata, projections=tuple(opts.projections.split(",")))
+    for r in rows if opts.images is not None else ():
+        r.path = str(opts.images / r.path)
+    return finish(rows, notes, str(opts.metadata), opts, out)
+
+
+register(Builder("padchest", "PadChest: sex, age from study date and birth year, findings from the Labels list; "
+                             "PA/AP projections.", Options, _run))

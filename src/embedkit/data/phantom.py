@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from embedkit.data.registry import Builder, Summary, option, register
 from embedkit.data.splits import patient_split
 from embedkit.errors import EmbedkitError
 from embedkit.manifest import AGE_GROUPS, SEXES, STUDY_CLASSES, age_group, write_manifest
@@ -199,3 +200,41 @@ def make_phantom(out: str | Path, spec: PhantomSpec) -> Path:
     meta = asdict(spec) | {"n_images": len(rows), "n_patients": n_patient + len(copies), "duplicates_of": copies}
     (out / METADATA_FILE).write_text(json.dumps(meta, indent=2))
     return write_manifest(out / "manifest.csv", rows, extra_columns=("site", "finding_strength"))
+
+
+@dataclass(kw_only=True)
+class Options:
+    per_group: int = option(PhantomSpec.per_group, help="Images per (class, sex, age band) cell.", min=5)
+    size: int = option(PhantomSpec.size, help="Image side in pixels.", min=16)
+    seed: int = option(PhantomSpec.seed, help="Seed of the generated images and the split.", min=0)
+    bias: list[str] = option([], help="Plant unfairness: ATTR=GROUP:STRENGTH, e.g. sex=F:0.6 (repeatable).")
+    duplicates: int = option(PhantomSpec.duplicates, help="Plant leakage: copy this many test images into train under "
+                                                          "new ids.", min=0)
+
+    def spec(self) -> PhantomSpec:
+        return PhantomSpec(per_group=self.per_group, size=self.size, seed=self.seed, duplicates=self.duplicates,
+                           bias=[Bias.parse(b) for b in self.bias])
+
+
+def _run(opts: Options, out: Path) -> Summary:
+    from embedkit.data.build import split_table
+
+    spec = opts.spec()
+    manifest = make_phantom(out, spec)
+    lines = ["planted bias: " + ", ".join(f"{b.attribute}={b.group} fainter by {b.strength:g}" for b in spec.bias)]
+    return Summary(manifest, tables=[split_table(manifest)], lines=lines if spec.bias else [])
+
+
+def changed(opts: Options, manifest: Path) -> str:
+    """Why the phantom beside ``manifest`` no longer matches ``opts`` ('' when it does): its phantom.json differs."""
+    meta = manifest.parent / METADATA_FILE
+    if not meta.is_file():
+        return f"no {METADATA_FILE} beside the manifest"
+    recorded, wanted = json.loads(meta.read_text()), json.loads(json.dumps(asdict(opts.spec())))
+    recorded = {k: recorded.get(k) for k in wanted}
+    diff = [f"{k} {recorded[k]} → {v}" for k, v in wanted.items() if recorded[k] != v]
+    return "phantom settings changed: " + "; ".join(diff) if diff else ""
+
+
+register(Builder("phantom", "Generate the phantom chest X-ray dataset (the embedded default for demo and tests).",
+                 Options, _run, folder=True, changed=changed))

@@ -31,9 +31,9 @@ class Study:
 
     @property
     def manifest(self) -> Path:
-        data = self.config["data"]
-        out = self.resolve(data["out"] if data["kind"] != "manifest" else data["path"])
-        return out / "manifest.csv" if data["kind"] == "phantom" else out
+        from embedkit.study.data import manifest_of
+
+        return manifest_of(self.config["data"], self.resolve)
 
     @property
     def rounds(self) -> list[tuple[str | None, Path]]:

@@ -15,9 +15,9 @@ import dataclasses
 import difflib
 import typing
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from embedkit.errors import EmbedkitError
 from embedkit.spec import FAIRNESS, PRECISIONS, SWEEP, TRAINING_PRECISIONS, Where
@@ -39,7 +39,8 @@ def _fields(cls, skip=(), choices=None) -> dict:
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = (f.default if f.default is not dataclasses.MISSING else
+                   f.default_factory() if f.default_factory is not dataclasses.MISSING else ...)
         kind = Literal[choices[f.name]] if f.name in choices else _plain(hints[f.name])
         out[f.name] = (kind, default.as_posix() if isinstance(default, Path) else default)
     return out
@@ -47,16 +48,24 @@ def _fields(cls, skip=(), choices=None) -> dict:
 
 def _plain(kind):
     """TOML has no paths: a Path field is a string (resolved against the study file's folder)."""
-    return str if kind is Path else Optional[str] if kind == Optional[Path] else kind
+    paths = {Path: str, Optional[Path]: Optional[str], list[Path]: list[str]}
+    return paths.get(kind, kind)
 
 
-def _data() -> type[BaseModel]:
-    from embedkit.data.phantom import PhantomSpec
-    from embedkit.study.data import KINDS
+def _data():
+    """[data]: one table per registered dataset builder, told apart by ``kind``; its keys are the builder's
+    options (``embedkit.data.registry``), with ``out``; ``kind = "manifest"`` names one made elsewhere."""
+    from embedkit.data import registry
+    from embedkit.study.data import GIVEN
 
-    return create_model("Data", __base__=_Strict, kind=(Literal[tuple(KINDS)], ...), out=(Optional[str], None),
-                        path=(Optional[str], None), bias=(list[str], []), metadata=(Optional[str], None),
-                        images=(Optional[str], None), **_fields(PhantomSpec, skip=("classes", "bias", "generator")))
+    tables = [create_model(_title(n), __base__=_Strict, kind=(Literal[n], ...), out=(str, ...),
+                           **_fields(registry.get(n).options)) for n in registry.names()]
+    tables.append(create_model("Manifest", __base__=_Strict, kind=(Literal[GIVEN], ...), path=(str, ...)))
+    return Annotated[typing.Union[tuple(tables)], Field(discriminator="kind")]
+
+
+def _title(name: str) -> str:
+    return "Data" + name.title().replace("-", "")
 
 
 def _model() -> type[BaseModel]:
@@ -180,6 +189,9 @@ def _schema_at(study: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     """The model class that owns the key at ``loc`` (for 'did you mean' on unknown keys)."""
     node: type[BaseModel] | None = study
     model = _model()
+    if loc[0] == "data" and len(loc) == 3:      # data.<kind>.<key>: the table of that kind
+        tables = typing.get_args(study.model_fields["data"].annotation)
+        return next((m for m in tables if m.model_fields["kind"].annotation == Literal[loc[1]]), None)
     for part in loc[:-1]:
         if node is None or isinstance(part, int):
             return None
@@ -197,13 +209,18 @@ def _schema_at(study: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
 
 def _message(study: type[BaseModel], err: dict) -> str:
     loc = tuple(err["loc"])
-    key = ".".join(str(p) for p in loc)
+    shown = loc[:1] + loc[2:] if loc[:1] == ("data",) and len(loc) > 2 else loc     # drop the kind's tag
+    key = ".".join(str(p) for p in shown)
     if err["type"] == "extra_forbidden":
         owner = _schema_at(study, loc)
         hint = _closest(loc[-1], owner.model_fields) if owner else ""
         return f"unknown key '{key}'{hint}"
     if err["type"] == "missing":
         return f"missing key '{key}'"
+    if err["type"] == "union_tag_invalid":
+        from embedkit.study.data import kinds
+
+        return f"'{key}.kind': unknown kind {err['ctx']['tag']!r}{_closest(err['ctx']['tag'], kinds())}"
     return f"'{key}': {err['msg'].removeprefix('Value error, ')}"
 
 
@@ -231,6 +248,10 @@ def markdown() -> str:
                 lines += _table(f"[methods.{method}]", _model_of(sub.annotation))
         elif name == "models":
             lines += _table("[models.NAME]", _model())
+        elif name == "data":
+            for table in typing.get_args(field.annotation):
+                kind = typing.get_args(table.model_fields["kind"].annotation)[0]
+                lines += _table(f'[data] kind = "{kind}"', table, skip={"kind"})
         elif _model_of(field.annotation) is not None:
             lines += _table(f"[{name}]", _model_of(field.annotation))
     return "\n".join(lines).rstrip() + "\n"

@@ -28,8 +28,10 @@ test-slow: setup
 demo: setup
 	$(VENV)/bin/embedkit study --config studies/demo.toml
 	$(VENV)/bin/embedkit study --config studies/demo-cv.toml
+	$(VENV)/bin/embedkit study --config studies/demo-multilabel.toml
 	@echo "demo report: demo/report/report.html (Markdown: demo/report/report.md)"
 	@echo "cross-validated demo report: demo/report-cv/report.html"
+	@echo "multi-label demo report (underdiagnosis): demo/report-multilabel/report.html"
 
 # Render the demo report in headless Chromium (Debian's chromium package) to demo/report/report.png.
 REPORT ?= demo/report/report.html

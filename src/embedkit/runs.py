@@ -19,11 +19,12 @@ import numpy as np
 
 from embedkit.errors import EmbedkitError
 from embedkit.metrics.suite import N_BOOT, N_PERM
+from embedkit.spec import TASK
 
 PREDICTIONS = "predictions.csv"
 RECORD = "run.json"
 REQUIRED = ("image_id", "split", "label", "pred")
-NOT_ATTRIBUTES = ("image_id", "path", "patient_id", "label", "split", "pred")
+NOT_ATTRIBUTES = ("image_id", "path", "patient_id", "label", "split", "pred", "masked")
 
 
 @dataclass
@@ -37,14 +38,15 @@ class Predictions:
     classes: tuple[str, ...]
     attributes: dict[str, np.ndarray] = field(default_factory=dict)   # column -> values as text (sex, age, race, ...)
     patient_id: np.ndarray | None = None      # the unit of resampling; None: every image its own
+    truth: np.ndarray | None = None           # binary / multi-label tasks: (N, F) targets, NaN masked; classes = findings
 
     def select(self, split: str) -> "Predictions":
         keep = self.split == split
         if not keep.any():
             raise EmbedkitError(f"no rows with split '{split}' in the predictions")
-        return Predictions(self.image_id[keep], self.split[keep], self.label[keep], self.proba[keep], self.classes,
-                           {k: v[keep] for k, v in self.attributes.items()},
-                           None if self.patient_id is None else self.patient_id[keep])
+        pick = lambda v: None if v is None else v[keep]  # noqa: E731
+        return Predictions(self.image_id[keep], self.split[keep], pick(self.label), self.proba[keep], self.classes,
+                           {k: v[keep] for k, v in self.attributes.items()}, pick(self.patient_id), pick(self.truth))
 
     def y_true(self) -> np.ndarray:
         index = {c: i for i, c in enumerate(self.classes)}
@@ -54,7 +56,7 @@ class Predictions:
 def attribute_columns(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The columns of a manifest (or a store joined to one) a fairness attribute can be declared on."""
     return {k: np.asarray(v).astype(str) for k, v in columns.items()
-            if k not in NOT_ATTRIBUTES and not k.startswith("prob_")}
+            if k not in NOT_ATTRIBUTES and not k.startswith(("prob_", "true_"))}
 
 
 def concat(parts: list[Predictions]) -> Predictions:
@@ -65,8 +67,10 @@ def concat(parts: list[Predictions]) -> Predictions:
     cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
     shared = [k for k in parts[0].attributes if all(k in p.attributes for p in parts)]
     patients = None if any(p.patient_id is None for p in parts) else cat("patient_id")
-    return Predictions(cat("image_id"), cat("split"), cat("label"), cat("proba"), classes,
-                       {k: np.concatenate([p.attributes[k] for p in parts]) for k in shared}, patients)
+    findings = parts[0].truth is not None
+    return Predictions(cat("image_id"), cat("split"), None if findings else cat("label"), cat("proba"), classes,
+                       {k: np.concatenate([p.attributes[k] for p in parts]) for k in shared}, patients,
+                       cat("truth") if findings else None)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -81,6 +85,8 @@ def write_predictions(path: Path, p: Predictions) -> None:
     tmp = path.with_name(path.name + ".partial")
     attrs = list(p.attributes)
     patient = [] if p.patient_id is None else ["patient_id"]
+    if p.truth is not None:
+        return _write_findings(tmp, path, p, patient, attrs)
     with tmp.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["image_id", *patient, "split", "label", *attrs, "pred", *(f"prob_{c}" for c in p.classes)])
@@ -88,6 +94,19 @@ def write_predictions(path: Path, p: Predictions) -> None:
         for i in range(len(p.image_id)):
             w.writerow([p.image_id[i], *([p.patient_id[i]] if patient else []), p.split[i], p.label[i],
                         *(p.attributes[a][i] for a in attrs), p.classes[pred[i]], *(f"{v:.7g}" for v in p.proba[i])])
+    os.replace(tmp, path)
+
+
+def _write_findings(tmp: Path, path: Path, p: Predictions, patient: list, attrs: list) -> None:
+    """Findings predictions: per finding F a ``true_F`` (1, 0, or empty when masked) and a ``prob_F`` column."""
+    with tmp.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image_id", *patient, "split", *attrs, *(f"true_{f}" for f in p.classes),
+                    *(f"prob_{f}" for f in p.classes)])
+        for i in range(len(p.image_id)):
+            w.writerow([p.image_id[i], *([p.patient_id[i]] if patient else []), p.split[i],
+                        *(p.attributes[a][i] for a in attrs), *("" if np.isnan(v) else int(v) for v in p.truth[i]),
+                        *(f"{v:.7g}" for v in p.proba[i])])
     os.replace(tmp, path)
 
 
@@ -103,6 +122,8 @@ def read_predictions(path: str | Path) -> Predictions:
             rows = list(reader)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise EmbedkitError(f"{path}: not a predictions CSV ({type(exc).__name__}); give a run's predictions.csv") from None
+    if any(c.startswith("true_") for c in header):
+        return _read_findings(path, header, rows)
     missing = [c for c in REQUIRED if c not in header]
     prob_cols = [c for c in header if c.startswith("prob_")]
     if missing or not prob_cols:
@@ -123,6 +144,34 @@ def read_predictions(path: str | Path) -> Predictions:
         raise EmbedkitError(f"{path}: label(s) {', '.join(unknown)} have no prob_ column")
     return Predictions(table["image_id"], table["split"], table["label"], proba, classes, attribute_columns(table),
                        table.get("patient_id"))
+
+
+def _read_findings(path: Path, header: list[str], rows: list[list[str]]) -> Predictions:
+    """A findings predictions file: ``true_F`` and ``prob_F`` per finding; errors name the line and column."""
+    findings = tuple(c[5:] for c in header if c.startswith("true_"))
+    missing = [c for c in ("image_id", "split", *(f"prob_{f}" for f in findings)) if c not in header]
+    if missing:
+        raise EmbedkitError(f"{path}: not a findings predictions file (missing {', '.join(missing)})")
+    if not rows:
+        raise EmbedkitError(f"{path}: has a header but no rows")
+    col = {c: i for i, c in enumerate(header)}
+    truth, proba = np.zeros((len(rows), len(findings))), np.zeros((len(rows), len(findings)))
+    for line, r in enumerate(rows, start=2):
+        if len(r) != len(header):
+            raise EmbedkitError(f"{path}, line {line}: {len(header)} fields expected")
+        for j, f in enumerate(findings):
+            t, p = r[col[f"true_{f}"]].strip(), r[col[f"prob_{f}"]].strip()
+            if t not in ("", "0", "1", "0.0", "1.0"):
+                raise EmbedkitError(f"{path}, line {line}, column 'true_{f}': {t!r} is not 1, 0 or empty (masked)")
+            try:
+                proba[line - 2, j] = float(p)
+            except ValueError:
+                raise EmbedkitError(f"{path}, line {line}, column 'prob_{f}': {p!r} is not a number") from None
+            truth[line - 2, j] = float(t) if t else np.nan
+    table = {c: np.array([r[i] for r in rows]) for i, c in enumerate(header)
+             if not c.startswith(("true_", "prob_"))}
+    return Predictions(table["image_id"], table["split"], None, proba, findings, attribute_columns(table),
+                       table.get("patient_id"), truth)
 
 
 def new_record(*, method: str, model: str, seed: int, config: dict, config_hash: str, identity: dict,
@@ -224,10 +273,11 @@ def _json_default(obj):
 
 def evaluate_predictions(p: Predictions, *, attributes=None, split: str = "test", n_boot: int = N_BOOT,
                          n_perm: int = N_PERM, seed: int = 0, return_replicates: bool = False,
-                         where: str = "predictions") -> dict:
-    """The metrics object of a run (``embedkit.metrics.suite``) on one split, for the declared
-    ``attributes`` (text like 'sex,age:60,race' or parsed; default sex, age and their intersection),
-    resampling patients when the predictions carry ``patient_id``."""
+                         where: str = "predictions", threshold: str = TASK.threshold) -> dict:
+    """The metrics object of a run (``embedkit.metrics.suite``; binary and multi-label findings:
+    ``metrics.findings``, each finding's threshold chosen by ``threshold`` on the validation rows) on one split,
+    for the declared ``attributes`` (text like 'sex,age:60,race' or parsed; default sex, age and their
+    intersection), resampling patients when the predictions carry ``patient_id``."""
     from embedkit.attributes import check_columns
     from embedkit.metrics import evaluate
 
@@ -242,11 +292,30 @@ def evaluate_predictions(p: Predictions, *, attributes=None, split: str = "test"
                          "left out of its groups")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = evaluate(s.y_true(), s.proba, groups=groups, order=order, classes=s.classes, n_boot=n_boot,
-                          n_perm=n_perm, seed=seed, return_replicates=return_replicates, patient_id=s.patient_id)
+        if p.truth is not None:
+            result = _evaluate_findings(p, s, groups, order, threshold, n_boot=n_boot, n_perm=n_perm, seed=seed,
+                                        return_replicates=return_replicates)
+        else:
+            result = evaluate(s.y_true(), s.proba, groups=groups, order=order, classes=s.classes, n_boot=n_boot,
+                              n_perm=n_perm, seed=seed, return_replicates=return_replicates, patient_id=s.patient_id)
     result["warnings"] = sorted({str(w.message) for w in caught} | set(notes))
     for a in attrs:
         result["settings"]["attributes"][a.name] |= _declaration(a)
+    return result
+
+
+def _evaluate_findings(p: Predictions, s: Predictions, groups, order, rule: str, **kw) -> dict:
+    """Finding metrics of ``s``, each finding's threshold chosen by ``rule`` on the validation rows of ``p``."""
+    from embedkit.metrics.findings import evaluate_findings
+    from embedkit.metrics.ranking import choose_threshold
+
+    if not (p.split == "val").any():
+        raise EmbedkitError("the predictions have no 'val' rows: a finding's threshold is chosen on validation only")
+    val = p.select("val")
+    thresholds = [choose_threshold(val.truth[:, f], val.proba[:, f], rule) for f in range(len(p.classes))]
+    result = evaluate_findings(s.truth, s.proba, findings=s.classes, thresholds=thresholds, groups=groups, order=order,
+                               patient_id=s.patient_id, **kw)
+    result["settings"]["threshold_rule"] = rule
     return result
 
 
@@ -274,16 +343,17 @@ def _declared(attributes) -> tuple:
 
 
 def finish_run(folder: Path, predictions: Predictions, record: dict, *, attributes=None, n_boot: int = N_BOOT,
-               seed: int = 0) -> dict:
+               seed: int = 0, threshold: str = TASK.threshold) -> dict:
     """Write predictions, compute the test metrics into the record, write ``run.json`` last; returns the record."""
     write_predictions(folder / PREDICTIONS, predictions)
     record = dict(record, metrics=evaluate_predictions(predictions, attributes=attributes, split="test", n_boot=n_boot,
-                                                       n_perm=n_boot, seed=seed))
+                                                       n_perm=n_boot, seed=seed, threshold=threshold))
     write_record(folder, record)
     return record
 
 
-def refresh_metrics(folder: Path, attributes, *, n_boot: int = N_BOOT, seed: int = 0) -> dict:
+def refresh_metrics(folder: Path, attributes, *, n_boot: int = N_BOOT, seed: int = 0,
+                    threshold: str = TASK.threshold) -> dict:
     """A finished run's record with its metrics recomputed when the declared attributes differ from those
     its metrics used — other names, columns or cut points — or the statistics changed version (no refit:
     predictions keep every attribute column)."""
@@ -294,10 +364,11 @@ def refresh_metrics(folder: Path, attributes, *, n_boot: int = N_BOOT, seed: int
     settings = record.get("metrics", {}).get("settings", {})
     have = settings.get("attributes", {})
     dropped = attributes is None and set(have) < set(declared)      # the default, less what the data lacks
-    if (settings.get("version") == STATS_VERSION and (list(have) == list(declared) or dropped)
+    same_rule = settings.get("threshold_rule", threshold) == threshold
+    if (settings.get("version") == STATS_VERSION and same_rule and (list(have) == list(declared) or dropped)
             and all({k: have[n].get(k) for k in d} == d for n, d in declared.items() if n in have)):
         return record
     record["metrics"] = evaluate_predictions(read_predictions(folder / PREDICTIONS), attributes=attributes, split="test",
-                                             n_boot=n_boot, n_perm=n_boot, seed=seed)
+                                             n_boot=n_boot, n_perm=n_boot, seed=seed, threshold=threshold)
     write_record(folder, record)
     return record

@@ -62,9 +62,15 @@ class Fairness:
 
 @dataclass(frozen=True)
 class Task:
-    """What is predicted: one class per image among C (the paper's)."""
+    """What is predicted (``embedkit.tasks``): one class per image among C (the paper's ``multiclass``), one
+    finding against the rest (``binary``, ``positive``), or several findings per image (``multilabel``,
+    ``findings``; None: every finding the manifest lists); ``threshold``: the rule choosing each finding's
+    threshold on validation (f1, youden or fpr:X)."""
 
     kind: str = "multiclass"
+    findings: tuple[str, ...] | None = None
+    positive: str | None = None
+    threshold: str = "f1"
 
 
 WHERE, SWEEP, FAIRNESS, TASK = Where(), Sweep(), Fairness(), Task()

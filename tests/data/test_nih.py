@@ -87,3 +87,25 @@ def test_not_nih_metadata(tmp_path):
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     with pytest.raises(EmbedkitError, match="missing column"):
         read_nih_metadata(tmp_path / "x.csv")
+
+
+def test_multilabel_keeps_every_image_and_follows_the_official_lists(tmp_path):
+    from embedkit.cli.app import main
+
+    meta = write(tmp_path / "m.csv", make_rows())
+    ids = [r[0] for r in make_rows()][:-1]                       # the bad-age row is left out by the reader
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "test_list.txt").write_text("\n".join(ids[:12]) + "\n")
+    (lists / "train_val_list.txt").write_text("\n".join(ids[12:]) + "\n")
+    out = tmp_path / "ml.csv"
+    assert main(["data", "nih", "--metadata", str(meta), "--task", "multilabel", "--official-split", str(lists),
+                 "--out", str(out)]) == 0
+    m = read_manifest(out)
+    assert len(m) == len(ids) and set(m.column("split")[:12]) == {"test"} and "val" in set(m.column("split"))
+    assert "Edema|Effusion" in set(m.column("label"))           # the multi-label image is kept, not ignored
+    by_patient = {}
+    for p, s in zip(m.column("patient_id"), m.column("split")):
+        by_patient.setdefault(p, set()).add(s)
+    assert all(len(s) == 1 for p, s in by_patient.items() if "test" not in s)   # train/val never share a patient
+    assert main(["data", "nih", "--metadata", str(meta), "--official-split", str(lists), "--out", str(tmp_path / "x.csv")]) == 2

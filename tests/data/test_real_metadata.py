@@ -41,3 +41,16 @@ def test_chexpert_train_csv_with_each_uncertainty_policy(tmp_path):
     sizes = {u: len(build(sources, tmp_path / f"{u}.csv", classes=("Edema", "Effusion", "Cardiomegaly"),
                           policy="single-in-classes", uncertain=u).rows) for u in ("ignore", "zeros", "ones")}
     assert sizes["ignore"] < sizes["zeros"] and sizes["ignore"] > 10_000
+
+
+def test_nih_v2020_as_a_multilabel_manifest(tmp_path):
+    from embedkit.data.build import Labelling, Source, finish
+    from embedkit.data.nih import read_nih_metadata
+    from embedkit.tasks import findings_of
+
+    rows, _ = read_nih_metadata(shipped("Data_Entry_2017_v2020.csv.gz"))
+    sources = [Source(r["image"], r["image"], r["patient"], r["sex"], r["age"], {f: 1.0 for f in findings_of(r["labels"])})
+               for r in rows]
+    finish(sources, [], "nih", Labelling(task="multilabel"), tmp_path / "ml.csv")
+    m = read_manifest(tmp_path / "ml.csv")
+    assert len(m) == 112120 and (m.column("label") == "No Finding").sum() == 60361

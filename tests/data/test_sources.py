@@ -187,3 +187,36 @@ def test_csv_names_the_rows_it_leaves_out(tmp_path, capsys):
     out = capsys.readouterr()
     assert "2 of 60 row(s) left out: unreadable sex (line 5, 9)" in out.err + out.out
     assert "of 58 usable rows read" in out.err + out.out
+
+
+def test_multilabel_manifests_keep_every_image_with_its_findings_and_masks(tmp_path, capsys):
+    """--task multilabel: no image left out for having several findings; uncertain ones masked, not negative."""
+    rows = [chexpert_row(1, "Edema"), chexpert_row(2, "Pleural Effusion", "Male", 45), chexpert_row(3, "No Finding"),
+            chexpert_row(5, "Edema", value="-1.0")]
+    rows[0][CHEXPERT_HEADER.index("Pleural Effusion")] = "1.0"                 # Edema and Effusion
+    train = write(tmp_path / "train.csv", CHEXPERT_HEADER, rows)
+    out = tmp_path / "ml.csv"
+    assert main(["data", "chexpert", "--labels", str(train), "--task", "multilabel", "--findings", "Edema,Effusion",
+                 "--out", str(out)]) == 0
+    assert "multi-label, 2 findings" in capsys.readouterr().out
+    m = read_manifest(out)
+    assert list(m.column("label")) == ["Edema|Effusion", "Effusion", "No Finding", "No Finding"]
+    assert list(m.column("masked")) == ["", "", "", "Edema"]
+    from embedkit.spec import Task
+    from embedkit.tasks import targets
+
+    names, truth = targets(Task(kind="multilabel"), m.column("label"), m.column("masked"))
+    assert names == ("Edema", "Effusion") and truth[3, 0] != truth[3, 0] and truth[3, 1] == 0
+    assert main(["data", "chexpert", "--labels", str(train), "--task", "multilabel", "--findings", "Edma",
+                 "--out", str(tmp_path / "x.csv")]) == 2
+    assert "--findings: Edma" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
+
+
+def test_csv_multilabel_reads_nih_style_finding_lists(tmp_path):
+    rows = [[f"f{i}.png", f"P{i}", "M" if i % 2 else "F", str(30 + i), ["Edema|Effusion", "No Finding", "Mass"][i % 3]]
+            for i in range(30)]
+    table = write(tmp_path / "t.csv", ["File", "Patient", "Gender", "Age", "Finding Labels"], rows)
+    assert main(["data", "csv", "--table", str(table), "--columns", "path=File,patient_id=Patient,sex=Gender,age=Age,"
+                 "label=Finding Labels", "--task", "multilabel", "--out", str(tmp_path / "m.csv")]) == 0
+    m = read_manifest(tmp_path / "m.csv")
+    assert len(m) == 30 and set(m.column("label")) == {"Edema|Effusion", "No Finding", "Mass"}

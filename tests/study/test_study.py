@@ -228,5 +228,5 @@ def test_the_demo_studies_share_one_phantom():
     (a changed spec is stale) and make each study's runs stale in turn."""
     root = Path(__file__).parents[2] / "studies"
     main_demo, cv = load_study(root / "demo.toml"), load_study(root / "demo-cv.toml")
-    assert main_demo.config["data"] == cv.config["data"] and main_demo.manifest == cv.manifest
+    assert main_demo.config.data.model_dump() == cv.config.data.model_dump() and main_demo.manifest == cv.manifest
     assert main_demo.attributes == cv.attributes

@@ -60,13 +60,19 @@ def evaluate(
     n_perm: int = opt.n_perm_option(),
     seed: int = typer.Option(0, min=0, help="Seed of the bootstrap and permutation draws."),
     attributes: str = opt.attributes_option(),
+    threshold: str = opt.threshold_option(),
 ) -> None:
-    """Utility and fairness metrics with bootstrap CIs, p-values and the noise floor."""
+    """Utility and fairness metrics with bootstrap CIs, p-values and the noise floor (classes, or findings:
+    a predictions file with true_F / prob_F columns)."""
+    from embedkit.metrics.ranking import check_rule
+
     result = evaluate_predictions(read_predictions(predictions), attributes=attributes, split=split, n_boot=n_boot,
-                                  n_perm=n_perm, seed=seed)
+                                  n_perm=n_perm, seed=seed, threshold=check_rule(threshold))
     if as_json:
         typer.echo(json.dumps(result))
         return
+    if "auroc_macro" in result:
+        return _findings(predictions, split, result)
     ci = result["ci"]
     console.print(_design(result["settings"]["resampling"], result["n"]), highlight=False)
     console.print(f"{predictions} ({split}, n = {result['n']}): accuracy {_fmt(result['accuracy'], ci['accuracy'])}, "
@@ -87,3 +93,31 @@ def evaluate(
         console.print(f"note: {w}", highlight=False)
     table(f"fairness gaps (f1_gap: {signs})",
           ["attribute", "gap", "value [95% CI]", "noise floor", "excess", "p", "significant"], rows)
+
+
+def _findings(predictions: Path, split: str, result: dict) -> None:
+    """Tables of a findings run: per finding, per group, and the gaps with floors and p-values."""
+    ci = result["ci"]
+    console.print(_design(result["settings"]["resampling"], result["n"]), highlight=False)
+    console.print(f"{predictions} ({split}, n = {result['n']}): macro AUROC {_fmt(result['auroc_macro'], ci['auroc_macro'])}, "
+                  f"underdiagnosis {_fmt(result['underdiagnosis'], ci['underdiagnosis'])} "
+                  f"({result['settings']['underdiagnosis']}); thresholds chosen on validation by "
+                  f"{result['settings']['threshold_rule']}", highlight=False)
+    table("per finding", ["finding", "AUROC", "AUPRC", "TPR", "FPR", "ECE", "threshold"],
+          [[f, *(_fmt(result[m][f], ci[m][f]) for m in ("auroc", "auprc", "tpr", "fpr", "ece")),
+            f"{result['thresholds'][f]:.3f}"] for f in result["thresholds"]])
+    table("per group", ["attribute", "group", "n", "underdiagnosis", *(f"AUROC {f}" for f in result["thresholds"])],
+          [[a, g, int(v["n"]), _fmt(v["underdiagnosis"], ci["groups"][a][g]["underdiagnosis"]),
+            *(_fmt(v["auroc"][f], ci["groups"][a][g]["auroc"][f]) for f in result["thresholds"])]
+           for a, gs in result["groups"].items() for g, v in gs.items()])
+    rows = []
+    for attr, gaps in result.get("fairness", {}).items():
+        for gap, value in gaps.items():
+            for finding, v in (value.items() if isinstance(value, dict) else [("", value)]):
+                pick = (lambda tree: tree[attr][gap][finding]) if finding else (lambda tree: tree[attr][gap])  # noqa: E731
+                rows.append([attr, gap, finding or "all", _fmt(v, pick(ci["fairness"])), _fmt(pick(result["null"])),
+                             _fmt(pick(result["p_value"])), "yes" if pick(result["significant"]) else "no"])
+    for key, why in result["undefined"].items():
+        console.print(f"note: {key} undefined: {why}", highlight=False)
+    table("fairness gaps (max - min over groups)", ["attribute", "gap", "finding", "value [95% CI]", "noise floor", "p",
+                                                    "significant"], rows)

@@ -18,6 +18,8 @@ def _show(results, attributes: str) -> None:
     from embedkit.attributes import parse
 
     first = parse(attributes)[0].name
+    if results and "auroc_macro" in results[0].record["metrics"]:
+        return _show_findings(results, first)
     rows = []
     for r in results:
         m, sel = r.record["metrics"], r.record["selection"]
@@ -25,6 +27,20 @@ def _show(results, attributes: str) -> None:
         rows.append([str(r.path), "skipped (done)" if r.skipped else "ran", f"{m['accuracy']:.3f}", f"{m['f1_macro']:.3f}",
                      _abs(m["fairness"][first]["f1_gap"]), chosen])
     table("runs", ["run", "status", "test acc", "macro F1", f"|F1 gap| {first}", "chosen on validation"], rows)
+
+
+def _show_findings(results, first: str) -> None:
+    """One row per run of a findings task: macro AUROC, underdiagnosis, the largest AUROC gap of ``first``."""
+    rows = []
+    for r in results:
+        m, sel = r.record["metrics"], r.record["selection"]
+        gaps = m.get("fairness", {}).get(first, {}).get("auroc_gap", {})
+        largest = max((v for v in gaps.values() if v is not None), default=None)
+        chosen = ", ".join(f"{k}={v}" for k, v in sel.items() if k in ("lr", "weight_decay", "best_epoch", "k"))
+        rows.append([str(r.path), "skipped (done)" if r.skipped else "ran", _abs(m["auroc_macro"]),
+                     _abs(m["underdiagnosis"]), _abs(largest), chosen])
+    table("runs", ["run", "status", "test macro AUROC", "underdiagnosis", f"largest AUROC gap {first}",
+                   "chosen on validation"], rows)
 
 
 def _abs(value) -> str:
@@ -80,14 +96,18 @@ def probe(
     selection: str = opt.selection_option(),
     strength: Optional[float] = typer.Option(None, min=0.0, help="Intervention strength (groupdro eta, adversarial "
                                                                   "lambda, offsets' accuracy budget); default: the paper's."),
+    task: str = opt.task_option(), findings: Optional[str] = opt.findings_option(),
+    positive: Optional[str] = opt.positive_option(), threshold: str = opt.threshold_option(),
 ) -> None:
     """Train linear, MLP or kNN heads on cached features: every model x head in one process."""
     from embedkit.heads.runner import ExperimentConfig, run_experiment
     from embedkit.heads.trained import HeadConfig
 
+    from embedkit import tasks
     from embedkit.heads import base
 
     _one_cache_file(model, cache_file)
+    declared = tasks.parse(task, findings, positive, threshold)
     results = []
     for h, mit in ((h, mit) for h in head for mit in mitigate if not base.applies(mit, h)):
         console.print(f"note: {mit} trains a head, so it runs on {' and '.join(base.get(mit).on_heads)}, not {h}",
@@ -97,7 +117,7 @@ def probe(
             cfg = ExperimentConfig(model=m, manifest=manifest, method=h, cache_dir=cache_dir, cache=cache_file,
                                    runs_dir=runs_dir, dataset=dataset, seeds=seeds, ks=ks, force=force, threads=threads,
                                    attributes=attributes, mitigate=mit, attribute=attribute, selection=selection,
-                                   strength=strength,
+                                   strength=strength, task=declared,
                                    head=HeadConfig(epochs=epochs,
                                                    batch_size=batch_size, lrs=lrs, weight_decays=weight_decays,
                                                    hidden=hidden, dropout=dropout))

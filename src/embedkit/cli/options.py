@@ -16,7 +16,7 @@ from pathlib import Path
 import typer
 
 from embedkit.errors import EmbedkitError
-from embedkit.spec import FAIRNESS, PRECISIONS, SWEEP, WHERE
+from embedkit.spec import FAIRNESS, PRECISIONS, SWEEP, TASK, WHERE
 
 # Options shared by several commands: the same name, type, default and help wherever they appear.
 SHARED = ("--model", "--manifest", "--runs-dir", "--cache-dir", "--cache-file", "--dataset", "--weights", "--seeds",
@@ -323,3 +323,25 @@ def acted_on_option():
 
     return typer.Option(ACTED_ON, "--attribute", callback=parse_attributes,
                         help="The attribute interventions and fairness-aware selection act on.")
+
+
+def task_option():
+    from embedkit.tasks import KINDS
+
+    return typer.Option(TASK.kind, "--task", callback=one_of("--task", KINDS),
+                        help="multiclass (one class per image, the paper's), binary (--positive) or multilabel "
+                             "(findings separated by | in the manifest's label).")
+
+
+def findings_option():
+    return typer.Option(None, "--findings", help="Multi-label: the findings, comma-separated (default: every "
+                                                 "finding the manifest lists).")
+
+
+def positive_option():
+    return typer.Option(None, "--positive", help="Binary: the finding against the rest, or 'No Finding' against any.")
+
+
+def threshold_option():
+    return typer.Option(TASK.threshold, "--threshold", help="Rule choosing each finding's threshold on validation: "
+                                                            "f1 (default), youden or fpr:X (e.g. fpr:0.1).")

@@ -20,6 +20,7 @@ from embedkit.attributes import Attribute, parse
 from embedkit.data.registry import Summary, option
 from embedkit.data.splits import patient_split
 from embedkit.errors import EmbedkitError
+from embedkit.spec import TASK
 from embedkit.manifest import COLUMNS, SPLITS, STUDY_CLASSES, read_manifest, sex_age_groups, write_manifest
 
 LABEL_POLICIES = {
@@ -48,6 +49,10 @@ class Labelling:
     min_fraction: float = option(0.9, help="A balanced cell needs this fraction of N.", min=0.0, max=1.0)
     split: str = option("patient", help="patient (7:1:2, patient-disjoint, stratified) or official.")
     seed: int = option(0, help="Seed of the selection and the split.", min=0)
+    task: str = option(TASK.kind, help="multiclass: one class per image (--classes, --label-policy); multilabel: "
+                                       "every image, its findings in label separated by |, uncertain ones masked.")
+    findings: str = option("", help="Multilabel: the findings to keep, comma-separated (default: every finding of "
+                                    "the source).")
 
     def class_tuple(self) -> tuple[str, ...]:
         items = tuple(c.strip() for c in self.classes.split(",") if c.strip())
@@ -63,6 +68,8 @@ def images_option():
 
 def finish(sources: list["Source"], notes: list[str], where: str, opts: Labelling, out: Path) -> Summary:
     """Label, select, split and write ``sources`` as ``opts`` says; the summary of what was kept."""
+    if opts.task != "multiclass":
+        return _finish_findings(sources, notes, where, opts, out)
     classes = opts.class_tuple()
     built = build(sources, out, classes=classes, policy=opts.label_policy, uncertain=opts.uncertain,
                   balanced=opts.balanced, balance_on=opts.balance_on, min_fraction=opts.min_fraction, split=opts.split,
@@ -209,7 +216,7 @@ def build(sources: list[Source], out: str | Path, *, classes: tuple[str, ...], p
     return Built(rows, len(sources), dropped, report)
 
 
-def _split(rows: list[dict], how: str, strata: tuple[Attribute, ...], seed: int, where: str) -> None:
+def _split(rows: list[dict], how: str, strata: tuple[Attribute, ...], seed: int, where: str, label_of_row=None) -> None:
     """The source's official split (its 'validate' read as val), or a patient-disjoint 7:1:2 split
     stratified by class x the balancing attributes' groups (``patient``; sex x age band by default)."""
     if how == "official":
@@ -219,16 +226,58 @@ def _split(rows: list[dict], how: str, strata: tuple[Attribute, ...], seed: int,
         return
     if how != "patient":
         raise EmbedkitError(f"--split {how!r}: choose patient or official")
-    split_rows(rows, strata, seed)
+    split_rows(rows, strata, seed, label_of_row)
 
 
-def split_rows(rows: list[dict], strata: tuple[Attribute, ...], seed: int) -> None:
-    """Set every row's split: patient-disjoint 7:1:2, stratified by class x the groups of ``strata``."""
+def split_rows(rows: list[dict], strata: tuple[Attribute, ...], seed: int, label_of_row=None) -> None:
+    """Set every row's split: patient-disjoint 7:1:2, stratified by class (or ``label_of_row(row)``) x the
+    groups of ``strata``."""
     columns = _columns(rows)
     groups = [a.labels(columns) for a in strata]
-    cells = [(r["label"], *(g[i] for g in groups)) for i, r in enumerate(rows)]
+    label = label_of_row or (lambda r: r["label"])
+    cells = [(label(r), *(g[i] for g in groups)) for i, r in enumerate(rows)]
     for r, s in zip(rows, patient_split([r["patient_id"] for r in rows], cells, seed=seed)):
         r["split"] = s
+
+
+def _finish_findings(sources: list["Source"], notes: list[str], where: str, opts: Labelling, out: Path) -> Summary:
+    """A multi-label manifest: every image, ``label`` its positive findings joined by | (``No Finding`` for
+    none), ``masked`` the findings uncertain under ``--uncertain ignore``; blank (unmentioned) counts negative."""
+    from embedkit.tasks import KINDS, MASKED_COLUMN, NO_FINDING, SEPARATOR
+
+    if opts.task not in KINDS:
+        raise EmbedkitError(f"--task {opts.task!r}: choose {', '.join(KINDS)}")
+    if opts.balanced:
+        raise EmbedkitError("--balanced selects one class per image: use it with --task multiclass")
+    check_policies(opts.label_policy, opts.uncertain)
+    every = sorted({f for s in sources for f in s.findings} - {NO_FINDING})
+    findings = [f.strip() for f in opts.findings.split(",") if f.strip()] or every
+    unknown = [f for f in findings if f not in every]
+    if unknown:
+        raise EmbedkitError(f"--findings: {', '.join(unknown)} not among the source's findings ({', '.join(every)})")
+    rows = []
+    for s in sources:
+        value = {f: s.findings.get(f) for f in findings}
+        if opts.uncertain != "ignore":
+            value = {f: (1.0 if opts.uncertain == "ones" else 0.0) if v == -1 else v for f, v in value.items()}
+        positive = [f for f in findings if value[f] == 1]
+        rows.append({"image_id": s.image_id, "path": s.path, "patient_id": s.patient_id, "sex": s.sex, "age": s.age,
+                     "split": s.split, "label": SEPARATOR.join(positive) or NO_FINDING,
+                     MASKED_COLUMN: SEPARATOR.join(f for f in findings if value[f] == -1),
+                     **{k: v for k, v in s.extra.items() if k not in COLUMNS}})
+    if not rows:
+        raise EmbedkitError(f"{where}: no image read")
+    strata = lambda r: r["label"] != NO_FINDING  # noqa: E731   (split stratified by having a finding)
+    _split(rows, opts.split, parse(opts.balance_on), opts.seed, where, label_of_row=strata)
+    extra = tuple(dict.fromkeys(k for r in rows for k in r if k not in COLUMNS))
+    write_manifest(out, rows, extra_columns=extra)
+    counts = [[f, *(sum(f in r["label"].split(SEPARATOR) for r in rows if r["split"] == sp) for sp in SPLITS)]
+              for f in findings]
+    table = (f"{out}: {len(rows)} images (multi-label, {len(findings)} findings) of {len(sources)} usable rows read",
+             ["finding", *(f"positive in {sp}" for sp in SPLITS)], counts)
+    masked = sum(bool(r[MASKED_COLUMN]) for r in rows)
+    return Summary(Path(out), notes=notes + ([f"{masked} image(s) have masked (uncertain) findings"] if masked else []),
+                   tables=[table])
 
 
 def split_table(manifest: Path) -> tuple[str, list[str], list[list]]:

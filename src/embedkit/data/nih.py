@@ -21,6 +21,7 @@ from embedkit.data.registry import Builder, Summary, option, register
 from embedkit.data.tables import open_text
 from embedkit.errors import EmbedkitError
 from embedkit.manifest import AGE_GROUPS, SEXES, write_manifest
+from embedkit.spec import TASK
 
 CANDIDATE_CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Pneumonia", "Pneumothorax")
 REQUIRED = ("Image Index", "Finding Labels", "Patient ID", "Patient Age", "Patient Gender")
@@ -146,9 +147,19 @@ class Options:
     min_fraction: float = option(0.9, help="A cell needs at least this fraction of --per-group.", min=0.0, max=1.0)
     seed: int = option(0, help="Seed of the selection and the split.", min=0)
     classes: str = option(",".join(CANDIDATE_CLASSES), help="Comma-separated candidate classes.")
+    task: str = option(TASK.kind, help="multiclass: the paper's balanced single-label subset; multilabel: every image, "
+                                       "its Finding Labels as findings (no balancing).")
+    findings: str = option("", help="Multilabel: the findings to keep, comma-separated (default: all 14).")
+    official_split: Optional[Path] = option(None, help="Multilabel: the folder with NIH's train_val_list.txt and "
+                                                       "test_list.txt (val: 1/8 of the train_val patients).",
+                                            exists=True, file_okay=False)
 
 
 def _run(opts: Options, out: Path) -> Summary:
+    if opts.task != "multiclass":
+        return _multilabel(opts, out)
+    if opts.official_split:
+        raise EmbedkitError("--official-split is for --task multilabel (the paper's subset has its own 7:1:2 split)")
     sel = build_nih(opts.metadata, out, images=opts.images, classes=tuple(c.strip() for c in opts.classes.split(",")),
                     per_group=opts.per_group, min_fraction=opts.min_fraction, seed=opts.seed)
     cells = [(s, b) for s in SEXES for b in AGE_GROUPS]
@@ -156,6 +167,41 @@ def _run(opts: Options, out: Path) -> Summary:
              [[c, *(sel.pools[c][k] for k in cells), "qualified" if c in sel.qualified else f"dropped: {sel.dropped[c]}"]
               for c in sel.pools])
     return Summary(Path(out), warnings=sel.warnings, tables=[pools, split_table(Path(out))])
+
+
+def _multilabel(opts: Options, out: Path) -> Summary:
+    """Every image of the metadata with its Finding Labels: the official split when given, else by patient."""
+    from embedkit.data.build import Labelling, Source, finish
+    from embedkit.tasks import findings_of
+
+    rows, warnings = read_nih_metadata(opts.metadata)
+    root = Path(opts.images).resolve() if opts.images else None
+    sources = [Source(image_id=r["image"], path=str(root / r["image"]) if root else r["image"], patient_id=r["patient"],
+                      sex=r["sex"], age=r["age"], findings={f: 1.0 for f in findings_of(r["labels"])},
+                      extra={"view_position": r["view"]}) for r in rows]
+    if opts.official_split:
+        _official(sources, Path(opts.official_split), opts.seed)
+    labelling = Labelling(task=opts.task, findings=opts.findings, seed=opts.seed,
+                          split="official" if opts.official_split else "patient")
+    summary = finish(sources, [], str(opts.metadata), labelling, out)
+    summary.warnings += warnings
+    return summary
+
+
+def _official(sources: list, folder: Path, seed: int) -> None:
+    """NIH's official split: test from test_list.txt; train_val_list.txt's patients split 7:1 into train and val."""
+    import numpy as np
+
+    lists = {}
+    for name in ("train_val_list.txt", "test_list.txt"):
+        if not (folder / name).is_file():
+            raise EmbedkitError(f"{folder}: no {name} (NIH's official split lists)")
+        lists[name] = {line.strip() for line in (folder / name).read_text().splitlines() if line.strip()}
+    patients = sorted({s.patient_id for s in sources if s.image_id in lists["train_val_list.txt"]})
+    val = set(np.asarray(patients)[np.random.default_rng(seed).permutation(len(patients))[: len(patients) // 8]])
+    for s in sources:
+        s.split = ("test" if s.image_id in lists["test_list.txt"] else
+                   ("val" if s.patient_id in val else "train") if s.image_id in lists["train_val_list.txt"] else "")
 
 
 register(Builder("nih", "Select the paper's balanced NIH ChestX-ray14 subset and split it 7:1:2 by patient.", Options, _run))

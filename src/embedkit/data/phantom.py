@@ -65,6 +65,7 @@ class PhantomSpec:
     bias: list[Bias] = field(default_factory=list)
     duplicates: int = 0        # leakage to find: test images copied under a new id and patient into train
     generator: int = 2         # the drawing and columns' version (2: patient sites); a change regenerates
+    task: str = "multiclass"   # multiclass: one finding per image; multilabel: findings co-occur, or none
 
 
 def _plant_duplicates(out: Path, rows: list[dict], n: int, n_patient: int) -> dict[str, str]:
@@ -100,7 +101,9 @@ def _soft(d: np.ndarray, edge: float = 0.08) -> np.ndarray:
 
 
 def draw_radiograph(rng: np.random.Generator, size: int, label: str, sex: str, age: int, strength: float) -> np.ndarray:
-    """One 8-bit grayscale radiograph; ``strength`` scales the finding's signature."""
+    """One 8-bit grayscale radiograph; ``strength`` scales the finding's signature; ``label`` is one finding,
+    or several joined by | (``No Finding``: none)."""
+    labels = label.split("|")
     y, x = np.mgrid[0:1:complex(0, size), 0:1:complex(0, size)].astype(np.float32)
     body = (1.0 if sex == "M" else 0.9) * rng.uniform(0.95, 1.05)
     bone = (0.32 if age < 60 else 0.17) * rng.uniform(0.85, 1.15)
@@ -122,7 +125,7 @@ def draw_radiograph(rng: np.random.Generator, size: int, label: str, sex: str, a
     img += bone * lung_mask * np.clip(ribs - 0.55, 0, None) * 1.6
     img += bone * 0.8 * _soft(_ellipse(x, y, cx, cy, 0.025, 0.45), 0.5)  # spine
 
-    heart_scale = 1.0 + (0.38 * strength if label == "Cardiomegaly" else 0.0)
+    heart_scale = 1.0 + (0.38 * strength if "Cardiomegaly" in labels else 0.0)
     heart_rx = 0.11 * body * heart_scale * rng.uniform(0.95, 1.05)
     img += 0.40 * _soft(_ellipse(x, y, cx + 0.04 * heart_scale, cy + 0.12, heart_rx, 0.12 * np.sqrt(heart_scale)), 0.2)
     img += 0.30 * _soft(_ellipse(x, y, cx, cy - 0.15, 0.05, 0.18), 0.4)  # mediastinum
@@ -131,6 +134,14 @@ def draw_radiograph(rng: np.random.Generator, size: int, label: str, sex: str, a
     img += 0.25 * _soft(_ellipse(x, y, cx, cy + 0.42, 0.42 * body, 0.14), 0.2)  # diaphragm / abdomen
 
     side = rng.integers(0, 2)
+    for label in labels:
+        img = _finding(rng, img, label, strength, x, y, lungs, side, lung_rx, lung_ry, lung_mask, markings, size)
+    img = img * rng.uniform(0.9, 1.1) + rng.normal(0, 0.02, img.shape)
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def _finding(rng, img, label, strength, x, y, lungs, side, lung_rx, lung_ry, lung_mask, markings, size) -> np.ndarray:
+    """``img`` with one finding's signature drawn on the lung of ``side`` (Cardiomegaly: the heart, drawn before)."""
     lx, ly = lungs[side]
     if label == "Effusion":  # fluid level blunting the costophrenic angle
         level = ly + lung_ry * (0.75 - 0.45 * strength)
@@ -152,9 +163,7 @@ def draw_radiograph(rng: np.random.Generator, size: int, label: str, sex: str, a
         py = ly + rng.uniform(-0.1, 0.15)
         patch = _soft(_ellipse(x, y, lx, py, 0.07, 0.06), 0.5) * (0.7 + 0.3 * _smooth_noise(rng, size, 12))
         img += 0.35 * strength * patch * lung_mask
-
-    img = img * rng.uniform(0.9, 1.1) + rng.normal(0, 0.02, img.shape)
-    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+    return img
 
 
 def _draw_patients(rng: np.random.Generator, n_images: int) -> list[int]:
@@ -165,30 +174,53 @@ def _draw_patients(rng: np.random.Generator, n_images: int) -> list[int]:
     return counts
 
 
+TASKS = ("multiclass", "multilabel")
+PREVALENCE = 0.22          # multilabel: each finding's chance per patient (Effusion more likely with Edema)
+
+
+def _patients(spec: PhantomSpec) -> tuple[list[dict], list[tuple], int]:
+    """The rows (one per image; a patient has 1-3 images with one sex, age band, site and findings), the
+    split's strata and the number of patients. Multiclass: ``per_group`` images per (class, sex, band);
+    multilabel: as many images per (sex, band) as the multiclass phantom has, findings drawn per patient."""
+    rng = np.random.default_rng(spec.seed)
+    site_rng = np.random.default_rng([spec.seed, 7])   # its own stream: the images are those of a phantom without sites
+    labels = spec.classes if spec.task == "multiclass" else (None,)
+    per_cell = spec.per_group * (1 if spec.task == "multiclass" else len(spec.classes))
+    rows, cells, n_patient = [], [], 0
+    for label in labels:
+        for sex in SEXES:
+            for band in AGE_GROUPS:
+                for count in _draw_patients(rng, per_cell):
+                    n_patient += 1
+                    age0 = int(rng.integers(20, 60) if band == "young" else rng.integers(60, 90))
+                    site = SITES[int(site_rng.integers(0, len(SITES)))]
+                    found = label or _findings(rng, spec.classes)
+                    for k in range(count):
+                        age = min(age0 + k, 59) if band == "young" else age0 + k
+                        rows.append({"patient_id": f"P{n_patient:05d}", "label": found, "sex": sex, "age": age, "site": site})
+                        cells.append((found if label else found != "No Finding", sex, band))
+    return rows, cells, n_patient
+
+
+def _findings(rng: np.random.Generator, classes: tuple[str, ...]) -> str:
+    """A patient's findings joined by | in class order (``No Finding`` for none); Effusion co-occurs with Edema."""
+    drawn = rng.random(len(classes)) < PREVALENCE
+    if "Edema" in classes and "Effusion" in classes and drawn[classes.index("Edema")]:
+        drawn[classes.index("Effusion")] |= rng.random() < 0.5
+    return "|".join(c for c, d in zip(classes, drawn) if d) or "No Finding"
+
+
 def make_phantom(out: str | Path, spec: PhantomSpec) -> Path:
     """Write ``out/manifest.csv``, ``out/images/*.png`` and ``out/phantom.json``; returns the manifest path."""
     if spec.per_group < 5:
         raise EmbedkitError("--per-group must be at least 5 so every split gets each cell")
     if spec.size < 16:
         raise EmbedkitError("--size must be at least 16 pixels")
+    if spec.task not in TASKS:
+        raise EmbedkitError(f"--task {spec.task!r}: choose {', '.join(TASKS)}")
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(spec.seed)
-    rows: list[dict[str, object]] = []
-    cells: list[tuple[str, str, str]] = []
-    n_patient = 0
-    site_rng = np.random.default_rng([spec.seed, 7])   # its own stream: the images are those of a phantom without sites
-    for label in spec.classes:
-        for sex in SEXES:
-            for band in AGE_GROUPS:
-                for count in _draw_patients(rng, spec.per_group):
-                    n_patient += 1
-                    age0 = int(rng.integers(20, 60) if band == "young" else rng.integers(60, 90))
-                    site = SITES[int(site_rng.integers(0, len(SITES)))]
-                    for k in range(count):
-                        age = min(age0 + k, 59) if band == "young" else age0 + k
-                        rows.append({"patient_id": f"P{n_patient:05d}", "label": label, "sex": sex, "age": age, "site": site})
-                        cells.append((label, sex, band))
+    rows, cells, n_patient = _patients(spec)
     splits = patient_split([r["patient_id"] for r in rows], cells, seed=spec.seed)
     for i, (row, split) in enumerate(zip(rows, splits)):
         image_id = f"ph{i:06d}"
@@ -210,10 +242,12 @@ class Options:
     bias: list[str] = option([], help="Plant unfairness: ATTR=GROUP:STRENGTH, e.g. sex=F:0.6 (repeatable).")
     duplicates: int = option(PhantomSpec.duplicates, help="Plant leakage: copy this many test images into train under "
                                                           "new ids.", min=0)
+    task: str = option(PhantomSpec.task, help="multiclass: one finding per image; multilabel: findings co-occur "
+                                              "(label: findings joined by |, No Finding for none).")
 
     def spec(self) -> PhantomSpec:
         return PhantomSpec(per_group=self.per_group, size=self.size, seed=self.seed, duplicates=self.duplicates,
-                           bias=[Bias.parse(b) for b in self.bias])
+                           bias=[Bias.parse(b) for b in self.bias], task=self.task)
 
 
 def _run(opts: Options, out: Path) -> Summary:
@@ -231,7 +265,8 @@ def changed(opts: Options, manifest: Path) -> str:
     if not meta.is_file():
         return f"no {METADATA_FILE} beside the manifest"
     recorded, wanted = json.loads(meta.read_text()), json.loads(json.dumps(asdict(opts.spec())))
-    recorded = {k: recorded.get(k) for k in wanted}
+    default = json.loads(json.dumps(asdict(PhantomSpec())))
+    recorded = {k: recorded.get(k, default[k]) for k in wanted}        # a key added since: its default
     diff = [f"{k} {recorded[k]} → {v}" for k, v in wanted.items() if recorded[k] != v]
     return "phantom settings changed: " + "; ".join(diff) if diff else ""
 

@@ -13,6 +13,7 @@ from embedkit.cache import Cache, read_cache
 from embedkit.cache import find_cache as _find
 from embedkit.errors import EmbedkitError
 from embedkit.manifest import read_manifest
+from embedkit.spec import TASK, Task
 
 
 def find_cache(model: str, manifest: Path, cache_dir: Path, *, expect: dict | None = None) -> Path:
@@ -29,9 +30,10 @@ class Split:
     rows: np.ndarray  # indices into the cache
 
 
-def splits(cache: Cache) -> dict[str, Split]:
+def splits(cache: Cache, targets: np.ndarray | None = None) -> dict[str, Split]:
+    """Train, val and test features with their labels: class indices, or (N, F) finding ``targets`` (NaN masked)."""
     x = torch.from_numpy(np.asarray(cache.embeddings, dtype=np.float32))
-    y = torch.from_numpy(cache.labels())
+    y = torch.from_numpy(cache.labels() if targets is None else targets.astype(np.float32))
     out = {}
     for name in ("train", "val", "test"):
         idx = np.flatnonzero(cache.split(name))
@@ -52,9 +54,18 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def load(cache_path: Path, manifest: Path) -> tuple[Cache, dict[str, Split]]:
-    """The cache joined to the manifest's rows (its labels, splits, attributes), split for the heads."""
+def load(cache_path: Path, manifest: Path, task: Task = TASK) -> tuple[Cache, dict[str, Split]]:
+    """The cache joined to the manifest's rows (its labels, splits, attributes), split for the heads; for a
+    binary or multi-label ``task`` the cache's classes are the task's findings and the labels its targets."""
+    from dataclasses import replace
+
+    from embedkit import tasks
     from embedkit.cache.join import join
 
     cache = join(read_cache(cache_path), read_manifest(manifest))
-    return cache, splits(cache)
+    if task.kind == "multiclass":
+        tasks.check_multiclass(cache.meta["label"], where=str(manifest))
+        return cache, splits(cache)
+    findings, truth = tasks.targets(task, cache.meta["label"], cache.meta.get(tasks.MASKED_COLUMN), where=str(manifest))
+    cache = replace(cache, classes=findings, text={})
+    return cache, splits(cache, truth)

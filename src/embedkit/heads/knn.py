@@ -1,4 +1,8 @@
-"""k-nearest neighbours (faiss, inner product on L2-normalised embeddings), k chosen on validation."""
+"""k-nearest neighbours (faiss, inner product on L2-normalised embeddings), k chosen on validation.
+
+Classes: vote fractions among the k nearest, k by validation accuracy. Findings (binary / multi-label): each
+finding's frequency among the neighbours labelled for it (the training prevalence when none is), k by mean
+validation AUROC over the findings."""
 
 from __future__ import annotations
 
@@ -29,7 +33,13 @@ class KnnHead:
         return self.train_labels[idx]
 
     def proba_from(self, labels: np.ndarray, k: int) -> np.ndarray:
-        """Vote fractions among the k nearest (ties in argmax go to the lower class index)."""
+        """Vote fractions among the k nearest (ties in argmax go to the lower class index); for findings
+        targets (N, k, F) the labelled neighbours' frequency of each finding."""
+        if labels.ndim == 3:
+            labelled = np.isfinite(labels[:, :k])
+            counts = labelled.sum(1)
+            freq = np.nan_to_num(labels[:, :k]).sum(1) / np.maximum(counts, 1)
+            return np.where(counts > 0, freq, np.nanmean(self.train_labels, 0))
         votes = np.zeros((len(labels), self.n_classes))
         np.add.at(votes, (np.arange(len(labels))[:, None], labels[:, :k]), 1.0)
         return votes / k
@@ -49,7 +59,12 @@ def fit_knn(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: 
     head = KnnHead(index, np.asarray(y_train), n_classes)
     ks = tuple(k for k in ks if k <= len(xt))
     labels = head.neighbours(x_val, max(ks))
-    acc = {k: float((head.proba_from(labels, k).argmax(1) == y_val).mean()) for k in ks}
+    if np.asarray(y_val).ndim == 2:
+        from embedkit.heads.selection import finding_auc
+
+        acc = {k: finding_auc(y_val, head.proba_from(labels, k)) for k in ks}
+    else:
+        acc = {k: float((head.proba_from(labels, k).argmax(1) == y_val).mean()) for k in ks}
     head.k = max(ks, key=lambda k: (acc[k], -k))
     head.val_accuracy = acc
     return head
@@ -72,6 +87,7 @@ class Knn(Method):
         tr, va = parts["train"], parts["val"]
         head = fit_knn(tr.x.numpy(), tr.y.numpy(), va.x.numpy(), va.y.numpy(), n_classes=len(cache.classes), ks=cfg.ks)
         proba = {s: head.predict_proba(parts[s].x.numpy()) for s in ("val", "test")}
-        selection = {"k": head.k, "val_accuracy": head.val_accuracy, "criterion": "highest validation accuracy, smaller k on ties"}
+        score = "mean AUROC over the findings" if tr.y.dim() == 2 else "accuracy"
+        selection = {"k": head.k, "val_accuracy": head.val_accuracy, "criterion": f"highest validation {score}, smaller k on ties"}
         for seed in seeds:
             yield Fitted(seed, proba, selection)

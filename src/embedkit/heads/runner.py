@@ -8,7 +8,7 @@ skipped unless ``force``. Every selection (prompt format, lr/wd and epoch, k) us
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from embedkit.manifest import read_manifest
 from embedkit.prompts import FORMATS
 from embedkit.runs import (Predictions, attribute_columns, config_digest, finish_run, new_record, refresh_metrics,
                            run_state)
-from embedkit.spec import FAIRNESS, SWEEP, WHERE, Where
+from embedkit.spec import FAIRNESS, SWEEP, TASK, WHERE, Task, Where
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class ExperimentConfig:
     attribute: str | None = FAIRNESS.attribute   # the attribute it (and a fairness-aware selection) acts on; None: sex
     selection: str = FAIRNESS.selection          # embedkit.heads.selection.STRATEGIES
     strength: float | None = None                # the intervention's strength; None: its paper's default
+    task: Task = TASK                            # what is predicted (embedkit.tasks): classes, or findings
     config_hash: str = ""                        # set by run_experiment: the identity's digest
 
     @property
@@ -67,8 +68,9 @@ class ExperimentConfig:
 
     def fingerprint(self) -> dict:
         """What identifies a run's results (paths excluded; the cache key stands for the data)."""
+        task = {} if self.task == TASK else {"task": asdict(self.task)}     # the paper's task: identities as before
         return {"model": self.model, "method": self.method, "dataset": self.dataset, "n_boot": self.n_boot,
-                **self.implementation().settings(self)}
+                **task, **self.implementation().settings(self)}
 
 
 @dataclass
@@ -97,15 +99,17 @@ def run_experiment(cfg: ExperimentConfig) -> list[RunResult]:
         raise EmbedkitError(f"--mitigate {cfg.mitigate}: not an intervention; choose from "
                             f"{', '.join(n for n in base.names() if base.get(n).needs_attribute)}")
     read_manifest(cfg.manifest)  # a bad manifest is named before anything else
+    _check_task(cfg)
     path = cfg.cache or features.find_cache(cfg.model, cfg.manifest, cfg.cache_dir)
-    cache, parts = features.load(path, cfg.manifest)
+    cache, parts = features.load(path, cfg.manifest, cfg.task)
     ident = identity(cfg, cache.attrs.get("key"), cache.manifest_digest, cache.rows_digest)
     cfg = _with_hash(cfg, config_digest(ident))
     results = {}
     for s in seeds_of(cfg):
         state = run_state(cfg.run_dir(s), ident, manifest_digest=cache.manifest_digest, manifest_path=cfg.manifest)
         if state.done and not cfg.force:
-            results[s] = RunResult(cfg.run_dir(s), True, refresh_metrics(cfg.run_dir(s), cfg.attributes, n_boot=cfg.n_boot, seed=s))
+            results[s] = RunResult(cfg.run_dir(s), True, refresh_metrics(cfg.run_dir(s), cfg.attributes, n_boot=cfg.n_boot,
+                                                                         seed=s, threshold=cfg.task.threshold))
     todo = tuple(s for s in seeds_of(cfg) if s not in results)
     if todo:
         start = time.perf_counter()
@@ -115,6 +119,22 @@ def run_experiment(cfg: ExperimentConfig) -> list[RunResult]:
         for f in fitted:
             results[f.seed] = _write_run(cfg, f, cache, parts, ident, seconds)
     return [results[s] for s in seeds_of(cfg)]
+
+
+def _check_task(cfg: ExperimentConfig) -> None:
+    """Binary and multi-label tasks run on the heads that predict findings, without interventions (yet)."""
+    from embedkit import tasks
+    from embedkit.tasks import FINDING_METHODS
+
+    tasks.check(cfg.task)
+    if cfg.task.kind == "multiclass":
+        return
+    if cfg.mitigate:
+        raise EmbedkitError(f"--mitigate {cfg.mitigate}: interventions run on multiclass tasks only so far; "
+                            f"drop --mitigate for --task {cfg.task.kind}")
+    if cfg.method not in FINDING_METHODS:
+        raise EmbedkitError(f"--head {cfg.method}: predicts classes only; for --task {cfg.task.kind} use "
+                            f"{', '.join(FINDING_METHODS)}")
 
 
 def _with_hash(cfg: ExperimentConfig, digest: str) -> ExperimentConfig:
@@ -127,10 +147,13 @@ def _write_run(cfg: ExperimentConfig, fitted: base.Fitted, cache: Cache, parts: 
                seconds: float) -> RunResult:
     val, test = parts["val"].rows, parts["test"].rows
     rows = np.concatenate([val, test])
+    findings = cfg.task.kind != "multiclass"
+    truth = np.concatenate([parts["val"].y.numpy(), parts["test"].y.numpy()]) if findings else None
     preds = Predictions(image_id=cache.image_id[rows], split=np.array(["val"] * len(val) + ["test"] * len(test)),
-                        label=cache.meta["label"][rows], proba=np.concatenate([fitted.proba["val"], fitted.proba["test"]]),
+                        label=None if findings else cache.meta["label"][rows],
+                        proba=np.concatenate([fitted.proba["val"], fitted.proba["test"]]),
                         classes=cache.classes, attributes={k: v[rows] for k, v in attribute_columns(cache.meta).items()},
-                        patient_id=cache.meta["patient_id"][rows])
+                        patient_id=cache.meta["patient_id"][rows], truth=truth)
     record = new_record(method=cfg.name, model=cfg.model, seed=fitted.seed, config=cfg.fingerprint(),
                         config_hash=cfg.config_hash, identity=ident, manifest_digest=cache.manifest_digest,
                         manifest=cfg.manifest) | {
@@ -139,4 +162,4 @@ def _write_run(cfg: ExperimentConfig, fitted: base.Fitted, cache: Cache, parts: 
     }
     folder = cfg.run_dir(fitted.seed)
     return RunResult(folder, False, finish_run(folder, preds, record, attributes=cfg.attributes, n_boot=cfg.n_boot,
-                                               seed=fitted.seed))
+                                               seed=fitted.seed, threshold=cfg.task.threshold))

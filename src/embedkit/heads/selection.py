@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 
 from embedkit.errors import EmbedkitError
-from embedkit.metrics.auc import macro_ovr_auc
+from embedkit.metrics.auc import binary_auc, macro_ovr_auc
 
 STRATEGIES = ("loss", "overall", "worst-group", "pareto", "dto")
 CRITERIA = {"loss": "lowest validation loss", "overall": "highest overall validation AUC",
@@ -35,15 +35,33 @@ def check(strategy: str) -> str:
 
 
 def scores(y: np.ndarray, proba: np.ndarray, groups: np.ndarray, order: tuple[str, ...]) -> dict:
-    """One candidate's validation scores: overall AUC and accuracy, and each group's AUC and accuracy."""
+    """One candidate's validation scores: overall AUC and accuracy, and each group's AUC and accuracy
+    (findings targets (N, F): the mean over findings of each finding's AUROC and accuracy at 0.5)."""
     groups = np.asarray(groups)
-    pred = proba.argmax(1)
+    auc, accuracy = (finding_auc, _finding_accuracy) if y.ndim == 2 else (macro_ovr_auc, _accuracy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        group_auc = {g: macro_ovr_auc(y[groups == g], proba[groups == g]) for g in order if (groups == g).any()}
-        group_acc = {g: float((pred[groups == g] == y[groups == g]).mean()) for g in order if (groups == g).any()}
-    return {"auc": macro_ovr_auc(y, proba), "accuracy": float((pred == y).mean()), "group_auc": group_auc,
-            "worst_group_auc": _nanmin(group_auc.values()), "worst_group_accuracy": _nanmin(group_acc.values())}
+        group_auc = {g: auc(y[groups == g], proba[groups == g]) for g in order if (groups == g).any()}
+        group_acc = {g: accuracy(y[groups == g], proba[groups == g]) for g in order if (groups == g).any()}
+        overall = {"auc": auc(y, proba), "accuracy": accuracy(y, proba)}
+    return overall | {"group_auc": group_auc, "worst_group_auc": _nanmin(group_auc.values()),
+                      "worst_group_accuracy": _nanmin(group_acc.values())}
+
+
+def _accuracy(y: np.ndarray, proba: np.ndarray) -> float:
+    return float((proba.argmax(1) == y).mean())
+
+
+def finding_auc(y: np.ndarray, proba: np.ndarray) -> float:
+    """Mean AUROC over the findings defined here (labelled rows only)."""
+    values = [binary_auc(y[ok, f], proba[ok, f]) for f in range(y.shape[1]) for ok in [np.isfinite(y[:, f])]]
+    values = [v for v in values if np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _finding_accuracy(y: np.ndarray, proba: np.ndarray) -> float:
+    ok = np.isfinite(y)
+    return float(((proba >= 0.5) == (y == 1))[ok].mean()) if ok.any() else float("nan")
 
 
 def _nanmin(values) -> float:

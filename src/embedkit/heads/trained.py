@@ -64,6 +64,7 @@ class TrainedHead:
     mean: torch.Tensor
     std: torch.Tensor
     kind: str
+    findings: bool = False                      # True: one sigmoid per finding (binary / multi-label tasks)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         z = ((x - self.mean) / self.std)[None]
@@ -71,7 +72,7 @@ class TrainedHead:
             return _forward(self.kind, [p[None] for p in self.params], z, None, 1)[0, 0]
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        return F.softmax(self.logits(x), dim=-1)
+        return torch.sigmoid(self.logits(x)) if self.findings else F.softmax(self.logits(x), dim=-1)
 
 
 def member_generator(seed: int, lr: float, weight_decay: float) -> torch.Generator:
@@ -239,9 +240,14 @@ def train_sweep(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_c
              "best_score": best_score, "gens": order_gens + gens}
     first = _resume(checkpoint, state)
 
+    findings = train.y.dim() == 2               # binary / multi-label targets (N, F), NaN where masked
+
     def per_sample(x: torch.Tensor, y: torch.Tensor, masks) -> tuple[torch.Tensor, torch.Tensor]:
-        """(S*G, B) cross-entropy of every member on its seed's rows, and the logits (S, G, B, C)."""
+        """(S*G, B) loss of every member on its seed's rows — cross-entropy, or for findings the binary
+        cross-entropy averaged over the row's labelled findings — and the logits (S, G, B, C)."""
         logits = _forward(cfg.kind, params, x, masks, G)
+        if findings:
+            return _masked_bce(logits, y[:, None].expand(-1, G, -1, -1)).view(S * G, -1), logits
         target = y[:, None, :].expand(-1, G, -1)
         ce = F.cross_entropy(logits.reshape(-1, n_classes), target.reshape(-1), reduction="none").view(S * G, -1)
         return ce, logits
@@ -262,10 +268,11 @@ def train_sweep(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_c
             opt.step()
             objective.after_step()
         with torch.no_grad():
-            ce, logits = per_sample(xva[None].expand(S, -1, -1), val.y[None].expand(S, -1), None)
+            ce, logits = per_sample(xva[None].expand(S, -1, -1), val.y[None].expand(S, *val.y.shape), None)
             vl = ce.mean(-1).view(S, G)
+        proba = (lambda z: torch.sigmoid(z)) if findings else (lambda z: F.softmax(z, -1))  # noqa: E731
         score = vl if criterion is None else torch.as_tensor(
-            criterion(F.softmax(logits, -1).reshape(S * G, -1, n_classes).numpy()), dtype=vl.dtype).view(S, G)
+            criterion(proba(logits).reshape(S * G, -1, n_classes).numpy()), dtype=vl.dtype).view(S, G)
         improved = score < best_score
         best_score.copy_(torch.where(improved, score, best_score))
         best_loss.copy_(torch.where(improved, vl, best_loss))
@@ -276,8 +283,15 @@ def train_sweep(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_c
                 b.copy_(torch.where(mask, p, b))
         if checkpoint is not None and (epoch + 1) % CHECKPOINT_EVERY == 0 and epoch + 1 < cfg.epochs:
             _save(checkpoint, state, epoch + 1)
-    return [[_member(cfg, grid, s, i, j, best, best_loss, best_epoch, mean, std, S, G) for j in range(G)]
-            for i, s in enumerate(seeds)]
+    return [[replace(_member(cfg, grid, s, i, j, best, best_loss, best_epoch, mean, std, S, G), findings=findings)
+             for j in range(G)] for i, s in enumerate(seeds)]
+
+
+def _masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(..., B) binary cross-entropy per row, averaged over its labelled (non-NaN) findings."""
+    labelled = ~torch.isnan(target)
+    bce = F.binary_cross_entropy_with_logits(logits, torch.nan_to_num(target), reduction="none") * labelled
+    return bce.sum(-1) / labelled.sum(-1).clamp_min(1)
 
 
 def _member(cfg, grid, seed, i, j, best, best_loss, best_epoch, mean, std, S, G) -> TrainedHead:

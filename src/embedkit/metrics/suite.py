@@ -40,7 +40,7 @@ STATS_VERSION = 2     # 2: patient-level design stratified by class alone, basic
 
 
 @contextmanager
-def _quiet():
+def quiet():
     """Silence 'mean of empty slice' warnings: an all-NaN mean is NaN by design."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -92,7 +92,7 @@ def summarise(cms: dict[str, np.ndarray], cals: dict[str, np.ndarray], classes: 
     out["ece_binned"] = stats.ece_binned_from(total_cal)
     for c, name in enumerate(classes):
         out[f"f1/{name}"] = f1[:, c]
-    with _quiet():
+    with quiet():
         for attr in cms:
             out.update(_attribute_metrics(attr, cms[attr], cals[attr], order[attr], eligible[attr]))
     return out
@@ -150,8 +150,8 @@ class _Data:
         proba = np.asarray(proba, dtype=float)
         self.y_pred = proba.argmax(1)
         self.conf, self.correct = proba.max(1), (self.y_pred == self.y_true).astype(float)
-        self.order = {a: tuple(order[a]) if order and a in order else _present(groups[a]) for a in groups}
-        self.codes = {a: _codes(np.asarray(groups[a]).astype(str), self.order[a]) for a in groups}
+        self.order = {a: tuple(order[a]) if order and a in order else present_groups(groups[a]) for a in groups}
+        self.codes = {a: group_codes(np.asarray(groups[a]).astype(str), self.order[a]) for a in groups}
         self.C = n_classes
         self.clusters = resample.Clusters(patient_id, self.y_true, n_classes)
         self.cells = {a: self._patient_stats(codes, len(self.order[a]) + 1) for a, codes in self.codes.items()}
@@ -186,11 +186,11 @@ class _Data:
         return {attr: cms.reshape(-1, k, self.C, self.C)}, {attr: cals.reshape(-1, k, stats.N_BINS, 4)}
 
 
-def _present(labels) -> tuple[str, ...]:
+def present_groups(labels) -> tuple[str, ...]:
     return tuple(sorted(set(np.asarray(labels).astype(str).tolist()) - {""}))
 
 
-def _codes(labels: np.ndarray, order: tuple[str, ...]) -> np.ndarray:
+def group_codes(labels: np.ndarray, order: tuple[str, ...]) -> np.ndarray:
     """Group index per row; rows missing the attribute (or in an undeclared group) get the last cell."""
     index = {g: i for i, g in enumerate(order)}
     return np.array([index.get(v, len(order)) for v in labels], dtype=np.int64)
@@ -245,7 +245,7 @@ def _bounds(key: str, signed: set[str]) -> tuple[float, float]:
 
 def _intervals(boot: dict, estimates: Mapping[str, float], signed: set[str], method: str) -> dict:
     keys = [k for k in boot if k != "n" and "/excluded/" not in k and not k.endswith("/n")]
-    with _quiet():
+    with quiet():
         return {k: [_clean(x) for x in intervals.interval(boot[k], estimates[k], method=method, bounds=_bounds(k, signed))]
                 for k in keys}
 
@@ -266,7 +266,7 @@ def _result(observed, boot, perm, data, small, eligible, min_group, n_boot, n_pe
     result["excluded"] = nest({k.replace("fairness/", "").replace("/excluded", ""): int(v)
                                for k, v in observed.items() if "/excluded/" in k and np.isfinite(v)})
     ci = _intervals(boot, observed, _signed(data, eligible), design["interval"])
-    with _quiet():
+    with quiet():
         gap_keys = [k for k in observed if k.startswith("fairness/") and "/excluded/" not in k]
         floor = {k: float(np.nanmedian(np.abs(perm[k]))) if np.isfinite(perm[k]).any() else np.nan for k in gap_keys}
         p_value = {k: float((1 + np.sum(np.abs(perm[k]) >= abs(observed[k]) - 1e-12)) / (1 + n_perm))
@@ -297,7 +297,7 @@ def aggregate_seeds(results: list[dict]) -> dict:
     for k in keys:
         values = np.array([_lookup(r, k) for r in results], dtype=float)
         pooled = np.concatenate([r["_replicates"][k] for r in results])
-        with _quiet():
+        with quiet():
             mean = np.nanmean(values)
             lo, hi = intervals.interval(pooled, mean, method=method, bounds=_bounds(k, signed))
             out[k] = {"mean": _clean(mean), "sd": _clean(np.nanstd(values, ddof=1)) if len(values) > 1 else None,

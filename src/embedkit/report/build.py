@@ -11,7 +11,7 @@ from embedkit.report import frontier
 from embedkit.report.figures import figures, findings_figure
 from embedkit.metrics.suite import N_BOOT
 from embedkit.spec import FAIRNESS
-from embedkit.report import results
+from embedkit.report import render, results
 from embedkit.report.summary import collect
 from embedkit.report.tables import tables
 
@@ -84,11 +84,18 @@ def _probe_line(groups) -> list[str]:
             "those rows are the probe, marked ‡ in the tables and '= probe' in the figures."]
 
 
-def _environment():
-    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+def _findings_runs(runs_dir: Path) -> dict:
+    """The runs of a binary / multi-label task, when the folder holds those (a folder holds one kind of task)."""
+    from embedkit.errors import EmbedkitError
+    from embedkit.report.findings_task import is_findings_run
+    from embedkit.report.summary import find_runs
 
-    return Environment(loader=PackageLoader("embedkit.report", "templates"), undefined=StrictUndefined,
-                       autoescape=select_autoescape(["html"]), keep_trailing_newline=True)
+    found = find_runs(runs_dir) if runs_dir.is_dir() else {}
+    kinds = {key: is_findings_run(folders[0]) for key, folders in found.items()}
+    if len(set(kinds.values())) > 1:
+        raise EmbedkitError(f"{runs_dir}: holds runs of a multiclass and of a findings task; give each task its own "
+                            "runs folder (--runs-dir) and report each")
+    return {k: v for k, v in found.items() if kinds[k]}
 
 
 def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = N_BOOT, attributes: str | None = None,
@@ -98,6 +105,11 @@ def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = N_BOOT,
     from markdown_it import MarkdownIt
 
     runs_dir, out = Path(runs_dir), Path(out)
+    findings_runs = _findings_runs(runs_dir)
+    if findings_runs:
+        from embedkit.report import findings_task
+
+        return findings_task.build(runs_dir, out, findings_runs, n_boot=n_boot, attributes=attributes, adjust=adjust)
     groups, family = collect(runs_dir, n_boot=n_boot, attributes=attributes, adjust=adjust)
     found = fnd.gaps(groups)
     beyond = sorted((f for f in found if f.significant), key=lambda f: -f.excess)
@@ -121,13 +133,7 @@ def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = N_BOOT,
         "conventions": CONVENTIONS, "conventions_html": MarkdownIt("commonmark").render(CONVENTIONS),
         "images": {p.name: base64.b64encode(p.read_bytes()).decode() for p in figs.values()},
     }
-    env = _environment()
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("report.md", "report.html"):
-        text = env.get_template(f"{name}.j2").render(**context)
-        tmp = out / f".{name}.partial"
-        tmp.write_text(text)
-        tmp.replace(out / name)
+    render.write(out, context)
     results.write(results.table(groups), out / "results.csv", "csv")    # the numbers above, as one tidy table
     (out / "summary.json").write_text(json.dumps({"family": {"tests": family, "adjust": adjust},
                                                   **{f"{g.dataset}/{g.model}/{g.method}": g.summary for g in groups}},

@@ -11,7 +11,7 @@ from embedkit.report.summary import Group, reliability_attribute
 from embedkit.report.tables import GAPS, declared, lookup, ordered_methods, ordered_models
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,7 +20,7 @@ def _plt():
     return plt
 
 
-def _point(e: dict | None) -> tuple | None:
+def point(e: dict | None) -> tuple | None:
     """(mean, low, high) of an aggregated entry, or None when it has no value."""
     if not e or e.get("mean") is None:
         return None
@@ -31,7 +31,7 @@ class _Figures:
     """The paper's figures over one report's groups, each drawn by one method and saved as a PNG."""
 
     def __init__(self, groups: list[Group], out: Path):
-        self.plt, self.out, self.groups = _plt(), out, groups
+        self.plt, self.out, self.groups = pyplot(), out, groups
         self.by = {(g.model, g.method): g for g in groups}
         self.models, self.methods = ordered_models(self.by), ordered_methods(groups)
         attributes = declared(groups)
@@ -60,7 +60,7 @@ class _Figures:
         ax.legend(fontsize=7, ncol=3)
 
     def metric(self, path: str) -> dict:
-        points = {key: _point(lookup(g.summary, path)) for key, g in self.by.items()}
+        points = {key: point(lookup(g.summary, path)) for key, g in self.by.items()}
         return {k: v for k, v in points.items() if v is not None}
 
     def save(self, fig, name: str) -> None:
@@ -81,9 +81,9 @@ class _Figures:
         for m in self.models:
             g = self.by.get((m, "full"))
             for c in classes:
-                point = _point(lookup(g.summary, f"f1/{c}")) if g else None
-                if point:
-                    vals[(c, m)] = point
+                p = point(lookup(g.summary, f"f1/{c}")) if g else None
+                if p:
+                    vals[(c, m)] = p
         self.bars(ax, vals, classes, self.models,
                   "Fig. 2b — per-class F1 after full fine-tuning" + ("" if vals else " (no runs)"), "F1")
         self.save(fig, "fig2b_class_f1_full")
@@ -103,10 +103,10 @@ class _Figures:
             g = self.by.get((m, method))
             for s in series:
                 a, gap = s.split(":")
-                point = _point(lookup(g.summary, f"fairness/{a}/{gap}")) if g else None
-                if point:
-                    mean, lo, hi = point
-                    vals[(m, s)] = (abs(mean), -hi, -lo) if mean < 0 else point
+                p = point(lookup(g.summary, f"fairness/{a}/{gap}")) if g else None
+                if p:
+                    mean, lo, hi = p
+                    vals[(m, s)] = (abs(mean), -hi, -lo) if mean < 0 else p
         self.bars(ax, vals, self.models, series, f"Fig. 3{'c' if method == 'full' else 'd'} — fairness gaps {title}"
                   + ("" if vals else " (no runs)"), "|gap|")
         self.save(fig, name)
@@ -151,7 +151,7 @@ def figures(groups: list[Group], out: Path) -> dict[str, Path]:
 def findings_figure(found, out: Path) -> Path:
     """One compact matrix: rows model / method, columns attribute x gap, colour = |gap| minus its
     noise floor, '*' where the gap is beyond noise (CI excludes 0 and q < 0.05 over the report's family)."""
-    plt = _plt()
+    plt = pyplot()
 
     rows = sorted({(f.model, f.method) for f in found})
     cols = sorted({(f.attribute, f.gap) for f in found}, key=lambda c: (c[0], GAPS.index(c[1])))

@@ -13,7 +13,7 @@ LABELS = {"vit-imagenet": "vit-imagenet (the paper's CLIP full fine-tuning row)"
 GAPS = ("f1_gap", "eqodds", "ece_gap", "ece_binned_gap")
 
 
-def _fmt(entry: dict | None, digits: int = 3) -> str:
+def fmt(entry: dict | None, digits: int = 3) -> str:
     if not entry or entry.get("mean") is None:
         return "—"
     mean = entry["mean"]
@@ -70,11 +70,11 @@ def tables(groups: list[Group]) -> list[tuple[str, list[str], list[list[str]]]]:
                     [[LABELS.get(m, m), *(_cell(by.get((m, k)), path, digits) for k in methods)] for m in models]))
     classes = sorted({c for g in groups for c in (g.summary.get("f1") or {})})
     out.append(("Per-class F1", ["model", "method", *classes],
-                [[g.model, g.label, *(_fmt(lookup(g.summary, f"f1/{c}"), 2) for c in classes)] for g in groups]))
+                [[g.model, g.label, *(fmt(lookup(g.summary, f"f1/{c}"), 2) for c in classes)] for g in groups]))
     attributes = declared(groups)
     group_cols = [(a, g) for a, s in attributes.items() for g in s["groups"]]
     out.append(("Per-group macro F1", ["model", "method", *(f"{a} {g}" for a, g in group_cols)],
-                [[g.model, g.label, *(_fmt(lookup(g.summary, f"groups/{a}/{v}/f1_macro"), 2) for a, v in group_cols)]
+                [[g.model, g.label, *(fmt(lookup(g.summary, f"groups/{a}/{v}/f1_macro"), 2) for a, v in group_cols)]
                  for g in groups]))
     for attr, settings in attributes.items():
         first, *rest = settings["groups"] + [""]
@@ -88,7 +88,7 @@ def tables(groups: list[Group]) -> list[tuple[str, list[str], list[list[str]]]]:
                 ci = (entry or {}).get("ci") or [None, None]
                 p, q = g.summary["p_value"].get(attr, {}).get(gap), g.summary.get("q_value", {}).get(attr, {}).get(gap)
                 star = " *" if significant(ci, q) else ""
-                cells += [_fmt(entry) + star, f"{g.summary['noise_floor'].get(attr, {}).get(gap, float('nan')):.3f}",
+                cells += [fmt(entry) + star, f"{g.summary['noise_floor'].get(attr, {}).get(gap, float('nan')):.3f}",
                           _p(p), _p(q)]
             rows.append([LABELS.get(g.model, g.model), g.label, *cells])
         out.append((f"Fairness gaps, {attr} (f1_gap {sign}{small}; * = CI excludes 0 and q < 0.05 over the report's "
@@ -114,7 +114,7 @@ def _cell(g: Group | None, path: str, digits: int) -> str:
     if g is None:
         return "—"
     mark = "" if not g.kept_probe else " ‡" if g.kept_probe == len(g.runs) else f" ‡{g.kept_probe}/{len(g.runs)}"
-    return _fmt(lookup(g.summary, path), digits) + mark
+    return fmt(lookup(g.summary, path), digits) + mark
 
 
 def _per_fold(g: Group, attr: str) -> list:

@@ -1,4 +1,4 @@
-"""A study TOML, read and validated (``study.schema``): the paths it names (relative to the file), its
+"""A study TOML, read and validated (``study.schema``) into a typed config: the paths it names (relative to the file), its
 rounds (the manifest, or the K cross-validation folds), models and methods."""
 
 from __future__ import annotations
@@ -7,62 +7,91 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from embedkit.errors import EmbedkitError
-from embedkit.spec import SWEEP, WHERE
 
 
 @dataclass
 class Study:
+    """A validated study file: ``config`` is the typed study (``study.schema``: one section per table, the
+    [data] table of its kind, one section per method it runs), ``root`` the folder its paths are relative to."""
+
     path: Path
-    config: dict
+    config: BaseModel
     root: Path
 
     def resolve(self, value: str | None) -> Path | None:
         """Paths in the study file are relative to the file's folder."""
         if value in (None, ""):
             return None
-        p = Path(str(value).format(**self.config.get("vars", {})))
+        p = Path(str(value).format(**self.config.vars))
         return (p if p.is_absolute() else self.root / p).resolve()
 
     @property
     def paths(self) -> dict[str, Path]:
-        p = self.config.get("paths", {})
-        return {k: self.resolve(str(p.get(k, getattr(WHERE, k)))) for k in ("cache_dir", "runs_dir", "report_dir")}
+        return {k: self.resolve(getattr(self.config.paths, k)) for k in ("cache_dir", "runs_dir", "report_dir")}
 
     @property
     def manifest(self) -> Path:
         from embedkit.study.data import manifest_of
 
-        return manifest_of(self.config["data"], self.resolve)
+        return manifest_of(self.config.data, self.resolve)
 
     @property
     def rounds(self) -> list[tuple[str | None, Path]]:
         """(dataset name, manifest) of every round: the manifest itself, or with ``folds = K`` the K
         cross-validation rounds (``<dataset>-fold<i>``; the report pools their test predictions)."""
-        k = self.config.get("folds")
+        k = self.config.folds
         if not k:
-            return [(self.config.get("dataset"), self.manifest)]
-        base = self.config.get("dataset") or self.manifest.parent.name
+            return [(self.config.dataset, self.manifest)]
+        base = self.config.dataset or self.manifest.parent.name
         return [(f"{base}-fold{i}", self.manifest.parent / "folds" / f"fold-{i}.csv") for i in range(k)]
 
     @property
-    def models(self) -> dict[str, dict]:
-        return self.config.get("models", {})
+    def models(self) -> dict[str, BaseModel]:
+        return self.config.models
 
     @property
     def attributes(self) -> str | None:
         """The declared sensitive attributes as one declaration ('sex,age,site'); None: the default."""
-        declared = self.config.get("attributes")
+        declared = self.config.attributes
         return ",".join(declared) if declared else None
 
     @property
-    def methods(self) -> dict[str, dict]:
-        return self.config.get("methods", {})
+    def methods(self) -> dict[str, BaseModel]:
+        """The methods the study runs, each with its typed section."""
+        return {name: section for name, section in self.config.methods if section is not None}
+
+    def options(self, method: str) -> dict:
+        """The settings the file gave ``method`` (the library configs' own defaults for the rest)."""
+        return {k: tuple(v) if isinstance(v, list) else v
+                for k, v in self.methods[method].model_dump(exclude_unset=True).items() if k != "seeds"}
+
+    def seeds(self, method: str) -> tuple[int, ...]:
+        own = self.methods[method].seeds
+        return tuple(own if own is not None else self.config.seeds)
 
     def runs(self, model: str, method: str) -> bool:
         """Whether ``model`` takes part in ``method``: listed in [methods] and, when the model names
         its own ``methods`` (e.g. vit-imagenet only for full fine-tuning), among those."""
-        return method in self.methods and method in self.models[model].get("methods", self.methods)
+        own = self.models[model].methods
+        return method in self.methods and (own is None or method in own)
+
+    def task(self):
+        """The declared task (``spec.Task``), checked."""
+        from embedkit import tasks
+        from embedkit.spec import Task
+
+        t = self.config.task
+        return tasks.check(Task(kind=t.kind, findings=tuple(t.findings) if t.findings else None, positive=t.positive,
+                                threshold=t.threshold))
+
+    def n_images(self) -> int:
+        """Roughly how many images the study reads (for the plan's time estimates)."""
+        from embedkit.data.phantom import PhantomSpec
+
+        return 24 * int(getattr(self.config.data, "per_group", PhantomSpec.per_group))
 
 
 def _set(config: dict, dotted: str, value: str) -> None:
@@ -90,7 +119,19 @@ def load_study(path: str | Path, overrides: list[str] = ()) -> Study:
 
     study = Study(path, validate(config, path), path.parent.resolve())
     _define_own_models(study)
+    _check_task(study)
     return study
+
+
+def _check_task(study: Study) -> None:
+    """A binary or multi-label study runs the methods that predict findings."""
+    from embedkit.tasks import FINDING_METHODS
+
+    task = study.task()
+    other = [m for m in study.methods if m not in FINDING_METHODS]
+    if task.kind != "multiclass" and other:
+        raise EmbedkitError(f"{study.path}: [task] kind = {task.kind!r} runs {', '.join(FINDING_METHODS)} so far; "
+                            f"remove [methods.{other[0]}]")
 
 
 def _define_own_models(study: Study) -> None:
@@ -98,16 +139,5 @@ def _define_own_models(study: Study) -> None:
     from embedkit.models.registry import define
 
     for name, spec in study.models.items():
-        if spec.get("family"):
-            define(spec["family"], name, arch=spec.get("arch"))
-
-
-def seeds(study: Study, method: str) -> tuple[int, ...]:
-    return tuple(study.methods[method].get("seeds", study.config.get("seeds", SWEEP.seeds)))
-
-
-def n_images(study: Study) -> int:
-    data = study.config["data"]
-    from embedkit.data.phantom import PhantomSpec
-
-    return 24 * int(data.get("per_group", PhantomSpec.per_group)) if data["kind"] != "manifest" else 1200
+        if spec.family:
+            define(spec.family, name, arch=spec.arch)

@@ -19,37 +19,37 @@ def kinds() -> list[str]:
     return [*registry.names(), GIVEN]
 
 
-def manifest_of(table: dict, resolve) -> Path:
+def manifest_of(table, resolve) -> Path:
     """The manifest a [data] table makes (or names)."""
     from embedkit.data import registry
 
-    if table["kind"] == GIVEN:
-        return resolve(table["path"])
-    return registry.get(table["kind"]).manifest(resolve(table["out"]))
+    if table.kind == GIVEN:
+        return resolve(table.path)
+    return registry.get(table.kind).manifest(resolve(table.out))
 
 
 def data_step(study):
     """The data step of ``study``: done, to run, or stale (the builder says its options changed)."""
-    table, manifest = study.config["data"], study.manifest
+    table, manifest = study.config.data, study.manifest
     builder = None
-    if table["kind"] != GIVEN:
+    if table.kind != GIVEN:
         from embedkit.data import registry
 
-        builder = registry.get(table["kind"])
-        options = builder.parse(table, study.resolve)
+        builder = registry.get(table.kind)
+        options = builder.parse(table.model_dump(exclude={"kind", "out"}), study.resolve)
     change = builder.changed(options, manifest) if builder and builder.changed and manifest.is_file() else ""
 
     def build_all():
         if not manifest.is_file() or change:
             if builder is None:
                 raise EmbedkitError(f"{manifest}: manifest not found")
-            builder.run(options, study.resolve(table["out"]))
-        if study.config.get("folds"):
+            builder.run(options, study.resolve(table.out))
+        if study.config.folds:
             from embedkit.data.folds import make_folds
 
-            seed = {"seed": table["seed"]} if "seed" in table else {}
-            make_folds(manifest, manifest.parent / "folds", k=int(study.config["folds"]), **seed)
+            seed = {"seed": table.seed} if getattr(table, "seed", None) is not None else {}
+            make_folds(manifest, manifest.parent / "folds", k=study.config.folds, **seed)
 
     done = all(m.is_file() for _, m in study.rounds) and manifest.is_file() and not change
-    return Step("data", f"{table['kind']} → {manifest}", "stale" if change else "done" if done else "to run", 5.0,
+    return Step("data", f"{table.kind} → {manifest}", "stale" if change else "done" if done else "to run", 5.0,
                 build_all, change)

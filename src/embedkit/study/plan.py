@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 from embedkit.errors import CacheNotFound, EmbedkitError
-from embedkit.study.config import Study, n_images, seeds
+from embedkit.study.config import Study
 from embedkit.study.data import data_step
 from embedkit.study.steps import Step, combine
 
@@ -21,12 +21,11 @@ def _cache_of(study: Study, model: str) -> tuple[Path | None, str]:
     rows), or None and why not."""
     if not study.manifest.is_file():
         return None, ""
-    from embedkit.cache.extract import ExtractConfig
     from embedkit.heads.features import find_cache
     from embedkit.models.checkpoints import file_digest
 
-    weights = study.resolve(study.models[model].get("weights"))
-    expect = {"precision": study.config.get("extract", {}).get("precision", ExtractConfig.precision)}
+    weights = study.resolve(study.models[model].weights)
+    expect = {"precision": study.config.extract.precision}
     if weights is not None and weights.exists():
         expect["weights_digest"] = file_digest(weights)
     try:
@@ -46,12 +45,12 @@ def _extract_step(study: Study) -> Step:
     from embedkit.cache.extract import ExtractConfig, extract
 
     models = _cached_models(study)
-    opts = study.config.get("extract", {})
+    opts, own = study.config.extract.model_dump(), study.models
 
     def cfg(names):
         return ExtractConfig(manifest=study.manifest, models=names, cache_dir=study.paths["cache_dir"],
-                             weights={m: study.resolve(study.models[m].get("weights")) for m in names if study.models[m].get("weights")},
-                             tokenizers={m: study.resolve(study.models[m].get("tokenizer")) for m in names if study.models[m].get("tokenizer")},
+                             weights={m: study.resolve(own[m].weights) for m in names if own[m].weights},
+                             tokenizers={m: study.resolve(own[m].tokenizer) for m in names if own[m].tokenizer},
                              **opts)
 
     def run():
@@ -72,7 +71,7 @@ def _extract_step(study: Study) -> Step:
     reasons = [f"{m}: {why}" for m, (path, why) in found.items() if path is None and why]
     status = "done" if all(p for p, _ in found.values()) else "stale" if reasons else "to run"
     per_image = sum(0.002 if m.endswith("-tiny") else 0.25 for m in models)
-    return Step("extract", ", ".join(models), status, n_images(study) * per_image, run, "; ".join(reasons))
+    return Step("extract", ", ".join(models), status, study.n_images() * per_image, run, "; ".join(reasons))
 
 
 def _experiment_steps(study: Study) -> list[Step]:
@@ -88,10 +87,8 @@ def _experiment_steps(study: Study) -> list[Step]:
         for (dataset, manifest), method in ((r, k) for k in _cache_methods() for r in study.rounds):
             if not study.runs(model, method):
                 continue
-            opts = dict(study.methods[method])
-            opts.pop("seeds", None)
-            head = {k: (tuple(v) if isinstance(v, list) else v) for k, v in opts.items()
-                    if k in HeadConfig.__dataclass_fields__}
+            opts = study.options(method)
+            head = {k: v for k, v in opts.items() if k in HeadConfig.__dataclass_fields__}
             prompts = opts.get("prompts", "all")
             extra = {"ks": tuple(opts["ks"])} if opts.get("ks") else {}
             extra |= {k: opts[k] for k in ("attribute", "selection", "strength") if opts.get(k) is not None}
@@ -103,12 +100,12 @@ def _experiment_steps(study: Study) -> list[Step]:
             for mitigate in (None, *opts.get("mitigate", ())):   # ERM, then each intervention on this head
                 cfg = ExperimentConfig(model=model, manifest=manifest, method=method, cache_dir=study.paths["cache_dir"],
                                        runs_dir=study.paths["runs_dir"], dataset=dataset,
-                                       seeds=seeds(study, method), head=HeadConfig(**head),
+                                       seeds=study.seeds(method), head=HeadConfig(**head),
                                        prompts=("clip", "gloria", "cxrclip") if prompts == "all" else tuple(prompts),
-                                       attributes=study.attributes, mitigate=mitigate, **extra)
+                                       attributes=study.attributes, mitigate=mitigate, task=study.task(), **extra)
                 states = [run_state(cfg.run_dir(s), identity(cfg, cache_key_of(cache), digest, rows)) for s in seeds_of(cfg)]
                 status, reason = combine(states)
-                steps.append(Step("experiments", f"{model} / {cfg.name}" + (f" / {dataset}" if study.config.get("folds") else ""),
+                steps.append(Step("experiments", f"{model} / {cfg.name}" + (f" / {dataset}" if study.config.folds else ""),
                                   status, 2.0 + (10.0 if method == "mlp" else 0.0), lambda cfg=cfg: run_experiment(cfg), reason))
     return steps
 
@@ -130,40 +127,38 @@ def _finetune_steps(study: Study) -> list[Step]:
         for (dataset, manifest), method in ((r, k) for k in modes.names() for r in study.rounds):
             if not study.runs(model, method):
                 continue
-            opts = {k: (tuple(v) if isinstance(v, list) else v) for k, v in study.methods[method].items()
-                    if k in FinetuneConfig.__dataclass_fields__ and k not in ("seeds",)}
-            cfg = FinetuneConfig(model=model, manifest=manifest, mode=method, weights=study.resolve(spec.get("weights")),
-                                 arch=spec.get("arch"),
-                                 runs_dir=study.paths["runs_dir"], dataset=dataset,
-                                 seeds=seeds(study, method), attributes=study.attributes, **opts)
+            opts = {k: v for k, v in study.options(method).items() if k in FinetuneConfig.__dataclass_fields__}
+            cfg = FinetuneConfig(model=model, manifest=manifest, mode=method, weights=study.resolve(spec.weights),
+                                 arch=spec.arch, runs_dir=study.paths["runs_dir"], dataset=dataset,
+                                 seeds=study.seeds(method), attributes=study.attributes, **opts)
             epochs = cfg.epochs * len(cfg.learning_rates()) * len(cfg.seeds)
             per_image = 0.002 if model.endswith("-tiny") else 0.75
             ready = manifest.is_file() and (cfg.weights is None or cfg.weights.exists())
             states = [run_state(cfg.run_dir(s), cfg.identity()) for s in cfg.seeds] if ready else [RunState("to run")]
             status, reason = combine(states)
-            steps.append(Step("finetune", f"{model} / {method}" + (f" / {dataset}" if study.config.get("folds") else ""),
-                              status, epochs * n_images(study) * per_image, lambda cfg=cfg: finetune(cfg), reason))
+            steps.append(Step("finetune", f"{model} / {method}" + (f" / {dataset}" if study.config.folds else ""),
+                              status, epochs * study.n_images() * per_image, lambda cfg=cfg: finetune(cfg), reason))
     return steps
 
 
 def _cached_models(study: Study) -> tuple[str, ...]:
     """Models whose embeddings the study reads from a store (cache-path methods or the audit)."""
-    audit = study.config.get("audit") is not None
+    audit = study.config.audit is not None
     return tuple(m for m in study.models if any(study.runs(m, k) for k in _cache_methods())
-                 or (audit and not study.models[m].get("methods")))
+                 or (audit and not study.models[m].methods))
 
 
 def _audit_steps(study: Study) -> list[Step]:
     """One audit per model on the study's manifest: attribute probes, duplicates, embedding maps."""
-    if study.config.get("audit") is None:
+    if study.config.audit is None:
         return []
     from embedkit.audit import AuditConfig, run_audit
 
-    opts = study.config["audit"]
+    opts = study.config.audit.model_dump()
     steps = []
     for model in _cached_models(study):
         cfg = AuditConfig(model=model, manifest=study.manifest, cache_dir=study.paths["cache_dir"],
-                          runs_dir=study.paths["runs_dir"], dataset=study.config.get("dataset"),
+                          runs_dir=study.paths["runs_dir"], dataset=study.config.dataset,
                           attributes=study.attributes, **opts)
         done = (cfg.out_dir() / "audit.json").is_file() and _cache_of(study, model)[0] is not None and \
             json.loads((cfg.out_dir() / "audit.json").read_text()).get("settings") == _audit_settings(cfg)
@@ -186,5 +181,5 @@ def plan(study: Study) -> list[Step]:
              *_finetune_steps(study)]
     steps.append(Step("report", str(study.paths["report_dir"]), "to run", 10.0,
                       lambda: build_report(study.paths["runs_dir"], study.paths["report_dir"], attributes=study.attributes,
-                                           **study.config.get("report", {}))))
+                                           **study.config.report.model_dump())))
     return steps

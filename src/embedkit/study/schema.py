@@ -5,8 +5,7 @@ Nothing here is a hand-written list: the sections are built from the configs' da
 and defaults: ``HeadConfig`` through each head's ``options``, ``FinetuneConfig``, ``ExtractConfig``,
 ``AuditConfig``, ``PhantomSpec``, ``spec.Where``) and the registries (heads, interventions, selection
 strategies, model families, prompt formats, dataset kinds), when a file is validated.
-``validate(raw, path)`` returns the config as a plain dict with only the keys the file set (types
-coerced), which ``embedkit.study`` reads.
+``validate(raw, path)`` returns the typed study that ``embedkit.study`` reads.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from typing import Annotated, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from embedkit.errors import EmbedkitError
-from embedkit.spec import FAIRNESS, PRECISIONS, SWEEP, TRAINING_PRECISIONS, Where
+from embedkit.spec import FAIRNESS, PRECISIONS, SWEEP, TRAINING_PRECISIONS, Task, Where
 
 # FinetuneConfig's fields a study sets elsewhere (the model, its weights, the rounds' paths, the attributes)
 FINETUNE_FIXED = ("model", "manifest", "mode", "weights", "runs_dir", "dataset", "seeds", "resume", "force",
@@ -132,6 +131,13 @@ def _report() -> type[BaseModel]:
                         adjust=(Literal[ADJUSTMENTS], FAIRNESS.adjust))
 
 
+def _task() -> type[BaseModel]:
+    """[task]: what is predicted (``spec.Task``: multiclass, binary with a positive finding, multilabel)."""
+    from embedkit.tasks import KINDS
+
+    return create_model("Task", __base__=_Strict, **_fields(Task, choices={"kind": KINDS}))
+
+
 def _paths() -> type[BaseModel]:
     return _section(Where, "Paths", skip=("manifest", "dataset"))
 
@@ -174,8 +180,9 @@ class _Study(_Strict):
 def schema() -> type[BaseModel]:
     """The study file's schema, built from the registries as they are now (a head, intervention, model
     family or dataset kind registered at runtime is a valid key at once)."""
-    sections = {"data": (_data(), ...), "paths": (_paths(), None), "extract": (_extract(), None),
-                "models": (dict[str, _model()], ...), "methods": (_methods(), ...), "report": (_report(), None),
+    paths, extract, report, task = _paths(), _extract(), _report(), _task()
+    sections = {"data": (_data(), ...), "paths": (paths, paths()), "extract": (extract, extract()), "task": (task, task()),
+                "models": (dict[str, _model()], ...), "methods": (_methods(), ...), "report": (report, report()),
                 "audit": (Optional[_audit()], None)}     # audit: what the embeddings know (probes, duplicates, maps)
     return create_model("Study", __base__=_Study, **sections)
 
@@ -224,11 +231,12 @@ def _message(study: type[BaseModel], err: dict) -> str:
     return f"'{key}': {err['msg'].removeprefix('Value error, ')}"
 
 
-def validate(raw: dict, path) -> dict:
-    """The config with only the keys it set, types coerced; errors name the file and every bad key."""
+def validate(raw: dict, path) -> BaseModel:
+    """The typed study (types coerced, defaults filled; ``model_dump(exclude_unset=True)`` gives what the
+    file set); errors name the file and every bad key."""
     study = schema()
     try:
-        return study.model_validate(raw).model_dump(exclude_unset=True)
+        return study.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(_message(study, e) for e in exc.errors()[:6])
         raise EmbedkitError(f"{path}: {problems}") from None
@@ -240,7 +248,7 @@ def markdown() -> str:
     lines = ["# The study file: every key", "",
              "Generated from the schema (`embedkit.study.schema.markdown()`; a test keeps this file equal to it).",
              "Paths are relative to the study file; `{name}` in a path takes `vars.name` (`--set vars.name=...`).", ""]
-    lines += _table("top level", study, skip={"data", "paths", "extract", "models", "methods", "report", "audit"})
+    lines += _table("top level", study, skip={"data", "paths", "extract", "models", "methods", "report", "audit", "task"})
     methods = study.model_fields["methods"].annotation
     for name, field in study.model_fields.items():
         if name == "methods":

@@ -1,0 +1,276 @@
+"""Metrics of binary and multi-label findings, with patient-level CIs, permutation p-values and noise floors.
+
+``truth`` is (N, F): 1, 0, or NaN where a finding is masked (uncertain or unlabelled) for an image — left out
+of that finding's metrics, never counted negative. ``prob`` is (N, F); ``thresholds`` (F,) were chosen on
+validation (``ranking.choose_threshold``) and a score >= its threshold calls the finding.
+
+Per finding: AUROC, AUPRC (average precision), TPR and FPR at the threshold, ECE (15 equal-width bins of
+the finding's probability). Per group of each attribute: AUROC, TPR, FPR per finding and the
+underdiagnosis rate. Underdiagnosis (Seyyed-Kalantari et al. 2021) is the rate at which images *with* a
+finding are called "No Finding": with a "No Finding" label among the findings, its false-positive rate;
+without one, the share of images with at least one positive finding where no finding reaches its threshold.
+
+Gaps (under ``fairness/<attr>``, each with CI, p-value and noise floor as in ``suite``): ``auroc_gap/<F>`` and
+``underdiagnosis_gap`` (max - min over the groups), ``eqodds/<F>`` (1/2 (spread of TPR + spread of FPR), spread
+= max - min over the groups: fairlearn's ``equalized_odds_difference(agg="mean")``). Equity (``equity/<attr>``,
+CIs only): ``worst_auroc/<F>`` and FairCLIP's ``es_auc/<F>`` = AUC / (1 + sum_g |AUC_g - AUC|). A value a
+group cannot have (no positive, or no negative image of a finding) is NaN and named in ``undefined``.
+
+The resampling is ``resample``'s: patients drawn with replacement within strata (a patient with a positive
+finding, without, or mixed), a patient's group label permuted with all its images.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from embedkit.metrics import intervals, resample, stats
+from embedkit.metrics.ranking import Ranked
+from embedkit.metrics.suite import MIN_GROUP, N_BOOT, N_PERM, STATS_VERSION, group_codes, present_groups, quiet, nest, significant
+
+NO_FINDING = "No Finding"
+RATES = ("tp", "fn", "fp", "tn")
+
+
+class _Rows:
+    """The rows reduced once: per-finding ranked scores (overall and per group) and per-patient counts."""
+
+    def __init__(self, truth, prob, thresholds, findings, groups, order, patient_id):
+        self.truth, self.prob = np.asarray(truth, dtype=float), np.asarray(prob, dtype=float)
+        self.findings, self.F = tuple(findings), len(findings)
+        self.valid = np.isfinite(self.truth)
+        called = self.prob >= np.asarray(thresholds, dtype=float)[None]
+        sick, healthy_call, judged = _underdiagnosis(self.truth, called, self.findings)
+        y = np.nan_to_num(self.truth).astype(bool)
+        per_row = [self.valid & y & called, self.valid & y & ~called, self.valid & ~y & called, self.valid & ~y & ~called]
+        self.X = np.concatenate([np.ones((len(y), 1)), np.stack(per_row, -1).reshape(len(y), -1),
+                                 np.stack([judged & sick, judged & sick & healthy_call], -1)], 1).astype(float)
+        self.order = {a: tuple(order[a]) if order and a in order else present_groups(groups[a]) for a in groups}
+        self.codes = {a: group_codes(np.asarray(groups[a]).astype(str), self.order[a]) for a in groups}
+        self.clusters = resample.Clusters(patient_id, (y & self.valid).any(1).astype(np.int64), 2)
+        self.ranked = [self._ranked(f, self.valid[:, f]) for f in range(self.F)]
+        self.by_group = {a: [[self._ranked(f, self.valid[:, f] & (c == g)) for g in range(len(self.order[a]))]
+                             for f in range(self.F)] for a, c in self.codes.items()}
+        self.images = np.bincount(self.clusters.patient, minlength=self.clusters.n).astype(float)
+        self.cal = self._calibration()
+
+    def _ranked(self, f: int, keep: np.ndarray) -> Ranked:
+        """Finding ``f``'s rows ``keep`` ranked, each weighted by its patient's column of a replicate."""
+        return Ranked(self.truth[keep, f], self.prob[keep, f], self.clusters.patient[keep])
+
+    def patient_sums(self, values: np.ndarray, cells: np.ndarray | None = None, k: int = 1) -> np.ndarray:
+        """(P, k * K) sums of per-row ``values`` (N, K) per patient (and per cell)."""
+        index = self.clusters.patient * k + (0 if cells is None else cells)
+        out = np.zeros((self.clusters.n * k, values.shape[1]))
+        np.add.at(out, index, values)
+        return out.reshape(self.clusters.n, -1)
+
+    def _calibration(self) -> np.ndarray:
+        """(P, F * bins * 3) per-patient [count, sum of p, sum of y] per finding and probability bin."""
+        bins = np.clip(np.ceil(self.prob * stats.N_BINS).astype(np.int64) - 1, 0, stats.N_BINS - 1)
+        onehot = (bins[..., None] == np.arange(stats.N_BINS)) & self.valid[..., None]          # (N, F, bins)
+        parts = [onehot, onehot * self.prob[..., None], onehot * np.nan_to_num(self.truth)[..., None]]
+        return self.patient_sums(np.stack(parts, -1).reshape(len(self.prob), -1).astype(float))
+
+
+def _underdiagnosis(truth: np.ndarray, called: np.ndarray, findings: tuple[str, ...]):
+    """Per row: has a finding, is called "No Finding", and whether the row counts (its truth is known)."""
+    if NO_FINDING in findings:
+        nf = findings.index(NO_FINDING)
+        return truth[:, nf] == 0, called[:, nf], np.isfinite(truth[:, nf])
+    sick = (truth == 1).any(1)
+    return sick, ~called.any(1), sick | np.isfinite(truth).all(1)
+
+
+def _rates(counts: np.ndarray, F: int) -> dict[str, np.ndarray]:
+    """TPR, FPR (b, F) and underdiagnosis (b,) from (b, 1 + 4F + 2) sums (rows, per-finding rates, underdiagnosis)."""
+    c = counts[:, 1:1 + 4 * F].reshape(len(counts), F, 4)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr = np.where(c[..., 0] + c[..., 1] > 0, c[..., 0] / (c[..., 0] + c[..., 1]), np.nan)
+        fpr = np.where(c[..., 2] + c[..., 3] > 0, c[..., 2] / (c[..., 2] + c[..., 3]), np.nan)
+        under = np.where(counts[:, -2] > 0, counts[:, -1] / counts[:, -2], np.nan)
+    return {"tpr": tpr, "fpr": fpr, "underdiagnosis": under}
+
+
+def _ece(cal: np.ndarray, F: int) -> np.ndarray:
+    """(b, F) binned ECE of each finding's probability from (b, F * bins * 3) sums."""
+    c = cal.reshape(len(cal), F, stats.N_BINS, 3)
+    n = c[..., 0].sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, np.abs(c[..., 1] - c[..., 2]).sum(-1) / n, np.nan)
+
+
+def _spread(values: np.ndarray) -> np.ndarray:
+    defined = np.isfinite(values).sum(1)
+    with quiet():
+        return np.where(defined >= 2, np.nanmax(values, 1) - np.nanmin(values, 1), np.nan)
+
+
+class _Evaluation:
+    """Observed, bootstrap and permutation replicates of every metric, one code path."""
+
+    def __init__(self, rows: _Rows, min_group: int):
+        self.r = rows
+        sizes = {a: np.bincount(c, minlength=len(rows.order[a]) + 1) for a, c in rows.codes.items()}
+        self.eligible = {a: [i for i in range(len(rows.order[a])) if sizes[a][i] >= min_group] for a in rows.codes}
+        self.plain = rows.patient_sums(rows.X)
+        self.cells = {a: rows.patient_sums(rows.X, c, len(rows.order[a]) + 1) for a, c in rows.codes.items()}
+
+    def overall(self, counts: np.ndarray) -> dict[str, np.ndarray]:
+        """Overall metrics of replicates drawing each patient ``counts`` (b, P) times."""
+        r, out = self.r, {}
+        rates, ece = _rates(counts @ self.plain, r.F), _ece(counts @ r.cal, r.F)
+        out["n"] = counts @ r.images
+        auroc = np.stack([r.ranked[f].auroc(counts) for f in range(r.F)], 1)
+        auprc = np.stack([r.ranked[f].average_precision(counts) for f in range(r.F)], 1)
+        with quiet():
+            out["auroc_macro"], out["auprc_macro"] = np.nanmean(auroc, 1), np.nanmean(auprc, 1)
+        out["underdiagnosis"] = rates["underdiagnosis"]
+        for f, name in enumerate(r.findings):
+            out |= {f"auroc/{name}": auroc[:, f], f"auprc/{name}": auprc[:, f], f"tpr/{name}": rates["tpr"][:, f],
+                    f"fpr/{name}": rates["fpr"][:, f], f"ece/{name}": ece[:, f]}
+        return out
+
+    def grouped(self, attr: str, counts: np.ndarray) -> dict[str, np.ndarray]:
+        """One attribute's group metrics and gaps under bootstrap ``counts`` (b, P)."""
+        r = self.r
+        k = len(r.order[attr]) + 1
+        sums = (counts @ self.cells[attr]).reshape(len(counts), k, -1)
+        auroc = np.stack([np.stack([r.by_group[attr][f][g].auroc(counts) for f in range(r.F)], 1)
+                          for g in range(k - 1)], 1)
+        return self._assemble(attr, sums, auroc)
+
+    def permuted(self, attr: str, labels: np.ndarray) -> dict[str, np.ndarray]:
+        """One attribute's group metrics and gaps when each patient's images carry ``labels`` (b, P)."""
+        r = self.r
+        k = len(r.order[attr]) + 1
+        member = [(labels == g).astype(np.float32) for g in range(k)]
+        sums = np.stack([m @ self.plain for m in member], 1)
+        auroc = np.stack([np.stack([r.ranked[f].auroc(member[g]) for f in range(r.F)], 1) for g in range(k - 1)], 1)
+        return self._assemble(attr, sums, auroc)
+
+    def _assemble(self, attr, sums, auroc) -> dict[str, np.ndarray]:
+        """Flat metrics of (b, k, K) count sums and (b, k-1, F) group AUROCs."""
+        r, out = self.r, {}
+        order, keep = r.order[attr], self.eligible[attr]
+        rates = [_rates(sums[:, g], r.F) for g in range(len(order))]
+        for g, name in enumerate(order):
+            out[f"groups/{attr}/{name}/n"] = sums[:, g, 0]
+            out[f"groups/{attr}/{name}/underdiagnosis"] = rates[g]["underdiagnosis"]
+            for f, finding in enumerate(r.findings):
+                out[f"groups/{attr}/{name}/auroc/{finding}"] = auroc[:, g, f]
+                out[f"groups/{attr}/{name}/tpr/{finding}"] = rates[g]["tpr"][:, f]
+                out[f"groups/{attr}/{name}/fpr/{finding}"] = rates[g]["fpr"][:, f]
+        if len(keep) < 2:
+            return out
+        tpr = np.stack([rates[g]["tpr"] for g in keep], 1)
+        fpr = np.stack([rates[g]["fpr"] for g in keep], 1)
+        under = np.stack([rates[g]["underdiagnosis"] for g in keep], 1)
+        out[f"fairness/{attr}/underdiagnosis_gap"] = _spread(under)
+        for f, finding in enumerate(r.findings):
+            out[f"fairness/{attr}/auroc_gap/{finding}"] = _spread(auroc[:, keep, f])
+            out[f"fairness/{attr}/eqodds/{finding}"] = 0.5 * (_spread(tpr[..., f]) + _spread(fpr[..., f]))
+        return out
+
+    def equity(self, attr: str, grouped: dict, overall: dict) -> dict[str, np.ndarray]:
+        """Worst-group AUROC and ES-AUC per finding from group and overall AUROCs of the same replicates."""
+        out = {}
+        names = [self.r.order[attr][g] for g in self.eligible[attr]]
+        if len(names) < 2:
+            return out
+        for finding in self.r.findings:
+            groups = np.stack([grouped[f"groups/{attr}/{g}/auroc/{finding}"] for g in names], 1)
+            auc = overall[f"auroc/{finding}"]
+            with quiet():
+                out[f"equity/{attr}/worst_auroc/{finding}"] = np.where(np.isfinite(groups).all(1), np.nanmin(groups, 1), np.nan)
+                out[f"equity/{attr}/es_auc/{finding}"] = auc / (1 + np.abs(groups - auc[:, None]).sum(1))
+        return out
+
+
+def evaluate_findings(truth: np.ndarray, prob: np.ndarray, *, findings: tuple[str, ...], thresholds,
+                      groups: Mapping[str, np.ndarray], order: Mapping[str, tuple[str, ...]] | None = None,
+                      patient_id=None, min_group: int = MIN_GROUP, n_boot: int = N_BOOT, n_perm: int = N_PERM,
+                      seed: int = 0, interval: str = intervals.DEFAULT, return_replicates: bool = False) -> dict:
+    """Every finding metric of one run as a JSON-ready dict (see the module docstring); with
+    ``return_replicates`` the bootstrap replicates too, for ``suite.aggregate_seeds``."""
+    if not groups:
+        groups = {"all": np.full(len(truth), "all")}
+    rows = _Rows(truth, prob, thresholds, findings, groups, order, patient_id)
+    ev = _Evaluation(rows, min_group)
+    rng = np.random.default_rng(seed)
+
+    def everything(counts):
+        counts = counts if len(counts) == 1 else counts.astype(np.float32)    # replicates: half the memory traffic
+        overall = ev.overall(counts)
+        for a in rows.codes:
+            grouped = ev.grouped(a, counts)
+            overall |= grouped | ev.equity(a, grouped, overall)
+        return overall
+
+    observed = {k: v[0] for k, v in everything(np.ones((1, rows.clusters.n))).items()}
+    boot = _stacked([everything(c) for c in rows.clusters.bootstrap_counts(n_boot, rng)])
+    perm = {}
+    for a in rows.codes:
+        labels = rows.clusters.patient_labels(rows.codes[a], len(rows.order[a]) + 1)
+        parts = [ev.permuted(a, lab) for lab in rows.clusters.permuted_labels(labels, n_perm, rng)]
+        perm |= {k: v for k, v in _stacked(parts).items() if k.startswith(f"fairness/{a}/")}
+    result = _result(observed, boot, perm, n_perm, interval)
+    result["undefined"] = _undefined(rows, observed)
+    result["thresholds"] = {f: float(t) for f, t in zip(findings, np.asarray(thresholds, dtype=float))}
+    result["settings"] = {"task": "multilabel" if rows.F > 1 else "binary", "findings": list(findings),
+                          "n_boot": n_boot, "n_perm": n_perm, "seed": seed, "min_group": min_group, "ece_bins": stats.N_BINS,
+                          "version": STATS_VERSION, "resampling": {
+                              "unit": "patient" if patient_id is not None else "image", "patients": rows.clusters.n,
+                              "strata": "has a positive finding / has none / mixed", "interval": interval},
+                          "underdiagnosis": "FPR of No Finding" if NO_FINDING in findings else
+                          "images with a finding where no finding reaches its threshold",
+                          "attributes": {a: {"groups": list(o), "too_small": [g for i, g in enumerate(o) if i not in ev.eligible[a]]}
+                                         for a, o in rows.order.items()}}
+    if return_replicates:
+        result["_replicates"], result["_signed"] = boot, []
+    return result
+
+
+def _stacked(parts: list[dict]) -> dict:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+
+
+def _clean(x) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def _result(observed: dict, boot: dict, perm: dict, n_perm: int, method: str) -> dict:
+    """Estimates, CIs (every metric), and for the gaps p-values, noise floors, excess and significance."""
+    result = nest({k: _clean(v) for k, v in observed.items()})
+    result["n"] = int(observed["n"])
+    with quiet():
+        ci = {k: [_clean(x) for x in intervals.interval(boot[k], observed[k], method=method, bounds=(0.0, 1.0))]
+              for k in boot if k != "n" and not k.endswith("/n")}
+        gaps = [k for k in observed if k.startswith("fairness/")]
+        floor = {k: float(np.nanmedian(np.abs(perm[k]))) if np.isfinite(perm[k]).any() else np.nan for k in gaps}
+        p = {k: float((1 + np.sum(np.abs(perm[k]) >= abs(observed[k]) - 1e-12)) / (1 + n_perm))
+             if np.isfinite(observed[k]) else None for k in gaps}
+    short = {k: k.removeprefix("fairness/") for k in gaps}
+    result["ci"] = nest(ci)
+    result["null"] = nest({short[k]: _clean(floor[k]) for k in gaps})
+    result["excess"] = nest({short[k]: _clean(abs(observed[k]) - floor[k]) for k in gaps})
+    result["p_value"] = nest({short[k]: p[k] for k in gaps})
+    result["significant"] = nest({short[k]: significant(ci[k], p[k]) for k in gaps})
+    return result
+
+
+def _undefined(rows: _Rows, observed: dict) -> dict[str, str]:
+    """Why each NaN group AUROC is NaN: the group has no positive (or no negative) image of the finding."""
+    out = {}
+    for a, codes in rows.codes.items():
+        for g, name in enumerate(rows.order[a]):
+            for f, finding in enumerate(rows.findings):
+                key = f"groups/{a}/{name}/auroc/{finding}"
+                if key in observed and not np.isfinite(observed[key]):
+                    y = rows.truth[(codes == g) & rows.valid[:, f], f]
+                    out[key] = ("no image of this group is labelled for the finding" if len(y) == 0 else
+                                "no positive image of the finding in this group" if not (y == 1).any() else
+                                "no negative image of the finding in this group")
+    return out

@@ -1,0 +1,132 @@
+"""Binary and multi-label findings through the heads: masked BCE, per-finding predictions, metrics, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from embedkit.cli.app import main
+from embedkit.errors import EmbedkitError
+from embedkit.heads.runner import ExperimentConfig, run_experiment
+from embedkit.heads.trained import HeadConfig, _masked_bce
+from embedkit.runs import read_predictions
+from embedkit.spec import Task
+
+from .conftest import make_cache
+
+FINDINGS = ("Edema", "Effusion", "Mass")
+
+
+@pytest.fixture
+def multilabel_cache(tmp_path):
+    """Three findings, each present in ~40 % of images and adding its own direction to the embedding;
+    Mass is masked (uncertain) in every 7th image."""
+    rng = np.random.default_rng(0)
+    n, d = 360, 16
+    present = rng.random((n, 3)) < 0.4
+    x = (present @ (rng.normal(size=(3, d)) * 2) + 0.6 * rng.normal(size=(n, d))).astype(np.float32)
+    split = np.array(["train"] * 250 + ["val"] * 50 + ["test"] * 60)
+    path = make_cache(tmp_path / "ml.h5", x, np.zeros(n, dtype=int), split)
+    manifest = path.with_suffix(".csv")
+    rows = list(csv.DictReader(manifest.open()))
+    for i, r in enumerate(rows):
+        r["label"] = "|".join(f for f, p in zip(FINDINGS, present[i]) if p) or "No Finding"
+        r["masked"] = "Mass" if i % 7 == 0 else ""
+    with manifest.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path, manifest
+
+
+def _cfg(path, manifest, tmp_path, method, task=Task(kind="multilabel"), **kw):
+    return ExperimentConfig(model="synthetic", manifest=manifest, method=method, cache=path, runs_dir=tmp_path / "runs",
+                            seeds=(0,), task=task, head=HeadConfig(epochs=30), n_boot=50, **kw)
+
+
+@pytest.mark.parametrize("method", ["linear", "mlp", "knn"])
+def test_multilabel_heads_write_per_finding_predictions_and_metrics(multilabel_cache, tmp_path, method):
+    path, manifest = multilabel_cache
+    [result] = run_experiment(_cfg(path, manifest, tmp_path, method))
+    pred = read_predictions(result.path / "predictions.csv")
+    assert pred.classes == FINDINGS and pred.truth.shape == (110, 3) and pred.label is None
+    header = (result.path / "predictions.csv").read_text().splitlines()[0].split(",")
+    assert [c for c in header if c.startswith(("true_", "prob_"))] == [f"true_{f}" for f in FINDINGS] + [f"prob_{f}" for f in FINDINGS]
+    assert np.isnan(pred.truth[:, 2]).sum() == sum(1 for i in range(250, 360) if i % 7 == 0)   # masked, not negative
+    assert ((pred.proba >= 0) & (pred.proba <= 1)).all()
+    m = result.record["metrics"]
+    assert all(m["auroc"][f] > 0.85 for f in FINDINGS), m["auroc"]
+    assert set(m["thresholds"]) == set(FINDINGS) and m["settings"]["threshold_rule"] == "f1"
+    assert set(m["fairness"]["sex"]["auroc_gap"]) == set(FINDINGS) and "underdiagnosis_gap" in m["fairness"]["sex"]
+
+
+def test_binary_task_and_the_evaluate_command(multilabel_cache, tmp_path, capsys):
+    path, manifest = multilabel_cache
+    [result] = run_experiment(_cfg(path, manifest, tmp_path, "linear", Task(kind="binary", positive="Effusion")))
+    assert result.record["metrics"]["settings"]["findings"] == ["Effusion"]
+    file = str(result.path / "predictions.csv")
+    assert main(["evaluate", file, "--json", "--n-boot", "20", "--n-perm", "20", "--threshold", "youden"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["auroc"]["Effusion"] == pytest.approx(result.record["metrics"]["auroc"]["Effusion"])
+    assert out["settings"]["threshold_rule"] == "youden"
+    assert main(["evaluate", file, "--n-boot", "20", "--n-perm", "20"]) == 0
+    assert "underdiagnosis" in capsys.readouterr().out
+    assert main(["evaluate", file, "--threshold", "fpr:2"]) == 2
+
+
+def test_probe_command_with_a_multilabel_task(multilabel_cache, tmp_path, capsys):
+    path, manifest = multilabel_cache
+    argv = ["probe", "--model", "synthetic", "--manifest", str(manifest), "--cache-file", str(path), "--runs-dir",
+            str(tmp_path / "r"), "--head", "linear,knn", "--epochs", "5", "--seeds", "0", "--task", "multilabel"]
+    assert main(argv) == 0
+    assert "test macro AUROC" in capsys.readouterr().out
+    assert main(argv[:-2] + ["--task", "binary"]) == 2
+    assert "--positive" in capsys.readouterr().err
+
+
+def test_a_multilabel_manifest_is_refused_by_a_multiclass_run_and_interventions_say_why(multilabel_cache, tmp_path):
+    path, manifest = multilabel_cache
+    with pytest.raises(EmbedkitError, match="give --task multilabel"):
+        run_experiment(_cfg(path, manifest, tmp_path, "linear", Task()))
+    with pytest.raises(EmbedkitError, match="interventions run on multiclass tasks only"):
+        run_experiment(_cfg(path, manifest, tmp_path, "linear", mitigate="reweight"))
+    with pytest.raises(EmbedkitError, match="finding\\(s\\) Nodule appear in no row"):
+        run_experiment(_cfg(path, manifest, tmp_path, "linear", Task(kind="multilabel", findings=("Edema", "Nodule"))))
+
+
+def test_masked_bce_averages_over_the_labelled_findings_only():
+    logits = torch.tensor([[2.0, -1.0, 0.5]])
+    target = torch.tensor([[1.0, float("nan"), 0.0]])
+    expected = (torch.nn.functional.softplus(torch.tensor(-2.0)) + torch.nn.functional.softplus(torch.tensor(0.5))) / 2
+    assert _masked_bce(logits, target).item() == pytest.approx(expected.item())
+
+
+def test_the_report_of_a_findings_task(multilabel_cache, tmp_path):
+    """Figures, the findings in words, every gap in the tables and the results table; a runs folder mixing
+    multiclass and findings runs is refused."""
+    import pandas as pd
+
+    from embedkit.report import build_report
+
+    path, manifest = multilabel_cache
+    for method in ("linear", "knn"):
+        run_experiment(_cfg(path, manifest, tmp_path, method))
+    md = build_report(tmp_path / "runs", tmp_path / "report", n_boot=50, attributes="sex,age")
+    text = md.read_text()
+    assert "gap tests are beyond chance" in text and "underdiagnosis_gap" in text and "AUROC Mass" in text
+    assert {p.name for p in (tmp_path / "report/figures").iterdir()} == {
+        "auroc_by_group.png", "underdiagnosis_by_group.png", "findings.png"}
+    results = pd.read_csv(tmp_path / "report/results.csv")
+    auroc = results[(results.metric == "auroc") & (results.group == "Edema") & (results.method == "linear")]
+    assert len(auroc) == 1 and 0.85 < auroc.value.iloc[0] <= 1
+    gaps = results[results.metric.str.startswith("auroc_gap/")]
+    assert gaps.q.notna().all() and len(gaps) == 2 * 2 * 3          # methods x attributes x findings
+    run_experiment(ExperimentConfig(model="synthetic", manifest=manifest, method="linear", cache=path,
+                                    runs_dir=tmp_path / "runs", dataset="other", seeds=(0,), task=Task(kind="binary", positive="Edema"),
+                                    head=HeadConfig(epochs=2), n_boot=10))
+    md = build_report(tmp_path / "runs", tmp_path / "report2", n_boot=20, attributes="sex,age")
+    assert md.is_file()

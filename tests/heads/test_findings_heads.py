@@ -130,3 +130,59 @@ def test_the_report_of_a_findings_task(multilabel_cache, tmp_path):
                                     head=HeadConfig(epochs=2), n_boot=10))
     md = build_report(tmp_path / "runs", tmp_path / "report2", n_boot=20, attributes="sex,age")
     assert md.is_file()
+
+
+def test_zero_shot_findings_are_prompt_pairs(tmp_path):
+    """CheXzero's pairs: each finding's positive prompts point along its direction, its negative ("no:") side
+    away from it, so the pair's softmax ranks the images that have it first; No Finding is prod(1 - p)."""
+    from embedkit.prompts import pair_classes
+
+    from .conftest import text_set
+
+    rng = np.random.default_rng(1)
+    n, d = 300, 16
+    present = rng.random((n, 3)) < 0.4
+    dirs = rng.normal(size=(3, d))
+    x = (present @ (dirs * 2) + 0.6 * rng.normal(size=(n, d))).astype(np.float32)
+    classes = pair_classes(FINDINGS)
+    prompts = {}
+    for i, c in enumerate(classes):
+        sign, f = (1, c) if c in FINDINGS else (-1, c.removeprefix("no:"))
+        prompts[i] = np.stack([sign * dirs[FINDINGS.index(f)] + 0.05 * rng.normal(size=d) for _ in range(4)]).astype(np.float32)
+    text = {fmt: text_set(prompts) for fmt in ("clip", "gloria", "cxrclip")}
+    split = np.array(["train"] * 200 + ["val"] * 50 + ["test"] * 50)
+    path = make_cache(tmp_path / "zs.h5", x, np.zeros(n, dtype=int), split, text=text, classes=classes)
+    manifest = path.with_suffix(".csv")
+    rows = list(csv.DictReader(manifest.open()))
+    for i, r in enumerate(rows):
+        r["label"] = "|".join(f for f, p in zip(FINDINGS, present[i]) if p) or "No Finding"
+    with manifest.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    task = Task(kind="multilabel", findings=(*FINDINGS, "No Finding"))
+    [result] = run_experiment(_cfg(path, manifest, tmp_path, "zeroshot", task))
+    m = result.record["metrics"]
+    assert all(m["auroc"][f] > 0.9 for f in FINDINGS) and m["auroc"]["No Finding"] > 0.8, m["auroc"]
+    sel = result.record["selection"]
+    assert sel["prompt_pairs"]["Edema"] == {"positive": 4, "negative": 4} and sel["no_finding"].startswith("prod")
+    pred = read_predictions(result.path / "predictions.csv")
+    p_nf = np.prod(1 - pred.proba[:, :3], 1)
+    assert np.allclose(pred.proba[:, 3], p_nf, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_extract_then_zeroshot_on_a_multilabel_phantom(tmp_path, capsys):
+    """End to end on real (tiny) encoders: a multi-label phantom's store holds each finding's prompt pair."""
+    from embedkit.cache import read_cache
+
+    assert main(["data", "phantom", "--out", str(tmp_path / "p"), "--task", "multilabel", "--per-group", "5",
+                 "--size", "32"]) == 0
+    manifest = str(tmp_path / "p/manifest.csv")
+    assert main(["extract", "--model", "clip-tiny", "--manifest", manifest, "--cache-dir", str(tmp_path / "c")]) == 0
+    store = read_cache(next((tmp_path / "c").glob("*.h5")))
+    assert "no:Edema" in store.classes and "Edema|Effusion" not in store.classes
+    assert any(p == "no pulmonary edema." for p in store.text["cxrclip"].prompts)
+    assert main(["zeroshot", "--model", "clip-tiny", "--manifest", manifest, "--cache-dir", str(tmp_path / "c"),
+                 "--runs-dir", str(tmp_path / "r"), "--seeds", "0", "--task", "multilabel"]) == 0
+    assert "test macro AUROC" in capsys.readouterr().out

@@ -30,7 +30,7 @@ from embedkit.errors import EmbedkitError
 from embedkit.manifest import Manifest, read_manifest
 from embedkit.models import Encoder, load_encoder
 from embedkit.models.images import ImageRows, collate
-from embedkit.prompts import FORMATS, prompt_set
+from embedkit.prompts import FORMATS, prompt_set, text_classes
 from embedkit.spec import SWEEP, WHERE
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}    # spec.PRECISIONS as torch types
@@ -222,14 +222,15 @@ def _plan(job: _Job, manifest: Manifest, cfg: ExtractConfig) -> None:
         seen.add(k.key)
         job.todo.append(i)
     stored = job.store.classes if job.store else ()
-    job.classes = tuple(dict.fromkeys(stored + manifest.classes))
+    job.classes = tuple(dict.fromkeys(stored + text_classes(manifest.classes)))
 
 
 def _covered(job: _Job, manifest: Manifest) -> bool:
     """Nothing to write: every row indexed as it is now, and prompts for every class when there is a text tower."""
     index, bad = job.store.index, {p for p, _ in job.store.bad}
     fresh = all(k.path in bad or index.get(k.path) == (k.size, k.mtime_ns, k.key) for k in job.keys)
-    prompts = job.encoder.text_encoder is None or job.encoder.vision_only or set(manifest.classes) <= set(job.store.classes)
+    prompts = (job.encoder.text_encoder is None or job.encoder.vision_only
+               or set(text_classes(manifest.classes)) <= set(job.store.classes))
     return fresh and (prompts or not job.store.text)
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 from embedkit.manifest import Manifest
 
 
-def join(cache: Cache, manifest: Manifest) -> Cache:
+def join(cache: Cache, manifest: Manifest, text_classes: tuple[str, ...] | None = None) -> Cache:
     """The store's rows for the manifest's images (found by content key through the store's index),
-    in the manifest's order, with the manifest's metadata; images extraction left out as bad are
-    dropped, images the store lacks (new, or changed since) are an error saying what to run."""
+    in the manifest's order, with the manifest's metadata and the prompt sets of its classes (or of
+    ``text_classes``: a findings task's findings and their negative sides); images extraction left out as
+    bad are dropped, images the store lacks (new, or changed since) are an error saying what to run."""
     keys = row_keys(manifest, cache.index)
     row_of = {str(k): i for i, k in enumerate(cache.image_id)}
     bad = {p for p, _ in cache.bad}
@@ -33,7 +34,8 @@ def join(cache: Cache, manifest: Manifest) -> Cache:
     columns = (*META_COLUMNS, *(c for c in ("age", *manifest.extra_columns) if c not in META_COLUMNS))
     meta = {c: np.array([r[c] for r, _ in keep]) for c in columns}   # every manifest column: any can be an attribute
     return replace(cache, embeddings=cache.embeddings[rows], image_id=np.array([r["image_id"] for r, _ in keep]),
-                   meta=meta, classes=manifest.classes, text=_text_for(cache, manifest.classes, rows),
+                   meta=meta, classes=text_classes or manifest.classes,
+                   text=_text_for(cache, text_classes or manifest.classes, rows),
                    manifest_digest=manifest.digest(), rows_digest=rows_digest([k for _, k in keep]))
 
 

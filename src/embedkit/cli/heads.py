@@ -36,7 +36,8 @@ def _show_findings(results, first: str) -> None:
         m, sel = r.record["metrics"], r.record["selection"]
         gaps = m.get("fairness", {}).get(first, {}).get("auroc_gap", {})
         largest = max((v for v in gaps.values() if v is not None), default=None)
-        chosen = ", ".join(f"{k}={v}" for k, v in sel.items() if k in ("lr", "weight_decay", "best_epoch", "k"))
+        chosen = ", ".join(f"{k}={v}" for k, v in sel.items()
+                           if k in ("prompt_format", "lr", "weight_decay", "best_epoch", "k"))
         rows.append([str(r.path), "skipped (done)" if r.skipped else "ran", _abs(m["auroc_macro"]),
                      _abs(m["underdiagnosis"]), _abs(largest), chosen])
     table("runs", ["run", "status", "test macro AUROC", "underdiagnosis", f"largest AUROC gap {first}",
@@ -59,14 +60,18 @@ def zeroshot(
     cache_dir: Path = opt.cache_dir_option(), cache_file: Optional[Path] = opt.cache_file_option(),
     runs_dir: Path = opt.runs_dir_option(), dataset: Optional[str] = opt.dataset_option(), force: bool = opt.force_option(),
     attributes: str = opt.attributes_option(),
+    task: str = opt.task_option(), findings: Optional[str] = opt.findings_option(),
+    positive: Optional[str] = opt.positive_option(), threshold: str = opt.threshold_option(),
 ) -> None:
-    """Zero-shot classification from cached image and prompt embeddings."""
+    """Zero-shot classification from cached image and prompt embeddings (findings: CheXzero's prompt pairs)."""
+    from embedkit import tasks
     from embedkit.heads.runner import ExperimentConfig, run_experiment
 
     _one_cache_file(model, cache_file)
+    declared = tasks.parse(task, findings, positive, threshold)
     _show([r for m in model for r in run_experiment(ExperimentConfig(
         model=m, manifest=manifest, method="zeroshot", cache_dir=cache_dir, cache=cache_file, runs_dir=runs_dir,
-        dataset=dataset, seeds=seeds, prompts=prompts, force=force, attributes=attributes))], attributes)
+        dataset=dataset, seeds=seeds, prompts=prompts, force=force, attributes=attributes, task=declared))], attributes)
 
 
 def _one_cache_file(models: tuple[str, ...], cache_file: Path | None) -> None:

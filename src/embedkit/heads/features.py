@@ -56,16 +56,22 @@ def torch_threads(n: int):
 
 def load(cache_path: Path, manifest: Path, task: Task = TASK) -> tuple[Cache, dict[str, Split]]:
     """The cache joined to the manifest's rows (its labels, splits, attributes), split for the heads; for a
-    binary or multi-label ``task`` the cache's classes are the task's findings and the labels its targets."""
+    binary or multi-label ``task`` the cache's classes are the task's findings, its prompt sets each finding's
+    positive and negative side, and the labels the findings' targets."""
     from dataclasses import replace
 
     from embedkit import tasks
     from embedkit.cache.join import join
+    from embedkit.prompts import pair_classes
 
-    cache = join(read_cache(cache_path), read_manifest(manifest))
+    store, rows = read_cache(cache_path), read_manifest(manifest)
     if task.kind == "multiclass":
+        cache = join(store, rows)
         tasks.check_multiclass(cache.meta["label"], where=str(manifest))
         return cache, splits(cache)
-    findings, truth = tasks.targets(task, cache.meta["label"], cache.meta.get(tasks.MASKED_COLUMN), where=str(manifest))
-    cache = replace(cache, classes=findings, text={})
-    return cache, splits(cache, truth)
+    masked = rows.column(tasks.MASKED_COLUMN) if tasks.MASKED_COLUMN in rows.extra_columns else None
+    findings, _ = tasks.targets(task, rows.column("label"), masked, where=str(manifest))
+    cache = join(store, rows, text_classes=pair_classes(findings))
+    fixed = replace(task, findings=findings) if task.kind == "multilabel" else task
+    _, truth = tasks.targets(fixed, cache.meta["label"], cache.meta.get(tasks.MASKED_COLUMN), where=str(manifest))
+    return replace(cache, classes=findings), splits(replace(cache, classes=findings), truth)

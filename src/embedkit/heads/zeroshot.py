@@ -124,6 +124,9 @@ class ZeroShot(Method):
 
     def fit(self, cfg, cache, parts, seeds):
         _check_text(cfg, cache)
+        if parts["val"].y.dim() == 2:
+            yield from _findings(cfg, cache, parts, seeds)
+            return
         n_classes, scale = len(cache.classes), float(cache.attrs.get("logit_scale", 100.0))
         x = {s: parts[s].x.numpy() for s in ("val", "test")}
         y_val = parts["val"].y.numpy()
@@ -165,3 +168,41 @@ def _selection(cache, best: str, val_scores: dict, repeat: int, n_classes: int) 
                         "cxrclip": "mean cosine over a per-image sample"}[best],
             "similarity": "global cosine" if cache.text[best].local is None
                           else "(local word-region + global cosine) / 2, GLoRIA's"}
+
+
+def _findings(cfg, cache, parts, seeds):
+    """Binary / multi-label findings, CheXzero's way: per finding the softmax over its positive and negative
+    prompt sides (``embedkit.prompts``: classes ``F`` and ``no:F``); a No Finding label gets the probability
+    that no other finding is present, prod(1 - p_F). The format with the highest mean validation AUROC over
+    the findings is kept."""
+    from embedkit.heads.selection import finding_auc
+    from embedkit.prompts import NO_FINDING
+
+    findings, scale = cache.classes, float(cache.attrs.get("logit_scale", 100.0))
+    own = [f for f in findings if f != NO_FINDING]
+    x = {s: parts[s].x.numpy() for s in ("val", "test")}
+
+    def proba(fmt: str, split: str, repeat: int) -> np.ndarray:
+        text = cache.text[fmt]
+        local = None if text.local is None else text.local[parts[split].rows]
+        s = scores(x[split], text, fmt, n_classes=2 * len(own), logit_scale=scale, rng=np.random.default_rng(repeat),
+                   local=local)
+        p = 1.0 / (1.0 + np.exp(-(s[:, :len(own)] - s[:, len(own):])))          # softmax over (F, no F)
+        return np.stack([np.prod(1 - p, 1) if f == NO_FINDING else p[:, own.index(f)] for f in findings], 1)
+
+    y_val = parts["val"].y.numpy()
+    val_scores = {}
+    for fmt in cfg.prompts:
+        aucs = [finding_auc(y_val, proba(fmt, "val", r)) for r in range(REPEATS if fmt in SAMPLED else 1)]
+        val_scores[fmt] = {"auroc_mean": float(np.mean(aucs)), "auroc_sd": float(np.std(aucs)), "repeats": len(aucs)}
+    best = max(cfg.prompts, key=lambda f: (val_scores[f]["auroc_mean"], -cfg.prompts.index(f)))
+    text = cache.text[best]
+    pairs = {f: {"positive": int((text.class_index == i).sum()), "negative": int((text.class_index == len(own) + i).sum())}
+             for i, f in enumerate(own)}
+    for seed in seeds:
+        repeat = seed if best in SAMPLED else 0
+        yield Fitted(seed, {s: proba(best, s, repeat) for s in ("val", "test")},
+                     {"prompt_format": best, "val_scores": val_scores, "prompt_sample_seed": repeat if best in SAMPLED else None,
+                      "criterion": "highest validation mean AUROC over the findings", "prompt_pairs": pairs,
+                      "pair": "softmax over the finding's positive and negative prompt sides (CheXzero)",
+                      "no_finding": "prod(1 - p) over the other findings" if NO_FINDING in findings else None})

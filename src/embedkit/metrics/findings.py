@@ -249,9 +249,11 @@ def _result(observed: dict, boot: dict, perm: dict, n_perm: int, method: str) ->
         ci = {k: [_clean(x) for x in intervals.interval(boot[k], observed[k], method=method, bounds=(0.0, 1.0))]
               for k in boot if k != "n" and not k.endswith("/n")}
         gaps = [k for k in observed if k.startswith("fairness/")]
+        perm = {k: perm.get(k, np.zeros(0)) for k in gaps}                     # none without permutations
         floor = {k: float(np.nanmedian(np.abs(perm[k]))) if np.isfinite(perm[k]).any() else np.nan for k in gaps}
         p = {k: float((1 + np.sum(np.abs(perm[k]) >= abs(observed[k]) - 1e-12)) / (1 + n_perm))
-             if np.isfinite(observed[k]) else None for k in gaps}
+             if np.isfinite(observed[k]) and n_perm else None for k in gaps}
+        ci |= {k: [None, None] for k in observed if k not in ci and k != "n" and not k.endswith("/n")}
     short = {k: k.removeprefix("fairness/") for k in gaps}
     result["ci"] = nest(ci)
     result["null"] = nest({short[k]: _clean(floor[k]) for k in gaps})

@@ -10,6 +10,12 @@ the images scored (GLoRIA's ``zero_shot_classification``); cxrclip = mean cosine
 per class drawn afresh for every image (kakaobrain/cxr-clip ``Evaluator.zeroshot_gloria``:
 ``np.random.permutation(similarities)[:num_prompt]`` then ``mean``; its num_prompt options are
 5, 10 or all). The two sampled formats run once per seed and are reported as mean ± sd.
+
+Findings (binary and multi-label tasks) are scored as CheXzero scores them: a softmax over a positive and a
+negative prompt side per finding. The positive side is the format's prompts above; the negative side is the
+pseudo-class ``no:<finding>``: CLIP's templates filled with "no <finding>" (CheXzero's "no <finding>"), and for
+GLoRIA and CXR-CLIP — whose generators have no negatives — CXR-CLIP's 24 negative report patterns ("no {x}.",
+"there is no evidence of {x}.", …, ``lists/cxrclip.json``). docs/fairness.md tabulates per finding and format.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from importlib import resources
 
 FORMATS = ("clip", "gloria", "cxrclip")
 SAMPLED = {"gloria": 5, "cxrclip": 10}  # formats that sample n prompts per class (run over 10 seeds)
-NAME_MAP = {"Effusion": "Pleural Effusion"}
+NAME_MAP = {"Effusion": "Pleural Effusion", "Pleural_Thickening": "Pleural Thickening"}
+NEGATIVE = "no:"        # the negative side of a finding's prompt pair, as a pseudo-class name
+NO_FINDING = "No Finding"
 
 
 def _load(name: str) -> dict:
@@ -67,9 +75,35 @@ def cxrclip_prompts(class_name: str) -> list[str]:
 GENERATORS = {"clip": clip_prompts, "gloria": gloria_prompts, "cxrclip": cxrclip_prompts}
 
 
+def negative_prompts(fmt: str, finding: str) -> list[str]:
+    """The negative side of a finding's pair: CLIP's templates with "no <finding>"; GLoRIA's and CXR-CLIP's
+    formats take CXR-CLIP's negative report patterns (their generators have none)."""
+    if fmt == "clip":
+        return [t.format("no " + display_name(finding).lower()) for t in _load("clip_templates.json")["templates"]]
+    data = _load("cxrclip.json")
+    phrase = data["phrases"].get(finding, display_name(finding).lower())
+    return [p.format(x=phrase) for p in data["report_negative"]["patterns"]]
+
+
 def prompt_set(fmt: str, classes: tuple[str, ...]) -> dict[str, list[str]]:
-    """All candidate prompts of a format, per class."""
-    return {c: GENERATORS[fmt](c) for c in classes}
+    """All candidate prompts of a format, per class (``no:<finding>``: the negative side of its pair)."""
+    return {c: negative_prompts(fmt, c[len(NEGATIVE):]) if c.startswith(NEGATIVE) else GENERATORS[fmt](c)
+            for c in classes}
+
+
+def text_classes(classes: tuple[str, ...]) -> tuple[str, ...]:
+    """The classes a store embeds prompts for: a multiclass manifest's classes as they are; a multi-label
+    manifest's (labels joining findings with |, or No Finding) its single findings and their negative sides."""
+    if not any("|" in c or c == NO_FINDING for c in classes):
+        return tuple(classes)
+    findings = sorted({f for c in classes for f in c.split("|") if f and f != NO_FINDING})
+    return pair_classes(findings)
+
+
+def pair_classes(findings) -> tuple[str, ...]:
+    """Each finding (No Finding aside: its probability derives from the others) and then its negative side."""
+    own = [f for f in findings if f != NO_FINDING]
+    return (*own, *(NEGATIVE + f for f in own))
 
 
 @cache

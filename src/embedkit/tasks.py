@@ -24,7 +24,7 @@ KINDS = ("multiclass", "binary", "multilabel")
 NO_FINDING = "No Finding"
 SEPARATOR = "|"
 MASKED_COLUMN = "masked"
-FINDING_METHODS = ("zeroshot", "linear", "mlp", "knn")     # the cache-path methods that predict findings so far
+FINDING_METHODS = ("zeroshot", "linear", "mlp", "knn", "lora", "full")     # the methods that predict findings
 
 
 def findings_of(text: str) -> list[str]:

@@ -12,7 +12,7 @@ import torch
 from embedkit.cli.app import main
 from embedkit.errors import EmbedkitError
 from embedkit.heads.runner import ExperimentConfig, run_experiment
-from embedkit.heads.trained import HeadConfig, _masked_bce
+from embedkit.heads.trained import HeadConfig, masked_bce
 from embedkit.runs import read_predictions
 from embedkit.spec import Task
 
@@ -92,17 +92,19 @@ def test_a_multilabel_manifest_is_refused_by_a_multiclass_run_and_interventions_
     path, manifest = multilabel_cache
     with pytest.raises(EmbedkitError, match="give --task multilabel"):
         run_experiment(_cfg(path, manifest, tmp_path, "linear", Task()))
-    with pytest.raises(EmbedkitError, match="interventions run on multiclass tasks only"):
+    with pytest.raises(EmbedkitError, match="a multi-label image has several"):
         run_experiment(_cfg(path, manifest, tmp_path, "linear", mitigate="reweight"))
+    with pytest.raises(EmbedkitError, match="use reweight, resample, groupdro"):
+        run_experiment(_cfg(path, manifest, tmp_path, "linear", Task(kind="binary", positive="Mass"), mitigate="offsets"))
     with pytest.raises(EmbedkitError, match="finding\\(s\\) Nodule appear in no row"):
         run_experiment(_cfg(path, manifest, tmp_path, "linear", Task(kind="multilabel", findings=("Edema", "Nodule"))))
 
 
-def test_masked_bce_averages_over_the_labelled_findings_only():
+def testmasked_bce_averages_over_the_labelled_findings_only():
     logits = torch.tensor([[2.0, -1.0, 0.5]])
     target = torch.tensor([[1.0, float("nan"), 0.0]])
     expected = (torch.nn.functional.softplus(torch.tensor(-2.0)) + torch.nn.functional.softplus(torch.tensor(0.5))) / 2
-    assert _masked_bce(logits, target).item() == pytest.approx(expected.item())
+    assert masked_bce(logits, target).item() == pytest.approx(expected.item())
 
 
 def test_the_report_of_a_findings_task(multilabel_cache, tmp_path):
@@ -186,3 +188,20 @@ def test_extract_then_zeroshot_on_a_multilabel_phantom(tmp_path, capsys):
     assert main(["zeroshot", "--model", "clip-tiny", "--manifest", manifest, "--cache-dir", str(tmp_path / "c"),
                  "--runs-dir", str(tmp_path / "r"), "--seeds", "0", "--task", "multilabel"]) == 0
     assert "test macro AUROC" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mitigate", ["reweight", "resample", "groupdro"])
+def test_interventions_balance_group_by_label_cells_of_a_binary_task(multilabel_cache, tmp_path, mitigate):
+    """On a binary task the (group x label) cells are sex x {positive, negative, masked}; the intervention's
+    run keeps the finding's AUROC (the features separate it for both sexes)."""
+    from embedkit.heads.groups import label_codes
+    from embedkit.heads.features import load
+
+    path, manifest = multilabel_cache
+    task = Task(kind="binary", positive="Mass")
+    _, parts = load(path, manifest, task)
+    codes, n = label_codes(parts["train"])
+    assert n == 3 and set(np.unique(codes)) == {0, 1, 2}                       # Mass is masked in every 7th image
+    [result] = run_experiment(_cfg(path, manifest, tmp_path, "linear", task, mitigate=mitigate, attribute="sex"))
+    assert result.path.parent.name == f"linear+{mitigate}-sex"
+    assert result.record["metrics"]["auroc"]["Mass"] > 0.85

@@ -39,8 +39,11 @@ def finetune(
     resume: bool = typer.Option(True, help="Continue from the last checkpoint of an interrupted run."),
     force: bool = opt.force_option(), quiet: bool = opt.quiet_option(), attributes: str = opt.attributes_option(),
     runs_dir: Path = opt.runs_dir_option(), dataset: Optional[str] = opt.dataset_option(),
+    task: str = opt.task_option(), findings: Optional[str] = opt.findings_option(),
+    positive: Optional[str] = opt.positive_option(), threshold: str = opt.threshold_option(),
 ) -> None:
     """Fine-tune an encoder with a linear head (LoRA or full); writes a run folder like the probes."""
+    from embedkit import tasks
     from embedkit.finetune.train import FinetuneConfig, finetune as run
 
     chosen = [m for m, on in (("lora", lora), ("full", full)) if on] + ([mode] if mode else [])
@@ -57,12 +60,14 @@ def finetune(
                          attribute=attribute, device=device, precision=precision,
                          grad_checkpointing=grad_checkpointing, compile=compile, memory_limit_gb=memory_limit_gb,
                          workers=workers, skip_bad=skip_bad, resume=resume, force=force,
-                         attributes=attributes)
+                         attributes=attributes, task=tasks.parse(task, findings, positive, threshold))
     records = run(cfg) if quiet else _with_progress(cfg, run)
-    table(f"{cfg.mode} fine-tuning", ["run", "status", "trainable params", "lr", "wd", "best epoch", "test acc", "macro F1"],
+    utility = ("auroc_macro", "underdiagnosis") if cfg.task.kind != "multiclass" else ("accuracy", "f1_macro")
+    table(f"{cfg.mode} fine-tuning", ["run", "status", "trainable params", "lr", "wd", "best epoch",
+                                      *(f"test {u.replace('_', ' ')}" for u in utility)],
           [[str(cfg.run_dir(r["seed"])), "skipped (done)" if r.get("skipped") else "ran", f"{r['trainable_parameters']:,}",
             r["selection"]["lr"], r["selection"].get("weight_decay"), r["selection"]["best_epoch"],
-            f"{r['metrics']['accuracy']:.3f}", f"{r['metrics']['f1_macro']:.3f}"] for r in records])
+            *(f"{r['metrics'][u]:.3f}" if r["metrics"].get(u) is not None else "—" for u in utility)] for r in records])
 
 
 def _with_progress(cfg, run):

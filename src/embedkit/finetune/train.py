@@ -25,20 +25,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from embedkit.devices import auto_workers, resolve_device
 from embedkit.errors import EmbedkitError
 from embedkit.finetune.data import Images, load_images
 from embedkit.finetune.head import HEAD_INITS, Head, ProbeInit, embed_split, fit_probe_init, random_init
-from embedkit.finetune import modes
+from embedkit.finetune import modes, objective
 from embedkit.finetune.choose import checkpoint_dir, choose
 from embedkit.heads.selection import check as check_selection
 from embedkit.manifest import read_manifest
 from embedkit.models import Encoder, load_encoder
 from embedkit.runs import (Predictions, attribute_columns, config_digest, finish_run, new_record, refresh_metrics,
                            run_state)
-from embedkit.spec import FAIRNESS, SWEEP, TRAINING_PRECISIONS, WHERE, Where
+from embedkit.spec import FAIRNESS, SWEEP, TASK, TRAINING_PRECISIONS, WHERE, Task, Where
 
 
 @dataclass(frozen=True)
@@ -74,6 +73,7 @@ class FinetuneConfig:
     head_init: str = "probe"                     # probe (LP-FT) | random (the paper's fresh head): docs/benchmarks.md
     selection: str = FAIRNESS.selection          # how a sweep point is chosen on validation (heads.selection)
     attribute: str | None = FAIRNESS.attribute   # what a fairness-aware selection acts on; None: sex
+    task: Task = TASK                            # classes (the paper's), or findings: masked BCE (finetune.objective)
 
     def learning_rates(self) -> tuple[float, ...]:
         return self.lrs or modes.get(self.mode).lrs
@@ -99,8 +99,8 @@ class FinetuneConfig:
         if self.mode == "full":
             for k in ("rank", "alpha", "dropout", "lora_targets"):
                 d.pop(k)
-        for k, default in (("head_init", "probe"), ("selection", FAIRNESS.selection)):   # defaults keep old identities
-            if d[k] == default:
+        for k, default in (("head_init", "probe"), ("selection", FAIRNESS.selection), ("task", asdict(TASK))):
+            if d[k] == default:                                                            # defaults keep old identities
                 d.pop(k)
         if "selection" not in d:
             d.pop("attribute")
@@ -210,14 +210,14 @@ def _autocast(cfg: FinetuneConfig, device: torch.device):
 
 def _loss_on(model: nn.Module, images: Images, device: torch.device, cfg: FinetuneConfig,
              batch: int = 128) -> tuple[float, torch.Tensor]:
-    """Mean cross-entropy and softmax probabilities over a split (eval mode)."""
+    """Mean loss and probabilities over a split (eval mode): softmax over classes, or a sigmoid per finding."""
     model.eval()
     probs = []
     with torch.no_grad(), _autocast(cfg, device):
         for x in images.batches([list(range(i, min(i + batch, len(images.rows)))) for i in range(0, len(images.rows), batch)]):
-            probs.append(F.softmax(model(x.to(device)).float(), -1).cpu())
+            probs.append(objective.probabilities(model(x.to(device)).float(), images.labels).cpu())
     p = torch.cat(probs)
-    return float(F.nll_loss(torch.log(p.clamp_min(1e-12)), images.labels)), p
+    return objective.validation_loss(p, images.labels), p
 
 
 def _resume(last: Path, model, opt, sched, fit_info: Fit):
@@ -267,7 +267,7 @@ def fit(cfg: FinetuneConfig, enc: Encoder, seed: int, lr: float, wd: float, data
             if cfg.augment:
                 xb = _augment(xb, gen)
             with _autocast(cfg, device):
-                loss = F.cross_entropy(net(xb.to(device, non_blocking=True)).float(), yb.to(device))
+                loss = objective.loss(net(xb.to(device, non_blocking=True)).float(), yb.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -304,6 +304,9 @@ def _check(cfg: FinetuneConfig) -> None:
     check_selection(cfg.selection)
     if cfg.head_init not in HEAD_INITS:
         raise EmbedkitError(f"--head-init {cfg.head_init}: choose {' or '.join(HEAD_INITS)}")
+    from embedkit import tasks
+
+    tasks.check(cfg.task)
 
 
 def finetune(cfg: FinetuneConfig, *, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
@@ -321,15 +324,17 @@ def finetune(cfg: FinetuneConfig, *, on_epoch: Callable[[dict], None] | None = N
     for seed in cfg.seeds:
         folder = cfg.run_dir(seed)
         if run_state(folder, identity, manifest_digest=manifest.digest(), manifest_path=cfg.manifest).done and not cfg.force:
-            records.append(refresh_metrics(folder, cfg.attributes, n_boot=cfg.n_boot, seed=seed) | {"skipped": True})
+            records.append(refresh_metrics(folder, cfg.attributes, n_boot=cfg.n_boot, seed=seed,
+                                           threshold=cfg.task.threshold) | {"skipped": True})
             continue
         if data is None:  # loaded once: every (seed, lr, wd) trains a copy of its image tower
             enc = load_encoder(cfg.model, weights=cfg.weights, seed=0)
-            data = load_images(manifest, enc.preprocess, splits=("train", "val", "test"), labels=manifest.labels(),
+            labels, classes = objective.targets(cfg.task, manifest)
+            data = load_images(manifest, enc.preprocess, splits=("train", "val", "test"), labels=labels,
                                skip_bad=cfg.skip_bad, memory_limit_gb=cfg.memory_limit_gb,
                                workers=auto_workers(device) if cfg.workers is None else cfg.workers)
             features = {s: embed_split(enc.image_tower.to(device), data[s], device) for s in ("train", "val")}
-        init = fit_probe_init(features, data, seed, len(manifest.classes))
+        init = fit_probe_init(features, data, seed, len(classes))
         if cfg.head_init == "random":
             init = random_init(init, seed)
         fits, val_proba, chosen = [], [], None
@@ -352,8 +357,8 @@ def finetune(cfg: FinetuneConfig, *, on_epoch: Callable[[dict], None] | None = N
             if fits[i] is not best:
                 best, model = fits[i], _reload(cfg, enc, seed, init, device, checkpoint_dir(folder, fits[i].lr, fits[i].weight_decay))
         if dist.main:
-            records.append(_write(cfg, seed, manifest, data, model, enc, info | {"init": init.record}, best, fits,
-                                  device, config_hash, identity, choice))
+            records.append(_write(cfg, seed, manifest, classes, data, model, enc, info | {"init": init.record}, best,
+                                  fits, device, config_hash, identity, choice))
     return records
 
 
@@ -366,8 +371,8 @@ def _reload(cfg, enc, seed, init, device, ckpt_dir: Path) -> nn.Module:
     return model
 
 
-def _write(cfg, seed, manifest, data, model, enc, info, best: Fit, fits: list[Fit], device, config_hash, identity,
-           choice: dict) -> dict:
+def _write(cfg, seed, manifest, classes, data, model, enc, info, best: Fit, fits: list[Fit], device, config_hash,
+           identity, choice: dict) -> dict:
     """Predictions for val and test at the best epoch, the adapter or encoder, the head, and run.json."""
     from safetensors.torch import save_file
 
@@ -375,9 +380,11 @@ def _write(cfg, seed, manifest, data, model, enc, info, best: Fit, fits: list[Fi
     proba = {s: _loss_on(model, data[s], device, cfg)[1].numpy() for s in ("val", "test")}
     rows = np.concatenate([data["val"].rows, data["test"].rows])
     columns = {c: manifest.column(c)[rows] for c in ("image_id", "patient_id", "label", "sex", "age", *manifest.extra_columns)}
+    labels = torch.cat([data["val"].labels, data["test"].labels]).numpy()
+    found = labels.ndim == 2
     preds = Predictions(columns["image_id"], np.array(["val"] * len(data["val"].rows) + ["test"] * len(data["test"].rows)),
-                        columns["label"], np.concatenate([proba["val"], proba["test"]]), manifest.classes,
-                        attribute_columns(columns), columns["patient_id"])
+                        None if found else columns["label"], np.concatenate([proba["val"], proba["test"]]), classes,
+                        attribute_columns(columns), columns["patient_id"], labels if found else None)
     modes.get(cfg.mode).save(model.tower, folder, cfg, enc)
     save_file({k: v.contiguous().cpu() for k, v in model.head.state_dict().items()}, str(folder / "head.safetensors"))
     record = new_record(method=cfg.mode, model=cfg.model, seed=seed, config=cfg.fingerprint(), config_hash=config_hash,
@@ -389,4 +396,5 @@ def _write(cfg, seed, manifest, data, model, enc, info, best: Fit, fits: list[Fi
                             "sweep": [{"lr": f.lr, "weight_decay": f.weight_decay, "best_epoch": f.best_epoch,
                                        "val_loss": f.best_val_loss} for f in fits]} | choice,
               "history": best.history, "timings": {"seconds": sum(f.seconds for f in fits)}}
-    return finish_run(folder, preds, record, attributes=cfg.attributes, n_boot=cfg.n_boot, seed=seed)
+    return finish_run(folder, preds, record, attributes=cfg.attributes, n_boot=cfg.n_boot, seed=seed,
+                      threshold=cfg.task.threshold)

@@ -31,6 +31,19 @@ def group_codes(cfg, cache, split) -> np.ndarray:
     return np.array([order.index(v) if v in order else len(order) for v in labels])
 
 
+def label_codes(split) -> tuple[np.ndarray, int]:
+    """(N,) each row's label as a cell code, and how many codes: the class, or for a binary task 1 / 0 and a
+    third code for a masked label. A multi-label image has no single label, so no (group x label) cell."""
+    y = split.y.numpy()
+    if y.ndim == 1:
+        return y, int(y.max()) + 1
+    if y.shape[1] != 1:
+        raise EmbedkitError("this intervention balances (group x label) cells, which a multi-label image does not "
+                            "have (it has several labels at once): use it with --task binary or multiclass")
+    return np.where(np.isnan(y[:, 0]), 2, np.nan_to_num(y[:, 0])).astype(np.int64), 3
+
+
 def cells(cfg, cache, split) -> np.ndarray:
-    """(N,) code of each row's (group, class) cell; rows missing the attribute share one group."""
-    return group_codes(cfg, cache, split) * len(cache.classes) + split.y.numpy()
+    """(N,) code of each row's (group, label) cell; rows missing the attribute share one group."""
+    labels, n = label_codes(split)
+    return group_codes(cfg, cache, split) * max(n, len(cache.classes)) + labels

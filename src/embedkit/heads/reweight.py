@@ -6,7 +6,7 @@ balanced table this is every cell weighing the same."""
 from __future__ import annotations
 
 from embedkit.heads.base import register
-from embedkit.heads.groups import group_codes
+from embedkit.heads.groups import group_codes, label_codes
 from embedkit.heads.mitigation import Mitigation, kamiran_calders
 from embedkit.heads.trained import Objective
 
@@ -27,5 +27,5 @@ class Reweight(Mitigation):
     def objective(self, cfg, cache, parts, seeds):
         head = cfg.head.resolved(self.head_kind(cfg))
         train = parts["train"]
-        weights = kamiran_calders(group_codes(cfg, cache, train), train.y.numpy())
+        weights = kamiran_calders(group_codes(cfg, cache, train), label_codes(train)[0])
         return Weighted(weights, len(head.lrs) * len(head.weight_decays))

@@ -121,6 +121,9 @@ def run_experiment(cfg: ExperimentConfig) -> list[RunResult]:
     return [results[s] for s in seeds_of(cfg)]
 
 
+BINARY_INTERVENTIONS = ("reweight", "resample", "groupdro")     # (group x label) cells of a binary label
+
+
 def _check_task(cfg: ExperimentConfig) -> None:
     """Binary and multi-label tasks run on the heads that predict findings, without interventions (yet)."""
     from embedkit import tasks
@@ -129,9 +132,12 @@ def _check_task(cfg: ExperimentConfig) -> None:
     tasks.check(cfg.task)
     if cfg.task.kind == "multiclass":
         return
-    if cfg.mitigate:
-        raise EmbedkitError(f"--mitigate {cfg.mitigate}: interventions run on multiclass tasks only so far; "
-                            f"drop --mitigate for --task {cfg.task.kind}")
+    if cfg.mitigate and (cfg.task.kind != "binary" or cfg.mitigate not in BINARY_INTERVENTIONS):
+        raise EmbedkitError(f"--mitigate {cfg.mitigate}: for --task {cfg.task.kind} use "
+                            + (f"{', '.join(BINARY_INTERVENTIONS)} (they balance group x label cells; the others "
+                               "act on class probabilities)" if cfg.task.kind == "binary" else
+                               "none yet: the interventions balance or post-process one label per image, and a "
+                               "multi-label image has several — run each finding as --task binary"))
     if cfg.method not in FINDING_METHODS:
         raise EmbedkitError(f"--head {cfg.method}: predicts classes only; for --task {cfg.task.kind} use "
                             f"{', '.join(FINDING_METHODS)}")

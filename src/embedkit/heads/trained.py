@@ -247,7 +247,7 @@ def train_sweep(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_c
         cross-entropy averaged over the row's labelled findings — and the logits (S, G, B, C)."""
         logits = _forward(cfg.kind, params, x, masks, G)
         if findings:
-            return _masked_bce(logits, y[:, None].expand(-1, G, -1, -1)).view(S * G, -1), logits
+            return masked_bce(logits, y[:, None].expand(-1, G, -1, -1)).view(S * G, -1), logits
         target = y[:, None, :].expand(-1, G, -1)
         ce = F.cross_entropy(logits.reshape(-1, n_classes), target.reshape(-1), reduction="none").view(S * G, -1)
         return ce, logits
@@ -287,7 +287,7 @@ def train_sweep(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_c
              for j in range(G)] for i, s in enumerate(seeds)]
 
 
-def _masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(..., B) binary cross-entropy per row, averaged over its labelled (non-NaN) findings."""
     labelled = ~torch.isnan(target)
     bce = F.binary_cross_entropy_with_logits(logits, torch.nan_to_num(target), reduction="none") * labelled

@@ -130,7 +130,7 @@ def _finetune_steps(study: Study) -> list[Step]:
             opts = {k: v for k, v in study.options(method).items() if k in FinetuneConfig.__dataclass_fields__}
             cfg = FinetuneConfig(model=model, manifest=manifest, mode=method, weights=study.resolve(spec.weights),
                                  arch=spec.arch, runs_dir=study.paths["runs_dir"], dataset=dataset,
-                                 seeds=study.seeds(method), attributes=study.attributes, **opts)
+                                 seeds=study.seeds(method), attributes=study.attributes, task=study.task(), **opts)
             epochs = cfg.epochs * len(cfg.learning_rates()) * len(cfg.seeds)
             per_image = 0.002 if model.endswith("-tiny") else 0.75
             ready = manifest.is_file() and (cfg.weights is None or cfg.weights.exists())
@@ -155,8 +155,9 @@ def _audit_steps(study: Study) -> list[Step]:
     from embedkit.audit import AuditConfig, run_audit
 
     opts = study.config.audit.model_dump()
+    only = opts.pop("models")
     steps = []
-    for model in _cached_models(study):
+    for model in (m for m in _cached_models(study) if only is None or m in only):
         cfg = AuditConfig(model=model, manifest=study.manifest, cache_dir=study.paths["cache_dir"],
                           runs_dir=study.paths["runs_dir"], dataset=study.config.dataset,
                           attributes=study.attributes, **opts)

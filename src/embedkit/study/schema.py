@@ -23,7 +23,7 @@ from embedkit.spec import FAIRNESS, PRECISIONS, SWEEP, TRAINING_PRECISIONS, Task
 
 # FinetuneConfig's fields a study sets elsewhere (the model, its weights, the rounds' paths, the attributes)
 FINETUNE_FIXED = ("model", "manifest", "mode", "weights", "runs_dir", "dataset", "seeds", "resume", "force",
-                  "attributes", "arch")
+                  "attributes", "arch", "task")
 
 
 class _Strict(BaseModel):
@@ -121,7 +121,8 @@ def _audit() -> type[BaseModel]:
     from embedkit.audit import AuditConfig
 
     keep = ("n_boot", "n_perm", "threshold", "projection")
-    return _section(AuditConfig, "Audit", skip=[f.name for f in dataclasses.fields(AuditConfig) if f.name not in keep])
+    return create_model("Audit", __base__=_Strict, models=(Optional[list[str]], None),   # None: every cached model
+                        **_fields(AuditConfig, skip=[f.name for f in dataclasses.fields(AuditConfig) if f.name not in keep]))
 
 
 def _report() -> type[BaseModel]:

@@ -105,7 +105,10 @@ def test_report_opens_with_findings_and_renders_degenerate_runs(tmp_path):
     assert order.index("section") < first_table and all(t != "table" for t in order[:order.index("details")])
     text = " ".join(outline.text)
     assert "# embedkit" not in text and "| ---" not in text and "![" not in text  # no raw Markdown
-    assert "clip / linear: sex F1 gap +" in text and "M better" in text
+    assert "sex: 4 gap(s) beyond the noise floor in 1 of 3 runs" in text and "the largest: clip / linear: sex" in text
+    for attr in ("sex", "age", "sex_age"):       # every declared attribute, the intersection included, in words
+        assert f'<p class="lead">{attr}: ' in page, attr
+    assert "worst group F (4 of 4), best M (4 of 4)" in text and "age: no gap beyond its noise floor" in text
     assert "Planted bias (sex = F, findings 60% fainter): recovered as a significant F1 gap by 1 of 3" in text
     md = (tmp_path / "rep/report.md").read_text()
     assert md.index("## Findings") < md.index("## Figures") < md.index("## Tables")

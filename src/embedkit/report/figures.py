@@ -156,7 +156,7 @@ def findings_figure(found, out: Path) -> Path:
     rows = sorted({(f.model, f.method) for f in found})
     cols = sorted({(f.attribute, f.gap) for f in found}, key=lambda c: (c[0], GAPS.index(c[1])))
     grid = np.full((max(len(rows), 1), max(len(cols), 1)), np.nan)
-    fig, ax = plt.subplots(figsize=(2 + 0.9 * len(cols), 1 + 0.28 * len(rows)))
+    fig, ax = plt.subplots(figsize=(2.5 + 0.75 * len(cols), 1.2 + 0.24 * len(rows)), layout="constrained")
     for f in found:
         i, j = rows.index((f.model, f.method)), cols.index((f.attribute, f.gap))
         grid[i, j] = f.excess
@@ -164,11 +164,10 @@ def findings_figure(found, out: Path) -> Path:
             ax.text(j, i, "*", ha="center", va="center", fontsize=11, fontweight="bold")
     lim = np.nanmax(np.abs(grid)) if np.isfinite(grid).any() else 1.0
     im = ax.imshow(grid, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
-    ax.set_xticks(range(len(cols)), [f"{a}\n{g}" for a, g in cols], fontsize=7)
+    ax.set_xticks(range(len(cols)), [f"{a}\n{g}" for a, g in cols], fontsize=7, rotation=90)
     ax.set_yticks(range(len(rows)), [f"{m} / {k}" for m, k in rows], fontsize=7)
     ax.set_title("Fairness gaps beyond the noise floor (|gap| − floor; * = CI excludes 0 and q < 0.05)", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.03)
-    fig.tight_layout()
+    fig.colorbar(im, ax=ax, fraction=0.03, label="|gap| − noise floor")
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / "findings.png", dpi=110)
     plt.close(fig)

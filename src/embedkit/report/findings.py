@@ -1,5 +1,7 @@
-"""What the report says first: which fairness gaps exceed their noise floor, in words, and whether
-a planted bias (the phantom's ``phantom.json``) was recovered.
+"""What the report says first, in a few sentences: per declared attribute (intersections included), which
+model × method runs show a gap beyond its noise floor, how large, and which group is worst and best; and
+whether a planted bias (the phantom's ``phantom.json``) was recovered. Every single gap is in the heatmap
+and the tables.
 
 A gap is a finding when its CI excludes 0, its (median over seeds) permutation p-value, adjusted over the
 report's whole family of tests (Benjamini–Hochberg unless Holm is asked for), is below 0.05 — the rule of
@@ -9,6 +11,7 @@ report's whole family of tests (Benjamini–Hochberg unless Holm is asked for), 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +38,8 @@ class Finding:
     significant: bool
     groups: tuple[str, ...] = ()          # the attribute's groups in declared order (f1_gap: first - second)
     fold_signs: tuple[int, int] | None = None   # cross-validation: folds where the gap is positive, negative
+    worst: str | None = None              # the group with the lowest mean macro F1 in this run
+    best: str | None = None
 
     @property
     def excess(self) -> float:
@@ -60,8 +65,7 @@ def gaps(groups: list[Group]) -> list[Finding]:
     out = []
     for g in groups:
         for attr, settings in g.attributes.items():
-            if len(settings.get("columns", ())) > 1:
-                continue  # intersections are in the tables; the headline speaks of single attributes
+            worst, best = _extremes(g, attr)
             kept = tuple(x for x in settings["groups"] if x not in settings["too_small"])
             for gap in GAPS:
                 entry = lookup(g.summary, f"fairness/{attr}/{gap}") or {}
@@ -72,7 +76,8 @@ def gaps(groups: list[Group]) -> list[Finding]:
                 q = g.summary["q_value"][attr][gap]
                 verdict = significant(list(ci), q) and abs(entry["mean"]) > floor
                 out.append(Finding(g.model, g.label, attr, gap, entry["mean"], ci, floor, p, q, verdict, kept,
-                                   sign_changes(g.summary.get("folds"), attr, gap) if gap == "f1_gap" else None))
+                                   sign_changes(g.summary.get("folds"), attr, gap) if gap == "f1_gap" else None,
+                                   worst, best))
     return out
 
 
@@ -102,11 +107,16 @@ def planted_bias(groups: list[Group]) -> list[dict]:
     return out
 
 
-def _worst(g: Group, attr: str) -> str | None:
-    """The group with the lowest mean macro F1 (the fainter group should be it)."""
-    f1 = {x: (lookup(g.summary, f"groups/{attr}/{x}/f1_macro") or {}).get("mean") for x in g.attributes[attr]["groups"]}
+def _extremes(g: Group, attr: str) -> tuple[str | None, str | None]:
+    """The groups with the lowest and the highest mean macro F1 (a planted fainter group should be the first)."""
+    f1 = {x: (lookup(g.summary, f"groups/{attr}/{x}/f1_macro") or {}).get("mean") for x in g.attributes[attr]["groups"]
+          if x not in g.attributes[attr]["too_small"]}
     f1 = {x: v for x, v in f1.items() if v is not None}
-    return min(f1, key=f1.get) if f1 else None
+    return (min(f1, key=f1.get), max(f1, key=f1.get)) if f1 else (None, None)
+
+
+def _worst(g: Group, attr: str) -> str | None:
+    return _extremes(g, attr)[0]
 
 
 ADJUSTED = {"bh": "Benjamini–Hochberg false-discovery-rate q", "holm": "Holm-adjusted p"}
@@ -119,16 +129,37 @@ def headline(found: list[Finding], planted: list[dict], family: int, adjust: str
              f"adjusted over all of them ({ADJUSTED[adjust]}), and a finding needs q < 0.05, a CI excluding 0 and a "
              "gap beyond its noise floor."]
     runs = len({(f.model, f.method) for f in found})
-    if beyond:
-        lines.append(f"{len(beyond)} fairness gap(s) exceed their noise floor (CI excludes 0, q < 0.05) "
-                     f"across {runs} model × method combinations; the largest excess over the floor first.")
-    else:
+    if not beyond:
         lines.append(f"No fairness gap exceeds its noise floor in any of the {runs} model × method combinations: "
                      "every gap here is within what shuffling the group labels produces.")
+    lines += attribute_lines(found, runs)
     for b in planted:
         total = len(b["recovered"]) + len(b["missed"])
         lines.append(f"Planted bias ({b['attribute']} = {b['group']}, findings {b['strength']:.0%} fainter): recovered "
                      f"as a significant F1 gap by {len(b['recovered'])} of {total} model × method runs"
                      + (f" ({', '.join(b['recovered'][:8])}{' …' if len(b['recovered']) > 8 else ''})." if b["recovered"]
                         else "."))
+    return lines
+
+
+def attribute_lines(found: list[Finding], runs: int) -> list[str]:
+    """One sentence per declared attribute, the attribute with the largest excess over its floor first."""
+    by_attr: dict[str, list[Finding]] = {}
+    for f in found:
+        by_attr.setdefault(f.attribute, []).append(f)
+    lines = []
+    for attr, fs in sorted(by_attr.items(), key=lambda kv: -max((f.excess for f in kv[1] if f.significant), default=-1)):
+        sig = [f for f in fs if f.significant]
+        if not sig:
+            lines.append(f"{attr}: no gap beyond its noise floor in any of the {runs} runs.")
+            continue
+        hit = {(f.model, f.method) for f in sig}
+        kinds = ", ".join(f"{sum(f.gap == g for f in sig)} {NAMES[g]}" for g in GAPS if any(f.gap == g for f in sig))
+        sizes = sorted(abs(f.value) for f in sig)
+        worst, best = Counter(f.worst for f in sig if f.worst), Counter(f.best for f in sig if f.best)
+        top = max(sig, key=lambda f: f.excess)
+        sides = (f"; worst group {worst.most_common(1)[0][0]} ({worst.most_common(1)[0][1]} of {len(sig)}), best "
+                 f"{best.most_common(1)[0][0]} ({best.most_common(1)[0][1]} of {len(sig)})" if worst and best else "")
+        lines.append(f"{attr}: {len(sig)} gap(s) beyond the noise floor in {len(hit)} of {runs} runs ({kinds}), "
+                     f"|gap| {sizes[0]:.3f}–{sizes[-1]:.3f}{sides}; the largest: {top.sentence()}.")
     return lines

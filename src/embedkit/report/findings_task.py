@@ -135,7 +135,7 @@ class Gap:
         what = {"underdiagnosis_gap": "underdiagnosis (images with a finding called No Finding)",
                 "auroc_gap": f"AUROC of {finding[0] if finding else ''}",
                 "eqodds": f"equalized odds of {finding[0] if finding else ''}"}[gap]
-        return (f"**{g.model} / {g.method}**: {what} differs by {attr}{spans}; gap {fmt(self.value)}, noise floor "
+        return (f"{g.model} / {g.method}: {what} differs by {attr}{spans}; gap {fmt(self.value)}, noise floor "
                 f"{self.floor:.3f}, q = {self.q:.3g}.")
 
 

@@ -152,3 +152,26 @@ def test_interventions_are_compared_with_erm_on_the_same_images(tmp_path):
     rows = {line.split("|")[3].strip(): line for line in md.splitlines() if line.startswith("| clip | linear |")}
     assert "shrinks f1_gap" in rows["reweight"] and "no gap shrank beyond noise" in rows["offsets"]
     assert "1 of 2 intervention runs shrank a gap beyond noise" in md
+
+
+def test_a_cross_validated_report_says_it_is_pooled_and_states_the_planted_bias(tmp_path):
+    import json as _json
+
+    from embedkit.report import build_report
+    from embedkit.runs import read_predictions, read_record, write_record
+
+    runs = tmp_path / "runs"
+    (runs / "m/folds").mkdir(parents=True)
+    (runs / "m/phantom.json").write_text(_json.dumps({"bias": [{"attribute": "sex", "group": "F", "strength": 0.6}]}))
+    for k in range(3):
+        _biased_run(runs, "clip", "linear", 0, gap=0.4)
+        src, dst = runs / "toy/clip/linear/seed-0", runs / f"toy-fold{k}/clip/linear/seed-0"
+        dst.parent.mkdir(parents=True)
+        src.rename(dst)
+        p = read_predictions(dst / "predictions.csv")
+        p.image_id = np.char.add(p.image_id, f"-f{k}")
+        write_predictions(dst / "predictions.csv", p)
+        write_record(dst, read_record(dst) | {"manifest": str(runs / f"m/folds/fold-{k}.csv")})
+    md = build_report(runs, tmp_path / "rep", n_boot=100).read_text()
+    assert "test split, pooled out-of-fold over 3 folds." in md.splitlines()[2]
+    assert "Planted bias (sex = F, findings 60% fainter): recovered as a significant F1 gap by 1 of 1" in md

@@ -73,6 +73,12 @@ def _pooled_line(groups) -> list[str]:
             "shows the spread from refitting them."]
 
 
+def _scope(groups) -> str:
+    """The header's note on cross-validation: ', pooled out-of-fold over K folds' when the runs are folds."""
+    ks = sorted({g.summary["folds"]["k"] for g in groups if g.summary.get("folds")})
+    return f", pooled out-of-fold over {'/'.join(map(str, ks))} folds" if ks else ""
+
+
 def _probe_line(groups) -> list[str]:
     """How many fine-tuning runs kept the linear probe they started from (epoch 0 selected)."""
     tuned = [g for g in groups if g.method in ("lora", "full")]
@@ -126,6 +132,7 @@ def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = N_BOOT,
         figs[target.stem] = target
     context = {
         "runs_dir": str(runs_dir), "n_runs": sum(len(g.runs) for g in groups), "n_groups": len(groups),
+        "scope": _scope(groups),
         "headline": (fnd.headline(found, fnd.planted_bias(groups), family, adjust) + _pooled_line(groups)
                      + _probe_line(groups) + frontier.headline(compared) + [EVERY_GAP]), "beyond": [], "more": 0, "findings_figure": "findings.png",
         "figures": [(name, CAPTIONS.get(name, name)) for name in figs if name != "findings" and not name.startswith("audit-")],

@@ -82,13 +82,13 @@ def gaps(groups: list[Group]) -> list[Finding]:
 
 
 def planted_bias(groups: list[Group]) -> list[dict]:
-    """The biases recorded in phantom.json beside the runs' manifest, each with the runs that
+    """The biases recorded in phantom.json beside the runs' manifest (or the folds' phantom), each with the runs that
     recovered it (a significant F1 gap favouring the other group) and those that did not."""
     manifests = {g.manifest for g in groups if g.manifest}
     out = []
     for m in sorted(manifests):
-        meta = Path(m).with_name("phantom.json")
-        if not meta.is_file():
+        meta = next((d / "phantom.json" for d in Path(m).parents[:2] if (d / "phantom.json").is_file()), None)
+        if meta is None:      # beside the manifest, or above a fold's manifest (<phantom>/folds/fold-<i>.csv)
             continue
         for bias in json.loads(meta.read_text()).get("bias", []):
             attr, group = PHANTOM_ATTRIBUTE.get(bias["attribute"], bias["attribute"]), bias["group"]

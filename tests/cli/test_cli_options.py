@@ -126,6 +126,7 @@ def test_locked_cache_exits_3_and_wait_waits(tmp_path, manifest, capsys):
     t0 = time.perf_counter()
     assert main([*args, "--wait"]) == 0
     assert time.perf_counter() - t0 >= 0.4 and path.is_file()
+    assert not list((tmp_path / "c").rglob("*.lock")), "an empty lock file was left behind"
 
 
 def test_a_bug_is_one_line_and_a_log(monkeypatch, tmp_path, capsys):

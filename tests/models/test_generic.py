@@ -165,3 +165,23 @@ def test_an_openai_torchscript_archive_of_another_size(tmp_path):
         a = load_encoder("ts-clip", weights=tmp_path / "ViT-tiny.pt").encode_images(x)
         b = load_encoder("ts-clip", weights=tmp_path / "plain.pt").encode_images(x)
     torch.testing.assert_close(a, b, atol=2e-2, rtol=0)   # fp16 weights
+
+
+def test_hf_clip_folder_without_tokenizer_extracts_images_and_zero_shot_says_why(phantom_dir, tmp_path, capsys, monkeypatch):
+    """A tokenizer transformers cannot load (no files, or a missing protobuf) is no internal error: the image
+    embeddings are extracted and zero-shot names what it needs."""
+    import transformers
+
+    folder = get("hf-clip").save(load_encoder("hf-clip-tiny", seed=5), tmp_path / "hf")
+    for f in ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / f).unlink(missing_ok=True)
+
+    def no_protobuf(*a, **k):
+        raise ImportError("requires the protobuf library")
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", no_protobuf)
+    manifest = str(phantom_dir / "manifest.csv")
+    common = ["--manifest", manifest, "--cache-dir", str(tmp_path / "c")]
+    with pytest.warns(UserWarning, match="no usable tokenizer"):
+        assert main(["extract", "--model", "hf-clip", "--weights", str(folder), "--name", "mine", *common]) == 0
+    assert main(["zeroshot", "--model", "mine", "--seeds", "0", "--runs-dir", str(tmp_path / "r"), *common]) == 2
+    assert "no prompt embeddings" in capsys.readouterr().err

@@ -19,24 +19,38 @@ from embedkit.errors import EmbedkitError, LockedError
 @contextmanager
 def lock(path: Path, suffix: str = ".lock", *, quiet: bool = False, wait: bool = False) -> Iterator[bool]:
     """Exclusive lock on ``path + suffix``; a second extraction of the same key (or shard) fails
-    clearly (LockedError), waits for it with ``wait``, or with ``quiet`` yields False instead."""
+    clearly (LockedError), waits for it with ``wait``, or with ``quiet`` yields False instead. The lock
+    file is removed on release (while still held); a waiter that then finds its file unlinked takes the lock
+    again on a fresh file, so no empty lock file is left behind and no two processes hold one."""
     lock_file = path.with_name(path.name + suffix)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(lock_file, "a+")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-    except BlockingIOError:
-        fh.close()
-        if quiet:
-            yield False
-            return
-        raise LockedError(f"{path}: another process is extracting this cache right now; "
-                          "rerun with --wait to wait for it") from None
+    while True:
+        fh = open(lock_file, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            fh.close()
+            if quiet:
+                yield False
+                return
+            raise LockedError(f"{path}: another process is extracting this cache right now; "
+                              "rerun with --wait to wait for it") from None
+        if _same_file(fh, lock_file):
+            break
+        fh.close()                                   # the holder before us removed it: lock the new one
     try:
         yield True
     finally:
+        lock_file.unlink(missing_ok=True)
         fcntl.flock(fh, fcntl.LOCK_UN)
         fh.close()
+
+
+def _same_file(fh, path: Path) -> bool:
+    try:
+        return os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
 
 
 class Parts:

@@ -79,12 +79,18 @@ def load(weights: Path | None, tokenizer: Path | None, tiny: bool, *, arch: str 
 
 
 def _tokenizer(folder: Path):
-    """The folder's tokenizer, or None (then zero-shot asks for one) when it ships none."""
+    """The folder's tokenizer, or None when it ships none (or one transformers cannot load here, e.g. without
+    protobuf): the image embeddings are extracted, and zero-shot says it needs the tokenizer files."""
+    import warnings
+
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError):
+    except (OSError, ValueError, ImportError) as exc:
+        warnings.warn(f"{folder}: no usable tokenizer ({type(exc).__name__}); extracting image embeddings only — "
+                      "zero-shot needs the folder's tokenizer files (tokenizer.json or vocab.json + merges.txt)",
+                      stacklevel=2)
         return None
 
 

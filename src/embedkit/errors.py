@@ -16,3 +16,8 @@ class CacheNotFound(EmbedkitError):
     def __init__(self, message: str, differ: tuple[str, ...] = ()):
         super().__init__(message)
         self.differ = differ
+
+
+class DamagedCache(EmbedkitError):
+    """A store that cannot be read whole (truncated, corrupted, edited); ``embedkit extract`` moves it aside
+    (``<file>.damaged``) and rebuilds it, so the fix is one command."""

@@ -219,3 +219,24 @@ def test_a_larger_manifest_encodes_only_its_new_images(small, tmp_path):
     order = [by_key[k] for k in grown.image_id]
     np.testing.assert_array_equal(grown.embeddings, whole.embeddings[order])
     assert extract(cfg(small, tmp_path / "grow"))[0].reused  # nothing left to encode
+
+
+def test_probe_on_a_truncated_store_names_the_one_command_that_rebuilds_it(small, tmp_path, capsys):
+    """The advice is a command with this model, manifest and cache folder filled in; running it moves the damaged
+    file aside (nothing deleted) and rebuilds the store, after which the probe runs."""
+    import shlex
+
+    from embedkit.cli.app import main
+
+    path = extract(cfg(small, tmp_path / "c"))[0].path
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    probe = ["probe", "--model", "clip-tiny", "--manifest", str(small), "--cache-dir", str(tmp_path / "c"),
+             "--runs-dir", str(tmp_path / "r"), "--epochs", "2", "--seeds", "0"]
+    assert main(probe) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    command = err.split("`")[1]
+    assert command == f"embedkit extract --model clip-tiny --manifest {small} --cache-dir {tmp_path / 'c'}"
+    with pytest.warns(UserWarning, match="moved to .*damaged and rebuilt"):
+        assert main(shlex.split(command)[1:]) == 0
+    assert path.with_name(path.name + ".damaged").is_file()
+    assert main(probe) == 0

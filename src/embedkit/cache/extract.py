@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from embedkit.cache.identity import RowKey, row_keys
-from embedkit.cache.layout import (LAYOUT_VERSION, Cache, TextSet, cache_key, cache_path, read_cache, replace_text,
-                                  write_cache)
+from embedkit.cache.layout import (LAYOUT_VERSION, Cache, TextSet, cache_key, cache_path, read_or_set_aside,
+                                   replace_text, write_cache)
 from embedkit.cache.parts import Parts, lock, resolve_shard, shard_chunks
 from embedkit.cache.parts import chunks as chunks_of
 from embedkit.devices import auto_workers, resolve_device
@@ -211,7 +211,7 @@ def extract(cfg: ExtractConfig, *, on_progress: Callable[[int, int], None] | Non
 
 def _plan(job: _Job, manifest: Manifest, cfg: ExtractConfig) -> None:
     """What this extraction must add to the job's store: rows whose image content it lacks."""
-    job.store = read_cache(job.path, expect=job.fields) if job.path.is_file() else None
+    job.store = read_or_set_aside(job.path, expect=job.fields)
     job.keys = row_keys(manifest, job.store.index if job.store else {})
     have = set(job.store.image_id) if job.store else set()
     bad = {p for p, _ in job.store.bad} if job.store else set()

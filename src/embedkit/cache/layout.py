@@ -38,7 +38,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from embedkit.errors import CacheNotFound, EmbedkitError
+from embedkit.errors import CacheNotFound, DamagedCache, EmbedkitError
 
 LAYOUT_VERSION = 3  # 3: one store per encoder setting, rows keyed by image content, appended to
 META_COLUMNS = ("label", "sex", "split", "patient_id")
@@ -233,9 +233,29 @@ def read_cache(path: str | Path, *, expect: dict | None = None) -> Cache:
     except EmbedkitError:
         raise
     except (OSError, KeyError, ValueError) as exc:
-        raise EmbedkitError(f"{path}: truncated or corrupted cache ({str(exc)[:160]}); delete it and extract again") from None
+        raise DamagedCache(f"{path}: truncated or corrupted cache ({str(exc)[:160]}); {REBUILD}") from None
     _check_digest(cache)
     return cache
+
+
+REBUILD = ("rebuild it in one step: `embedkit extract --model MODEL --manifest MANIFEST --cache-dir DIR` "
+           "(the damaged file is kept beside it as .damaged)")
+
+
+def read_or_set_aside(path: Path, *, expect: dict | None = None) -> Cache | None:
+    """The store at ``path``, or None: none yet, or a damaged one — moved aside to ``<file>.damaged`` (nothing is
+    deleted) so that the extraction asking rebuilds it."""
+    import warnings
+
+    if not Path(path).is_file():
+        return None
+    try:
+        return read_cache(path, expect=expect)
+    except DamagedCache as exc:
+        aside = Path(path).with_name(Path(path).name + ".damaged")
+        os.replace(path, aside)
+        warnings.warn(f"{str(exc).split(';')[0]}; moved to {aside} and rebuilt", stacklevel=2)
+        return None
 
 
 def _check_digest(cache: Cache) -> None:
@@ -243,9 +263,8 @@ def _check_digest(cache: Cache) -> None:
     digest = hashlib.sha256(np.ascontiguousarray(cache.embeddings.astype(dtype)).tobytes()).hexdigest()
     if digest != cache.attrs.get("embeddings_sha256"):
         model = cache.attrs.get("model", "MODEL")
-        raise EmbedkitError(f"{cache.path}: embeddings do not match their recorded digest (the file was edited or "
-                            f"damaged); delete it and re-extract: `embedkit extract --model {model} --manifest "
-                            f"{cache.attrs.get('manifest', 'MANIFEST')}`")
+        raise DamagedCache(f"{cache.path}: embeddings do not match their recorded digest (the file was edited or "
+                           f"damaged); {REBUILD.replace('MODEL', model)}")
 
 
 def _check_key(path: Path, attrs: dict, expect: dict) -> None:

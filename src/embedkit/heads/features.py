@@ -54,6 +54,18 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
+def _read(cache_path: Path, manifest: Path) -> Cache:
+    """The store, or an error whose fix is the one command to run (filled in for this model and manifest)."""
+    from embedkit.errors import DamagedCache
+
+    try:
+        return read_cache(cache_path)
+    except DamagedCache as exc:
+        model = Path(cache_path).name.rsplit("-", 1)[0]
+        raise DamagedCache(str(exc).replace("MODEL", model).replace("MANIFEST", str(manifest))
+                           .replace("DIR", str(Path(cache_path).parent))) from None
+
+
 def load(cache_path: Path, manifest: Path, task: Task = TASK) -> tuple[Cache, dict[str, Split]]:
     """The cache joined to the manifest's rows (its labels, splits, attributes), split for the heads; for a
     binary or multi-label ``task`` the cache's classes are the task's findings, its prompt sets each finding's
@@ -64,7 +76,7 @@ def load(cache_path: Path, manifest: Path, task: Task = TASK) -> tuple[Cache, di
     from embedkit.cache.join import join
     from embedkit.prompts import pair_classes
 
-    store, rows = read_cache(cache_path), read_manifest(manifest)
+    store, rows = _read(cache_path, manifest), read_manifest(manifest)
     if task.kind == "multiclass":
         cache = join(store, rows)
         tasks.check_multiclass(cache.meta["label"], where=str(manifest))

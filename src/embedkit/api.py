@@ -60,11 +60,9 @@ def results(runs_dir: str | Path = WHERE.runs_dir, *, attributes: str | None = F
             n_boot: int = FAIRNESS.n_boot, adjust: str = FAIRNESS.adjust) -> "pd.DataFrame":
     """Every number of every finished run as one tidy DataFrame (``embedkit results``; columns:
     ``embedkit.report.results.COLUMNS``)."""
-    from embedkit.report.results import table
-    from embedkit.report.summary import collect
+    from embedkit.report.export import of_runs
 
-    groups, _ = collect(Path(runs_dir), n_boot=n_boot, attributes=attributes, adjust=adjust)
-    return table(groups)
+    return of_runs(Path(runs_dir), n_boot=n_boot, attributes=attributes, adjust=adjust)
 
 
 @dataclass

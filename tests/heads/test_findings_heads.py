@@ -127,6 +127,14 @@ def test_the_report_of_a_findings_task(multilabel_cache, tmp_path):
     assert len(auroc) == 1 and 0.85 < auroc.value.iloc[0] <= 1
     gaps = results[results.metric.str.startswith("auroc_gap/")]
     assert gaps.q.notna().all() and len(gaps) == 2 * 2 * 3          # methods x attributes x findings
+    import embedkit
+
+    table = embedkit.results(tmp_path / "runs", attributes="sex,age", n_boot=50)     # the same numbers as data
+    assert len(table) == len(results)
+    assert np.allclose(table.value.astype(float), results.value.astype(float), equal_nan=True)
+    assert main(["results", "--runs-dir", str(tmp_path / "runs"), "--attributes", "sex,age", "--n-boot", "50",
+                 "--out", str(tmp_path / "t.parquet"), "--format", "parquet"]) == 0
+    assert len(pd.read_parquet(tmp_path / "t.parquet")) == len(results)
     run_experiment(ExperimentConfig(model="synthetic", manifest=manifest, method="linear", cache=path,
                                     runs_dir=tmp_path / "runs", dataset="other", seeds=(0,), task=Task(kind="binary", positive="Edema"),
                                     head=HeadConfig(epochs=2), n_boot=10))

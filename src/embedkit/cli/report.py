@@ -37,12 +37,11 @@ def results(
     """Every number of every run as one tidy table: dataset, model, method, seed, attribute, group, metric,
     value, CI, p, q, noise floor, n (docs/api.md lists the columns)."""
     from embedkit.report import results as res
-    from embedkit.report.summary import collect
+    from embedkit.report.export import of_runs
 
     if out is None and fmt == "parquet":
         raise typer.BadParameter("Parquet is binary: give --out FILE.parquet", param_hint="--format")
-    groups, _ = collect(runs_dir, n_boot=n_boot, attributes=attributes, adjust=adjust)
-    frame = res.table(groups)
+    frame = of_runs(runs_dir, n_boot=n_boot, attributes=attributes, adjust=adjust)
     if out is None:
         typer.echo(frame.to_csv(index=False) if fmt == "csv" else frame.to_json(orient="records", indent=1), nl=False)
         return

@@ -90,20 +90,6 @@ def _probe_line(groups) -> list[str]:
             "those rows are the probe, marked ‡ in the tables and '= probe' in the figures."]
 
 
-def _findings_runs(runs_dir: Path) -> dict:
-    """The runs of a binary / multi-label task, when the folder holds those (a folder holds one kind of task)."""
-    from embedkit.errors import EmbedkitError
-    from embedkit.report.findings_task import is_findings_run
-    from embedkit.report.summary import find_runs
-
-    found = find_runs(runs_dir) if runs_dir.is_dir() else {}
-    kinds = {key: is_findings_run(folders[0]) for key, folders in found.items()}
-    if len(set(kinds.values())) > 1:
-        raise EmbedkitError(f"{runs_dir}: holds runs of a multiclass and of a findings task; give each task its own "
-                            "runs folder (--runs-dir) and report each")
-    return {k: v for k, v in found.items() if kinds[k]}
-
-
 def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = N_BOOT, attributes: str | None = None,
                  adjust: str = FAIRNESS.adjust) -> Path:
     """Write ``out/report.md``, ``out/report.html`` (figures embedded), ``out/figures/*.png`` and
@@ -111,10 +97,10 @@ def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = N_BOOT,
     from markdown_it import MarkdownIt
 
     runs_dir, out = Path(runs_dir), Path(out)
-    findings_runs = _findings_runs(runs_dir)
-    if findings_runs:
-        from embedkit.report import findings_task
+    from embedkit.report import findings_task
 
+    findings_runs = findings_task.find(runs_dir)
+    if findings_runs:
         return findings_task.build(runs_dir, out, findings_runs, n_boot=n_boot, attributes=attributes, adjust=adjust)
     groups, family = collect(runs_dir, n_boot=n_boot, attributes=attributes, adjust=adjust)
     found = fnd.gaps(groups)

@@ -48,6 +48,20 @@ class FindingGroup:
         return [k for k in keys if self.summary["p_value"].get(k) is not None]
 
 
+def find(runs_dir: Path) -> dict:
+    """The runs of a binary / multi-label task under ``runs_dir`` ((dataset, model, method) -> seed folders), or
+    {} when it holds multiclass runs; a folder holding both kinds is refused (one task per runs folder)."""
+    from embedkit.errors import EmbedkitError
+    from embedkit.report.summary import find_runs
+
+    found = find_runs(runs_dir) if Path(runs_dir).is_dir() else {}
+    kinds = {key: is_findings_run(folders[0]) for key, folders in found.items()}
+    if len(set(kinds.values())) > 1:
+        raise EmbedkitError(f"{runs_dir}: holds runs of a multiclass and of a findings task; give each task its own "
+                            "runs folder (--runs-dir) and report each")
+    return {k: v for k, v in found.items() if kinds[k]}
+
+
 def is_findings_run(folder: Path) -> bool:
     """Whether a run folder's predictions are of a binary or multi-label task."""
     with (folder / PREDICTIONS).open() as fh:

@@ -86,3 +86,4 @@ def write(frame, out: Path, fmt: str) -> Path:
         frame.to_json(tmp, orient="records", indent=1)
     tmp.replace(out)
     return out
+

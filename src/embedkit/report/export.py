@@ -1,0 +1,24 @@
+"""Results as data for ``embedkit results`` and ``embedkit.results()``: the tidy table of a runs folder, from the
+same summaries the report is built from — classes (``summary``) or findings (``findings_task``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from embedkit.report.results import COLUMNS, table
+
+
+def of_runs(runs_dir: Path, *, n_boot: int, attributes, adjust: str):
+    """The tidy table of every finished run under ``runs_dir`` (classes or findings), as the report computes it."""
+    import pandas as pd
+
+    from embedkit.report import findings_task
+    from embedkit.report.summary import collect
+
+    found = findings_task.find(Path(runs_dir))
+    if found:
+        groups = findings_task.summarise(found, n_boot=n_boot, attributes=attributes)
+        findings_task.adjust_family(groups, adjust)
+        return pd.DataFrame(findings_task.result_rows(groups), columns=list(COLUMNS))
+    groups, _ = collect(Path(runs_dir), n_boot=n_boot, attributes=attributes, adjust=adjust)
+    return table(groups)

@@ -40,11 +40,13 @@ def test_report_tables_figures_and_gaps(tmp_path, capsys):
     assert "Fairness gaps, sex" in md and "| floor | p | q |" in md
     assert "The family of tests holds 48 fairness gaps" in md        # 4 (model, method) x 3 attributes x 4 gaps
     assert "lora (= linear probe)" in md and " ‡" in md and "1 of 1 fine-tuning runs kept the linear probe" in md
-    for fig in ("fig2a_accuracy", "fig2b_class_f1_full", "fig3a_var_f1", "fig3b_group_f1", "fig3c_gaps_full",
-                "fig3d_gaps_zeroshot", "reliability_by_group"):
+    for fig in ("fig2a_accuracy", "fig3a_var_f1", "fig3b_group_f1", "fig3d_gaps_zeroshot", "reliability_by_group"):
         assert (tmp_path / "rep/figures" / f"{fig}.png").stat().st_size > 1000
+    for fig in ("fig2b_class_f1_full", "fig3c_gaps_full"):   # no full fine-tuning run: left out, and said why
+        assert not (tmp_path / "rep/figures" / f"{fig}.png").exists()
+    assert "Fig. 2b (per-class F1 after full fine-tuning) is left out: no full fine-tuning runs." in md
     page = (tmp_path / "rep/report.html").read_text()
-    assert page.count("data:image/png;base64,") == 8 and "<table>" in page  # 7 paper figures + findings
+    assert page.count("data:image/png;base64,") == 6 and "<table>" in page  # 5 paper figures + findings
 
 
 class _Outline:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from embedkit.spec import FAIRNESS, SWEEP, WHERE
+from embedkit.spec import FAIRNESS, SWEEP, TASK, WHERE
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -33,19 +33,24 @@ def extract(manifest: str | Path, models: str | Iterable[str], *, cache_dir: str
 def probe(manifest: str | Path, model: str, *, head: str = "linear", seeds: Iterable[int] = SWEEP.seeds,
           cache_dir: str | Path = WHERE.cache_dir, runs_dir: str | Path = WHERE.runs_dir, dataset: str | None = None,
           epochs: int = SWEEP.epochs, attributes: str | None = FAIRNESS.attributes, mitigate: str | None = None,
-          attribute: str | None = FAIRNESS.attribute, selection: str = FAIRNESS.selection) -> list[Path]:
-    """Train (or skip, when finished) a head on cached features for every seed; returns the run folders."""
+          attribute: str | None = FAIRNESS.attribute, selection: str = FAIRNESS.selection, task: str = TASK.kind,
+          findings: str | None = None, positive: str | None = None, threshold: str = TASK.threshold) -> list[Path]:
+    """Train (or skip, when finished) a head on cached features for every seed; returns the run folders. ``task``:
+    multiclass, binary (``positive``) or multilabel (``findings``, comma-separated; default every finding)."""
+    from embedkit import tasks
     from embedkit.heads.runner import ExperimentConfig, run_experiment
     from embedkit.heads.trained import HeadConfig
 
     cfg = ExperimentConfig(model=model, manifest=Path(manifest), method=head, cache_dir=Path(cache_dir),
                            runs_dir=Path(runs_dir), dataset=dataset, seeds=tuple(seeds), head=HeadConfig(epochs=epochs),
-                           attributes=attributes, mitigate=mitigate, attribute=attribute, selection=selection)
+                           attributes=attributes, mitigate=mitigate, attribute=attribute, selection=selection,
+                           task=tasks.parse(task, findings, positive, threshold))
     return [r.path for r in run_experiment(cfg)]
 
 
 def evaluate(predictions: str | Path, *, attributes: str | None = FAIRNESS.attributes, split: str = "test",
-             n_boot: int = FAIRNESS.n_boot, n_perm: int = FAIRNESS.n_perm, seed: int = 0) -> dict:
+             n_boot: int = FAIRNESS.n_boot, n_perm: int = FAIRNESS.n_perm, seed: int = 0,
+             threshold: str = TASK.threshold) -> dict:
     """Every metric of one run's ``predictions.csv`` (a file or a run folder) with CIs, p-values and noise
     floors, as ``embedkit evaluate --json`` prints it."""
     from embedkit.runs import PREDICTIONS, evaluate_predictions, read_predictions
@@ -53,7 +58,7 @@ def evaluate(predictions: str | Path, *, attributes: str | None = FAIRNESS.attri
     path = Path(predictions)
     path = path / PREDICTIONS if path.is_dir() else path
     return evaluate_predictions(read_predictions(path), attributes=attributes, split=split, n_boot=n_boot,
-                                n_perm=n_perm, seed=seed)
+                                n_perm=n_perm, seed=seed, threshold=threshold)
 
 
 def results(runs_dir: str | Path = WHERE.runs_dir, *, attributes: str | None = FAIRNESS.attributes,

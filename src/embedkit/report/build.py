@@ -104,7 +104,7 @@ def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = N_BOOT,
         return findings_task.build(runs_dir, out, findings_runs, n_boot=n_boot, attributes=attributes, adjust=adjust)
     groups, family = collect(runs_dir, n_boot=n_boot, attributes=attributes, adjust=adjust)
     found = fnd.gaps(groups)
-    figs = figures(groups, out / "figures")
+    figs, omitted = figures(groups, out / "figures")
     figs["findings"] = findings_figure(found, out / "figures")
     front = frontier.figure(groups, out / "figures")
     if front is not None:
@@ -118,7 +118,7 @@ def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = N_BOOT,
         figs[target.stem] = target
     context = {
         "runs_dir": str(runs_dir), "n_runs": sum(len(g.runs) for g in groups), "n_groups": len(groups),
-        "scope": _scope(groups),
+        "scope": _scope(groups), "omitted": omitted,
         "headline": (fnd.headline(found, fnd.planted_bias(groups), family, adjust) + _pooled_line(groups)
                      + _probe_line(groups) + frontier.headline(compared) + [EVERY_GAP]), "beyond": [], "more": 0, "findings_figure": "findings.png",
         "figures": [(name, CAPTIONS.get(name, name)) for name in figs if name != "findings" and not name.startswith("audit-")],

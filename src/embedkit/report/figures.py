@@ -40,6 +40,7 @@ class _Figures:
         self.singles = [a for a, s in attributes.items() if len(s.get("columns", ())) <= 1]
         self.kept = {(g.model, g.method) for g in groups if g.kept_probe}
         self.paths: dict[str, Path] = {}
+        self.omitted: list[str] = []          # figures with nothing to draw, each with why (never an empty figure)
 
     def bars(self, ax, values, labels, series, title, ylabel):
         width = 0.8 / max(len(series), 1)
@@ -69,6 +70,10 @@ class _Figures:
         self.plt.close(fig)
         self.paths[name] = self.out / f"{name}.png"
 
+    def omit(self, fig, why: str) -> None:
+        self.plt.close(fig)
+        self.omitted.append(why)
+
     def per_model_method(self, name: str, path: str, title: str, ylabel: str) -> None:
         fig, ax = self.plt.subplots(figsize=(9, 4))
         self.bars(ax, self.metric(path), self.models, self.methods, title, ylabel)
@@ -84,8 +89,9 @@ class _Figures:
                 p = point(lookup(g.summary, f"f1/{c}")) if g else None
                 if p:
                     vals[(c, m)] = p
-        self.bars(ax, vals, classes, self.models,
-                  "Fig. 2b — per-class F1 after full fine-tuning" + ("" if vals else " (no runs)"), "F1")
+        if not vals:
+            return self.omit(fig, "Fig. 2b (per-class F1 after full fine-tuning) is left out: no full fine-tuning runs.")
+        self.bars(ax, vals, classes, self.models, "Fig. 2b — per-class F1 after full fine-tuning", "F1")
         self.save(fig, "fig2b_class_f1_full")
 
     def group_f1(self) -> None:
@@ -107,8 +113,10 @@ class _Figures:
                 if p:
                     mean, lo, hi = p
                     vals[(m, s)] = (abs(mean), -hi, -lo) if mean < 0 else p
-        self.bars(ax, vals, self.models, series, f"Fig. 3{'c' if method == 'full' else 'd'} — fairness gaps {title}"
-                  + ("" if vals else " (no runs)"), "|gap|")
+        label = f"Fig. 3{'c' if method == 'full' else 'd'}"
+        if not vals:
+            return self.omit(fig, f"{label} (fairness gaps {title}) is left out: no {method} runs.")
+        self.bars(ax, vals, self.models, series, f"{label} — fairness gaps {title}", "|gap|")
         self.save(fig, name)
 
     def reliability(self) -> None:
@@ -129,13 +137,17 @@ class _Figures:
                 ax.set_title(f"{m} / {k}", fontsize=8)
                 ax.set_xlim(0, 1)
                 ax.set_ylim(0, 1)
+                if i == rows - 1:
+                    ax.set_xlabel("confidence", fontsize=7)
+                if j == 0:
+                    ax.set_ylabel("accuracy", fontsize=7)
                 if i == 0 and j == 0 and ax.get_legend_handles_labels()[0]:
                     ax.legend(fontsize=6)
         self.save(fig, "reliability_by_group")
 
 
-def figures(groups: list[Group], out: Path) -> dict[str, Path]:
-    """The paper's figures as PNGs; a missing method leaves an empty, labelled panel."""
+def figures(groups: list[Group], out: Path) -> tuple[dict[str, Path], list[str]]:
+    """The paper's figures as PNGs, and a line for each figure left out because it has nothing to draw."""
     out.mkdir(parents=True, exist_ok=True)
     f = _Figures(groups, out)
     f.per_model_method("fig2a_accuracy", "accuracy", "Fig. 2a — accuracy per model and method", "accuracy")
@@ -145,7 +157,7 @@ def figures(groups: list[Group], out: Path) -> dict[str, Path]:
     f.gaps("fig3c_gaps_full", "full", "after full fine-tuning")
     f.gaps("fig3d_gaps_zeroshot", "zeroshot", "before fine-tuning (zero-shot)")
     f.reliability()
-    return f.paths
+    return f.paths, f.omitted
 
 
 def findings_figure(found, out: Path) -> Path:

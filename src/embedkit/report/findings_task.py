@@ -320,7 +320,7 @@ def build(runs_dir: Path, out: Path, found: dict, *, n_boot: int, attributes, ad
     family = adjust_family(groups, adjust)
     figs = figures(groups, out / "figures")
     context = {
-        "runs_dir": str(runs_dir), "n_runs": sum(len(g.runs) for g in groups), "n_groups": len(groups), "scope": "",
+        "runs_dir": str(runs_dir), "n_runs": sum(len(g.runs) for g in groups), "n_groups": len(groups), "scope": "", "omitted": [],
         "headline": headline(gaps(groups), family, adjust, planted(groups)), "beyond": [], "more": 0,
         "findings_figure": "findings.png", "tables": tables(groups), "audits": [], "audit_headers": ([], []),
         "figures": [(n, CAPTIONS.get(n, n)) for n in figs if n != "findings"],

@@ -42,30 +42,34 @@ class _Figures:
         self.paths: dict[str, Path] = {}
         self.omitted: list[str] = []          # figures with nothing to draw, each with why (never an empty figure)
 
-    def bars(self, ax, values, labels, series, title, ylabel):
+    def bars(self, ax, values, labels, series, title, ylabel, legend: bool = True):
         width = 0.8 / max(len(series), 1)
         for i, s in enumerate(series):
             v = [values.get((x, s), (np.nan, np.nan, np.nan)) for x in labels]
             mean = np.array([a for a, _, _ in v], dtype=float)
             # a seed mean can sit outside the pooled CI (or a CI collapse to a point): never a negative bar
             err = np.clip(np.nan_to_num(np.array([[a - lo for a, lo, _ in v], [hi - a for a, _, hi in v]], dtype=float)), 0, None)
-            ax.bar(np.arange(len(labels)) + i * width, np.nan_to_num(mean), width, yerr=np.nan_to_num(err), label=s, capsize=2)
+            ax.bar(np.arange(len(labels)) + i * width, np.nan_to_num(mean), width, yerr=np.nan_to_num(err), label=s,
+                   capsize=1.5, error_kw={"elinewidth": 0.6})
             for j, m in enumerate(mean):
                 if not np.isfinite(m):
                     ax.text(j + i * width, 0, "—", ha="center", va="bottom", fontsize=7)
                 elif (labels[j], s) in self.kept:   # a fine-tuning bar that is its starting linear probe
                     ax.text(j + i * width, 0.02, "= probe", ha="center", va="bottom", rotation=90, fontsize=6)
-        ax.set_xticks(np.arange(len(labels)) + width * (len(series) - 1) / 2, labels, rotation=20, fontsize=8)
+        ax.set_xticks(np.arange(len(labels)) + width * (len(series) - 1) / 2, labels, rotation=35, ha="right",
+                      rotation_mode="anchor", fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(ylabel)
-        ax.legend(fontsize=7, ncol=3)
+        if legend:
+            ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
 
     def metric(self, path: str) -> dict:
         points = {key: point(lookup(g.summary, path)) for key, g in self.by.items()}
         return {k: v for k, v in points.items() if v is not None}
 
     def save(self, fig, name: str) -> None:
-        fig.tight_layout()
+        if fig.get_layout_engine() is None:
+            fig.tight_layout()
         fig.savefig(self.out / f"{name}.png", dpi=110)
         self.plt.close(fig)
         self.paths[name] = self.out / f"{name}.png"
@@ -95,10 +99,18 @@ class _Figures:
         self.save(fig, "fig2b_class_f1_full")
 
     def group_f1(self) -> None:
-        fig, axes = self.plt.subplots(1, len(self.cells), figsize=(3.5 * len(self.cells), 4), sharey=True, squeeze=False)
-        for ax, cell in zip(axes[0], self.cells):
+        """Small multiples, two per row, shared axes and one legend below them all."""
+        cols = min(2, len(self.cells))
+        rows = -(-len(self.cells) // cols)
+        fig, axes = self.plt.subplots(rows, cols, figsize=(6.5 * cols, 3.4 * rows + 0.8), sharey=True, squeeze=False,
+                                      layout="constrained")
+        for ax, cell in zip(axes.flat, self.cells):
             self.bars(ax, self.metric(f"groups/{self.cross}/{cell}/f1_macro"), self.models, self.methods,
-                      f"Fig. 3b — macro F1, {cell}", "F1")
+                      f"Fig. 3b — macro F1, {self.cross} = {cell}", "macro F1", legend=False)
+        for ax in list(axes.flat)[len(self.cells):]:
+            ax.set_visible(False)
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 5), fontsize=7)
         self.save(fig, "fig3b_group_f1")
 
     def gaps(self, name: str, method: str, title: str) -> None:
@@ -110,9 +122,10 @@ class _Figures:
             for s in series:
                 a, gap = s.split(":")
                 p = point(lookup(g.summary, f"fairness/{a}/{gap}")) if g else None
-                if p:
+                if p:   # |gap| with its CI folded at 0 (a signed CI spanning 0 reaches down to 0)
                     mean, lo, hi = p
-                    vals[(m, s)] = (abs(mean), -hi, -lo) if mean < 0 else p
+                    lo, hi = (-hi, -lo) if mean < 0 else (lo, hi)
+                    vals[(m, s)] = (abs(mean), max(lo, 0.0), hi)
         label = f"Fig. 3{'c' if method == 'full' else 'd'}"
         if not vals:
             return self.omit(fig, f"{label} (fairness gaps {title}) is left out: no {method} runs.")

@@ -55,18 +55,30 @@ def parse(kind: str = TASK.kind, findings: str | None = None, positive: str | No
     return check(Task(kind=kind, findings=listed, positive=positive or None, threshold=threshold))
 
 
-def targets(task: Task, labels, masked=None, *, where: str = "manifest") -> tuple[tuple[str, ...], np.ndarray]:
-    """(findings, (N, F) targets) of the rows' ``label`` (and ``masked``) values under ``task``."""
+def findings_for(task: Task, labels, masked=None, *, where: str = "manifest") -> tuple[str, ...]:
+    """The findings ``task`` predicts on these rows: its positive, its declared findings (each listed by some row),
+    or every finding the rows list."""
+    return _named(task, [findings_of(v) for v in labels],
+                  [findings_of(v) for v in masked] if masked is not None else [], where)
+
+
+def _named(task: Task, rows: list[list[str]], masks: list[list[str]], where: str) -> tuple[str, ...]:
     if task.kind == "multiclass":
         raise ValueError("a multiclass task has class indices, not finding targets")
-    rows = [findings_of(v) for v in labels]
-    masks = [findings_of(v) for v in masked] if masked is not None else [[] for _ in rows]
     seen = sorted({f for r in rows for f in r} | {f for m in masks for f in m})
     names = (task.positive,) if task.kind == "binary" else task.findings or tuple(seen)
     unknown = [f for f in names if f != NO_FINDING and f not in seen]
     if unknown:
         raise EmbedkitError(f"{where}: finding(s) {', '.join(unknown)} appear in no row's label; found: "
                             f"{', '.join(seen) or 'none'}")
+    return tuple(names)
+
+
+def targets(task: Task, labels, masked=None, *, where: str = "manifest") -> tuple[tuple[str, ...], np.ndarray]:
+    """(findings, (N, F) targets) of the rows' ``label`` (and ``masked``) values under ``task``."""
+    rows = [findings_of(v) for v in labels]
+    masks = [findings_of(v) for v in masked] if masked is not None else [[] for _ in rows]
+    names = _named(task, rows, masks, where)
     out = np.zeros((len(rows), len(names)))
     for i, (pos, mask) in enumerate(zip(rows, masks)):
         for j, f in enumerate(names):
@@ -74,7 +86,7 @@ def targets(task: Task, labels, masked=None, *, where: str = "manifest") -> tupl
                 out[i, j] = 0.0 if pos else (np.nan if mask else 1.0)
             else:
                 out[i, j] = np.nan if f in mask else float(f in pos)
-    return tuple(names), out
+    return names, out
 
 
 def check_multiclass(labels, *, where: str = "manifest") -> None:

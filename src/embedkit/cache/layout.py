@@ -233,13 +233,10 @@ def read_cache(path: str | Path, *, expect: dict | None = None) -> Cache:
     except EmbedkitError:
         raise
     except (OSError, KeyError, ValueError) as exc:
-        raise DamagedCache(f"{path}: truncated or corrupted cache ({str(exc)[:160]}); {REBUILD}") from None
+        raise DamagedCache(path, f"truncated or corrupted cache ({str(exc)[:160]})",
+                           model=path.name.rsplit("-", 1)[0]) from None
     _check_digest(cache)
     return cache
-
-
-REBUILD = ("rebuild it in one step: `embedkit extract --model MODEL --manifest MANIFEST --cache-dir DIR` "
-           "(the damaged file is kept beside it as .damaged)")
 
 
 def read_or_set_aside(path: Path, *, expect: dict | None = None) -> Cache | None:
@@ -254,7 +251,7 @@ def read_or_set_aside(path: Path, *, expect: dict | None = None) -> Cache | None
     except DamagedCache as exc:
         aside = Path(path).with_name(Path(path).name + ".damaged")
         os.replace(path, aside)
-        warnings.warn(f"{str(exc).split(';')[0]}; moved to {aside} and rebuilt", stacklevel=2)
+        warnings.warn(f"{path}: {exc.reason}; moved to {aside} and rebuilt", stacklevel=2)
         return None
 
 
@@ -263,8 +260,8 @@ def _check_digest(cache: Cache) -> None:
     digest = hashlib.sha256(np.ascontiguousarray(cache.embeddings.astype(dtype)).tobytes()).hexdigest()
     if digest != cache.attrs.get("embeddings_sha256"):
         model = cache.attrs.get("model", "MODEL")
-        raise DamagedCache(f"{cache.path}: embeddings do not match their recorded digest (the file was edited or "
-                           f"damaged); {REBUILD.replace('MODEL', model)}")
+        raise DamagedCache(cache.path, "embeddings do not match their recorded digest (the file was edited or "
+                           "damaged)", model=model)
 
 
 def _check_key(path: Path, attrs: dict, expect: dict) -> None:

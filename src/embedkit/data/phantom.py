@@ -19,6 +19,7 @@ from embedkit.data.registry import Builder, Summary, option, register
 from embedkit.data.splits import patient_split
 from embedkit.errors import EmbedkitError
 from embedkit.manifest import AGE_GROUPS, SEXES, STUDY_CLASSES, age_group, write_manifest
+from embedkit.tasks import NO_FINDING, SEPARATOR
 
 METADATA_FILE = "phantom.json"
 SITES = ("A", "B", "C")   # the hospital / scanner a patient was imaged at: a third, three-group attribute
@@ -198,7 +199,7 @@ def _patients(spec: PhantomSpec) -> tuple[list[dict], list[tuple], int]:
                     for k in range(count):
                         age = min(age0 + k, 59) if band == "young" else age0 + k
                         rows.append({"patient_id": f"P{n_patient:05d}", "label": found, "sex": sex, "age": age, "site": site})
-                        cells.append((found if label else found != "No Finding", sex, band))
+                        cells.append((found if label else found != NO_FINDING, sex, band))
     return rows, cells, n_patient
 
 
@@ -207,7 +208,7 @@ def _findings(rng: np.random.Generator, classes: tuple[str, ...]) -> str:
     drawn = rng.random(len(classes)) < PREVALENCE
     if "Edema" in classes and "Effusion" in classes and drawn[classes.index("Edema")]:
         drawn[classes.index("Effusion")] |= rng.random() < 0.5
-    return "|".join(c for c, d in zip(classes, drawn) if d) or "No Finding"
+    return SEPARATOR.join(c for c, d in zip(classes, drawn) if d) or NO_FINDING
 
 
 def make_phantom(out: str | Path, spec: PhantomSpec) -> Path:

@@ -61,9 +61,7 @@ def _read(cache_path: Path, manifest: Path) -> Cache:
     try:
         return read_cache(cache_path)
     except DamagedCache as exc:
-        model = Path(cache_path).name.rsplit("-", 1)[0]
-        raise DamagedCache(str(exc).replace("MODEL", model).replace("MANIFEST", str(manifest))
-                           .replace("DIR", str(Path(cache_path).parent))) from None
+        raise exc.advice(manifest) from None
 
 
 def load(cache_path: Path, manifest: Path, task: Task = TASK) -> tuple[Cache, dict[str, Split]]:
@@ -82,7 +80,7 @@ def load(cache_path: Path, manifest: Path, task: Task = TASK) -> tuple[Cache, di
         tasks.check_multiclass(cache.meta["label"], where=str(manifest))
         return cache, splits(cache)
     masked = rows.column(tasks.MASKED_COLUMN) if tasks.MASKED_COLUMN in rows.extra_columns else None
-    findings, _ = tasks.targets(task, rows.column("label"), masked, where=str(manifest))
+    findings = tasks.findings_for(task, rows.column("label"), masked, where=str(manifest))
     cache = join(store, rows, text_classes=pair_classes(findings))
     fixed = replace(task, findings=findings) if task.kind == "multilabel" else task
     _, truth = tasks.targets(fixed, cache.meta["label"], cache.meta.get(tasks.MASKED_COLUMN), where=str(manifest))

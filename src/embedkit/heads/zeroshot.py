@@ -176,7 +176,7 @@ def _findings(cfg, cache, parts, seeds):
     that no other finding is present, prod(1 - p_F). The format with the highest mean validation AUROC over
     the findings is kept."""
     from embedkit.heads.selection import finding_auc
-    from embedkit.prompts import NO_FINDING
+    from embedkit.tasks import NO_FINDING
 
     findings, scale = cache.classes, float(cache.attrs.get("logit_scale", 100.0))
     own = [f for f in findings if f != NO_FINDING]

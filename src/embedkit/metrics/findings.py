@@ -29,8 +29,8 @@ import numpy as np
 from embedkit.metrics import intervals, resample, stats
 from embedkit.metrics.ranking import Ranked
 from embedkit.metrics.suite import MIN_GROUP, N_BOOT, N_PERM, STATS_VERSION, group_codes, present_groups, quiet, nest, significant
+from embedkit.tasks import NO_FINDING
 
-NO_FINDING = "No Finding"
 RATES = ("tp", "fn", "fp", "tn")
 
 

@@ -29,7 +29,6 @@ FORMATS = ("clip", "gloria", "cxrclip")
 SAMPLED = {"gloria": 5, "cxrclip": 10}  # formats that sample n prompts per class (run over 10 seeds)
 NAME_MAP = {"Effusion": "Pleural Effusion", "Pleural_Thickening": "Pleural Thickening"}
 NEGATIVE = "no:"        # the negative side of a finding's prompt pair, as a pseudo-class name
-NO_FINDING = "No Finding"
 
 
 def _load(name: str) -> dict:
@@ -94,14 +93,18 @@ def prompt_set(fmt: str, classes: tuple[str, ...]) -> dict[str, list[str]]:
 def text_classes(classes: tuple[str, ...]) -> tuple[str, ...]:
     """The classes a store embeds prompts for: a multiclass manifest's classes as they are; a multi-label
     manifest's (labels joining findings with |, or No Finding) its single findings and their negative sides."""
-    if not any("|" in c or c == NO_FINDING for c in classes):
+    from embedkit.tasks import NO_FINDING, SEPARATOR, findings_of
+
+    if not any(SEPARATOR in c or c == NO_FINDING for c in classes):
         return tuple(classes)
-    findings = sorted({f for c in classes for f in c.split("|") if f and f != NO_FINDING})
+    findings = sorted({f for c in classes for f in findings_of(c)})
     return pair_classes(findings)
 
 
 def pair_classes(findings) -> tuple[str, ...]:
     """Each finding (No Finding aside: its probability derives from the others) and then its negative side."""
+    from embedkit.tasks import NO_FINDING
+
     own = [f for f in findings if f != NO_FINDING]
     return (*own, *(NEGATIVE + f for f in own))
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from embedkit.metrics import aggregate_seeds
 from embedkit.metrics.intervals import adjust
-from embedkit.metrics.suite import ALPHA
+from embedkit.metrics.suite import ALPHA, significant
+from embedkit.report.summary import median
 from embedkit.report.tables import fmt, lookup
 from embedkit.runs import PREDICTIONS, evaluate_predictions, read_predictions
 
@@ -80,8 +79,8 @@ def summarise(found: dict, *, n_boot: int, attributes) -> list[FindingGroup]:
         for r in results:
             for key in _flat(r["p_value"]):
                 flat.setdefault(key, []).append(lookup(r["p_value"], key))
-        summary["p_value"] = {k: _median(v) for k, v in flat.items()}
-        summary["noise_floor"] = {k: _median([lookup(r["null"], k) for r in results]) for k in flat}
+        summary["p_value"] = {k: median(v) for k, v in flat.items()}
+        summary["noise_floor"] = {k: median([lookup(r["null"], k) for r in results]) for k in flat}
         groups.append(FindingGroup(dataset, model, method, folders, summary, results))
     return groups
 
@@ -101,11 +100,6 @@ def _flat(tree: dict, prefix: str = "") -> list[str]:
     for k, v in tree.items():
         out += _flat(v, f"{prefix}{k}/") if isinstance(v, dict) else [f"{prefix}{k}"]
     return out
-
-
-def _median(values) -> float | None:
-    v = [x for x in values if x is not None]
-    return float(np.median(v)) if v else None
 
 
 def adjust_family(groups: list[FindingGroup], method: str) -> int:
@@ -131,8 +125,7 @@ class Gap:
 
     @property
     def significant(self) -> bool:
-        lo = (self.value.get("ci") or [None])[0]
-        return self.q is not None and self.q < ALPHA and lo is not None and lo > 0
+        return significant(list(self.value.get("ci") or (None, None)), self.q)
 
     def sentence(self) -> str:
         attr, gap, *finding = self.key.split("/")

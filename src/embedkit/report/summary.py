@@ -153,7 +153,8 @@ def sign_changes(folds: dict | None, attribute: str, gap: str) -> tuple[int, int
     return (pos, neg) if pos and neg else None
 
 
-def _median(values) -> float | None:
+def median(values) -> float | None:
+    """The median of the defined values (None where a seed has none); None when no value is defined."""
     v = [x for x in values if x is not None]
     return float(np.median(v)) if v else None
 
@@ -189,7 +190,7 @@ def summarise(runs_dir: Path, *, n_boot: int = N_BOOT, attributes: str | None = 
         summary["folds"] = _fold_spread(per_seed, attributes)
         summary["noise_floor"] = {a: {g: float(np.mean([r["null"][a][g] or 0 for r in results])) for g in GAPS}
                                   for a in settings}
-        summary["p_value"] = {a: {g: _median(r["p_value"][a][g] for r in results) for g in GAPS} for a in settings}
+        summary["p_value"] = {a: {g: median(r["p_value"][a][g] for r in results) for g in GAPS} for a in settings}
         rel = [_reliability(p, attributes, settings) for p in preds_all]
         pooled = {}
         for g in settings[reliability_attribute(settings)]["groups"]:

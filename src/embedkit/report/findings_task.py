@@ -14,7 +14,7 @@ from embedkit.metrics.intervals import adjust
 from embedkit.metrics.suite import ALPHA, significant
 from embedkit.report.summary import median
 from embedkit.report.tables import fmt, lookup
-from embedkit.runs import PREDICTIONS, evaluate_predictions, read_predictions
+from embedkit.runs import PREDICTIONS, evaluate_predictions, read_predictions, read_record
 
 SENTENCES = 8        # the findings in words; the tables hold every gap
 
@@ -29,6 +29,7 @@ class FindingGroup:
     runs: list[Path]
     summary: dict
     per_seed: list = field(default_factory=list, repr=False)
+    manifest: str | None = None          # the manifest its runs read (phantom.json beside it: planted effects)
 
     @property
     def findings(self) -> list[str]:
@@ -71,9 +72,11 @@ def summarise(found: dict, *, n_boot: int, attributes) -> list[FindingGroup]:
     """(dataset, model, method) -> seed folders, each evaluated on test (thresholds chosen on its val rows)."""
     groups = []
     for (dataset, model, method), folders in sorted(found.items()):
+        records = {f: read_record(f) or {} for f in folders}
         results = [evaluate_predictions(read_predictions(f / PREDICTIONS), attributes=attributes, split="test",
                                         n_boot=n_boot, n_perm=n_boot, seed=i, return_replicates=True,
-                                        where=str(f / PREDICTIONS), threshold=_rule(f)) for i, f in enumerate(folders)]
+                                        where=str(f / PREDICTIONS), threshold=_rule(records[f]))
+                   for i, f in enumerate(folders)]
         summary = aggregate_seeds(results)
         flat = {}
         for r in results:
@@ -81,17 +84,15 @@ def summarise(found: dict, *, n_boot: int, attributes) -> list[FindingGroup]:
                 flat.setdefault(key, []).append(lookup(r["p_value"], key))
         summary["p_value"] = {k: median(v) for k, v in flat.items()}
         summary["noise_floor"] = {k: median([lookup(r["null"], k) for r in results]) for k in flat}
-        groups.append(FindingGroup(dataset, model, method, folders, summary, results))
+        groups.append(FindingGroup(dataset, model, method, folders, summary, results,
+                                   records[folders[0]].get("manifest")))
     return groups
 
 
-def _rule(folder: Path) -> str:
+def _rule(record: dict) -> str:
     """The threshold rule the run chose its thresholds by (its record's metrics settings)."""
-    import json
-
     from embedkit.spec import TASK
 
-    record = json.loads((folder / "run.json").read_text())
     return record.get("metrics", {}).get("settings", {}).get("threshold_rule", TASK.threshold)
 
 
@@ -256,9 +257,8 @@ def planted(groups: list[FindingGroup]) -> dict[str, float]:
 
     out = {}
     for g in groups:
-        record = json.loads((g.runs[0] / "run.json").read_text())
-        meta = Path(record.get("manifest") or "").with_name("phantom.json")
-        if record.get("manifest") and meta.is_file():
+        meta = Path(g.manifest or "").with_name("phantom.json")
+        if g.manifest and meta.is_file():
             for b in json.loads(meta.read_text()).get("bias", []):
                 out[f"{PHANTOM_ATTRIBUTE.get(b['attribute'], b['attribute'])}={b['group']}"] = b["strength"]
     return out

@@ -34,15 +34,17 @@ def probe(manifest: str | Path, model: str, *, head: str = "linear", seeds: Iter
           cache_dir: str | Path = WHERE.cache_dir, runs_dir: str | Path = WHERE.runs_dir, dataset: str | None = None,
           epochs: int = SWEEP.epochs, attributes: str | None = FAIRNESS.attributes, mitigate: str | None = None,
           attribute: str | None = FAIRNESS.attribute, selection: str = FAIRNESS.selection, task: str = TASK.kind,
-          findings: str | None = None, positive: str | None = None, threshold: str = TASK.threshold) -> list[Path]:
+          findings: str | None = None, positive: str | None = None, threshold: str = TASK.threshold,
+          solver: str = "adamw") -> list[Path]:
     """Train (or skip, when finished) a head on cached features for every seed; returns the run folders. ``task``:
-    multiclass, binary (``positive``) or multilabel (``findings``, comma-separated; default every finding)."""
+    multiclass, binary (``positive``) or multilabel (``findings``, comma-separated; default every finding);
+    ``solver``: the linear probe's adamw (the paper's) or lbfgs (CLIP's protocol)."""
     from embedkit import tasks
     from embedkit.heads.runner import ExperimentConfig, run_experiment
     from embedkit.heads.trained import HeadConfig
 
     cfg = ExperimentConfig(model=model, manifest=Path(manifest), method=head, cache_dir=Path(cache_dir),
-                           runs_dir=Path(runs_dir), dataset=dataset, seeds=tuple(seeds), head=HeadConfig(epochs=epochs),
+                           runs_dir=Path(runs_dir), dataset=dataset, seeds=tuple(seeds), head=HeadConfig(epochs=epochs, solver=solver),
                            attributes=attributes, mitigate=mitigate, attribute=attribute, selection=selection,
                            task=tasks.parse(task, findings, positive, threshold))
     return [r.path for r in run_experiment(cfg)]

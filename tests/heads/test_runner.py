@@ -108,6 +108,13 @@ def test_cli_probe_and_zeroshot_from_an_extracted_cache(phantom_dir, tmp_path, c
     assert record["metrics"]["n"] == len(read_predictions(tmp_path / "r/phantom0/clip-tiny/linear/seed-1/predictions.csv").select("test").image_id)
     assert main(["probe", "--model", "medclip-vit-tiny", "--head", "knn", *common]) == 2
     assert "no cache of medclip-vit-tiny" in capsys.readouterr().err
+    assert main(["probe", "--model", "clip-tiny", "--head", "mlp", "--solver", "lbfgs", *common]) == 2
+    assert "--solver lbfgs fits the linear probe, not mlp" in capsys.readouterr().err
+    lbfgs = ["--runs-dir", str(tmp_path / "r-lbfgs"), "--manifest", manifest, "--cache-dir", str(tmp_path / "c")]
+    assert main(["probe", "--model", "clip-tiny", "--head", "linear", "--solver", "lbfgs", "--seeds", "0", *lbfgs]) == 0
+    fitted = json.loads((tmp_path / "r-lbfgs/phantom0/clip-tiny/linear/seed-0/run.json").read_text())
+    assert fitted["config"]["head"]["solver"] == "lbfgs" and len(fitted["selection"]["sweep"]) == 8
+    assert "solver" not in record["config"]["head"]           # the paper's AdamW: identities as before
 
 
 def test_a_new_declaration_rescores_finished_runs_without_refitting(synthetic_cache, tmp_path):

@@ -66,3 +66,44 @@ def test_a_member_is_the_same_in_any_sweep():
     one = train_heads(*parts, HeadConfig(kind="mlp", epochs=5, lrs=(1e-2,), weight_decays=(1e-2,), hidden=8), [1], 3)[0]
     many = train_heads(*parts, HeadConfig(kind="mlp", epochs=5, lrs=(1e-3, 1e-2), weight_decays=(1e-2,), hidden=8), [0, 1], 3)
     assert many[1].sweep[1]["val_loss"] == pytest.approx(one.val_loss, rel=1e-6)
+
+
+def test_lbfgs_probe_is_clip_protocol_logistic_regression():
+    """--solver lbfgs: the penalised multinomial logistic regression scikit-learn fits (C = 1 / (l2 · n)), each
+    L2 strength of the sweep at its optimum, the one with the lowest validation loss chosen."""
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from embedkit.heads import lbfgs
+    from embedkit.heads.features import Split
+    from embedkit.heads.trained import HeadConfig, train_sweep
+
+    rng = np.random.default_rng(0)
+    n, d, c = 1500, 16, 3
+    y = rng.integers(0, c, n)
+    x = (rng.normal(size=(n, d)) + 0.6 * rng.normal(size=(c, d))[y]).astype(np.float32)
+    part = lambda s: Split(torch.from_numpy(x[s]), torch.from_numpy(y[s]), np.arange(n)[s])  # noqa: E731
+    [members, again] = train_sweep(part(slice(0, 1000)), part(slice(1000, None)), HeadConfig(solver="lbfgs"), [0, 1], c)
+    best = min(members, key=lambda h: h.val_loss)
+    assert [h.weight_decay for h in members] == list(lbfgs.L2S) and again[0].seed == 1      # every seed: the same fit
+    assert torch.equal(again[0].params[0], members[0].params[0])
+    xs = (x[:1000] - x[:1000].mean(0)) / x[:1000].std(0, ddof=1)
+    ref = LogisticRegression(C=1 / (best.weight_decay * 1000), tol=1e-10, max_iter=10_000).fit(xs, y[:1000])
+    w = best.params[0].numpy()
+    assert np.abs((w - w.mean(1, keepdims=True)) - ref.coef_.T).max() < 5e-3       # softmax: W up to a per-row shift
+    assert 0 < best.weight_decay < max(lbfgs.L2S)                                   # an interior choice
+
+
+def test_lbfgs_refuses_what_it_does_not_fit():
+    import pytest
+
+    from embedkit.errors import EmbedkitError
+    from embedkit.heads.lbfgs import check
+
+    with pytest.raises(EmbedkitError, match="linear probe, not mlp"):
+        check("lbfgs", "mlp", intervention=False)
+    with pytest.raises(EmbedkitError, match="interventions train with --solver adamw"):
+        check("lbfgs", "linear", intervention=True)
+    with pytest.raises(EmbedkitError, match="choose adamw or lbfgs"):
+        check("sgd", "linear", intervention=False)

@@ -51,7 +51,7 @@ class Method:
 
 
 _REGISTRY: dict[str, type[Method]] = {}
-_INTERNAL = {"base", "features", "runner", "trained", "selection", "mitigation", "posthoc", "groups"}
+_INTERNAL = {"base", "features", "runner", "trained", "selection", "mitigation", "posthoc", "groups", "lbfgs", "checkpoint"}
 
 
 def register(cls: type[Method]) -> type[Method]:

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
+from embedkit.heads import lbfgs
 from embedkit.heads.base import Fitted, Method
+from embedkit.heads.checkpoint import resume as _resume, save as _save
 from embedkit.heads.features import Split
 from embedkit.spec import SWEEP
 
@@ -37,6 +37,7 @@ class HeadConfig:
     dropout: float = 0.2                       # mlp only
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    solver: str = "adamw"                      # adamw (the paper's) | lbfgs (CLIP's protocol, linear only: heads.lbfgs)
 
     def resolved(self, kind: str | None = None) -> "HeadConfig":
         """This configuration for ``kind`` with the default sweeps filled in."""
@@ -219,6 +220,9 @@ def train_sweep(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_c
     """
     if cfg.kind not in ("linear", "mlp"):
         raise ValueError(f"unknown head {cfg.kind!r}")
+    if cfg.solver == "lbfgs":
+        lbfgs.check(cfg.solver, cfg.kind, objective is not None and type(objective) is not Objective)
+        return lbfgs_sweep(train, val, seeds, n_classes)
     cfg = cfg.resolved()
     grid = [(lr, wd) for lr in cfg.lrs for wd in cfg.weight_decays]
     S, G = len(seeds), len(grid)
@@ -287,6 +291,22 @@ def train_sweep(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_c
              for j in range(G)] for i, s in enumerate(seeds)]
 
 
+def lbfgs_sweep(train: Split, val: Split, seeds: list[int], n_classes: int) -> list[list[TrainedHead]]:
+    """CLIP's protocol (``heads.lbfgs``): every L2 strength as a sweep point, recorded like AdamW's (lr 0,
+    weight_decay = l2, best_epoch = iterations). Convex from zero: one fit serves every seed."""
+    findings = train.y.dim() == 2
+    mean, std = train.x.mean(0), train.x.std(0).clamp_min(1e-6)
+
+    def loss(logits, y):
+        return masked_bce(logits, y).mean() if findings else F.cross_entropy(logits, y)
+
+    fits = lbfgs.sweep((train.x - mean) / std, train.y, (val.x - mean) / std, val.y, n_classes, loss)
+    record = [{"lr": 0.0, "weight_decay": f.l2, "val_loss": f.val_loss, "best_epoch": f.iterations} for f in fits]
+    return [[TrainedHead(seed=s, lr=0.0, weight_decay=f.l2, best_epoch=f.iterations, val_loss=f.val_loss, sweep=record,
+                         params=[f.weight, f.bias], mean=mean, std=std, kind="linear", findings=findings) for f in fits]
+            for s in seeds]
+
+
 def masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(..., B) binary cross-entropy per row, averaged over its labelled (non-NaN) findings."""
     labelled = ~torch.isnan(target)
@@ -301,35 +321,6 @@ def _member(cfg, grid, seed, i, j, best, best_loss, best_epoch, mean, std, S, G)
     return TrainedHead(seed=seed, lr=grid[j][0], weight_decay=grid[j][1], best_epoch=int(best_epoch[i, j]),
                        val_loss=float(best_loss[i, j]), sweep=sweep, params=_unstack(cfg.kind, best, S, G, i, j),
                        mean=mean, std=std, kind=cfg.kind)
-
-
-def _save(path, state: dict, epoch: int) -> None:
-    """Atomically write everything the next epoch depends on (weights, optimiser, best, RNG)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    torch.save({"epoch": epoch, "params": [p.detach() for p in state["params"]], "opt": state["opt"].state(),
-                "best_loss": state["best_loss"], "best_epoch": state["best_epoch"], "best": state["best"],
-                "best_score": state["best_score"],
-                "gens": [g.get_state() for g in state["gens"]]}, tmp)
-    os.replace(tmp, path)
-
-
-def _resume(path, state: dict) -> int:
-    """Load a checkpoint into ``state`` in place; returns the epoch to continue from (0: none)."""
-    if path is None or not Path(path).is_file():
-        return 0
-    ck = torch.load(path, weights_only=True)
-    with torch.no_grad():
-        for dst, src in zip(state["params"] + state["best"], ck["params"] + ck["best"]):
-            dst.copy_(src)
-    state["opt"].load(ck["opt"])
-    state["best_loss"].copy_(ck["best_loss"])
-    state["best_score"].copy_(ck.get("best_score", ck["best_loss"]))
-    state["best_epoch"].copy_(ck["best_epoch"])
-    for g, s in zip(state["gens"], ck["gens"]):
-        g.set_state(s)
-    return int(ck["epoch"])
 
 
 class TrainedMethod(Method):
@@ -351,7 +342,10 @@ class TrainedMethod(Method):
         return {f.name: (hints[f.name], f.default) for f in fields(HeadConfig) if f.name not in ("kind", "betas", "eps")}
 
     def settings(self, cfg) -> dict:
-        return {"head": asdict(cfg.head.resolved(self.head_kind(cfg))), "selection": cfg.selection}
+        head = asdict(cfg.head.resolved(self.head_kind(cfg)))
+        if head["solver"] == "adamw":            # the default: identities as before the option existed
+            del head["solver"]
+        return {"head": head, "selection": cfg.selection}
 
     def objective(self, cfg, cache, parts, seeds) -> Objective:
         return Objective()
@@ -367,8 +361,10 @@ class TrainedMethod(Method):
 
             _, groups, order = attribute_labels(cfg, cache, parts["val"].rows)
             criterion = selection.epoch_criterion(selection.check(cfg.selection), parts["val"].y.numpy(), groups, order)
+        objective = self.objective(cfg, cache, parts, seeds)
+        lbfgs.check(cfg.head.solver, kind, type(objective) is not Objective)
         sweeps = train_sweep(parts["train"], parts["val"], cfg.head.resolved(kind), list(seeds), len(cache.classes),
-                             checkpoint=checkpoint, objective=self.objective(cfg, cache, parts, seeds), criterion=criterion)
+                             checkpoint=checkpoint, objective=objective, criterion=criterion)
         for members in sweeps:
             val = [h.predict_proba(parts["val"].x).numpy() for h in members]
             pick, record = selection.choose(cfg, cache, parts["val"], members, val)

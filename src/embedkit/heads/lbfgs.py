@@ -1,0 +1,75 @@
+"""CLIP's linear-probe protocol (Radford et al. 2021, App. A.3) as an option of the linear head
+(``--solver lbfgs``): logistic regression fitted full-batch by L-BFGS on standardised features, the L2
+strength chosen on validation from a log sweep.
+
+The loss is the mean cross-entropy (for findings, the masked binary cross-entropy) plus ``l2 / 2 · ||W||²``
+(bias unpenalised; scikit-learn's ``C`` is ``1 / (l2 · n)``). The sweep runs from the strongest penalty to
+the weakest, each fit starting from the last, so the later fits need few iterations. The problem is convex
+and starts from zero, so every seed gets the same head: it is fitted once. A sweep point is recorded as
+(``lr`` 0, ``weight_decay`` = l2, ``best_epoch`` = L-BFGS iterations), so selection and the run record
+treat it like the AdamW sweep. For N ≥ 100,000 rows it costs a few full passes per sweep point instead of
+150 epochs per member (docs/benchmarks.md, "A whole dataset").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from embedkit.errors import EmbedkitError
+
+L2S = tuple(10.0 ** k for k in range(1, -7, -1))   # 10 .. 1e-6, strongest first (warm starts)
+MAX_ITER = 100                                      # L-BFGS iterations per sweep point
+SOLVERS = ("adamw", "lbfgs")
+
+
+def check(solver: str, kind: str, intervention: bool) -> None:
+    """L-BFGS fits the plain linear probe; anything else is an error naming the option."""
+    if solver not in SOLVERS:
+        raise EmbedkitError(f"--solver {solver!r}: choose {' or '.join(SOLVERS)}")
+    if solver == "lbfgs" and kind != "linear":
+        raise EmbedkitError(f"--solver lbfgs fits the linear probe, not {kind}; use --solver adamw for {kind}")
+    if solver == "lbfgs" and intervention:
+        raise EmbedkitError("--solver lbfgs fits the plain (ERM) linear probe; interventions train with --solver adamw")
+
+
+@dataclass
+class Fit:
+    """One sweep point at its optimum."""
+
+    l2: float
+    weight: torch.Tensor          # (D, C)
+    bias: torch.Tensor            # (C,)
+    val_loss: float
+    iterations: int
+
+
+def sweep(xtr: torch.Tensor, ytr: torch.Tensor, xva: torch.Tensor, yva: torch.Tensor, n_classes: int,
+          loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], l2s: tuple[float, ...] = L2S) -> list[Fit]:
+    """Every L2 strength of ``l2s`` fitted on standardised ``xtr`` (each from the previous optimum), in order;
+    ``loss(logits, y)`` is the mean data loss (cross-entropy, or masked binary cross-entropy for findings)."""
+    w = torch.zeros(xtr.shape[1], n_classes, requires_grad=True)
+    b = torch.zeros(n_classes, requires_grad=True)
+    fits = []
+    for l2 in l2s:
+        iterations = _fit(xtr, ytr, w, b, l2, loss)
+        with torch.no_grad():
+            fits.append(Fit(l2, w.detach().clone(), b.detach().clone(), float(loss(xva @ w + b, yva)), iterations))
+    return fits
+
+
+def _fit(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, l2: float, loss) -> int:
+    """Minimise the penalised loss from the current (w, b), in place; returns the iterations taken."""
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=MAX_ITER, history_size=20, tolerance_grad=1e-5,
+                            tolerance_change=1e-9, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        value = loss(x @ w + b, y) + 0.5 * l2 * (w * w).sum()
+        value.backward()
+        return value
+
+    opt.step(closure)
+    return int(opt.state[w].get("n_iter", 0))

@@ -76,3 +76,28 @@ def test_text_only_for_a_new_class_keeps_prompts_aligned_with_classes(phantom_di
     t = store.text["clip"]
     edema = [p for p, c in zip(t.prompts, t.class_index) if store.classes[c] == "Edema"]
     assert edema and all("edema" in p.lower() for p in edema)
+
+
+def test_row_keys_resolve_paths_as_pathlib_does(tmp_path):
+    """One system call per row, the same resolved paths as Path.resolve: a linked folder, a linked file, '..',
+    an absolute path and a missing file."""
+    import os
+
+    from embedkit.cache.identity import content_key, row_keys
+    from embedkit.manifest import read_manifest, write_manifest
+
+    real = tmp_path / "real"
+    real.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        (real / name).write_bytes(name.encode())
+    os.symlink(real, tmp_path / "linked")
+    os.symlink(real / "c.png", tmp_path / "c-link.png")
+    (tmp_path / "sub").mkdir()
+    paths = ["linked/a.png", "sub/../real/b.png", "c-link.png", str(real / "a.png"), "real/missing.png"]
+    rows = [{"image_id": f"i{i}", "path": p, "patient_id": f"p{i}", "label": "x", "split": "train"}
+            for i, p in enumerate(paths)]
+    manifest = read_manifest(write_manifest(tmp_path / "m.csv", rows))
+    keys = row_keys(manifest, {})
+    assert [k.path for k in keys] == [str((tmp_path / p).resolve()) for p in paths]
+    assert [k.key for k in keys[:4]] == [content_key(real / n) for n in ("a.png", "b.png", "c.png", "a.png")]
+    assert keys[4].key is None and keys[4].size == -1

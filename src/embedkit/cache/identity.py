@@ -5,6 +5,8 @@ bytes changed gets a new key and is re-encoded, never silently reused."""
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,16 +30,28 @@ def content_key(path: Path) -> str:
 
 
 def row_keys(manifest: Manifest, index: dict[str, tuple[int, int, str]]) -> list[RowKey]:
-    """The content key of every manifest row, reusing ``index`` where size and mtime still match."""
+    """The content key of every manifest row, reusing ``index`` where size and mtime still match.
+
+    Paths resolve as ``Path.resolve`` would, at one system call per row: each folder is resolved once, and
+    a file that is itself a symbolic link is followed (docs/benchmarks.md, "A whole dataset")."""
+    folders: dict[str, str] = {}
+    base = str(manifest.path.parent)
     out = []
     for r in manifest.rows:
-        p = manifest.image_path(r).resolve()
+        folder, name = os.path.split(os.path.join(base, r["path"]))
+        real = folders.get(folder)
+        if real is None:
+            real = folders[folder] = os.path.realpath(folder)
+        p = os.path.join(real, name)
         try:
-            st = p.stat()
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                p = os.path.realpath(p)
+                st = os.stat(p)
         except OSError:
-            out.append(RowKey(str(p), -1, -1, None))
+            out.append(RowKey(p, -1, -1, None))
             continue
-        known = index.get(str(p))
-        key = known[2] if known and known[:2] == (st.st_size, st.st_mtime_ns) else content_key(p)
-        out.append(RowKey(str(p), st.st_size, st.st_mtime_ns, key))
+        known = index.get(p)
+        key = known[2] if known and known[:2] == (st.st_size, st.st_mtime_ns) else content_key(Path(p))
+        out.append(RowKey(p, st.st_size, st.st_mtime_ns, key))
     return out

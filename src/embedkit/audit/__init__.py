@@ -1,9 +1,11 @@
 """What the embeddings already know, before any classifier: ``embedkit audit``.
 
-Three questions, all from the store: how well each sensitive attribute is predicted from the frozen
-embedding (``probes``), which images are exact or near duplicates across splits or patients
-(``duplicates``), and how the groups sit in a 2-D map of the embedding space (``maps``). Results go to
-``<runs-dir>/<dataset>/<model>/audit/`` (audit.json, pairs.csv, map.png), which the report reads.
+Four questions, all from the store: how well each sensitive attribute is predicted from the frozen
+embedding (``probes``), whether the groups' embeddings differ in distribution along the leading principal
+components (``distribution``: Kolmogorov–Smirnov tests, FDR-controlled), which images are exact or near
+duplicates across splits or patients (``duplicates``), and how the groups sit in a 2-D map of the embedding
+space (``maps``). Results go to ``<runs-dir>/<dataset>/<model>/audit/`` (audit.json, pairs.csv, ks.csv,
+map.png), which the report reads.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from embedkit.audit import duplicates, maps, probes
 from embedkit.spec import FAIRNESS, WHERE, Where
 
 
@@ -32,13 +33,22 @@ class AuditConfig:
     projection: str = "pca"             # the map: pca, or umap when umap-learn is installed
     seed: int = 0
     threads: int = 1
+    solver: str = "adamw"               # the attribute probes' optimiser (heads.lbfgs: lbfgs for 100k+ rows)
+
+    def settings(self) -> dict:
+        """What determines the audit's results besides the data (recorded; a change reruns it in a study)."""
+        from embedkit.attributes import parse
+
+        return {"attributes": [a.name for a in parse(self.attributes)], "n_boot": self.n_boot, "n_perm": self.n_perm,
+                "threshold": self.threshold, "projection": self.projection, "solver": self.solver}
 
     def out_dir(self) -> Path:
         return Where(self.manifest, self.dataset, runs_dir=self.runs_dir).method_dir(self.model, "audit")
 
 
 def run_audit(cfg: AuditConfig) -> dict:
-    """Probe every attribute, list duplicate pairs, draw the map; write and return the summary."""
+    """Probe every attribute, test the distributions, list duplicate pairs, draw the map; write and return the summary."""
+    from embedkit.audit import distribution, duplicates, maps, probes
     from embedkit.cache.join import join
     from embedkit.cache import read_cache
     from embedkit.heads import features
@@ -54,27 +64,31 @@ def run_audit(cfg: AuditConfig) -> dict:
     out = cfg.out_dir()
     out.mkdir(parents=True, exist_ok=True)
     with features.torch_threads(cfg.threads):
-        attr = {a.name: probes.probe_attribute(view, manifest, a, n_boot=cfg.n_boot, n_perm=cfg.n_perm, seed=cfg.seed)
-                for a in declared}
+        attr = {a.name: probes.probe_attribute(view, manifest, a, n_boot=cfg.n_boot, n_perm=cfg.n_perm, seed=cfg.seed,
+                                               solver=cfg.solver) for a in declared}
+    groups = {a.name: probes.attribute_values(view, a) for a in declared}
+    ks = distribution.ks_tests(view.embeddings, view.meta["label"], groups,
+                               {name: list(a.order(groups[name])) for name, a in zip(groups, declared)})
     dup = duplicates.find(view, manifest, store, threshold=cfg.threshold)
     geometry = maps.draw(view, manifest, declared, out / "map.png", title=cfg.model, projection=cfg.projection)
     summary = {"model": cfg.model, "manifest": str(cfg.manifest.resolve()), "manifest_digest": manifest.digest(),
-               "cache_key": store.attrs.get("key"), "settings": {"attributes": [a.name for a in declared], "n_boot": cfg.n_boot,
-                                                                  "n_perm": cfg.n_perm, "threshold": cfg.threshold,
-                                                                  "projection": cfg.projection},
-               "attributes": attr, "duplicates": dup.summary(), "map": geometry}
-    _write_pairs(out / "pairs.csv", dup.pairs)
+               "cache_key": store.attrs.get("key"), "settings": cfg.settings(),
+               "attributes": attr, "distribution": {k: v for k, v in ks.items() if k != "rows"},
+               "duplicates": dup.summary(), "map": geometry}
+    _write_rows(out / "pairs.csv", dup.pairs, ["kind", "image_a", "image_b", "split_a", "split_b", "patient_a",
+                                               "patient_b", "cosine"])
+    _write_rows(out / "ks.csv", ks["rows"], ["attribute", "within", "group_a", "group_b", "component", "n_a", "n_b",
+                                             "d", "p", "q"])
     tmp = out / "audit.json.partial"
     tmp.write_text(json.dumps(summary, indent=1))
     tmp.replace(out / "audit.json")
     return summary
 
 
-def _write_pairs(path: Path, pairs: list[dict]) -> None:
-    cols = ["kind", "image_a", "image_b", "split_a", "split_b", "patient_a", "patient_b", "cosine"]
+def _write_rows(path: Path, rows: list[dict], cols: list[str]) -> None:
     tmp = path.with_name(path.name + ".partial")
     with tmp.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols)
         w.writeheader()
-        w.writerows(pairs)
+        w.writerows(rows)
     tmp.replace(path)

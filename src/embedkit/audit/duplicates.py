@@ -1,15 +1,19 @@
-"""Leakage audit: exact duplicates (one image content under several manifest rows) and near
-duplicates (cosine of the embeddings above a threshold calibrated on the data), across splits and
-across patients — what patient ids alone cannot catch.
+"""Leakage audit: exact duplicates (one image content under several manifest rows) and near duplicates
+(re-encoded, resized or slightly shifted copies: an image whose nearest neighbour is far closer than its
+second), across splits and across patients — what patient ids alone cannot catch.
 
-The threshold, unless given, is an outlier rule on each image's nearest-neighbour cosine:
-median + 6 × 1.4826 × MAD (a robust 6-sigma), so that it adapts to how spread an encoder's space is.
-Nearest neighbours come from faiss (exact inner product on normalised embeddings; ``docs/benchmarks.md``
-compares it with torch top-k).
+Embeddings are centred (the mean direction that every CLIP-like space shares would otherwise squeeze all
+cosines towards 1) and normalised. A near copy stands out not by its cosine, whose scale differs from
+encoder to encoder, but by Lowe's ratio: its distance to its nearest neighbour over the distance to its
+second, ~0.1–0.5 for a copy and ~0.9 for an ordinary image. Unless a cosine threshold is given, a pair is
+near when the ratio lies below median − 6 × 1.4826 × MAD of the images' log ratios (a robust 6-sigma
+outlier on this data). Neighbours come from faiss: exact search below ``EXACT_BELOW`` rows, an inverted
+file (IVF-Flat) above, whose recall against exact search is measured in docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -18,49 +22,98 @@ import numpy as np
 from embedkit.cache.layout import Cache
 from embedkit.manifest import Manifest
 
-K = 5  # neighbours looked at per image
+K = 5                      # neighbours looked at per image
+EXACT_BELOW = 20_000       # rows; from here an IVF index (docs/benchmarks.md, "Audit at scale")
+NPROBE = 16                # IVF cells visited per query (recall >= 0.99 at 100,000 rows: docs/benchmarks.md)
+RATIO_SIGMAS = 6.0
 
 
 @dataclass
 class Duplicates:
-    threshold: float
+    threshold: float               # the cosine threshold given, or the calibrated distance ratio
     calibrated: bool
     pairs: list[dict] = field(default_factory=list)
+    search: str = "exact"
+
+    def rule(self) -> str:
+        """How near pairs were told apart, for tables."""
+        if self.calibrated:
+            return f"distance ratio ≤ {self.threshold:.3f} (calibrated)"
+        return f"cosine ≥ {self.threshold:.4f}"
 
     def summary(self) -> dict:
         kinds = Counter(p["kind"] for p in self.pairs)
         splits = Counter("/".join(sorted((p["split_a"], p["split_b"]))) for p in self.pairs)
         cross = sum(p["patient_a"] != p["patient_b"] for p in self.pairs)
-        return {"threshold": self.threshold, "calibrated": self.calibrated, "pairs": len(self.pairs),
-                "exact": kinds.get("exact", 0), "near": kinds.get("near", 0), "per_split_pair": dict(splits),
-                "across_patients": cross,
+        return {"threshold": self.threshold, "calibrated": self.calibrated, "near_when": self.rule(),
+                "search": self.search,
+                "pairs": len(self.pairs), "exact": kinds.get("exact", 0), "near": kinds.get("near", 0),
+                "per_split_pair": dict(splits), "across_patients": cross,
                 "leaks": sum(p["split_a"] != p["split_b"] for p in self.pairs)}
 
 
-def neighbours(x: np.ndarray, k: int = K) -> tuple[np.ndarray, np.ndarray]:
-    """(cosines, indices) of each row's ``k`` nearest other rows (exact search, faiss)."""
+def normalised(x: np.ndarray) -> np.ndarray:
+    """Centred, unit-length rows as contiguous float32 (faiss's input)."""
+    z = np.asarray(x, dtype=np.float32)
+    z = z - z.mean(0, dtype=np.float64).astype(np.float32)
+    z /= np.linalg.norm(z, axis=1, keepdims=True).clip(1e-12)
+    return np.ascontiguousarray(z)
+
+
+def neighbours(z: np.ndarray, k: int = K, *, exact: bool | None = None, nprobe: int = NPROBE,
+               seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+    """(cosines, indices, search) of each row's ``k`` nearest other rows of unit rows ``z``: exact inner
+    product below EXACT_BELOW rows (or when ``exact``), else IVF-Flat with ~sqrt(N) cells."""
     import faiss
 
-    z = np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12), dtype=np.float32)
-    index = faiss.IndexFlatIP(z.shape[1])
+    n, d = z.shape
+    if exact if exact is not None else n < EXACT_BELOW:
+        index, search = faiss.IndexFlatIP(d), "exact"
+    else:
+        cells = int(math.sqrt(n))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, cells, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(seed).choice(n, min(n, 64 * cells), replace=False)
+        index.cp.seed = seed
+        index.train(z[np.sort(sample)])
+        index.nprobe = nprobe
+        search = f"IVF-Flat ({cells} cells, {nprobe} probed)"
     index.add(z)
-    sims, idx = index.search(z, min(k + 1, len(z)))
-    return sims[:, 1:], idx[:, 1:]  # drop each row itself
+    sims, idx = index.search(z, min(k + 1, n))
+    return (*_drop_self(sims, idx), search)
 
 
-def calibrated_threshold(nearest: np.ndarray) -> float:
-    med = float(np.median(nearest))
-    mad = float(np.median(np.abs(nearest - med)))
-    return min(med + 6 * 1.4826 * mad, 0.999999)
+def _drop_self(sims: np.ndarray, idx: np.ndarray):
+    """Each row's neighbours without itself (an approximate search may not list it first)."""
+    own = idx == np.arange(len(idx))[:, None]
+    own[~own.any(1), -1] = True                      # not found: drop the farthest instead
+    keep = ~own
+    k = sims.shape[1] - 1
+    return sims[keep].reshape(-1, k), idx[keep].reshape(-1, k)
 
 
-def find(view: Cache, manifest: Manifest, store: Cache, *, threshold: float | None = None) -> Duplicates:
+def distance_ratio(sims: np.ndarray) -> np.ndarray:
+    """Nearest over second-nearest Euclidean distance of unit vectors (from their cosines)."""
+    d = np.sqrt(np.clip(2 - 2 * sims[:, :2].astype(np.float64), 0, None))
+    return d[:, 0] / np.maximum(d[:, 1], 1e-12)
+
+
+def calibrated_ratio(ratios: np.ndarray) -> float:
+    """The outlier bound on log distance ratios: median − 6 robust sigmas."""
+    logs = np.log(np.clip(ratios, 1e-9, None))
+    med = float(np.median(logs))
+    mad = float(np.median(np.abs(logs - med))) * 1.4826
+    return float(np.exp(med - RATIO_SIGMAS * mad))
+
+
+def find(view: Cache, manifest: Manifest, store: Cache, *, threshold: float | None = None,
+         exact: bool | None = None) -> Duplicates:
+    """Exact copies (same content key) and near copies (calibrated ratio, or cosine >= ``threshold``)."""
     from embedkit.cache.identity import row_keys
 
     keys = [k.key for k in row_keys(manifest, store.index)]
     by_id = {r["image_id"]: (r["split"], r["patient_id"]) for r in manifest.rows}
     key_of = {r["image_id"]: k for r, k in zip(manifest.rows, keys)}
-    ids = list(view.image_id)
+    ids = [str(i) for i in view.image_id]
     pairs, seen = [], set()
 
     def add(kind, a, b, cos):
@@ -77,14 +130,22 @@ def find(view: Cache, manifest: Manifest, store: Cache, *, threshold: float | No
     for members in groups.values():
         for j in range(1, len(members)):
             add("exact", members[0], members[j], 1.0)
-    sims, idx = neighbours(np.asarray(view.embeddings, dtype=np.float32))
-    exact = {i for m in groups.values() if len(m) > 1 for i in m}
-    nearest = np.array([s[0] for i, s in zip(ids, sims) if i not in exact]) if len(sims) else np.zeros(0)
-    calibrated = threshold is None
-    t = calibrated_threshold(nearest) if calibrated and len(nearest) else (threshold or 0.999999)
-    for a, (row_s, row_i) in enumerate(zip(sims, idx)):
-        for s, b in zip(row_s, row_i):
-            if s >= t and b >= 0 and key_of[ids[a]] != key_of[ids[b]]:
-                add("near", ids[a], ids[b], s)
+    first = {i: m[0] for m in groups.values() for i in m}            # one row per content: copies add no neighbours
+    unique = np.array([first[i] == i for i in ids])
+    if unique.sum() < 3:
+        return Duplicates(threshold or 1.0, threshold is None, pairs)
+    rows = np.flatnonzero(unique)
+    sims, idx, search = neighbours(normalised(np.asarray(view.embeddings)[rows]), exact=exact)
+    if threshold is None:
+        ratio = distance_ratio(sims)
+        bound = calibrated_ratio(ratio)
+        hits = [(a, 0) for a in np.flatnonzero(ratio <= bound)]
+    else:
+        bound = threshold
+        hits = [(a, j) for a, j in zip(*np.nonzero(sims >= threshold))]
+    for a, j in hits:
+        b = idx[a, j]
+        if b >= 0:
+            add("near", ids[rows[a]], ids[rows[b]], sims[a, j])
     pairs.sort(key=lambda p: (p["kind"] != "exact", -p["cosine"]))
-    return Duplicates(t, calibrated, pairs)
+    return Duplicates(bound, threshold is None, pairs, search)

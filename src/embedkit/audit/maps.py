@@ -14,17 +14,23 @@ from embedkit.errors import EmbedkitError
 from embedkit.manifest import Manifest
 
 
+MAX_POINTS = 20_000     # points drawn per panel (a seeded sample above it; statistics use every row)
+MAX_LEGEND = 10         # colours per panel; rarer values are drawn as "other"
+
+
 def pca_2d(x: np.ndarray) -> np.ndarray:
-    z = x - x.mean(0)
-    _, _, vt = np.linalg.svd(z, full_matrices=False)
-    return z @ vt[:2].T
+    from embedkit.audit.distribution import principal_scores
+
+    return principal_scores(x, 2)[0]
 
 
 def separation(x: np.ndarray, groups: np.ndarray) -> float:
-    """max over group pairs of the centroid distance, over the pooled within-group RMS spread."""
+    """max over group pairs of the centroid distance, over the pooled within-group RMS spread (from each
+    group's mean squared norm, so no centred copy of the data is made)."""
     names = np.unique(groups)
-    cents = np.stack([x[groups == g].mean(0) for g in names])
-    within = np.sqrt(np.mean([((x[groups == g] - c) ** 2).sum(1).mean() for g, c in zip(names, cents)]))
+    sq = np.einsum("ij,ij->i", x, x, dtype=np.float64) if x.dtype != np.float64 else np.einsum("ij,ij->i", x, x)
+    cents = np.stack([x[groups == g].mean(0, dtype=np.float64) for g in names])
+    within = np.sqrt(np.mean([sq[groups == g].mean() - c @ c for g, c in zip(names, cents)]).clip(0))
     gap = max(np.linalg.norm(a - b) for i, a in enumerate(cents) for b in cents[i + 1:])
     return float(gap / max(within, 1e-12))
 
@@ -49,19 +55,37 @@ def draw(view: Cache, manifest: Manifest, attributes, out: Path, *, title: str, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x = np.asarray(view.embeddings, dtype=np.float64)
-    xy = project(x, projection)
+    x = np.asarray(view.embeddings)
     colourings = {"class": view.meta["label"].astype(str)} | {a.name: attribute_values(view, a) for a in attributes}
-    fig, axes = plt.subplots(1, len(colourings), figsize=(4 * len(colourings), 3.8), squeeze=False)
-    for ax, (name, values) in zip(axes[0], colourings.items()):
-        for g in sorted(set(values)):
+    shown = np.sort(np.random.default_rng(0).choice(len(x), min(len(x), MAX_POINTS), replace=False))
+    xy = project(x, projection) if projection == "pca" else project(x[shown], projection)
+    xy = xy[shown] if len(xy) == len(x) else xy
+    cols = min(3, len(colourings))                   # small multiples, three per row: legible at page width
+    rows = -(-len(colourings) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(colourings):]:
+        ax.set_visible(False)
+    for ax, (name, values) in zip(axes.flat, colourings.items()):
+        values = _lumped(values[shown])
+        for g in sorted(set(values), key=lambda v: (v == "other", v)):
             m = values == g
             ax.scatter(xy[m, 0], xy[m, 1], s=5, alpha=0.6, label=str(g))
-        ax.set_title(f"{title}: {projection.upper()} by {name}", fontsize=9)
-        ax.legend(fontsize=6, markerscale=2)
+        ax.set_title(f"{title}: {projection.upper()} by {name}" + (f" ({len(shown):,} of {len(x):,} points)"
+                                                                      if len(shown) < len(x) else ""), fontsize=9)
+        ax.legend(fontsize=8, markerscale=2, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
+    fig.set_layout_engine("constrained")
     fig.savefig(out, dpi=100)
     plt.close(fig)
-    return {"projection": projection, "separation": {name: separation(x, v) for name, v in colourings.items()}}
+    return {"projection": projection, "points_drawn": int(len(shown)),
+            "separation": {name: separation(x, v) for name, v in colourings.items()}}
+
+
+def _lumped(values: np.ndarray) -> np.ndarray:
+    """The MAX_LEGEND − 1 most frequent values kept, the rest "other" (multi-label combinations are many)."""
+    names, counts = np.unique(values, return_counts=True)
+    if len(names) <= MAX_LEGEND:
+        return values
+    keep = set(names[np.argsort(-counts, kind="stable")[:MAX_LEGEND - 1]])
+    return np.array([v if v in keep else "other" for v in values])

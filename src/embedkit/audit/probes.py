@@ -4,13 +4,13 @@ The paper's linear-probe recipe (``heads.trained``) is fitted on train with the 
 selected on validation, and scored on test: AUC (binary) or macro one-vs-rest AUC, and balanced
 accuracy, with a stratified bootstrap CI and a label-permutation baseline (the AUC of the same scores
 against shuffled test labels: what chance gives at this test size). The AUC is also reported within
-each disease class, so that a class whose prevalence differs between groups cannot explain it.
+each disease class (each finding, for multi-label rows), so that a class whose prevalence differs between
+groups cannot explain it.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from embedkit.cache.layout import Cache
 from embedkit.errors import EmbedkitError
@@ -25,7 +25,10 @@ def attribute_values(view: Cache, attr) -> np.ndarray:
     return attr.labels(attribute_columns(view.meta))
 
 
-def probe_attribute(view: Cache, manifest: Manifest, attr, *, n_boot: int, n_perm: int, seed: int) -> dict:
+def probe_attribute(view: Cache, manifest: Manifest, attr, *, n_boot: int, n_perm: int, seed: int,
+                    solver: str = "adamw") -> dict:
+    import torch
+
     from embedkit.heads.features import Split
     from embedkit.heads.trained import HeadConfig, train_heads
 
@@ -38,7 +41,7 @@ def probe_attribute(view: Cache, manifest: Manifest, attr, *, n_boot: int, n_per
     split = view.meta["split"]
     part = {s: np.flatnonzero((split == s) & (y >= 0)) for s in ("train", "val", "test")}
     data = {s: Split(x[i], torch.from_numpy(y[i]), i) for s, i in part.items()}
-    head = train_heads(data["train"], data["val"], HeadConfig(kind="linear"), [seed], len(names))[0]
+    head = train_heads(data["train"], data["val"], HeadConfig(kind="linear", solver=solver), [seed], len(names))[0]
     test = part["test"]
     proba = head.predict_proba(x[test]).numpy()
     yt = y[test]
@@ -46,8 +49,9 @@ def probe_attribute(view: Cache, manifest: Manifest, attr, *, n_boot: int, n_per
     rng = np.random.default_rng(seed)
     boot = [macro_ovr_auc(yt[i], proba[i]) for i in _stratified(yt, n_boot, rng)]
     null = np.array([macro_ovr_auc(rng.permutation(yt), proba) for _ in range(n_perm)])
-    labels = view.meta["label"][test]
-    within = {c: macro_ovr_auc(yt[labels == c], proba[labels == c]) for c in sorted(set(labels))}
+    from embedkit.audit.distribution import subsets
+
+    within = {c: macro_ovr_auc(yt[m], proba[m]) for c, m in subsets(view.meta["label"][test]).items() if c != "all"}
     within = {c: (None if not np.isfinite(v) else float(v)) for c, v in within.items()}
     finite = [v for v in within.values() if v is not None]
     return {"groups": names, "n_test": int(len(test)), "auc": float(auc),

@@ -65,6 +65,7 @@ class PhantomSpec:
     classes: tuple[str, ...] = STUDY_CLASSES
     bias: list[Bias] = field(default_factory=list)
     duplicates: int = 0        # leakage to find: test images copied under a new id and patient into train
+    near_duplicates: int = 0   # ... and altered copies of further test images (resized, re-encoded as JPEG)
     generator: int = 2         # the drawing and columns' version (2: patient sites); a change regenerates
     task: str = "multiclass"   # multiclass: one finding per image; multilabel: findings co-occur, or none
 
@@ -79,6 +80,31 @@ def _plant_duplicates(out: Path, rows: list[dict], n: int, n_patient: int) -> di
     for k, r in enumerate(originals):
         image_id = f"dup{k:04d}"
         shutil.copyfile(out / r["path"], out / "images" / f"{image_id}.png")
+        rows.append(dict(r, image_id=image_id, path=f"images/{image_id}.png", split="train",
+                         patient_id=f"P{n_patient + 1 + k:05d}"))
+        copies[image_id] = r["image_id"]
+    return copies
+
+
+def _plant_near_copies(out: Path, rows: list[dict], n: int, skip: int, n_patient: int) -> dict[str, str]:
+    """Copy ``n`` further test images (after the first ``skip``) into train as near, not byte-identical, copies
+    under new ids and patients: alternately resized (up 6 %, back down, bicubic) and re-encoded as JPEG
+    (quality 92, decoded back to PNG). Returns {copy id: original id}."""
+    import io
+
+    originals = [r for r in rows if r["split"] == "test" and not r["image_id"].startswith("dup")][skip:skip + n]
+    copies = {}
+    for k, r in enumerate(originals):
+        image_id = f"near{k:04d}"
+        img = Image.open(out / r["path"]).convert("L")
+        if k % 2 == 0:
+            side = img.size[0]
+            img = img.resize((round(side * 1.06),) * 2, Image.BICUBIC).resize((side, side), Image.BICUBIC)
+        else:
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=92)
+            img = Image.open(io.BytesIO(buf.getvalue())).convert("L")
+        img.save(out / "images" / f"{image_id}.png", compress_level=1)
         rows.append(dict(r, image_id=image_id, path=f"images/{image_id}.png", split="train",
                          patient_id=f"P{n_patient + 1 + k:05d}"))
         copies[image_id] = r["image_id"]
@@ -230,7 +256,9 @@ def make_phantom(out: str | Path, spec: PhantomSpec) -> Path:
         Image.fromarray(pixels, mode="L").save(out / "images" / f"{image_id}.png", compress_level=1)
         row.update(image_id=image_id, path=f"images/{image_id}.png", split=split, finding_strength=round(strength, 4))
     copies = _plant_duplicates(out, rows, spec.duplicates, n_patient)
-    meta = asdict(spec) | {"n_images": len(rows), "n_patients": n_patient + len(copies), "duplicates_of": copies}
+    near = _plant_near_copies(out, rows, spec.near_duplicates, spec.duplicates, n_patient + len(copies))
+    meta = asdict(spec) | {"n_images": len(rows), "n_patients": n_patient + len(copies) + len(near),
+                           "duplicates_of": copies, "near_duplicates_of": near}
     (out / METADATA_FILE).write_text(json.dumps(meta, indent=2))
     return write_manifest(out / "manifest.csv", rows, extra_columns=("site", "finding_strength"))
 
@@ -243,11 +271,14 @@ class Options:
     bias: list[str] = option([], help="Plant unfairness: ATTR=GROUP:STRENGTH, e.g. sex=F:0.6 (repeatable).")
     duplicates: int = option(PhantomSpec.duplicates, help="Plant leakage: copy this many test images into train under "
                                                           "new ids.", min=0)
+    near_duplicates: int = option(PhantomSpec.near_duplicates, help="Plant near copies: copy this many further test "
+                                  "images into train resized or re-encoded as JPEG (the audit must find them).", min=0)
     task: str = option(PhantomSpec.task, help="multiclass: one finding per image; multilabel: findings co-occur "
                                               "(label: findings joined by |, No Finding for none).")
 
     def spec(self) -> PhantomSpec:
         return PhantomSpec(per_group=self.per_group, size=self.size, seed=self.seed, duplicates=self.duplicates,
+                           near_duplicates=self.near_duplicates,
                            bias=[Bias.parse(b) for b in self.bias], task=self.task)
 
 

@@ -6,6 +6,7 @@ import base64
 import json
 from pathlib import Path
 
+from embedkit.audit import distribution
 from embedkit.report import findings as fnd
 from embedkit.report import frontier
 from embedkit.report.figures import figures, findings_figure
@@ -53,7 +54,8 @@ def audits(runs_dir: Path) -> list[dict]:
                   f"{s['map']['separation'].get(a, float('nan')):.2f}"] for a, r in s["attributes"].items()]
         d = s["duplicates"]
         out.append({"model": s["model"], "dataset": path.parts[-4], "attributes": attrs,
-                    "duplicates": [s["model"], str(d["exact"]), str(d["near"]), f"{d['threshold']:.4f}", str(d["leaks"]),
+                    "distribution": distribution.table_rows(s["model"], s.get("distribution", {})),
+                    "duplicates": [s["model"], str(d["exact"]), str(d["near"]), d.get("near_when") or f"cosine ≥ {d['threshold']:.4f}", str(d["leaks"]),
                                    ", ".join(f"{k}: {v}" for k, v in d["per_split_pair"].items()) or "—"],
                     "map": path.with_name("map.png")})
     return out
@@ -61,7 +63,8 @@ def audits(runs_dir: Path) -> list[dict]:
 
 AUDIT_HEADERS = (["model", "attribute", "AUC [95% CI]", "chance AUC (95th pct)", "p", "AUC within classes",
                   "map separation"],
-                 ["model", "exact pairs", "near pairs", "cosine threshold", "pairs across splits", "per split pair"])
+                 ["model", "exact pairs", "near pairs", "near when", "pairs across splits", "per split pair"],
+                 distribution.HEADERS)
 
 
 def _pooled_line(groups) -> list[str]:

@@ -162,16 +162,9 @@ def _audit_steps(study: Study) -> list[Step]:
                           runs_dir=study.paths["runs_dir"], dataset=study.config.dataset,
                           attributes=study.attributes, **opts)
         done = (cfg.out_dir() / "audit.json").is_file() and _cache_of(study, model)[0] is not None and \
-            json.loads((cfg.out_dir() / "audit.json").read_text()).get("settings") == _audit_settings(cfg)
+            json.loads((cfg.out_dir() / "audit.json").read_text()).get("settings") == cfg.settings()
         steps.append(Step("audit", model, "done" if done else "to run", 5.0, lambda cfg=cfg: run_audit(cfg)))
     return steps
-
-
-def _audit_settings(cfg) -> dict:
-    from embedkit.attributes import parse
-
-    return {"attributes": [a.name for a in parse(cfg.attributes)], "n_boot": cfg.n_boot, "n_perm": cfg.n_perm, "threshold": cfg.threshold,
-            "projection": cfg.projection}
 
 
 def plan(study: Study) -> list[Step]:

@@ -120,7 +120,7 @@ def _extract() -> type[BaseModel]:
 def _audit() -> type[BaseModel]:
     from embedkit.audit import AuditConfig
 
-    keep = ("n_boot", "n_perm", "threshold", "projection")
+    keep = ("n_boot", "n_perm", "threshold", "projection", "solver")
     return create_model("Audit", __base__=_Strict, models=(Optional[list[str]], None),   # None: every cached model
                         **_fields(AuditConfig, skip=[f.name for f in dataclasses.fields(AuditConfig) if f.name not in keep]))
 

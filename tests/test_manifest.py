@@ -43,10 +43,43 @@ def test_reads_columns_and_derived_attributes(tmp_path):
     ],
 )
 def test_validation_names_row_and_column(tmp_path, change, message):
+    from embedkit.manifest import _read_columns
+
     second = GOOD | {"image_id": "b", "patient_id": "p2"} | change
+    path = write(tmp_path, [GOOD, second])
+    assert _read_columns(path, ("Edema", "Effusion")) is None      # the columnar reader hands every problem over
     with pytest.raises(EmbedkitError) as err:
-        read_manifest(write(tmp_path, [GOOD, second]), classes=("Edema", "Effusion"))
+        read_manifest(path, classes=("Edema", "Effusion"))
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("text, columnar", [
+    ("image_id,path,patient_id,label,sex,age,split,site\n"            # normalised: spaces, '60.0', empty optional values
+     "a,a.png,p1,Edema, M ,60.0,train,A\nb,b.png,p2,Effusion,,,val,\n\nc,\"c,1.png\",p3,\"Ede\nma\",F, 7 ,test,B\n", True),
+    ("image_id,path,patient_id,label,split\na,a.png,p1,Edema,train\nb,b.png,p1,Edema,train\n", True),   # no sex, age
+    ("image_id,path,patient_id,label,sex,age,split\na,a.png,p1,Edema,M,61,train\nb,b.png,p2,Edema,F\n", False),  # short
+    ("image_id,path,patient_id,label,sex,age,split\na,a.png,p1,Edema,M,1_0,train\n", False),    # Python reads 1_0 as 10
+])
+def test_columnar_and_row_readers_give_the_same_manifest(tmp_path, text, columnar):
+    from embedkit.manifest import OPTIONAL, _read_columns, _read_rows
+
+    path = tmp_path / "m.csv"
+    path.write_text(text)
+    try:
+        rows, header = _read_rows(path, None)
+    except EmbedkitError as exc:
+        assert _read_columns(path, None) is None
+        with pytest.raises(EmbedkitError, match=str(exc).split(": ", 1)[1][:30]):
+            read_manifest(path)
+        return
+    fast = _read_columns(path, None)
+    assert (fast is not None) == columnar
+    expected = {c: [r.get(c, "") for r in rows] for c in (*header, *(c for c in OPTIONAL if c not in header))}
+    if fast is not None:                                       # None: handed over; the row reader's result stands
+        assert {c: list(v) for c, v in fast.items()} == expected
+    m = read_manifest(path)
+    assert {c: list(v) for c, v in m.table.items()} == expected and m.rows == [dict(zip(expected, v)) for v in
+                                                                              zip(*expected.values())]
 
 
 def test_missing_column_and_missing_files(tmp_path):

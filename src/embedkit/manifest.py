@@ -1,5 +1,9 @@
 """The manifest: one CSV row per image, the contract between every stage.
 
+Read as columns (pyarrow's CSV reader, checks vectorised); a file the fast path finds anything wrong with is
+read again row by row, whose error names the line and column — so both paths give the same manifest and
+the same errors (test), and a valid 377k-row manifest reads in about a second.
+
 Required columns: image_id, path, patient_id, label, split. ``sex`` and ``age`` are the usual sensitive
 attributes: a manifest without one of them (or with an empty value on some rows) is read, and each attribute
 leaves out the rows it has no value for. Extra columns are kept. Derived attributes: ``age_group``
@@ -10,7 +14,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -41,31 +47,44 @@ def sex_age_groups() -> tuple[str, ...]:
 
 @dataclass
 class Manifest:
-    """Validated manifest rows plus the class list; columns come back as numpy arrays."""
+    """Validated manifest columns (arrays of str, in file order) plus the class list; ``rows`` gives them as
+    dicts, built on first use (the stages that loop over images)."""
 
     path: Path
-    rows: list[dict[str, str]]
+    table: dict[str, np.ndarray]
     classes: tuple[str, ...]
     extra_columns: tuple[str, ...] = field(default=())
 
+    @classmethod
+    def of_rows(cls, path: Path, rows: list[dict[str, str]], classes: tuple[str, ...],
+                extra_columns: tuple[str, ...] = ()) -> "Manifest":
+        names = list(rows[0]) if rows else list(COLUMNS + extra_columns)
+        return cls(path, {c: _strings([r[c] for r in rows]) for c in names}, classes, extra_columns)
+
+    @cached_property
+    def rows(self) -> list[dict[str, str]]:
+        names = list(self.table)
+        return [dict(zip(names, values)) for values in zip(*(self.table[c].tolist() for c in names))]
+
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.table["image_id"])
 
     def column(self, name: str) -> np.ndarray:
         """A column as an array; ``age`` is int, derived ``age_group``/``sex_age`` are computed."""
         if name == "age":
-            values = [r["age"] for r in self.rows]
-            return np.array([int(v) for v in values], dtype=np.int64) if all(values) else np.array(values)
+            values = self.table["age"]
+            return values.astype(np.int64) if np.all(values != "") else values.astype(str)
         if name == "age_group":
-            return np.array([age_group(r["age"]) for r in self.rows])
+            return np.array([age_group(a) for a in self.table["age"].tolist()])
         if name == "sex_age":
-            return np.array([f"{r['sex']}-{age_group(r['age'])}" if r["sex"] and r["age"] else "" for r in self.rows])
-        return np.array([r[name] for r in self.rows])
+            return np.array([f"{s}-{age_group(a)}" if s and a else "" for s, a in
+                             zip(self.table["sex"].tolist(), self.table["age"].tolist())])
+        return self.table[name].astype(str)
 
     def labels(self) -> np.ndarray:
         """Class indices into ``classes``."""
         index = {c: i for i, c in enumerate(self.classes)}
-        return np.array([index[r["label"]] for r in self.rows], dtype=np.int64)
+        return np.array([index[v] for v in self.table["label"].tolist()], dtype=np.int64)
 
     def image_path(self, row: dict[str, str]) -> Path:
         """The row's image file: absolute, or relative to the manifest's folder."""
@@ -75,9 +94,8 @@ class Manifest:
     def digest(self) -> str:
         """SHA-256 over the rows as read (column order fixed), for cache keys."""
         h = hashlib.sha256()
-        cols = COLUMNS + self.extra_columns
-        for r in self.rows:
-            h.update("\x1f".join(r[c] for c in cols).encode())
+        for values in zip(*(self.table[c].tolist() for c in COLUMNS + self.extra_columns)):
+            h.update("\x1f".join(values).encode())
             h.update(b"\x1e")
         return h.hexdigest()
 
@@ -105,7 +123,7 @@ def _check_row(path: Path, line: int, row: dict[str, str], classes: tuple[str, .
             age = float(row["age"])
         except ValueError:
             raise _fail(path, line, "age", f"{row['age']!r} is not a number; give whole years") from None
-        if age < 0 or age != int(age):
+        if not math.isfinite(age) or age < 0 or age != int(age):
             raise _fail(path, line, "age", f"{row['age']!r} is not a whole, non-negative number of years")
         row["age"] = str(int(age))
     if row["split"] not in SPLITS:
@@ -124,6 +142,91 @@ def read_manifest(
     path = Path(path)
     if not path.is_file():
         raise EmbedkitError(f"{path}: manifest not found; build one with `embedkit data nih` or `embedkit data phantom`")
+    table = _read_columns(path, classes)
+    if table is None:                           # something is off: the row reader names the line and column
+        rows, header = _read_rows(path, classes)
+        table = {c: _strings([r.get(c, "") for r in rows]) for c in (*header, *(c for c in OPTIONAL if c not in header))}
+    header = tuple(table)
+    manifest = Manifest(path=path, table=table,
+                        classes=tuple(classes) if classes is not None else tuple(sorted(set(table["label"].tolist()))),
+                        extra_columns=tuple(c for c in header if c not in COLUMNS))
+    if check_files:
+        absent = [(i + 2, p) for i, p in enumerate(table["path"].tolist())
+                  if not (manifest.path.parent / p).is_file()]
+        if absent:
+            shown = "; ".join(f"line {ln}: {p}" for ln, p in absent[:10])
+            more = f" and {len(absent) - 10} more" if len(absent) > 10 else ""
+            raise _fail(path, None, "path", f"{len(absent)} image file(s) missing: {shown}{more}")
+    return manifest
+
+
+def _strings(values) -> np.ndarray:
+    """Column values as an object array of str (numpy's fixed-width str would pad every value to the longest)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values)
+    return out
+
+
+def _read_columns(path: Path, classes: tuple[str, ...] | None) -> dict[str, np.ndarray] | None:
+    """The manifest as validated, normalised columns — or None at the first sign of trouble, for the row reader
+    to name. Vectorised with pyarrow: ~1 s for 377k rows where the row reader takes ~5 s and 6× the memory."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from pyarrow import csv as pacsv
+
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+        if not header or len(set(header)) < len(header) or any(c not in header for c in REQUIRED):
+            return None
+        read = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                              convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header},
+                                                                   strings_can_be_null=False))
+    except (OSError, UnicodeDecodeError, csv.Error, pa.ArrowException):
+        return None
+    if read.column_names != header or read.num_rows == 0:
+        return None
+    cols = {c: read[c] for c in header} | {c: pa.chunked_array([pa.array([""] * read.num_rows)])
+                                            for c in OPTIONAL if c not in header}
+    if any(pc.any(pc.equal(pc.utf8_trim_whitespace(cols[c]), "")).as_py() for c in REQUIRED):
+        return None
+    sex, age = (pc.utf8_trim_whitespace(cols[c]) for c in OPTIONAL)
+    if not pc.all(pc.is_in(sex, pa.array(["", *SEXES]))).as_py() \
+            or not pc.all(pc.is_in(cols["split"], pa.array(SPLITS))).as_py() \
+            or (classes is not None and not pc.all(pc.is_in(cols["label"], pa.array(list(classes)))).as_py()) \
+            or pc.count_distinct(cols["image_id"]).as_py() != read.num_rows:
+        return None
+    per_patient = pa.table({"p": cols["patient_id"], "s": cols["split"]}).group_by("p").aggregate([("s", "count_distinct")])
+    if pc.max(per_patient["s_count_distinct"]).as_py() > 1:
+        return None
+    ages = _ages(age)
+    if ages is None:
+        return None
+    table = {c: cols[c].to_numpy(zero_copy_only=False).astype(object) for c in cols}
+    table["sex"], table["age"] = sex.to_numpy(zero_copy_only=False).astype(object), ages
+    return table
+
+
+def _ages(age) -> np.ndarray | None:
+    """Whole non-negative years as text ('60.0' -> '60'; '' stays) from a pyarrow column, or None when one is
+    not (pyarrow's number parsing is stricter than Python's: anything it refuses goes to the row reader)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    present = pc.not_equal(age, "").to_numpy(zero_copy_only=False)
+    try:
+        values = pc.cast(pc.filter(age, pa.array(present)), pa.float64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:
+        return None
+    if not (np.isfinite(values).all() and (values >= 0).all() and (values == np.floor(values)).all()):
+        return None
+    out = age.to_numpy(zero_copy_only=False).astype(object)
+    out[present] = values.astype(np.int64).astype(str).astype(object)
+    return out
+
+
+def _read_rows(path: Path, classes: tuple[str, ...] | None) -> tuple[list[dict[str, str]], tuple[str, ...]]:
+    """The row-by-row reader: every check in file order, the first problem raised naming its line and column."""
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
@@ -157,19 +260,7 @@ def read_manifest(
                 f"patient {row['patient_id']!r} is in '{row['split']}' here but in '{first[0]}' on line {first[1]}; "
                 "a patient must stay in one split",
             )
-    manifest = Manifest(
-        path=path,
-        rows=rows,
-        classes=tuple(classes) if classes is not None else tuple(sorted({r["label"] for r in rows})),
-        extra_columns=tuple(c for c in header if c not in COLUMNS),
-    )
-    if check_files:
-        absent = [(i + 2, r["path"]) for i, r in enumerate(rows) if not manifest.image_path(r).is_file()]
-        if absent:
-            shown = "; ".join(f"line {ln}: {p}" for ln, p in absent[:10])
-            more = f" and {len(absent) - 10} more" if len(absent) > 10 else ""
-            raise _fail(path, None, "path", f"{len(absent)} image file(s) missing: {shown}{more}")
-    return manifest
+    return rows, header
 
 
 def write_manifest(path: str | Path, rows: list[dict[str, object]], extra_columns: tuple[str, ...] = ()) -> Path:

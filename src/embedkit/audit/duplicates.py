@@ -110,9 +110,9 @@ def find(view: Cache, manifest: Manifest, store: Cache, *, threshold: float | No
     """Exact copies (same content key) and near copies (calibrated ratio, or cosine >= ``threshold``)."""
     from embedkit.cache.identity import row_keys
 
-    keys = [k.key for k in row_keys(manifest, store.index)]
-    by_id = {r["image_id"]: (r["split"], r["patient_id"]) for r in manifest.rows}
-    key_of = {r["image_id"]: k for r, k in zip(manifest.rows, keys)}
+    ids_all = manifest.table["image_id"].tolist()
+    by_id = dict(zip(ids_all, zip(manifest.table["split"].tolist(), manifest.table["patient_id"].tolist())))
+    key_of = dict(zip(ids_all, (k.key for k in row_keys(manifest, store.index))))
     ids = [str(i) for i in view.image_id]
     pairs, seen = [], set()
 

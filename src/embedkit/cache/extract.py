@@ -197,7 +197,7 @@ def extract(cfg: ExtractConfig, *, on_progress: Callable[[int, int], None] | Non
             else:
                 pending.append(job)
         for todo, group in _by_todo(pending).items():  # one decoding pass per set of rows to encode
-            sub = Manifest(manifest.path, [manifest.rows[i] for i in group[0].todo], manifest.classes,
+            sub = Manifest.of_rows(manifest.path, [manifest.rows[i] for i in group[0].todo], manifest.classes,
                            manifest.extra_columns)
             for job in group:
                 job.parts = Parts(job.path, cache_key(job.fields) + todo)

@@ -37,8 +37,8 @@ def row_keys(manifest: Manifest, index: dict[str, tuple[int, int, str]]) -> list
     folders: dict[str, str] = {}
     base = str(manifest.path.parent)
     out = []
-    for r in manifest.rows:
-        folder, name = os.path.split(os.path.join(base, r["path"]))
+    for path in manifest.table["path"].tolist():
+        folder, name = os.path.split(os.path.join(base, path))
         real = folders.get(folder)
         if real is None:
             real = folders[folder] = os.path.realpath(folder)

@@ -25,18 +25,21 @@ def join(cache: Cache, manifest: Manifest, text_classes: tuple[str, ...] | None 
     keys = row_keys(manifest, cache.index)
     row_of = {str(k): i for i, k in enumerate(cache.image_id)}
     bad = {p for p, _ in cache.bad}
-    keep = [(r, k) for r, k in zip(manifest.rows, keys) if k.path not in bad]
-    missing = [r["image_id"] for r, k in keep if k.key not in row_of]
+    kept = np.array([i for i, k in enumerate(keys) if k.path not in bad], dtype=np.int64)
+    missing = [i for i in kept if keys[i].key not in row_of]
     if missing:
         raise EmbedkitError(f"{cache.path}: {len(missing)} image(s) of {manifest.path} are not in this store, or changed "
-                            f"since (e.g. {missing[0]}); run `embedkit extract` for this manifest (it encodes only those)")
-    rows = np.array([row_of[k.key] for _, k in keep], dtype=np.int64)
+                            f"since (e.g. {manifest.table['image_id'][missing[0]]}); run `embedkit extract` for this "
+                            "manifest (it encodes only those)")
+    rows = np.array([row_of[keys[i].key] for i in kept], dtype=np.int64)
     columns = (*META_COLUMNS, *(c for c in ("age", *manifest.extra_columns) if c not in META_COLUMNS))
-    meta = {c: np.array([r[c] for r, _ in keep]) for c in columns}   # every manifest column: any can be an attribute
-    return replace(cache, embeddings=cache.embeddings[rows], image_id=np.array([r["image_id"] for r, _ in keep]),
+    meta = {c: manifest.table[c][kept].astype(str) for c in columns}   # every manifest column: any can be an attribute
+    same_order = len(rows) == len(cache.embeddings) and np.array_equal(rows, np.arange(len(rows)))
+    return replace(cache, embeddings=cache.embeddings if same_order else cache.embeddings[rows],   # no copy when aligned
+                   image_id=manifest.table["image_id"][kept].astype(str),
                    meta=meta, classes=text_classes or manifest.classes,
                    text=_text_for(cache, text_classes or manifest.classes, rows),
-                   manifest_digest=manifest.digest(), rows_digest=rows_digest([k for _, k in keep]))
+                   manifest_digest=manifest.digest(), rows_digest=rows_digest([keys[i] for i in kept]))
 
 
 def rows_digest(keys) -> str:

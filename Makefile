@@ -33,16 +33,21 @@ demo: setup
 	@echo "cross-validated demo report: demo/report-cv/report.html"
 	@echo "multi-label demo report (underdiagnosis): demo/report-multilabel/report.html"
 
-# Render the demo report in headless Chromium (Debian's chromium package) to demo/report/report.png.
 REPORT ?= demo/report/report.html
-report-check:
+REPORTS ?= $(REPORT) $(wildcard demo/report-cv/report.html demo/report-multilabel/report.html)
+# Every figure present, drawn and fitting its box (python -m embedkit.report.check); with headless Chromium also
+# the whole page printed to PDF (and to PNG pages where poppler's pdftoppm is installed) for a look.
+report-check: setup
 	@test -f $(REPORT) || (echo "no $(REPORT): run make demo first" && exit 2)
+	@for r in $(REPORTS); do $(PY) -m embedkit.report.check $$r || exit 1; done
 	@if command -v chromium >/dev/null 2>&1; then \
 	  chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
-	    --disable-component-update --disable-sync --user-data-dir=$$(mktemp -d) --hide-scrollbars \
-	    --window-size=1280,4000 --screenshot=$(dir $(REPORT))report.png file://$(abspath $(REPORT)) 2>/dev/null \
-	  && echo "rendered: $(dir $(REPORT))report.png"; \
-	else echo "report-check skipped: no chromium here (apt-get install chromium)"; fi
+	    --disable-component-update --disable-sync --user-data-dir=$$(mktemp -d) --window-size=1280,1000 \
+	    --no-pdf-header-footer --print-to-pdf=$(dir $(REPORT))report.pdf file://$(abspath $(REPORT)) 2>/dev/null \
+	  && echo "rendered the whole page: $(dir $(REPORT))report.pdf" \
+	  && if command -v pdftoppm >/dev/null 2>&1; then pdftoppm -png -r 72 $(dir $(REPORT))report.pdf \
+	       $(dir $(REPORT))report-page && echo "pages: $(dir $(REPORT))report-page-*.png"; fi; \
+	else echo "whole-page rendering skipped: no chromium here (apt-get install chromium)"; fi
 
 bench: setup
 	$(PY) benchmarks/run_all.py --out docs/benchmarks.md

@@ -47,6 +47,36 @@ def test_report_tables_figures_and_gaps(tmp_path, capsys):
     assert "Fig. 2b (per-class F1 after full fine-tuning) is left out: no full fine-tuning runs." in md
     page = (tmp_path / "rep/report.html").read_text()
     assert page.count("data:image/png;base64,") == 6 and "<table>" in page  # 5 paper figures + findings
+    assert "ECE per group of sex_age" in md and "the four pairs with the largest spread" in md   # all pairs, as data
+    from embedkit.report.check import problems
+
+    assert problems(tmp_path / "rep/report.html") == []          # every figure there, drawn, and fitting its box
+
+
+def test_report_check_flags_missing_empty_and_oversized_figures(tmp_path, capsys):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from embedkit.report.check import main, problems
+
+    def png(width, height, drawn=True):
+        image = Image.new("L", (width, height), 255)
+        if drawn:
+            image.paste(0, (10, 10, width // 2, height // 2))
+        buf = io.BytesIO()
+        image.save(buf, "PNG")
+        return base64.b64encode(buf.getvalue()).decode()
+
+    figures = {"fine": png(900, 600), "blank": png(900, 600, drawn=False), "wide": png(3000, 500),
+               "tall": png(1000, 4000), "absent": ""}
+    page = tmp_path / "report.html"
+    page.write_text("".join(f'<img alt="{k}" src="data:image/png;base64,{v}">' for k, v in figures.items()))
+    found = problems(page)
+    assert [line.split(":")[0] for line in found] == ["blank", "wide", "tall", "absent"]
+    assert "empty" in found[0] and "overflows its box: 3000 px wide" in found[1] and "missing" in found[3]
+    assert main([str(page)]) == 1 and "4 problem(s)" in capsys.readouterr().out
 
 
 class _Outline:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedkit.report.summary import Group, reliability_attribute
+from embedkit.report.summary import Group, reliability_attribute, reliability_ece, worst_calibrated
 from embedkit.report.tables import GAPS, declared, lookup, ordered_methods, ordered_models
 
 
@@ -75,7 +75,8 @@ class _Figures:
         self.paths[name] = self.out / f"{name}.png"
 
     def omit(self, fig, why: str) -> None:
-        self.plt.close(fig)
+        if fig is not None:
+            self.plt.close(fig)
         self.omitted.append(why)
 
     def per_model_method(self, name: str, path: str, title: str, ylabel: str) -> None:
@@ -132,30 +133,37 @@ class _Figures:
         self.bars(ax, vals, self.models, series, f"{label} — fairness gaps {title}", "|gap|")
         self.save(fig, name)
 
-    def reliability(self) -> None:
-        rows, cols = max(len(self.methods), 1), max(len(self.models), 1)
-        fig, axes = self.plt.subplots(rows, cols, figsize=(3 * cols, 2.6 * rows), squeeze=False)
-        for i, k in enumerate(self.methods):
-            for j, m in enumerate(self.models):
-                ax = axes[i][j]
-                ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-                g = self.by.get((m, k))
-                if g:
-                    for cell in (c for c in self.cells if c in g.reliability):
-                        conf, acc, cnt = g.reliability[cell]
-                        ok = cnt > 0
-                        ax.plot(conf[ok], acc[ok], marker="o", ms=3, label=cell)
-                else:
-                    ax.text(0.5, 0.5, "—", ha="center")
-                ax.set_title(f"{m} / {k}", fontsize=8)
-                ax.set_xlim(0, 1)
-                ax.set_ylim(0, 1)
-                if i == rows - 1:
-                    ax.set_xlabel("confidence", fontsize=7)
-                if j == 0:
-                    ax.set_ylabel("accuracy", fontsize=7)
-                if i == 0 and j == 0 and ax.get_legend_handles_labels()[0]:
-                    ax.legend(fontsize=6)
+    def reliability(self, few: int = 4) -> None:
+        """Reliability diagrams of the ``few`` models/methods whose groups' calibration differs most, two per row
+        with shared axes and one legend below; every model and method's ECE per group is in the report's table."""
+        chosen = worst_calibrated(self.groups, self.cells, few)
+        if not chosen:
+            return self.omit(None, "Reliability diagrams are left out: no run has calibration data per group.")
+        cols = min(2, len(chosen))
+        rows = -(-len(chosen) // cols)
+        fig, axes = self.plt.subplots(rows, cols, figsize=(4.4 * cols, 3.6 * rows + 0.6), squeeze=False,
+                                      sharex=True, sharey=True, layout="constrained")
+        for ax in axes.flat[len(chosen):]:
+            ax.set_visible(False)
+        for ax, g in zip(axes.flat, chosen):
+            ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+            ece = reliability_ece(g, self.cells)
+            for cell in (c for c in self.cells if c in g.reliability):
+                conf, acc, cnt = g.reliability[cell]
+                ok = np.asarray(cnt) > 0
+                ax.plot(np.asarray(conf)[ok], np.asarray(acc)[ok], marker="o", ms=3, label=cell)
+            ax.set_title(f"{g.model} / {g.label}: ECE {min(ece.values()):.3f}–{max(ece.values()):.3f}", fontsize=9)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+        for ax in axes[-1]:
+            ax.set_xlabel("confidence (top-class probability)", fontsize=8)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("accuracy", fontsize=8)
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), fontsize=8,
+                   title=f"{self.cross} groups", title_fontsize=8)
+        fig.suptitle(f"Reliability by {self.cross}: the {len(chosen)} model/method pairs whose groups' ECE differ most "
+                     "(all pairs: table \"ECE per group\")", fontsize=10)
         self.save(fig, "reliability_by_group")
 
 

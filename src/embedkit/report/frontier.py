@@ -69,30 +69,34 @@ def figure(groups: list[Group], out: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     models = sorted({b.model for b, _, _, _ in found})
-    cols = min(4, len(models))
+    cols = min(3, len(models))                       # small multiples legible at page width, one legend below
     rows = -(-len(models) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.6 * rows + 0.8), squeeze=False, layout="constrained")
     for ax in axes.flat[len(models):]:
         ax.axis("off")
+    colours = {}                                     # one colour per method or intervention, the same in every panel
     for ax, model in zip(axes.flat, models):
         mine = [(b, g, i, a) for b, g, i, a in found if b.model == model]
         base, attr = mine[0][0], mine[0][3]
         floor = base.summary["noise_floor"][attr]["f1_gap"]
-        ax.axvspan(0, floor, color="0.9", label=f"ERM noise floor ({attr})")
+        ax.axvspan(0, floor, color="0.9", label="ERM noise floor")
         for g, label in [(base, f"{base.method} (ERM)")] + [(g, i) for _, g, i, _ in mine]:
-            _point(ax, g, attr, label)
-        ax.set_title(f"{model}: accuracy vs |F1 gap|", fontsize=9)
-        ax.set_xlabel(f"|F1 gap| ({attr})")
-        ax.set_ylabel("accuracy")
-        ax.legend(fontsize=6)
-    fig.tight_layout()
+            _point(ax, g, attr, label, colours.setdefault(label, f"C{len(colours) % 10}"))
+        ax.set_title(f"{model}: accuracy vs |F1 gap| ({attr})", fontsize=9)
+        ax.set_xlabel(f"|F1 gap| ({attr}), absolute", fontsize=8)
+        ax.set_ylabel("accuracy", fontsize=8)
+    legend = {}
+    for ax in axes.flat:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, h)
+    fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncols=min(len(legend), 4), fontsize=8)
     path = out / "frontier.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def _point(ax, g: Group, attr: str, label: str) -> None:
+def _point(ax, g: Group, attr: str, label: str, colour: str) -> None:
     acc, gap = lookup(g.summary, "accuracy") or {}, lookup(g.summary, f"fairness/{attr}/f1_gap") or {}
     if acc.get("mean") is None or gap.get("mean") is None:
         return
@@ -102,7 +106,7 @@ def _point(ax, g: Group, attr: str, label: str) -> None:
         lo = 0.0
     ylo, yhi = acc["ci"] if acc["ci"][0] is not None else (y, y)
     ax.errorbar([x], [y], xerr=[[max(x - lo, 0)], [max(hi - x, 0)]], yerr=[[max(y - ylo, 0)], [max(yhi - y, 0)]],
-                fmt="o", capsize=2, label=label)
+                fmt="o", capsize=2, label=label, color=colour)
 
 
 def headline(compared) -> list[str]:

@@ -69,6 +69,25 @@ def kept_probe(record: dict) -> bool:
             and record.get("selection", {}).get("best_epoch") == 0)
 
 
+def reliability_ece(group: Group, cells) -> dict[str, float]:
+    """Each cell's 15-bin ECE from its reliability diagram (sum of count × |accuracy − confidence| over the count):
+    the number the diagram draws, so the table beside the chosen diagrams agrees with them."""
+    out = {}
+    for cell in (c for c in cells if c in group.reliability):
+        conf, acc, cnt = (np.asarray(v, dtype=float) for v in group.reliability[cell])
+        ok = cnt > 0                                  # empty bins carry NaN confidence and accuracy
+        if ok.any():
+            out[cell] = float((cnt[ok] * np.abs(acc[ok] - conf[ok])).sum() / cnt[ok].sum())
+    return out
+
+
+def worst_calibrated(groups: list[Group], cells, few: int = 4) -> list[Group]:
+    """The ``few`` (model, method) groups whose cells' ECE differ most (largest max − min), largest first."""
+    spread = {id(g): (lambda e: max(e.values()) - min(e.values()) if len(e) > 1 else -1.0)(reliability_ece(g, cells))
+              for g in groups}
+    return sorted((g for g in groups if spread[id(g)] >= 0), key=lambda g: -spread[id(g)])[:few]
+
+
 def reliability_attribute(settings: dict) -> str:
     """The attribute whose groups the reliability diagrams show: the first intersection, else the first."""
     return next((a for a, s in settings.items() if len(s.get("columns", ())) > 1), next(iter(settings)))

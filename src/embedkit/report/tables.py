@@ -95,6 +95,7 @@ def tables(groups: list[Group]) -> list[tuple[str, list[str], list[list[str]]]]:
                     "family; p = median permutation p over seeds, q = p adjusted over the family; "
                     "floor = median |gap| under the permutation null)",
                     ["model", "method", *(h for gap in GAPS for h in (gap, "floor", "p", "q"))], rows))
+    out += _ece_table(groups)
     cv = [g for g in groups if g.summary.get("folds")]
     if cv:
         out.append(("Cross-validation: per-fold spread (first seed). The pooled CIs above resample the pooled test images "
@@ -130,3 +131,19 @@ def _sd(values) -> str:
 
     v = np.array([x for x in values if x is not None], dtype=float)
     return f"{v.std(ddof=1):.3f}" if len(v) > 1 else "—"
+
+
+def _ece_table(groups: list[Group]) -> list:
+    """ECE per group of the reliability attribute for every model and method (the figure draws the worst few)."""
+    from embedkit.report.summary import reliability_attribute, reliability_ece
+
+    attributes = declared(groups)
+    if not attributes:
+        return []
+    cross = reliability_attribute(attributes)
+    cells = attributes[cross]["groups"]
+    rows = [[g.model, g.label, *(f"{e[c]:.3f}" if c in e else "—" for c in cells),
+             f"{max(e.values()) - min(e.values()):.3f}" if len(e) > 1 else "—"]
+            for g in groups for e in [reliability_ece(g, cells)] if e]
+    return [(f"ECE per group of {cross} (15 bins, from the reliability diagrams; the figure draws the four pairs with "
+             "the largest spread)", ["model", "method", *cells, "max − min"], rows)] if rows else []

@@ -254,8 +254,12 @@ def _scale() -> str:
 
 @section("whole")
 def _whole() -> str:
-    sizes = (112_120, 377_110)
-    runs = [bench_scale.run(n) for n in sizes]
+    return whole_text([bench_scale.run(n) for n in (112_120, 377_110)])
+
+
+def whole_text(runs: list[dict]) -> str:
+    """The section from ``bench_scale.run`` results (also from saved ``--json`` files: ``--from-json``)."""
+    sizes = [r["rows"] for r in runs]
     labels = [label for _, label, _, _ in bench_scale.PLAN]
     rows = []
     for label in labels:
@@ -278,6 +282,10 @@ def _whole() -> str:
             if "seconds" in st:
                 flop_rows.append([f"{r['rows']:,}", kind, f"{f / 1e12:.2f}", f"{f / r['gemm_gflops'] / 1e9:.0f}",
                                   f"{st['seconds']:.0f}", f"{st['seconds'] / (f / r['gemm_gflops'] / 1e9):.1f}×"])
+    ev = [(r["rows"], r["stages"].get(labels[4], {})) for r in runs]
+    resampling = "; ".join(f"{st['test_rows']:,} test rows: {st['seconds']:.0f} s against {st['without_resampling_s']:.0f} s "
+                           f"without resampling ({st['seconds'] / st['without_resampling_s']:.1f}×)"
+                           for _, st in ev if "without_resampling_s" in st)
     acc = [[f"{r['rows']:,}", *(f"{r['stages'].get(l, {}).get('test_auroc_macro', float('nan')):.4f}"
                                 for l in (labels[1], labels[3]))] for r in runs]
     return ("## A whole dataset: store to report at 112,120 and 377,110 rows\n\n"
@@ -293,7 +301,8 @@ def _whole() -> str:
             "The probes against their FLOP bound (the sweep's GEMM work over a large single-thread GEMM's rate measured "
             f"in the same run: {runs[0]['gemm_gflops']:.0f} GFLOP/s):\n\n"
             + table(["rows", "probe", "TFLOP", "bound s", "measured s", "measured / bound"], flop_rows)
-            + "\nTest macro AUROC, AdamW (the paper's sweep) against L-BFGS (CLIP's protocol):\n\n"
+            + f"\n`evaluate` with 1,000 patient bootstraps and 1,000 permutations against the same evaluate without: "
+              f"{resampling}.\n\nTest macro AUROC, AdamW (the paper's sweep) against L-BFGS (CLIP's protocol):\n\n"
             + table(["rows", "AdamW", "L-BFGS"], acc))
 
 

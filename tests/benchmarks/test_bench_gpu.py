@@ -18,7 +18,7 @@ def test_bench_gpu_quick_on_cpu_writes_its_tables(tmp_path):
     for model in ("clip", "biomedclip", "medclip-vit", "medclip-rn50", "gloria"):
         assert f"| {model} | fp32 | 4 |" in text
     rates = [float(line.split("|")[2].replace(",", "")) for line in text.splitlines() if line.startswith(("| 1 |", "| 8 |"))]
-    assert rates[1] == pytest.approx(8 * rates[0], rel=1e-3)
+    assert rates[1] == pytest.approx(8 * rates[0], abs=4.5)      # both shown rounded to whole images per second
 
 
 def test_bench_gpu_without_cuda_says_what_to_do(tmp_path):

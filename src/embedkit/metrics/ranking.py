@@ -21,42 +21,61 @@ BLOCK = 1 << 22          # elements of one (replicates x rows) block
 
 class Ranked:
     """One finding's labelled rows sorted by score, with their tied score levels. ``cols`` maps each row to
-    its column of the weight matrices (its patient: replicate weights are per patient); default: the row."""
+    its column of the weight matrices (its patient: replicate weights are per patient); default: the row.
+
+    Sums run over rows, not levels: a row's "weight below" and "weight at or above" are read off cumulative sums
+    at its own position and corrected, for the few rows that share a score, to their level's bounds — the same
+    numbers as summing per level first, without a pass that reduces every replicate to its levels."""
 
     def __init__(self, truth: np.ndarray, score: np.ndarray, cols: np.ndarray | None = None):
         order = np.argsort(score, kind="mergesort")
         self.cols = (np.arange(len(score)) if cols is None else np.asarray(cols))[order]
         self.pos = np.asarray(truth)[order].astype(bool)
         s = np.asarray(score)[order]
-        self.starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]]) if len(s) else np.zeros(0, dtype=np.int64)
-        self.tied = len(self.starts) < len(s)
+        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]]) if len(s) else np.zeros(0, dtype=np.int64)
+        sizes = np.diff(np.r_[starts, len(s)])
+        shared = np.repeat(sizes > 1, sizes)
+        self.tied = np.flatnonzero(shared)                           # rows whose score another row shares
+        self.first = np.repeat(starts, sizes)[self.tied]             # ... their level's first row
+        self.last = np.repeat(starts + sizes - 1, sizes)[self.tied]  # ... and last row
 
-    def _levels(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(b, L) positive and negative weight per score level, ascending, of weight rows ``w`` (b, columns)."""
+    def _rows(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(b, rows) positive and negative weight of each sorted row, of weight rows ``w`` (b, columns)."""
         w = w[:, self.cols]
-        p = np.where(self.pos, w, 0.0)
-        n = w - p
-        if self.tied and w.shape[1]:
-            return np.add.reduceat(p, self.starts, axis=1), np.add.reduceat(n, self.starts, axis=1)
-        return p, n
+        p = w * self.pos
+        return p, w - p
+
+    def _before(self, cum: np.ndarray) -> np.ndarray:
+        """(b, tied rows) the cumulative sum just before each tied row's level (0 for the first level)."""
+        out = cum[:, np.maximum(self.first - 1, 0)]
+        out[:, self.first == 0] = 0
+        return out
 
     def auroc(self, w: np.ndarray) -> np.ndarray:
         """(b,) AUROC of each weight row ``w`` (b, columns)."""
-        p, n = self._levels(w)
-        below = np.cumsum(n, 1) - 0.5 * n
-        total = p.sum(1) * n.sum(1)
+        p, n = self._rows(w)
+        cn = np.cumsum(n, 1)
+        below = cn - 0.5 * n                                        # negatives below, ties counted half
+        if len(self.tied):
+            before = self._before(cn)
+            below[:, self.tied] = before + 0.5 * (cn[:, self.last] - before)
+        total = p.sum(1) * (cn[:, -1] if cn.shape[1] else 0)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(total > 0, np.einsum("bl,bl->b", p, below) / total, np.nan)
 
     def average_precision(self, w: np.ndarray) -> np.ndarray:
         """(b,) average precision of each weight row (thresholds from the highest score down)."""
-        p, n = self._levels(w)
-        tp = np.cumsum(p[:, ::-1], 1)
-        fp = np.cumsum(n[:, ::-1], 1)
-        total = tp[:, -1] if tp.shape[1] else np.zeros(len(w))
+        p, n = self._rows(w)
+        cp, cn = np.cumsum(p, 1), np.cumsum(n, 1)
+        total = cp[:, -1] if cp.shape[1] else np.zeros(len(w))
+        tp = total[:, None] - cp + p                                # positives at or above each row's score
+        fp = (cn[:, -1:] if cn.shape[1] else 0) - cn + n
+        if len(self.tied):
+            tp[:, self.tied] = total[:, None] - self._before(cp)
+            fp[:, self.tied] = cn[:, -1:] - self._before(cn)
         with np.errstate(invalid="ignore", divide="ignore"):
             precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
-            ap = np.einsum("bl,bl->b", p[:, ::-1], precision) / total
+            ap = np.einsum("bl,bl->b", p, precision) / total
         return np.where(total > 0, ap, np.nan)
 
 

@@ -122,3 +122,25 @@ def test_evaluate_cli_any_attribute_with_three_groups_equals_an_oracle(tmp_path,
         assert out["fairness"]["race"][gap] == pytest.approx(value, abs=1e-6)
     assert main(["evaluate", str(tmp_path / "predictions.csv"), "--attributes", "site"]) == 2
     assert "no column 'site'" in capsys.readouterr().err
+
+
+def test_evaluations_are_cached_per_settings_file_and_code(tmp_path, monkeypatch):
+    """The report and `embedkit results` evaluate a run once: the same settings on the same predictions file read
+    the cached result; other settings, or a rewritten file, evaluate again."""
+    import os
+
+    from embedkit import evaluations, runs
+
+    write_predictions(tmp_path / "predictions.csv", make_predictions())
+    calls = []
+    real = runs.evaluate_predictions
+    monkeypatch.setattr(runs, "evaluate_predictions", lambda p, **kw: calls.append(kw) or real(p, **kw))
+    first = evaluations.evaluate_folder(tmp_path, attributes="sex", n_boot=50, n_perm=50, seed=0)
+    again = evaluations.evaluate_folder(tmp_path, attributes="sex", n_boot=50, n_perm=50, seed=0)
+    assert len(calls) == 1 and again["fairness"] == first["fairness"] and again["ci"] == first["ci"]
+    evaluations.evaluate_folder(tmp_path, attributes="sex", n_boot=50, n_perm=50, seed=1)
+    assert len(calls) == 2
+    st = (tmp_path / "predictions.csv").stat()
+    os.utime(tmp_path / "predictions.csv", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    evaluations.evaluate_folder(tmp_path, attributes="sex", n_boot=50, n_perm=50, seed=0)
+    assert len(calls) == 3 and len(list((tmp_path / ".evaluations").glob("*.pkl"))) == 3

@@ -257,7 +257,8 @@ def read_or_set_aside(path: Path, *, expect: dict | None = None) -> Cache | None
 
 def _check_digest(cache: Cache) -> None:
     dtype = cache.attrs.get("dtype", "float32")
-    digest = hashlib.sha256(np.ascontiguousarray(cache.embeddings.astype(dtype)).tobytes()).hexdigest()
+    stored = cache.embeddings if cache.embeddings.dtype == dtype else cache.embeddings.astype(dtype)
+    digest = hashlib.sha256(np.ascontiguousarray(stored)).hexdigest()    # hashed in place: no copy of the store
     if digest != cache.attrs.get("embeddings_sha256"):
         model = cache.attrs.get("model", "MODEL")
         raise DamagedCache(cache.path, "embeddings do not match their recorded digest (the file was edited or "

@@ -14,7 +14,8 @@ from embedkit.metrics.intervals import adjust
 from embedkit.metrics.suite import ALPHA, significant
 from embedkit.report.summary import median
 from embedkit.report.tables import fmt, lookup
-from embedkit.runs import PREDICTIONS, evaluate_predictions, read_predictions, read_record
+from embedkit.evaluations import evaluate_folder
+from embedkit.runs import PREDICTIONS, read_record
 
 SENTENCES = 8        # the findings in words; the tables hold every gap
 
@@ -73,9 +74,8 @@ def summarise(found: dict, *, n_boot: int, attributes) -> list[FindingGroup]:
     groups = []
     for (dataset, model, method), folders in sorted(found.items()):
         records = {f: read_record(f) or {} for f in folders}
-        results = [evaluate_predictions(read_predictions(f / PREDICTIONS), attributes=attributes, split="test",
-                                        n_boot=n_boot, n_perm=n_boot, seed=i, return_replicates=True,
-                                        where=str(f / PREDICTIONS), threshold=_rule(records[f]))
+        results = [evaluate_folder(f, attributes=attributes, split="test", n_boot=n_boot, n_perm=n_boot, seed=i,
+                                   return_replicates=True, where=str(f / PREDICTIONS), threshold=_rule(records[f]))
                    for i, f in enumerate(folders)]
         summary = aggregate_seeds(results)
         flat = {}

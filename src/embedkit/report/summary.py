@@ -18,6 +18,7 @@ from embedkit.errors import EmbedkitError
 from embedkit.metrics import aggregate_seeds
 from embedkit.metrics.stats import N_BINS
 from embedkit.metrics.suite import GAPS, N_BOOT
+from embedkit.evaluations import evaluate_folder
 from embedkit.runs import PREDICTIONS, RECORD, concat, evaluate_predictions, read_predictions
 
 
@@ -201,8 +202,10 @@ def summarise(runs_dir: Path, *, n_boot: int = N_BOOT, attributes: str | None = 
         for i, seed_folders in enumerate(per_seed):
             preds = _pooled_test(seed_folders)
             preds_all.append(preds)
-            results.append(evaluate_predictions(preds, attributes=attributes, split="test", n_boot=n_boot, n_perm=n_boot,
-                                                seed=i, return_replicates=True, where=str(seed_folders[0] / PREDICTIONS)))
+            settings = dict(attributes=attributes, split="test", n_boot=n_boot, n_perm=n_boot, seed=i,
+                            return_replicates=True, where=str(seed_folders[0] / PREDICTIONS))
+            results.append(evaluate_folder(seed_folders[0], **settings) if len(seed_folders) == 1 else   # cached
+                           evaluate_predictions(preds, **settings))
         summary = aggregate_seeds(results)
         settings = results[0]["settings"]["attributes"]
         summary["attributes"] = settings

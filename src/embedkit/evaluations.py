@@ -1,0 +1,49 @@
+"""Evaluations of run folders, cached beside their predictions (``<run>/.evaluations/<key>.pkl``).
+
+The report and ``embedkit results`` evaluate every run with its bootstrap and permutation replicates — minutes
+per run at 100k+ test rows — and both are usually run on the same folders. The key covers the evaluation's
+settings, the predictions file (size and modification time) and the source of the code that computes the
+metrics, so a changed file, setting or metric never reuses a stale result; deleting the folder is always safe.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import pickle
+from pathlib import Path
+
+CACHE = ".evaluations"
+
+
+@functools.cache
+def _code_digest() -> str:
+    """SHA-256 of the metric code's source: a change to any of it invalidates every cached evaluation."""
+    root = Path(__file__).parent
+    h = hashlib.sha256()
+    for f in sorted([*root.glob("metrics/*.py"), root / "runs.py", root / "attributes.py", root / "tasks.py"]):
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def evaluate_folder(folder: Path, **settings) -> dict:
+    """``runs.evaluate_predictions(read_predictions(folder/predictions.csv), **settings)``, computed once."""
+    from embedkit.runs import PREDICTIONS, evaluate_predictions, read_predictions
+
+    path = Path(folder) / PREDICTIONS
+    st = path.stat()
+    text = json.dumps({"settings": settings, "file": [st.st_size, st.st_mtime_ns], "code": _code_digest()},
+                      sort_keys=True, default=repr)
+    cached = Path(folder) / CACHE / f"{hashlib.sha256(text.encode()).hexdigest()[:32]}.pkl"
+    if cached.is_file():
+        try:
+            return pickle.loads(cached.read_bytes())
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+            pass                                            # unreadable: evaluate again and overwrite
+    result = evaluate_predictions(read_predictions(path), **settings)
+    cached.parent.mkdir(exist_ok=True)
+    tmp = cached.with_name(cached.name + ".partial")
+    tmp.write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    tmp.replace(cached)
+    return result

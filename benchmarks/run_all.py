@@ -413,23 +413,29 @@ def _cv() -> str:
 
 @section("audit")
 def _audit() -> str:
-    nn = bench_audit.ann_vs_exact(100_000)
-    demo = bench_audit.full_audit()
-    big = bench_audit.full_audit(rows=100_000)
-    return ("## Audit at scale: approximate neighbours, near copies, run time\n\n"
+    return audit_text(bench_audit.ann_vs_exact(100_000), bench_audit.full_audit(), bench_audit.full_audit(rows=100_000))
+
+
+def audit_text(nn: dict, demo: dict | None, big: dict | None) -> str:
+    """The section from its measurements (``demo``/``big`` None: the whole-audit times are in the scale table)."""
+    text = ("## Audit at scale: approximate neighbours, near copies, run time\n\n"
             f"Top-5 cosine neighbours of {nn['n']:,} × {nn['d']} rows (a 32-dimensional manifold plus noise, "
             f"{nn['planted']} near copies planted: the original plus 1 % noise), one thread:\n\n"
             + table(["search", "seconds", "planted copies found", "pairs flagged"],
                     [[nn["exact_search"], f"{nn['exact_s']:.1f}", f"{nn['exact_found']} / {nn['planted']}", nn["exact_flagged"]],
                      [nn["ivf_search"], f"{nn['ivf_s']:.1f}", f"{nn['ivf_found']} / {nn['planted']}", nn["ivf_flagged"]]])
-            + f"\nIVF-Flat is **{nn['exact_s'] / nn['ivf_s']:.0f}× faster** with recall@1 **{nn['recall_at_1']:.4f}** "
-              "against exact search; the audit searches exactly below 20,000 rows (where exact takes seconds) and with "
-              "IVF above. Pairs flagged beyond the planted ones are candidates: rows whose nearest neighbour is far "
-              "closer than their second on this manifold.\n\n"
-            f"A whole audit (attribute probes with 1,000 bootstrap and 1,000 permutation replicates, KS tests, "
-            f"duplicates, the PCA map) of clip-tiny on the demo's phantom ({demo['rows']} images): "
-            f"**{demo['seconds']:.1f} s** ({demo['exact']} planted copies found); on {big['rows']:,} rows of 512-d "
-            f"cached embeddings (attribute probes by L-BFGS): **{big['seconds']:.0f} s**.\n")
+            + f"\nIVF-Flat took {nn['ivf_s'] / nn['exact_s']:.2f}× the exact search's time with recall@1 "
+              f"**{nn['recall_at_1']:.2f}** against it: exact search is one BLAS matrix product per block, IVF's scan of "
+              "its cells is not, and on a 32-dimensional manifold 16 of √N cells miss many true nearest neighbours. Both "
+              "find every planted near copy (a copy sits in its original's cell). So the audit searches exactly below "
+              "200,000 rows and uses IVF only above, where exact search grows quadratically (~40 min at 377,110 rows by "
+              "this rate). The issue's goal — recall ≥ 0.99 at ≥ 10× the speed at 100,000 rows — is not met on this data.\n")
+    if demo and big:
+        text += (f"\nA whole audit (attribute probes with 1,000 bootstrap and 1,000 permutation replicates, KS tests, "
+                 f"duplicates, the PCA map) of clip-tiny on the demo's phantom ({demo['rows']} images): "
+                 f"**{demo['seconds']:.1f} s** ({demo['exact']} planted copies found); on {big['rows']:,} rows of 512-d "
+                 f"cached embeddings (attribute probes by L-BFGS): **{big['seconds']:.0f} s**.\n")
+    return text
 
 
 @section("prompts")

@@ -59,12 +59,12 @@ def _clustered(rng, n: int, d: int = 64, copies: int = 20):
 
 
 def test_approximate_search_finds_the_planted_near_copies_with_high_recall():
-    from embedkit.audit.duplicates import EXACT_BELOW, calibrated_ratio, distance_ratio, neighbours, normalised
+    from embedkit.audit.duplicates import calibrated_ratio, distance_ratio, neighbours, normalised
 
     x, planted = _clustered(np.random.default_rng(3), 30_000)
     z = normalised(x)
-    sims, idx, search = neighbours(z)
-    assert len(z) >= EXACT_BELOW and search.startswith("IVF-Flat")
+    sims, idx, search = neighbours(z, exact=False)
+    assert search.startswith("IVF-Flat")
     _, exact_idx, _ = neighbours(z, exact=True)
     assert np.mean(idx[:, 0] == exact_idx[:, 0]) >= 0.99                    # recall@1 against exact search
     ratio = distance_ratio(sims)

@@ -116,9 +116,12 @@ s = run_audit(AuditConfig(model="scale", manifest=manifest, cache=store, runs_di
 RESULT = {"seconds": time.perf_counter() - t, "search": s["duplicates"].get("search", "exact")}
 """,
     "report": """
+import shutil
 from embedkit.api import results
 from embedkit.report.build import build_report
-t = time.perf_counter(); table = results(runs); results_s = time.perf_counter() - t
+for cached in runs.rglob(".evaluations"):      # measure each run's first evaluation, then its reuse by the report
+    shutil.rmtree(cached)
+t = time.perf_counter(); table = results(runs, attributes=attributes); results_s = time.perf_counter() - t
 t = time.perf_counter(); build_report(runs, folder / "report", attributes=attributes); report_s = time.perf_counter() - t
 RESULT = {"seconds": results_s + report_s, "results_s": results_s, "report_s": report_s, "table_rows": len(table)}
 """,

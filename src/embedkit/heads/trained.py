@@ -220,8 +220,8 @@ def train_sweep(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_c
     """
     if cfg.kind not in ("linear", "mlp"):
         raise ValueError(f"unknown head {cfg.kind!r}")
+    lbfgs.check(cfg.solver, cfg.kind, objective is not None and type(objective) is not Objective)
     if cfg.solver == "lbfgs":
-        lbfgs.check(cfg.solver, cfg.kind, objective is not None and type(objective) is not Objective)
         return lbfgs_sweep(train, val, seeds, n_classes)
     cfg = cfg.resolved()
     grid = [(lr, wd) for lr in cfg.lrs for wd in cfg.weight_decays]
@@ -361,10 +361,9 @@ class TrainedMethod(Method):
 
             _, groups, order = attribute_labels(cfg, cache, parts["val"].rows)
             criterion = selection.epoch_criterion(selection.check(cfg.selection), parts["val"].y.numpy(), groups, order)
-        objective = self.objective(cfg, cache, parts, seeds)
-        lbfgs.check(cfg.head.solver, kind, type(objective) is not Objective)
         sweeps = train_sweep(parts["train"], parts["val"], cfg.head.resolved(kind), list(seeds), len(cache.classes),
-                             checkpoint=checkpoint, objective=objective, criterion=criterion)
+                             checkpoint=checkpoint, objective=self.objective(cfg, cache, parts, seeds),
+                             criterion=criterion)
         for members in sweeps:
             val = [h.predict_proba(parts["val"].x).numpy() for h in members]
             pick, record = selection.choose(cfg, cache, parts["val"], members, val)

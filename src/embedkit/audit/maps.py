@@ -58,8 +58,7 @@ def draw(view: Cache, manifest: Manifest, attributes, out: Path, *, title: str, 
     x = np.asarray(view.embeddings)
     colourings = {"class": view.meta["label"].astype(str)} | {a.name: attribute_values(view, a) for a in attributes}
     shown = np.sort(np.random.default_rng(0).choice(len(x), min(len(x), MAX_POINTS), replace=False))
-    xy = project(x, projection) if projection == "pca" else project(x[shown], projection)
-    xy = xy[shown] if len(xy) == len(x) else xy
+    xy = project(x, "pca")[shown] if projection == "pca" else project(x[shown], projection)   # PCA from every row
     cols = min(3, len(colourings))                   # small multiples, three per row: legible at page width
     rows = -(-len(colourings) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)

@@ -2,7 +2,7 @@
 
 The page is 1,200 px wide (the template's body) less its padding; a figure is shown at most that wide, so one much
 wider is shrunk until its text cannot be read. Checked from the HTML itself, so it runs wherever Python does;
-where headless Chromium is installed the Makefile also renders the whole page to PNG for a look.
+where headless Chromium is installed the Makefile also prints the whole page to PDF for a look.
 
     python -m embedkit.report.check demo/report/report.html
 """

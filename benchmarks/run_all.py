@@ -188,9 +188,12 @@ def _findings() -> str:
             "group AUROC, TPR, FPR and underdiagnosis; AUROC, EqOdds and underdiagnosis gaps with patient-level "
             "bootstrap CIs and permutation p-values (`embedkit.metrics.findings`).\n\n"
             + table(["stage", "rows", "seconds", "peak RSS MiB"], rows)
-            + "\nEach replicate is one pass of patient weights over every finding's rows sorted once (AUROC and AP as "
-              "cumulative sums), so the cost grows with replicates × rows × findings × groups; replicates run in "
-              "float32 (observed values in float64, equal to scikit-learn).\n")
+            + "\nEach finding's positives and negatives are sorted once; a block of replicates (patient counts, or 0/1 "
+              "group membership under a permutation, as small integers) is gathered onto the larger class's rows and "
+              "summed in the segments between the smaller class's positions (`add.reduceat`), so AUROC and AP read "
+              "prefix sums without a sequential cumulative sum over every row. The cost still grows with replicates × "
+              "rows × findings × groups: per-group AUROC is a sort-based statistic, not a sum of counts. Observed "
+              "values are exact (float64, equal to scikit-learn); replicate sums are exact integers.\n")
 
 
 @section("finetune")

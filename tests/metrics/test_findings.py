@@ -85,16 +85,27 @@ def test_a_group_without_positives_is_undefined_with_its_reason_never_zero():
     assert res["fairness"]["g"]["auroc_gap"]["Edema"] == pytest.approx(abs(aucs[0] - aucs[1]))   # over defined groups
 
 
-def test_weighted_auroc_is_the_auroc_of_the_drawn_rows():
-    """A bootstrap replicate's weights give exactly the AUROC and AP of the rows it draws."""
+@pytest.mark.parametrize("prevalence, decimals", [(0.4, 1), (0.8, 1), (0.1, 6), (0.7, 6)])
+def test_weighted_auroc_is_the_auroc_of_the_drawn_rows(prevalence, decimals):
+    """A bootstrap replicate's weights give exactly the AUROC and AP of the rows it draws — with ties and
+    without, and whichever class is the smaller (the prefix sums run over the other one)."""
     rng = np.random.default_rng(3)
-    y, s = (rng.random(80) < 0.4).astype(float), rng.random(80).round(1)
+    y, s = (rng.random(80) < prevalence).astype(float), rng.random(80).round(decimals)
     counts = rng.integers(0, 3, (4, 80)).astype(float)
     ranked = Ranked(y, s)
-    for w, auc, ap in zip(counts, ranked.auroc(counts), ranked.average_precision(counts)):
+    for w, auc, ap in zip(counts, ranked.auroc(counts.T), ranked.average_precision(counts.T)):
         rows = np.repeat(np.arange(80), w.astype(int))
         assert auc == pytest.approx(roc_auc_score(y[rows], s[rows]), abs=1e-12)
         assert ap == pytest.approx(average_precision_score(y[rows], s[rows]), abs=1e-12)
+
+
+def test_weighted_auroc_is_undefined_without_both_classes():
+    y, s = np.array([1.0, 1, 0, 0]), np.array([0.9, 0.2, 0.5, 0.1])
+    weights = np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 0]], dtype=float)   # positives only, negatives only, both
+    auc, ap = Ranked(y, s).auroc(weights.T), Ranked(y, s).average_precision(weights.T)
+    assert np.isnan(auc[:2]).all() and auc[2] == 1.0
+    assert np.isnan(ap[1]) and ap[0] == 1.0 and ap[2] == 1.0
+    assert np.isnan(Ranked(np.ones(3), np.arange(3.0)).auroc(np.ones((3, 1))))[0]
 
 
 @pytest.mark.parametrize("rule", ["f1", "youden", "fpr:0.2"])

@@ -61,18 +61,27 @@ class _Rows:
         return Ranked(self.truth[keep, f], self.prob[keep, f], self.clusters.patient[keep])
 
     def patient_sums(self, values: np.ndarray, cells: np.ndarray | None = None, k: int = 1) -> np.ndarray:
-        """(P, k * K) sums of per-row ``values`` (N, K) per patient (and per cell)."""
+        """(P, k * K) sums of per-row ``values`` (N, K) per patient (and per cell): rows sorted by
+        destination once, each run summed with ``add.reduceat`` (np.add.at is unbuffered and ~20x slower)."""
         index = self.clusters.patient * k + (0 if cells is None else cells)
         out = np.zeros((self.clusters.n * k, values.shape[1]))
-        np.add.at(out, index, values)
+        if len(index):
+            order = np.argsort(index, kind="stable")
+            index = index[order]
+            starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])
+            out[index[starts]] = np.add.reduceat(values[order], starts, axis=0)
         return out.reshape(self.clusters.n, -1)
 
     def _calibration(self) -> np.ndarray:
         """(P, F * bins * 3) per-patient [count, sum of p, sum of y] per finding and probability bin."""
-        bins = np.clip(np.ceil(self.prob * stats.N_BINS).astype(np.int64) - 1, 0, stats.N_BINS - 1)
-        onehot = (bins[..., None] == np.arange(stats.N_BINS)) & self.valid[..., None]          # (N, F, bins)
-        parts = [onehot, onehot * self.prob[..., None], onehot * np.nan_to_num(self.truth)[..., None]]
-        return self.patient_sums(np.stack(parts, -1).reshape(len(self.prob), -1).astype(float))
+        n, F, bins = len(self.prob), self.F, stats.N_BINS
+        b = np.clip(np.ceil(self.prob * bins).astype(np.int64) - 1, 0, bins - 1)
+        cell = (self.clusters.patient[:, None] * F + np.arange(F)) * bins + b              # (N, F)
+        keep = self.valid
+        size = self.clusters.n * F * bins
+        parts = [np.bincount(cell[keep], weights=w[keep], minlength=size)
+                 for w in (np.ones((n, F)), self.prob, np.nan_to_num(self.truth))]
+        return np.stack(parts, -1).reshape(self.clusters.n, -1)
 
 
 def _underdiagnosis(truth: np.ndarray, called: np.ndarray, findings: tuple[str, ...]):
@@ -118,13 +127,13 @@ class _Evaluation:
         self.plain = rows.patient_sums(rows.X)
         self.cells = {a: rows.patient_sums(rows.X, c, len(rows.order[a]) + 1) for a, c in rows.codes.items()}
 
-    def overall(self, counts: np.ndarray) -> dict[str, np.ndarray]:
-        """Overall metrics of replicates drawing each patient ``counts`` (b, P) times."""
+    def overall(self, counts: np.ndarray, wt: np.ndarray) -> dict[str, np.ndarray]:
+        """Overall metrics of replicates drawing each patient ``counts`` (b, P) = ``wt.T`` times."""
         r, out = self.r, {}
         rates, ece = _rates(counts @ self.plain, r.F), _ece(counts @ r.cal, r.F)
         out["n"] = counts @ r.images
-        auroc = np.stack([r.ranked[f].auroc(counts) for f in range(r.F)], 1)
-        auprc = np.stack([r.ranked[f].average_precision(counts) for f in range(r.F)], 1)
+        auroc = np.stack([r.ranked[f].auroc(wt) for f in range(r.F)], 1)
+        auprc = np.stack([r.ranked[f].average_precision(wt) for f in range(r.F)], 1)
         with quiet():
             out["auroc_macro"], out["auprc_macro"] = np.nanmean(auroc, 1), np.nanmean(auprc, 1)
         out["underdiagnosis"] = rates["underdiagnosis"]
@@ -133,12 +142,12 @@ class _Evaluation:
                     f"fpr/{name}": rates["fpr"][:, f], f"ece/{name}": ece[:, f]}
         return out
 
-    def grouped(self, attr: str, counts: np.ndarray) -> dict[str, np.ndarray]:
-        """One attribute's group metrics and gaps under bootstrap ``counts`` (b, P)."""
+    def grouped(self, attr: str, counts: np.ndarray, wt: np.ndarray) -> dict[str, np.ndarray]:
+        """One attribute's group metrics and gaps under bootstrap ``counts`` (b, P) = ``wt.T``."""
         r = self.r
         k = len(r.order[attr]) + 1
         sums = (counts @ self.cells[attr]).reshape(len(counts), k, -1)
-        auroc = np.stack([np.stack([r.by_group[attr][f][g].auroc(counts) for f in range(r.F)], 1)
+        auroc = np.stack([np.stack([r.by_group[attr][f][g].auroc(wt) for f in range(r.F)], 1)
                           for g in range(k - 1)], 1)
         return self._assemble(attr, sums, auroc)
 
@@ -146,8 +155,9 @@ class _Evaluation:
         """One attribute's group metrics and gaps when each patient's images carry ``labels`` (b, P)."""
         r = self.r
         k = len(r.order[attr]) + 1
-        member = [(labels == g).astype(np.float32) for g in range(k)]
-        sums = np.stack([m @ self.plain for m in member], 1)
+        labels_t = np.ascontiguousarray(labels.T)
+        member = [(labels_t == g).view(np.uint8) for g in range(k)]             # (P, b) each, 0/1
+        sums = np.stack([m.T.astype(np.float32) @ self.plain for m in member], 1)
         auroc = np.stack([np.stack([r.ranked[f].auroc(member[g]) for f in range(r.F)], 1) for g in range(k - 1)], 1)
         return self._assemble(attr, sums, auroc)
 
@@ -203,9 +213,10 @@ def evaluate_findings(truth: np.ndarray, prob: np.ndarray, *, findings: tuple[st
 
     def everything(counts):
         counts = counts if len(counts) == 1 else counts.astype(np.float32)    # replicates: half the memory traffic
-        overall = ev.overall(counts)
+        wt = np.ascontiguousarray(counts.T, dtype=np.uint8 if 1 < len(counts) and counts.max() < 256 else counts.dtype)
+        overall = ev.overall(counts, wt)
         for a in rows.codes:
-            grouped = ev.grouped(a, counts)
+            grouped = ev.grouped(a, counts, wt)
             overall |= grouped | ev.equity(a, grouped, overall)
         return overall
 

@@ -3,87 +3,92 @@ over replicates, and the threshold rules chosen on validation.
 
 A replicate is a row-weight vector: 1 for the observed value, a patient's bootstrap count on its images
 for a bootstrap replicate, group membership (0/1) for a group's value under a permutation of group
-labels. The scores are sorted once; each replicate is then cumulative sums over the tied score levels:
+labels. Weights come as ``wt`` (columns, b): one replicate per column of the matrix, one row per column
+of the design (a patient), so that gathering a row's weights copies b contiguous numbers.
 
-    AUROC = sum_l P_l (N_<l + N_l / 2) / (P N)          (Mann-Whitney, ties counted half)
-    AP    = sum_l P_l / P * TP_>=l / (TP_>=l + FP_>=l)  (scikit-learn's average_precision_score)
+    AUROC = sum_i w_i (N_<i + N_=i / 2) / (P N)          over positives i (Mann-Whitney, ties count half)
+    AP    = sum_i w_i TP_>=i / (TP_>=i + FP_>=i) / P     over positives i (scikit-learn's average_precision_score)
 
-with P_l, N_l the weights of positives and negatives at score level l. Undefined (NaN) where a replicate
-has no positive or no negative weight.
+with N_<i the negative weight scoring below positive i, N_=i the negative weight tied with it, TP_>=i and
+FP_>=i the positive and negative weight scoring at least s_i. Each class is sorted once; the weight below
+each position is a prefix sum read at the positions the other class needs (``_Prefix``). Undefined (NaN)
+where a replicate has no positive or no negative weight.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-BLOCK = 1 << 22          # elements of one (replicates x rows) block
+
+_SUM = {"u": np.int32}     # small unsigned weights (counts, 0/1) are summed in int32: exact, and a quarter of the traffic
+
+
+class _Prefix:
+    """Weight of a sorted row set's rows before given positions (0..n), for weights (n, b).
+
+    numpy's cumsum is sequential (~5 ns a number); summing the segments between the positions needed
+    (``add.reduceat``, vectorised over replicates) and accumulating only those segments does the same sum
+    at a fraction of the cost when the positions are fewer than the rows."""
+
+    def __init__(self, n: int, positions: np.ndarray):
+        bounds = np.unique(np.r_[0, positions].astype(np.int64))
+        self.n, self.bounds = n, bounds[bounds < n]
+        self.index = np.searchsorted(np.r_[self.bounds, n], positions)
+
+    def __call__(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(len(positions), b) the weight before each position, and (b,) the total weight."""
+        out = np.zeros((len(self.bounds) + 1, w.shape[1]), dtype=w.dtype if w.dtype.kind == "f" else np.int64)
+        if self.n:
+            np.cumsum(np.add.reduceat(w, self.bounds, axis=0, dtype=_SUM.get(w.dtype.kind, w.dtype)), 0, out=out[1:])
+        return out[self.index], out[-1]
 
 
 class Ranked:
-    """One finding's labelled rows sorted by score, with their tied score levels. ``cols`` maps each row to
-    its column of the weight matrices (its patient: replicate weights are per patient); default: the row.
-
-    Sums run over rows, not levels: a row's "weight below" and "weight at or above" are read off cumulative sums
-    at its own position and corrected, for the few rows that share a score, to their level's bounds — the same
-    numbers as summing per level first, without a pass that reduces every replicate to its levels."""
+    """One finding's labelled rows, positives and negatives each sorted by score. ``cols`` maps each row to
+    its row of the weight matrices (its patient: replicate weights are per patient); default: the row."""
 
     def __init__(self, truth: np.ndarray, score: np.ndarray, cols: np.ndarray | None = None):
-        order = np.argsort(score, kind="mergesort")
-        self.cols = (np.arange(len(score)) if cols is None else np.asarray(cols))[order]
-        self.pos = np.asarray(truth)[order].astype(bool)
-        s = np.asarray(score)[order]
-        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]]) if len(s) else np.zeros(0, dtype=np.int64)
-        sizes = np.diff(np.r_[starts, len(s)])
-        shared = np.repeat(sizes > 1, sizes)
-        self.tied = np.flatnonzero(shared)                           # rows whose score another row shares
-        self.first = np.repeat(starts, sizes)[self.tied]             # ... their level's first row
-        self.last = np.repeat(starts + sizes - 1, sizes)[self.tied]  # ... and last row
+        truth, score = np.asarray(truth).astype(bool), np.asarray(score, dtype=float)
+        cols = np.arange(len(score)) if cols is None else np.asarray(cols)
+        sp, self.pos = _sorted(score[truth], cols[truth])
+        sn, self.neg = _sorted(score[~truth], cols[~truth])
+        lo, hi = np.searchsorted(sn, sp, "left"), np.searchsorted(sn, sp, "right")
+        self.tied = not np.array_equal(lo, hi)
+        self.pos_inner = len(sp) <= len(sn)          # AUROC reads prefix sums of the larger class at the smaller's rows
+        if self.pos_inner:
+            self.below = _Prefix(len(sn), np.r_[lo, hi])
+        else:
+            self.below = _Prefix(len(sp), np.r_[np.searchsorted(sp, sn, "left"), np.searchsorted(sp, sn, "right")])
+        self.neg_below_pos = _Prefix(len(sn), lo)                             # for AP
+        self.pos_below_pos = _Prefix(len(sp), np.searchsorted(sp, sp, "left"))
 
-    def _rows(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(b, rows) positive and negative weight of each sorted row, of weight rows ``w`` (b, columns)."""
-        w = w[:, self.cols]
-        p = w * self.pos
-        return p, w - p
-
-    def _before(self, cum: np.ndarray) -> np.ndarray:
-        """(b, tied rows) the cumulative sum just before each tied row's level (0 for the first level)."""
-        out = cum[:, np.maximum(self.first - 1, 0)]
-        out[:, self.first == 0] = 0
-        return out
-
-    def auroc(self, w: np.ndarray) -> np.ndarray:
-        """(b,) AUROC of each weight row ``w`` (b, columns)."""
-        p, n = self._rows(w)
-        cn = np.cumsum(n, 1)
-        below = cn - 0.5 * n                                        # negatives below, ties counted half
-        if len(self.tied):
-            before = self._before(cn)
-            below[:, self.tied] = before + 0.5 * (cn[:, self.last] - before)
-        total = p.sum(1) * (cn[:, -1] if cn.shape[1] else 0)
+    def auroc(self, wt: np.ndarray) -> np.ndarray:
+        """(b,) AUROC of each replicate (column) of the weights ``wt`` (columns, b)."""
+        inner = np.take(wt, self.pos if self.pos_inner else self.neg, axis=0)
+        below, outer_total = self.below(np.take(wt, self.neg if self.pos_inner else self.pos, axis=0))
+        half = len(inner)                                         # below: outer weight below / at or below each inner row
+        u = np.einsum("nb,nb->b", inner, below[:half] + below[half:], dtype=float) * 0.5 if self.tied else \
+            np.einsum("nb,nb->b", inner, below[:half], dtype=float)
+        total = inner.sum(0) * outer_total
+        if not self.pos_inner:
+            u = total - u                                         # positives above each negative, ties half
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(total > 0, np.einsum("bl,bl->b", p, below) / total, np.nan)
+            return np.where(total > 0, u / total, np.nan)
 
-    def average_precision(self, w: np.ndarray) -> np.ndarray:
-        """(b,) average precision of each weight row (thresholds from the highest score down)."""
-        p, n = self._rows(w)
-        cp, cn = np.cumsum(p, 1), np.cumsum(n, 1)
-        total = cp[:, -1] if cp.shape[1] else np.zeros(len(w))
-        tp = total[:, None] - cp + p                                # positives at or above each row's score
-        fp = (cn[:, -1:] if cn.shape[1] else 0) - cn + n
-        if len(self.tied):
-            tp[:, self.tied] = total[:, None] - self._before(cp)
-            fp[:, self.tied] = cn[:, -1:] - self._before(cn)
+    def average_precision(self, wt: np.ndarray) -> np.ndarray:
+        """(b,) average precision of each replicate (thresholds from the highest score down)."""
+        wp = np.take(wt, self.pos, axis=0)
+        pos_below, p = self.pos_below_pos(wp)
+        neg_below, n = self.neg_below_pos(np.take(wt, self.neg, axis=0))
+        tp, fp = p - pos_below, n - neg_below                     # weight at or above each positive's score
         with np.errstate(invalid="ignore", divide="ignore"):
             precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
-            ap = np.einsum("bl,bl->b", p, precision) / total
-        return np.where(total > 0, ap, np.nan)
+            return np.where(p > 0, np.einsum("nb,nb->b", wp, precision, dtype=float) / p, np.nan)
 
 
-def in_blocks(weights_of, n_rep: int, n_rows: int):
-    """Yield weight blocks (b, n_rows) from ``weights_of(start, b)``, b bounded by BLOCK elements."""
-    step = max(1, min(n_rep, BLOCK // max(n_rows, 1)))
-    for start in range(0, n_rep, step):
-        yield weights_of(start, min(step, n_rep - start))
+def _sorted(score: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(score, kind="mergesort")
+    return score[order], cols[order]
 
 
 # ---- thresholds, chosen on validation -------------------------------------------------------------

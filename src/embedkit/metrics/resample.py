@@ -23,7 +23,7 @@ from typing import Iterator
 
 import numpy as np
 
-BLOCK = 1 << 22      # elements of one block of (replicates x patients) counts: 32 MiB of float64
+BLOCK = 1 << 20      # elements of one block of (replicates x patients) counts: 8 MiB of float64 (measured: 4x larger is no faster)
 
 
 def first_seen_codes(values) -> tuple[np.ndarray, int]:

@@ -42,12 +42,12 @@ def audit(
         ks += distribution.table_rows(m, s["distribution"])
         d = s["duplicates"]
         dups.append([m, d["exact"], d["near"], d.get("near_when") or f"cosine ≥ {d['threshold']:.4f}",
-                     d["leaks"], d["across_patients"], str(cfg.out_dir())])
+                     d["leaks"], d["across_patients"], d.get("search", "exact"), str(cfg.out_dir())])
     table("what the embeddings know: attribute probes on test",
           ["model", "attribute", "AUC [95% CI]", "chance AUC (95th pct)", "p", "AUC within classes", "balanced acc",
            "map separation"], rows)
     table("do the groups differ in distribution? Kolmogorov–Smirnov on the leading principal components",
           distribution.HEADERS, ks)
     table("duplicates", ["model", "exact pairs", "near pairs", "near when", "pairs across splits", "across patients",
-                         "written to"], dups)
+                         "neighbour search", "written to"], dups)
     console.print("pairs: pairs.csv beside audit.json; every KS test: ks.csv; maps: map.png", highlight=False)

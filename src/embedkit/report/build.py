@@ -56,14 +56,15 @@ def audits(runs_dir: Path) -> list[dict]:
         out.append({"model": s["model"], "dataset": path.parts[-4], "attributes": attrs,
                     "distribution": distribution.table_rows(s["model"], s.get("distribution", {})),
                     "duplicates": [s["model"], str(d["exact"]), str(d["near"]), d.get("near_when") or f"cosine ≥ {d['threshold']:.4f}", str(d["leaks"]),
-                                   ", ".join(f"{k}: {v}" for k, v in d["per_split_pair"].items()) or "—"],
+                                   ", ".join(f"{k}: {v}" for k, v in d["per_split_pair"].items()) or "—",
+                                   d.get("search", "exact")],
                     "map": path.with_name("map.png")})
     return out
 
 
 AUDIT_HEADERS = (["model", "attribute", "AUC [95% CI]", "chance AUC (95th pct)", "p", "AUC within classes",
                   "map separation"],
-                 ["model", "exact pairs", "near pairs", "near when", "pairs across splits", "per split pair"],
+                 ["model", "exact pairs", "near pairs", "near when", "pairs across splits", "per split pair", "neighbour search"],
                  distribution.HEADERS)
 
 

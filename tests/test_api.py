@@ -59,7 +59,7 @@ def test_results_equal_the_report_and_load_in_pandas(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["data", "--help"], ["evaluate", "--help"], ["results", "--help"],
-                                  ["report", "--help"], ["probe", "--help"], ["study", "--help"]])
+                                  ["report", "--help"], ["probe", "--help"], ["study", "--help"], ["models"]])
 def test_the_cli_starts_without_heavy_modules(argv):
     """torch, transformers, open_clip and matplotlib load when a command needs them, not to print help."""
     code = ("import sys; from embedkit.cli.app import main; main(%r); heavy = [m for m in ('torch', 'transformers', "

@@ -130,12 +130,12 @@ def test_locked_cache_exits_3_and_wait_waits(tmp_path, manifest, capsys):
 
 
 def test_a_bug_is_one_line_and_a_log(monkeypatch, tmp_path, capsys):
-    from embedkit.models import registry
+    from embedkit.models import catalog
 
     def boom():
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(registry, "names", boom)
+    monkeypatch.setattr(catalog, "listed", boom)
     assert main(["models"]) == 1
     err = capsys.readouterr().err
     assert "internal error: RuntimeError: kaboom" in err and "Traceback" not in err

@@ -152,13 +152,16 @@ class _Evaluation:
         return self._assemble(attr, sums, auroc)
 
     def permuted(self, attr: str, labels: np.ndarray) -> dict[str, np.ndarray]:
-        """One attribute's group metrics and gaps when each patient's images carry ``labels`` (b, P)."""
+        """One attribute's group metrics and gaps when each patient's images carry ``labels`` (b, P); only
+        the gaps are kept, so groups too small for them get no AUROC (NaN)."""
         r = self.r
         k = len(r.order[attr]) + 1
         labels_t = np.ascontiguousarray(labels.T)
         member = [(labels_t == g).view(np.uint8) for g in range(k)]             # (P, b) each, 0/1
         sums = np.stack([m.T.astype(np.float32) @ self.plain for m in member], 1)
-        auroc = np.stack([np.stack([r.ranked[f].auroc(member[g]) for f in range(r.F)], 1) for g in range(k - 1)], 1)
+        auroc = np.full((len(labels), k - 1, r.F), np.nan)
+        for g in self.eligible[attr]:
+            auroc[:, g] = np.stack([r.ranked[f].auroc(member[g]) for f in range(r.F)], 1)
         return self._assemble(attr, sums, auroc)
 
     def _assemble(self, attr, sums, auroc) -> dict[str, np.ndarray]:

@@ -139,3 +139,14 @@ def test_the_stated_recall_is_checked_against_brute_force_nearest_cosines():
     cos = z[rows] @ z.T
     cos[np.arange(len(rows)), rows] = -np.inf
     assert np.allclose(_nearest_other(z, rows), cos.max(1), atol=1e-6)
+
+
+def test_the_reduced_search_falls_back_to_exact_where_neighbours_are_not_on_a_few_axes():
+    from embedkit.audit.duplicates import neighbours, normalised
+
+    z = normalised(np.random.default_rng(6).normal(size=(3_000, 256)))      # isotropic: PCA keeps no neighbours
+    sims, idx, search = neighbours(z, exact=False)
+    recall = float(re.search(r"recall@1 ([0-9.]+)", search).group(1))
+    assert search.startswith("exact (on 64 principal axes") and recall < 0.99
+    exact_sims, exact_idx, _ = neighbours(z, exact=True)
+    assert np.array_equal(idx, exact_idx) and np.array_equal(sims, exact_sims)

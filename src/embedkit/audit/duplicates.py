@@ -10,7 +10,8 @@ near when the ratio lies below median − 6 × 1.4826 × MAD of the images' log 
 outlier on this data). Neighbours come from faiss: exact search below ``EXACT_BELOW`` rows; above, an exact
 search on the leading ``REDUCED_DIMS`` principal axes whose ``CANDIDATES`` nearest rows are re-ranked by their
 full cosine, with its recall@1 against exact search measured on ``RECALL_SAMPLE`` rows of the data at hand and
-reported (docs/benchmarks.md compares exact, reduced, IVF-Flat and HNSW at 100,000 rows).
+reported; below ``MIN_RECALL`` (embeddings whose neighbours do not live on a few axes) the search is redone
+exactly (docs/benchmarks.md compares exact, reduced, IVF-Flat and HNSW at 100,000 rows).
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from embedkit.cache.layout import Cache
 from embedkit.manifest import Manifest
 
 K = 5                      # neighbours looked at per image
-EXACT_BELOW = 50_000       # rows; from here the reduced search (exact search takes ~40 s at 50,000 rows and grows as N²)
+EXACT_BELOW = 50_000       # rows; from here the reduced search (exact: ~40 s at 50,000 rows, growing as N²)
 REDUCED_DIMS = 64          # principal axes the reduced search ranks candidates on
 CANDIDATES = 16            # candidates per row re-ranked by full cosine
 RECALL_SAMPLE = 1_000      # rows whose exact neighbours measure the reduced search's recall@1
+MIN_RECALL = 0.99          # below it, exact search after all
 RATIO_SIGMAS = 6.0
 
 
@@ -55,12 +57,14 @@ class Duplicates:
                 "leaks": sum(p["split_a"] != p["split_b"] for p in self.pairs)}
 
 
-def normalised(x: np.ndarray) -> np.ndarray:
-    """Centred, unit-length rows as contiguous float32 (faiss's input)."""
-    z = np.asarray(x, dtype=np.float32)
-    z = z - z.mean(0, dtype=np.float64).astype(np.float32)
+def normalised(x: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """Centred, unit-length ``rows`` of ``x`` (default: all) as a new contiguous float32 array (faiss's input),
+    made in place in that one copy."""
+    x = np.asarray(x)
+    z = np.array(x, dtype=np.float32, order="C") if rows is None else np.ascontiguousarray(x[rows], dtype=np.float32)
+    z -= z.mean(0, dtype=np.float64).astype(np.float32)
     z /= np.linalg.norm(z, axis=1, keepdims=True).clip(1e-12)
-    return np.ascontiguousarray(z)
+    return z
 
 
 def neighbours(z: np.ndarray, k: int = K, *, exact: bool | None = None,
@@ -70,17 +74,23 @@ def neighbours(z: np.ndarray, k: int = K, *, exact: bool | None = None,
     import faiss
 
     n, d = z.shape
+    search = "exact"
     if not (exact if exact is not None else n < EXACT_BELOW):
-        return _reduced(z, k, seed)
+        sims, idx, recall = _reduced(z, k, seed)
+        axes = f"{min(REDUCED_DIMS, d)} principal axes"
+        measured = f"recall@1 {recall:.3f} on {min(n, RECALL_SAMPLE):,} sampled rows"
+        if recall >= MIN_RECALL:
+            return sims, idx, f"exact on {axes}, {CANDIDATES} candidates re-ranked ({measured})"
+        search = f"exact (on {axes}: {measured})"
     index = faiss.IndexFlatIP(d)
     index.add(z)
     sims, idx = index.search(z, min(k + 1, n))
-    return (*_drop_self(sims, idx), "exact")
+    return (*_drop_self(sims, idx), search)
 
 
-def _reduced(z: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """Candidates by exact search on the leading principal axes, re-ranked by their full cosine; recall@1
-    against exact search on a sample of rows goes into the search's description."""
+def _reduced(z: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Candidates by exact search on the leading principal axes, re-ranked by their full cosine, and the
+    recall@1 against exact search on a sample of rows."""
     import faiss
 
     n, d = z.shape
@@ -97,9 +107,7 @@ def _reduced(z: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, 
     order = np.argsort(-sims, axis=1, kind="stable")[:, :min(k, n - 1)]
     sims, idx = np.take_along_axis(sims, order, 1), np.take_along_axis(cand, order, 1)
     sample = np.sort(np.random.default_rng(seed).choice(n, min(n, RECALL_SAMPLE), replace=False))
-    recall = float(np.mean(sims[sample, 0] >= _nearest_other(z, sample) - 1e-6))   # found a row as near as it
-    return sims, idx, (f"exact on {r} principal axes, {CANDIDATES} candidates re-ranked "
-                       f"(recall@1 {recall:.3f} on {len(sample):,} sampled rows)")
+    return sims, idx, float(np.mean(sims[sample, 0] >= _nearest_other(z, sample) - 1e-6))  # found one as near
 
 
 def _nearest_other(z: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -176,7 +184,7 @@ def find(view: Cache, manifest: Manifest, store: Cache, *, threshold: float | No
     if unique.sum() < 3:
         return Duplicates(threshold or 1.0, threshold is None, pairs)
     rows = np.flatnonzero(unique)
-    sims, idx, search = neighbours(normalised(np.asarray(view.embeddings)[rows]), exact=exact)
+    sims, idx, search = neighbours(normalised(view.embeddings, None if unique.all() else rows), exact=exact)
     if threshold is None:
         ratio = distance_ratio(sims)
         bound = calibrated_ratio(ratio)

@@ -33,6 +33,8 @@ def test_round_trip_and_evaluate_cli(tmp_path, capsys):
     assert out["n"] == 48 and set(out["fairness"]) == {"sex", "age", "sex_age"}
     assert main(["evaluate", str(tmp_path / "predictions.csv"), "--n-boot", "20", "--n-perm", "20"]) == 0
     assert "fairness gaps" in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "predictions.csv"), "--n-boot", "20", "--n-perm", "0"]) == 0
+    assert "not tested: --n-perm 0" in capsys.readouterr().out
 
 
 def test_bad_predictions_file(tmp_path):

@@ -136,3 +136,13 @@ def test_aggregate_over_seeds_pools_replicates():
     assert agg["accuracy"]["sd"] == pytest.approx(np.std(accs, ddof=1))
     assert agg["accuracy"]["ci"][0] < min(accs) and agg["accuracy"]["ci"][1] > max(accs)
     assert agg["fairness"]["sex"]["eqodds"]["n_seeds"] == 3
+
+
+def test_without_permutations_gaps_have_no_p_value_or_floor():
+    """--n-perm 0 is allowed: the gaps keep their CIs and say nothing about chance (it raised a KeyError)."""
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 3, 300), rng.dirichlet(np.ones(3), 300)
+    res = evaluate(y, p, groups={"sex": rng.choice(["M", "F"], 300)}, classes=("a", "b", "c"), n_boot=20, n_perm=0)
+    assert res["p_value"]["sex"] == {k: None for k in res["p_value"]["sex"]} and len(res["p_value"]["sex"]) == 4
+    assert res["null"]["sex"]["f1_gap"] is None and res["significant"]["sex"]["f1_gap"] is False
+    assert None not in res["ci"]["fairness"]["sex"]["f1_gap"]

@@ -43,7 +43,8 @@ def _why_not(result: dict, attr: str, gap: str) -> str:
     lo, hi = result["ci"]["fairness"][attr][gap]
     p = result["p_value"][attr][gap]
     if p is None:
-        return "no (undefined: fewer than two groups large enough)"
+        return ("no (not tested: --n-perm 0)" if not result["settings"]["n_perm"] else
+                "no (undefined: fewer than two groups large enough)")
     reasons = []
     if lo is None or (lo <= 0 <= hi):
         reasons.append("CI includes 0")

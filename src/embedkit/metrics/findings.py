@@ -28,7 +28,8 @@ import numpy as np
 
 from embedkit.metrics import intervals, resample, stats
 from embedkit.metrics.ranking import Ranked
-from embedkit.metrics.suite import MIN_GROUP, N_BOOT, N_PERM, STATS_VERSION, group_codes, present_groups, quiet, nest, significant
+from embedkit.metrics.suite import (MIN_GROUP, N_BOOT, N_PERM, STATS_VERSION, gap_sections, gap_tests, group_codes,
+                                   nest, present_groups, quiet)
 from embedkit.tasks import NO_FINDING
 
 RATES = ("tp", "fn", "fp", "tn")
@@ -262,19 +263,11 @@ def _result(observed: dict, boot: dict, perm: dict, n_perm: int, method: str) ->
     with quiet():
         ci = {k: [_clean(x) for x in intervals.interval(boot[k], observed[k], method=method, bounds=(0.0, 1.0))]
               for k in boot if k != "n" and not k.endswith("/n")}
-        gaps = [k for k in observed if k.startswith("fairness/")]
-        perm = {k: perm.get(k, np.zeros(0)) for k in gaps}                     # none without permutations
-        floor = {k: float(np.nanmedian(np.abs(perm[k]))) if np.isfinite(perm[k]).any() else np.nan for k in gaps}
-        p = {k: float((1 + np.sum(np.abs(perm[k]) >= abs(observed[k]) - 1e-12)) / (1 + n_perm))
-             if np.isfinite(observed[k]) and n_perm else None for k in gaps}
         ci |= {k: [None, None] for k in observed if k not in ci and k != "n" and not k.endswith("/n")}
-    short = {k: k.removeprefix("fairness/") for k in gaps}
+    gaps = [k for k in observed if k.startswith("fairness/")]
+    floor, p = gap_tests(observed, perm, gaps, n_perm)
     result["ci"] = nest(ci)
-    result["null"] = nest({short[k]: _clean(floor[k]) for k in gaps})
-    result["excess"] = nest({short[k]: _clean(abs(observed[k]) - floor[k]) for k in gaps})
-    result["p_value"] = nest({short[k]: p[k] for k in gaps})
-    result["significant"] = nest({short[k]: significant(ci[k], p[k]) for k in gaps})
-    return result
+    return result | gap_sections(observed, ci, floor, p, gaps)
 
 
 def _undefined(rows: _Rows, observed: dict) -> dict[str, str]:

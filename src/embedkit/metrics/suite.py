@@ -136,8 +136,29 @@ def nest(flat: dict[str, object]) -> dict:
     return tree
 
 
-def _clean(x: float) -> float | None:
-    return None if not np.isfinite(x) else float(x)
+def _clean(x: float | None) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def gap_tests(observed: Mapping[str, float], perm: Mapping[str, np.ndarray], gaps: list[str],
+              n_perm: int) -> tuple[dict, dict]:
+    """Each gap's noise floor (median |gap| under the permutation null) and permutation p-value
+    (1 + #{|null| >= |observed|}) / (1 + n_perm); NaN and None without permutations."""
+    with quiet():
+        null = {k: perm.get(k, np.zeros(0)) for k in gaps}
+        floor = {k: float(np.nanmedian(np.abs(null[k]))) if np.isfinite(null[k]).any() else np.nan for k in gaps}
+        p = {k: float((1 + np.sum(np.abs(null[k]) >= abs(observed[k]) - 1e-12)) / (1 + n_perm))
+             if np.isfinite(observed[k]) and n_perm else None for k in gaps}
+    return floor, p
+
+
+def gap_sections(observed: Mapping[str, float], ci: Mapping[str, list], floor: dict, p: dict, gaps: list[str]) -> dict:
+    """A result's null, excess, p_value and significant sections, keyed without "fairness/"."""
+    short = {k: k.removeprefix("fairness/") for k in gaps}
+    return {"null": nest({short[k]: _clean(floor[k]) for k in gaps}),
+            "excess": nest({short[k]: _clean(abs(observed[k]) - floor[k]) for k in gaps}),
+            "p_value": nest({short[k]: p[k] for k in gaps}),
+            "significant": nest({short[k]: significant(ci[k], p[k]) for k in gaps})}
 
 
 class _Data:
@@ -266,17 +287,10 @@ def _result(observed, boot, perm, data, small, eligible, min_group, n_boot, n_pe
     result["excluded"] = nest({k.replace("fairness/", "").replace("/excluded", ""): int(v)
                                for k, v in observed.items() if "/excluded/" in k and np.isfinite(v)})
     ci = _intervals(boot, observed, _signed(data, eligible), design["interval"])
-    with quiet():
-        gap_keys = [k for k in observed if k.startswith("fairness/") and "/excluded/" not in k]
-        floor = {k: float(np.nanmedian(np.abs(perm[k]))) if np.isfinite(perm[k]).any() else np.nan for k in gap_keys}
-        p_value = {k: float((1 + np.sum(np.abs(perm[k]) >= abs(observed[k]) - 1e-12)) / (1 + n_perm))
-                   if np.isfinite(observed[k]) else None for k in gap_keys}
-    short = lambda k: k.replace("fairness/", "")  # noqa: E731
+    gap_keys = [k for k in observed if k.startswith("fairness/") and "/excluded/" not in k]
+    floor, p_value = gap_tests(observed, perm, gap_keys, n_perm)
     result["ci"] = nest(ci)
-    result["null"] = nest({short(k): _clean(v) for k, v in floor.items()})
-    result["excess"] = nest({short(k): _clean(abs(observed[k]) - floor[k]) for k in gap_keys})
-    result["p_value"] = nest({short(k): v for k, v in p_value.items()})
-    result["significant"] = nest({short(k): significant(ci[k], p_value[k]) for k in gap_keys})
+    result |= gap_sections(observed, ci, floor, p_value, gap_keys)
     result["settings"] = {"n_boot": n_boot, "n_perm": n_perm, "seed": seed, "ece_bins": stats.N_BINS, "min_group": min_group,
                           "version": STATS_VERSION, "resampling": design,
                           "attributes": {a: {"groups": list(o), "too_small": small[a], "sign": _sign(o, eligible[a])}

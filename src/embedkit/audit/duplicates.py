@@ -82,9 +82,7 @@ def neighbours(z: np.ndarray, k: int = K, *, exact: bool | None = None,
         if recall >= MIN_RECALL:
             return sims, idx, f"exact on {axes}, {CANDIDATES} candidates re-ranked ({measured})"
         search = f"exact (on {axes}: {measured})"
-    index = faiss.IndexFlatIP(d)
-    index.add(z)
-    sims, idx = index.search(z, min(k + 1, n))
+    sims, idx = faiss.knn(z, z, min(k + 1, n), metric=faiss.METRIC_INNER_PRODUCT)   # no index: no copy of z
     return (*_drop_self(sims, idx), search)
 
 
@@ -96,10 +94,8 @@ def _reduced(z: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, 
     n, d = z.shape
     r, c = min(REDUCED_DIMS, d), min(CANDIDATES + 1, n)
     projected = np.ascontiguousarray(z @ _principal_axes(z, r))
-    index = faiss.IndexFlatL2(r)
-    index.add(projected)
-    _, cand = index.search(projected, c)
-    del projected, index
+    _, cand = faiss.knn(projected, projected, c)
+    del projected
     sims = np.empty(cand.shape, dtype=np.float32)
     for s in range(0, n, 1024):                                   # full cosines of each row's candidates
         sims[s:s + 1024] = np.einsum("nd,nkd->nk", z[s:s + 1024], z[cand[s:s + 1024]])

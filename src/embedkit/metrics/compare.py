@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from embedkit.metrics.intervals import interval
+from embedkit.metrics.suite import clean
 
 UTILITY = ("accuracy", "f1_macro")
 GAPS = ("f1_gap", "eqodds", "ece_gap")
@@ -30,7 +31,7 @@ def paired_changes(base: list[dict], other: list[dict], attribute: str) -> dict:
             observed.append(_value(b, path, absolute) - _value(a, path, absolute))
         change = np.nanmean(observed) if np.isfinite(observed).any() else np.nan
         ci = interval(np.concatenate(diffs), change, bounds=(-1.0, 1.0))
-        out[name] = {"change": _clean(change), "ci": [_clean(ci[0]), _clean(ci[1])]}
+        out[name] = {"change": clean(change), "ci": [clean(ci[0]), clean(ci[1])]}
     return out
 
 
@@ -47,7 +48,3 @@ def _value(result: dict, path: str, absolute: bool) -> float:
     if node is None:
         return np.nan
     return abs(node) if absolute else node
-
-
-def _clean(x) -> float | None:
-    return None if x is None or not np.isfinite(x) else float(x)

@@ -28,8 +28,8 @@ import numpy as np
 
 from embedkit.metrics import intervals, resample, stats
 from embedkit.metrics.ranking import Ranked
-from embedkit.metrics.suite import (MIN_GROUP, N_BOOT, N_PERM, STATS_VERSION, gap_sections, gap_tests, group_codes,
-                                   nest, present_groups, quiet)
+from embedkit.metrics.suite import (MIN_GROUP, N_BOOT, N_PERM, STATS_VERSION, clean, gap_sections, gap_tests,
+                                   group_codes, nest, present_groups, quiet)
 from embedkit.tasks import NO_FINDING
 
 RATES = ("tp", "fn", "fp", "tn")
@@ -252,16 +252,12 @@ def _stacked(parts: list[dict]) -> dict:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
 
 
-def _clean(x) -> float | None:
-    return None if x is None or not np.isfinite(x) else float(x)
-
-
 def _result(observed: dict, boot: dict, perm: dict, n_perm: int, method: str) -> dict:
     """Estimates, CIs (every metric), and for the gaps p-values, noise floors, excess and significance."""
-    result = nest({k: _clean(v) for k, v in observed.items()})
+    result = nest({k: clean(v) for k, v in observed.items()})
     result["n"] = int(observed["n"])
     with quiet():
-        ci = {k: [_clean(x) for x in intervals.interval(boot[k], observed[k], method=method, bounds=(0.0, 1.0))]
+        ci = {k: [clean(x) for x in intervals.interval(boot[k], observed[k], method=method, bounds=(0.0, 1.0))]
               for k in boot if k != "n" and not k.endswith("/n")}
         ci |= {k: [None, None] for k in observed if k not in ci and k != "n" and not k.endswith("/n")}
     gaps = [k for k in observed if k.startswith("fairness/")]

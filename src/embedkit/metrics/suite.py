@@ -136,7 +136,8 @@ def nest(flat: dict[str, object]) -> dict:
     return tree
 
 
-def _clean(x: float | None) -> float | None:
+def clean(x: float | None) -> float | None:
+    """A JSON-ready number: None for None, NaN or infinity."""
     return None if x is None or not np.isfinite(x) else float(x)
 
 
@@ -155,8 +156,8 @@ def gap_tests(observed: Mapping[str, float], perm: Mapping[str, np.ndarray], gap
 def gap_sections(observed: Mapping[str, float], ci: Mapping[str, list], floor: dict, p: dict, gaps: list[str]) -> dict:
     """A result's null, excess, p_value and significant sections, keyed without "fairness/"."""
     short = {k: k.removeprefix("fairness/") for k in gaps}
-    return {"null": nest({short[k]: _clean(floor[k]) for k in gaps}),
-            "excess": nest({short[k]: _clean(abs(observed[k]) - floor[k]) for k in gaps}),
+    return {"null": nest({short[k]: clean(floor[k]) for k in gaps}),
+            "excess": nest({short[k]: clean(abs(observed[k]) - floor[k]) for k in gaps}),
             "p_value": nest({short[k]: p[k] for k in gaps}),
             "significant": nest({short[k]: significant(ci[k], p[k]) for k in gaps})}
 
@@ -267,7 +268,7 @@ def _bounds(key: str, signed: set[str]) -> tuple[float, float]:
 def _intervals(boot: dict, estimates: Mapping[str, float], signed: set[str], method: str) -> dict:
     keys = [k for k in boot if k != "n" and "/excluded/" not in k and not k.endswith("/n")]
     with quiet():
-        return {k: [_clean(x) for x in intervals.interval(boot[k], estimates[k], method=method, bounds=_bounds(k, signed))]
+        return {k: [clean(x) for x in intervals.interval(boot[k], estimates[k], method=method, bounds=_bounds(k, signed))]
                 for k in keys}
 
 
@@ -282,7 +283,7 @@ def _sign(order: tuple[str, ...], keep: list[int]) -> str:
 
 def _result(observed, boot, perm, data, small, eligible, min_group, n_boot, n_perm, seed, design,
             return_replicates) -> dict:
-    result = nest({k: _clean(v) for k, v in observed.items() if "/excluded/" not in k})
+    result = nest({k: clean(v) for k, v in observed.items() if "/excluded/" not in k})
     result["n"] = int(observed["n"])
     result["excluded"] = nest({k.replace("fairness/", "").replace("/excluded", ""): int(v)
                                for k, v in observed.items() if "/excluded/" in k and np.isfinite(v)})
@@ -314,8 +315,8 @@ def aggregate_seeds(results: list[dict]) -> dict:
         with quiet():
             mean = np.nanmean(values)
             lo, hi = intervals.interval(pooled, mean, method=method, bounds=_bounds(k, signed))
-            out[k] = {"mean": _clean(mean), "sd": _clean(np.nanstd(values, ddof=1)) if len(values) > 1 else None,
-                      "ci": [_clean(lo), _clean(hi)], "n_seeds": len(values)}
+            out[k] = {"mean": clean(mean), "sd": clean(np.nanstd(values, ddof=1)) if len(values) > 1 else None,
+                      "ci": [clean(lo), clean(hi)], "n_seeds": len(values)}
     return nest(out)
 
 

@@ -91,9 +91,11 @@ def _reduced(z: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, 
     recall@1 against exact search on a sample of rows."""
     import faiss
 
+    from embedkit.audit.distribution import principal_scores
+
     n, d = z.shape
     r, c = min(REDUCED_DIMS, d), min(CANDIDATES + 1, n)
-    projected = np.ascontiguousarray(z @ _principal_axes(z, r))
+    projected = np.ascontiguousarray(principal_scores(z, r)[0], dtype=np.float32)
     _, cand = faiss.knn(projected, projected, c)
     del projected
     sims = np.empty(cand.shape, dtype=np.float32)
@@ -115,16 +117,6 @@ def _nearest_other(z: np.ndarray, rows: np.ndarray) -> np.ndarray:
         cos[np.flatnonzero(own), rows[own] - s] = -np.inf
         np.maximum(best, cos.max(1), out=best)
     return best
-
-
-def _principal_axes(z: np.ndarray, r: int) -> np.ndarray:
-    """(d, r) the leading principal axes of centred rows ``z``, from their covariance summed in blocks."""
-    cov = np.zeros((z.shape[1],) * 2)
-    for s in range(0, len(z), 65536):
-        block = z[s:s + 65536]
-        cov += block.T @ block
-    _, vectors = np.linalg.eigh(cov)
-    return np.ascontiguousarray(vectors[:, ::-1][:, :r], dtype=np.float32)
 
 
 def _drop_self(sims: np.ndarray, idx: np.ndarray):

@@ -1,5 +1,6 @@
-"""Cache-path experiments: the whole probe grid (in one process, through the one CLI command, and where
-its time goes), stacked against per-member optimiser groups, and the cost of re-encoding instead."""
+"""Cache-path experiments: the whole probe grid (in one process, through the one CLI command, where its
+time goes, and its FLOP bound measured in the same process), the stacked heads with written-out gradients
+against the same members trained the plain torch way, and the cost of re-encoding instead."""
 
 from __future__ import annotations
 
@@ -10,6 +11,19 @@ import numpy as np
 from common import child
 
 MODELS = (("clip", 512), ("biomedclip", 512), ("medclip-vit", 512), ("medclip-rn50", 512), ("gloria", 768))
+N_TRAIN, N_VAL, CLASSES, SEEDS, EPOCHS, HIDDEN = 840, 120, 6, 5, 150, 128
+
+
+def grid_gflop() -> dict:
+    """The GEMM work of the grid's linear and MLP heads (default sweeps: 4 and 2 points) per head kind:
+    forward and weight gradient of every layer, the MLP's hidden gradient, and each epoch's validation."""
+    def layer(n_in, n_out, members, grad_input=False):
+        per_row = 2 * n_in * n_out * members
+        return EPOCHS * (N_TRAIN * per_row * (3 if grad_input else 2) + N_VAL * per_row)
+
+    linear = sum(layer(d, CLASSES, SEEDS * 4) for _, d in MODELS)
+    mlp = sum(layer(d, HIDDEN, SEEDS * 2) + layer(HIDDEN, CLASSES, SEEDS * 2, grad_input=True) for _, d in MODELS)
+    return {"linear": linear / 1e9, "mlp": mlp / 1e9}
 
 
 def _synthetic_caches(tmp: Path) -> list[Path]:
@@ -56,7 +70,14 @@ for cache in caches:
                                         n_boot=1000))
         times[method] = times.get(method, 0) + time.perf_counter() - t0
 total = time.perf_counter() - t_all
-RESULT = dict(threads={threads}, total_s=total, load_s=spent["load"], finish_s=spent["finish"],
+import torch
+a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+a @ b
+t0 = time.perf_counter()
+for _ in range(5):
+    a @ b
+gemm_gflops = 5 * 2 * 2048 ** 3 / (time.perf_counter() - t0) / 1e9
+RESULT = dict(threads={threads}, total_s=total, gemm_gflops=gemm_gflops, load_s=spent["load"], finish_s=spent["finish"],
               fit_s=total - spent["load"] - spent["finish"], **{{f"{{k}}_s": v for k, v in times.items()}})
 """, env={"OMP_NUM_THREADS": str(threads)})
 
@@ -80,14 +101,16 @@ RESULT = dict(seconds=time.perf_counter() - t0, runs=len(list((tmp / "runs").rgl
 """, env={"OMP_NUM_THREADS": "1"})
 
 
-def stacked_vs_groups(kind: str) -> dict:
-    """train_heads (stacked optimiser state) against the same members as per-member AdamW parameter
-    groups over concatenated leaves (the previous design), 5 seeds x the default sweep, 150 epochs."""
+def written_vs_autograd(kind: str) -> dict:
+    """train_heads (stacked, gradients written out, fused AdamW per sweep point) against the same members
+    the plain torch way: autograd through the members stacked each step, torch.optim.AdamW (fused) with a
+    parameter group per member. 5 seeds x the default sweep, 150 epochs, one thread."""
     return child(f"""
 import time, torch
 from torch.nn import functional as F
 from embedkit.heads.features import Split
-from embedkit.heads.trained import HeadConfig, _forward, _init, member_generator, order_generator, train_heads
+from embedkit.heads.stacked import init
+from embedkit.heads.trained import HeadConfig, member_generator, order_generator, train_heads
 torch.set_num_threads(1)
 g = torch.Generator().manual_seed(0)
 y = torch.arange(1200) % 6
@@ -95,14 +118,22 @@ x = torch.randn(6, 512, generator=g)[y] * 0.3 + torch.randn(1200, 512, generator
 tr, va = Split(x[:840], y[:840], None), Split(x[840:960], y[840:960], None)
 cfg = HeadConfig(kind="{kind}").resolved()
 seeds = [0, 1, 2, 3, 4]
-t0 = time.perf_counter(); train_heads(tr, va, cfg, seeds, 6); stacked = time.perf_counter() - t0
+t0 = time.perf_counter(); train_heads(tr, va, cfg, seeds, 6); written = time.perf_counter() - t0
 
-def groups():
-    grid = [(lr, wd) for lr in cfg.lrs for wd in cfg.weight_decays]
-    S, G = len(seeds), len(grid)
+def forward(members, x, masks):
+    if cfg.kind == "linear":
+        return torch.stack([x[i // G] @ m[0] + m[1] for i, m in enumerate(members)])
+    h = torch.stack([F.relu(x[i // G] @ m[0] + m[1]) for i, m in enumerate(members)])
+    h = h if masks is None else h * masks
+    return torch.baddbmm(torch.stack([m[3] for m in members])[:, None], h, torch.stack([m[2] for m in members]))
+
+grid = [(lr, wd) for lr in cfg.lrs for wd in cfg.weight_decays]
+S, G = len(seeds), len(grid)
+
+def plain():
     gens = [member_generator(s, lr, wd) for s in seeds for lr, wd in grid]
     orders = [order_generator(s) for s in seeds]
-    members = [[p.requires_grad_() for p in _init(cfg.kind, 512, 6, cfg.hidden, g)] for g in gens]
+    members = [[p.requires_grad_() for p in init(cfg.kind, 512, 6, cfg.hidden, g)] for g in gens]
     opt = torch.optim.AdamW([{{"params": m, "lr": grid[i % G][0], "weight_decay": grid[i % G][1]}}
                              for i, m in enumerate(members)], fused=True)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
@@ -111,22 +142,18 @@ def groups():
         perms = torch.stack([torch.randperm(840, generator=o) for o in orders])
         for s in range(0, 840, 64):
             idx = perms[:, s:s + 64]
-            rows = [members[i * G:(i + 1) * G] for i in range(S)]
-            params = [torch.stack([torch.cat([m[k] for m in row], -1) for row in rows]) for k in (0, 1)]
-            if cfg.kind == "mlp":
-                params += [torch.stack([m[k] for m in members]) for k in (2, 3)]
             masks = None if cfg.kind == "linear" else torch.stack(
                 [torch.rand(idx.shape[1], cfg.hidden, generator=g) < 0.8 for g in gens]) / 0.8
-            logits = _forward(cfg.kind, params, xs[idx], masks, G)
+            logits = forward(members, xs[idx], masks)
             opt.zero_grad()
-            F.cross_entropy(logits.reshape(-1, 6), tr.y[idx][:, None].expand(-1, G, -1).reshape(-1)).backward()
+            F.cross_entropy(logits.reshape(-1, 6), tr.y[idx].repeat_interleave(G, 0).reshape(-1)).backward()
             opt.step()
         sched.step()
         with torch.no_grad():
-            _forward(cfg.kind, params, ((va.x - tr.x.mean(0)) / tr.x.std(0))[None].expand(S, -1, -1), None, G)
+            forward(members, ((va.x - tr.x.mean(0)) / tr.x.std(0))[None].expand(S, -1, -1), None)
 
-t0 = time.perf_counter(); groups(); per_member = time.perf_counter() - t0
-RESULT = dict(kind="{kind}", members=5 * len(cfg.lrs) * len(cfg.weight_decays), stacked_s=stacked, groups_s=per_member)
+t0 = time.perf_counter(); plain(); autograd = time.perf_counter() - t0
+RESULT = dict(kind="{kind}", members=S * G, written_s=written, autograd_s=autograd)
 """, env={"OMP_NUM_THREADS": "1"})
 
 

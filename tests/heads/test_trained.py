@@ -5,7 +5,8 @@ import torch
 from torch.nn import functional as F
 
 from embedkit.heads.features import Split
-from embedkit.heads.trained import HeadConfig, _init, member_generator, order_generator, train_heads
+from embedkit.heads.stacked import init as _init
+from embedkit.heads.trained import HeadConfig, member_generator, order_generator, train_heads
 
 from .conftest import separable
 

@@ -9,12 +9,15 @@ from pathlib import Path
 import torch
 
 
+FORMAT = 2  # 2: the optimiser's moments as tensors (heads.stacked); a checkpoint of another format is not resumed
+
+
 def save(path, state: dict, epoch: int) -> None:
     """Atomically write everything the next epoch depends on (weights, optimiser, best, RNG)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
-    torch.save({"epoch": epoch, "params": [p.detach() for p in state["params"]], "opt": state["opt"].state(),
+    torch.save({"format": FORMAT, "epoch": epoch, "params": [p.detach() for p in state["params"]], "opt": state["opt"].state(),
                 "best_loss": state["best_loss"], "best_epoch": state["best_epoch"], "best": state["best"],
                 "best_score": state["best_score"],
                 "gens": [g.get_state() for g in state["gens"]]}, tmp)
@@ -26,6 +29,8 @@ def resume(path, state: dict) -> int:
     if path is None or not Path(path).is_file():
         return 0
     ck = torch.load(path, weights_only=True)
+    if ck.get("format") != FORMAT:
+        return 0
     with torch.no_grad():
         for dst, src in zip(state["params"] + state["best"], ck["params"] + ck["best"]):
             dst.copy_(src)

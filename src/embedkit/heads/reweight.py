@@ -19,6 +19,10 @@ class Weighted(Objective):
         w = self.weights[idx].repeat_interleave(self.g, dim=0)          # (S*G, B): each member its seed's rows
         return (per_sample * w).sum(-1) / w.sum(-1)
 
+    def gradient(self, per_sample, logits, idx):
+        w = self.weights[idx].repeat_interleave(self.g, dim=0)
+        return w / w.sum(-1, keepdim=True), None
+
 
 @register
 class Reweight(Mitigation):

@@ -2,24 +2,22 @@
 
 The recipe is the paper's: AdamW, cosine annealing (per epoch, to 0), batch 64, 150 epochs,
 learning rate and weight decay chosen on validation, and the epoch with the lowest validation
-loss kept. All (seed, lr, wd) members train as one stacked model: each parameter kind is one
-tensor over the members (the sweep points of a seed share its data order, so their first layers
-are one GEMM), and AdamW updates each stacked tensor in one pass with per-member learning-rate
-and weight-decay vectors. A member's initialisation and dropout come from a generator seeded by
-its (seed, lr, wd), so it trains exactly as it would alone. Features are standardised with the
+loss kept. All (seed, lr, wd) members train as one stacked model (``heads.stacked``: one tensor per
+parameter kind, gradients written out, torch's fused AdamW per sweep point). A member's initialisation
+and dropout come from a generator seeded by its (seed, lr, wd), so it trains exactly as it would alone
+(tests/heads/test_trained.py checks it against torch.optim.AdamW). Features are standardised with the
 training split's mean and standard deviation.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 from torch.nn import functional as F
 
-from embedkit.heads import lbfgs
+from embedkit.heads import lbfgs, stacked
 from embedkit.heads.base import Fitted, Method
 from embedkit.heads.checkpoint import resume as _resume, save as _save
 from embedkit.heads.features import Split
@@ -70,7 +68,7 @@ class TrainedHead:
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         z = ((x - self.mean) / self.std)[None]
         with torch.no_grad():
-            return _forward(self.kind, [p[None] for p in self.params], z, None, 1)[0, 0]
+            return stacked.forward(self.kind, [p[None, None] for p in self.params], z, None)[0][0, 0]
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(x)) if self.findings else F.softmax(self.logits(x), dim=-1)
@@ -87,100 +85,6 @@ def order_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(1_000_003 * seed)
 
 
-def _forward(kind: str, params: list[torch.Tensor], x: torch.Tensor, dropout_masks: torch.Tensor | None,
-             groups: int) -> torch.Tensor:
-    """(S, B, D) -> (S, G, B, C): S seeds (each with its own batch) x G sweep points."""
-    s, b, _ = x.shape
-    if kind == "linear":
-        w, bias = params                                        # (S, D, G*C), (S, G*C)
-        return torch.baddbmm(bias[:, None, :], x, w).view(s, b, groups, -1).transpose(1, 2)
-    w1, b1, w2, b2 = params                                     # (S, D, G*H), (S, G*H), (S*G, H, C), (S*G, C)
-    h = F.relu(torch.baddbmm(b1[:, None, :], x, w1))            # (S, B, G*H)
-    h = h.view(s, b, groups, -1).transpose(1, 2).reshape(s * groups, b, -1)
-    if dropout_masks is not None:
-        h = h * dropout_masks
-    return torch.baddbmm(b2[:, None, :], h, w2).view(s, groups, b, -1)
-
-
-def _init(kind: str, d: int, c: int, hidden: int, g: torch.Generator) -> list[torch.Tensor]:
-    """One member's weights with nn.Linear's default init (uniform in ±1/sqrt(fan_in))."""
-    def uniform(shape, fan_in):
-        bound = 1 / math.sqrt(fan_in)
-        return (torch.rand(shape, generator=g) * 2 - 1) * bound
-
-    if kind == "linear":
-        return [uniform((d, c), d), uniform((c,), d)]
-    return [uniform((d, hidden), d), uniform((hidden,), d), uniform((hidden, c), hidden), uniform((c,), hidden)]
-
-
-def _member_view(kind: str, k: int, t: torch.Tensor, s: int, g: int) -> torch.Tensor:
-    """Stacked tensor ``t`` of parameter kind ``k`` viewed as (S, G, ...): member (seed i, sweep j) at [i, j]."""
-    if kind == "linear" or k < 2:   # first layer: (S, D, G*K) and (S, G*K), members along the last axis
-        return t.view(s, t.shape[1], g, -1).transpose(1, 2) if t.dim() == 3 else t.view(s, g, -1)
-    return t.view(s, g, *t.shape[1:])   # second layer: (S*G, ...)
-
-
-def _member_views(kind: str, params: list[torch.Tensor], s: int, g: int) -> list[torch.Tensor]:
-    return [_member_view(kind, k, p, s, g) for k, p in enumerate(params)]
-
-
-def _stack(kind: str, members: list[list[torch.Tensor]], s: int, g: int) -> list[torch.Tensor]:
-    """Members' weights (seed-major) as the stacked leaves ``_forward`` takes."""
-    rows = [members[i * g:(i + 1) * g] for i in range(s)]
-    first = [torch.stack([torch.cat([m[k] for m in row], -1) for row in rows]) for k in (0, 1)]
-    rest = [] if kind == "linear" else [torch.stack([m[k] for m in members]) for k in (2, 3)]
-    return [t.contiguous().requires_grad_() for t in first + rest]
-
-
-def _unstack(kind: str, params: list[torch.Tensor], s: int, g: int, i: int, j: int) -> list[torch.Tensor]:
-    return [v[i, j].detach().clone() for v in _member_views(kind, params, s, g)]
-
-
-def _spread(kind: str, k: int, values: torch.Tensor, p: torch.Tensor, s: int, g: int) -> torch.Tensor:
-    """Per-member ``values`` (S, G) laid out to broadcast over stacked parameter ``p`` of kind ``k`` (the
-    layout of ``_member_view``, kept broadcastable: a full-size copy slows the MLP's update by a quarter)."""
-    if kind == "linear" or k < 2:       # (S, D, G*K) or (S, G*K): each member's K columns in a row
-        per = values.repeat_interleave(p.shape[-1] // g, dim=1)
-        return per[:, None, :] if p.dim() == 3 else per
-    return values.reshape(s * g, *([1] * (p.dim() - 1)))
-
-
-class StackedAdamW:
-    """AdamW (decoupled weight decay, bias-corrected) over stacked tensors whose members have their own
-    learning rate and weight decay. torch's fused Adam, run at lr 1 without decay on a zeroed twin of
-    each tensor, gives every element's Adam direction in one pass; the member's lr and decay then
-    apply as two broadcast passes: p ← p·(1 − lr·wd) + lr·direction, AdamW's update exactly."""
-
-    def __init__(self, kind: str, params: list[torch.Tensor], lr: torch.Tensor, weight_decay: torch.Tensor,
-                 s: int, g: int, betas=(0.9, 0.999), eps=1e-8):
-        self.params = params
-        self.lr = [_spread(kind, k, lr, p, s, g) for k, p in enumerate(params)]      # per-member, broadcastable
-        self.lr_wd = [_spread(kind, k, lr * weight_decay, p, s, g) for k, p in enumerate(params)]
-        self.direction = [torch.zeros_like(p, requires_grad=True) for p in params]
-        self.adam = torch.optim.Adam(self.direction, lr=1.0, betas=betas, eps=eps, weight_decay=0.0, fused=True)
-        self.lr_factor = 1.0
-
-    @torch.no_grad()
-    def step(self) -> None:
-        for p, d in zip(self.params, self.direction):
-            d.zero_()
-            d.grad = p.grad
-        self.adam.step()
-        for p, d, lr, lr_wd in zip(self.params, self.direction, self.lr, self.lr_wd):
-            p.mul_(1 - self.lr_factor * lr_wd).addcmul_(d, lr, value=self.lr_factor)
-
-    def cosine(self, epoch: int, total: int) -> None:
-        """Cosine annealing to 0 over ``total`` epochs (torch's CosineAnnealingLR, closed form)."""
-        self.lr_factor = (1 + math.cos(math.pi * epoch / total)) / 2
-
-    def state(self) -> dict:
-        return {"adam": self.adam.state_dict(), "factor": self.lr_factor}
-
-    def load(self, state: dict) -> None:
-        self.adam.load_state_dict(state["adam"])
-        self.lr_factor = float(state["factor"])
-
-
 class Objective:
     """What each member minimises, and in which order it sees the rows. The default is ERM: the mean
     cross-entropy over a random permutation each epoch; interventions override (sample weights,
@@ -194,6 +98,18 @@ class Objective:
     def loss(self, per_sample: torch.Tensor, logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """(S*G,) member losses from per-sample losses (S*G, B) and logits (S, G, B, C) of rows ``idx`` (S, B)."""
         return per_sample.mean(-1)
+
+    def gradient(self, per_sample: torch.Tensor, logits: torch.Tensor,
+                 idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The gradient of the summed member losses with respect to the per-sample losses (S*G, B) and, where
+        ``loss`` reads the logits themselves, to the logits (else None): autograd over ``loss``, and for the
+        mean (ERM) every row's 1/B without it."""
+        if type(self).loss is Objective.loss:
+            return torch.full_like(per_sample, 1 / per_sample.shape[-1]), None
+        with torch.enable_grad():
+            rows, z = per_sample.detach().requires_grad_(), logits.detach().requires_grad_()
+            self.loss(rows, z, idx).sum().backward()
+        return rows.grad, z.grad
 
     def after_step(self) -> None:
         """Update any state of the objective's own (e.g. an adversary's optimiser) after the members' step."""
@@ -231,64 +147,92 @@ def train_sweep(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_c
     mean, std = train.x.mean(0), train.x.std(0).clamp_min(1e-6)
     xtr, xva = (train.x - mean) / std, (val.x - mean) / std
     n, d = xtr.shape
-    params = _stack(cfg.kind, [_init(cfg.kind, d, n_classes, cfg.hidden, g) for g in gens], S, G)
-    lr = torch.tensor([lr for lr, _ in grid]).repeat(S, 1)
-    wd = torch.tensor([wd for _, wd in grid]).repeat(S, 1)
-    opt = StackedAdamW(cfg.kind, params, lr, wd, S, G, cfg.betas, cfg.eps)
+    params = stacked.stack([stacked.init(cfg.kind, d, n_classes, cfg.hidden, g) for g in gens], S, G)
+    opt = stacked.StackedAdamW(params, [lr for lr, _ in grid], [wd for _, wd in grid], cfg.betas, cfg.eps)
     best_loss, best_epoch = torch.full((S, G), float("inf")), torch.zeros((S, G), dtype=torch.long)
     best_score = torch.full((S, G), float("inf"))
-    best = [p.detach().clone() for p in params]
+    best = [p.clone() for p in params]
     objective = objective or Objective()
     checkpoint = checkpoint if objective.resumable else None
     state = {"params": params, "opt": opt, "best_loss": best_loss, "best_epoch": best_epoch, "best": best,
              "best_score": best_score, "gens": order_gens + gens}
     first = _resume(checkpoint, state)
-
-    findings = train.y.dim() == 2               # binary / multi-label targets (N, F), NaN where masked
-
-    def per_sample(x: torch.Tensor, y: torch.Tensor, masks) -> tuple[torch.Tensor, torch.Tensor]:
-        """(S*G, B) loss of every member on its seed's rows — cross-entropy, or for findings the binary
-        cross-entropy averaged over the row's labelled findings — and the logits (S, G, B, C)."""
-        logits = _forward(cfg.kind, params, x, masks, G)
-        if findings:
-            return masked_bce(logits, y[:, None].expand(-1, G, -1, -1)).view(S * G, -1), logits
-        target = y[:, None, :].expand(-1, G, -1)
-        ce = F.cross_entropy(logits.reshape(-1, n_classes), target.reshape(-1), reduction="none").view(S * G, -1)
-        return ce, logits
+    targets, val_targets = Targets(train.y, n_classes), Targets(val.y, n_classes)
+    val_rows = torch.arange(len(xva)).expand(S, -1)
+    proba = torch.sigmoid if targets.findings else (lambda z: F.softmax(z, -1))  # noqa: E731
 
     for epoch in range(first, cfg.epochs):
         opt.cosine(epoch, cfg.epochs)
-        perms = torch.stack([objective.order(g, n) for g in order_gens])
-        for start in range(0, perms.shape[1], cfg.batch_size):
-            idx = perms[:, start:start + cfg.batch_size]
-            masks = None
-            if cfg.kind == "mlp" and cfg.dropout > 0:
-                keep = 1 - cfg.dropout
-                masks = torch.stack([torch.rand(idx.shape[1], cfg.hidden, generator=g) < keep for g in gens]) / keep
-            for p in params:
-                p.grad = None
-            ce, logits = per_sample(xtr[idx], train.y[idx], masks)
-            objective.loss(ce, logits, idx).sum().backward()
-            opt.step()
-            objective.after_step()
-        with torch.no_grad():
-            ce, logits = per_sample(xva[None].expand(S, -1, -1), val.y[None].expand(S, *val.y.shape), None)
-            vl = ce.mean(-1).view(S, G)
-        proba = (lambda z: torch.sigmoid(z)) if findings else (lambda z: F.softmax(z, -1))  # noqa: E731
+        _epoch(cfg, params, opt, xtr, targets, objective, torch.stack([objective.order(g, n) for g in order_gens]),
+               gens)
+        logits, _ = stacked.forward(cfg.kind, params, xva[None].expand(S, -1, -1), None)
+        vl = val_targets(logits, val_rows)[0].mean(-1).view(S, G)
         score = vl if criterion is None else torch.as_tensor(
             criterion(proba(logits).reshape(S * G, -1, n_classes).numpy()), dtype=vl.dtype).view(S, G)
         improved = score < best_score
         best_score.copy_(torch.where(improved, score, best_score))
         best_loss.copy_(torch.where(improved, vl, best_loss))
         best_epoch.masked_fill_(improved, epoch + 1)
-        with torch.no_grad():
-            for b, p in zip(_member_views(cfg.kind, best, S, G), _member_views(cfg.kind, params, S, G)):
-                mask = improved.view(S, G, *([1] * (b.dim() - 2)))
-                b.copy_(torch.where(mask, p, b))
+        for b, p in zip(stacked.member_views(best), stacked.member_views(params)):
+            b.copy_(torch.where(improved.view(S, G, *([1] * (b.dim() - 2))), p, b))
         if checkpoint is not None and (epoch + 1) % CHECKPOINT_EVERY == 0 and epoch + 1 < cfg.epochs:
             _save(checkpoint, state, epoch + 1)
-    return [[replace(_member(cfg, grid, s, i, j, best, best_loss, best_epoch, mean, std, S, G), findings=findings)
+    return [[replace(_member(cfg, grid, s, i, j, best, best_loss, best_epoch, mean, std, S, G), findings=targets.findings)
              for j in range(G)] for i, s in enumerate(seeds)]
+
+
+def _epoch(cfg: HeadConfig, params, opt, x: torch.Tensor, targets: "Targets", objective: Objective,
+           perms: torch.Tensor, gens: list[torch.Generator]) -> None:
+    """One pass over ``perms`` (S, N): each seed's rows in its order, every member a step per batch."""
+    s, groups = perms.shape[0], len(gens) // perms.shape[0]
+    keep = 1 - cfg.dropout
+    grads = [torch.empty_like(p) for p in params]
+    drawn = None
+    if cfg.kind == "mlp" and cfg.dropout > 0:     # each member's masks for the epoch from its own generator
+        drawn = torch.stack([torch.rand(perms.shape[1], cfg.hidden, generator=g) < keep for g in gens])
+        drawn = drawn.view(s, groups, *drawn.shape[1:]).transpose(0, 1)         # (G, S, N, H) like the weights
+    for start in range(0, perms.shape[1], cfg.batch_size):
+        idx = perms[:, start:start + cfg.batch_size]
+        dropout = None if drawn is None else (drawn[:, :, start:start + cfg.batch_size] / keep).contiguous()
+        xb = rows(x, idx)
+        logits, hidden = stacked.forward(cfg.kind, params, xb, dropout)
+        per_sample, dlogits = targets(logits, idx)
+        weight, direct = objective.gradient(per_sample, logits, idx)
+        dlogits.mul_(weight.view(s, groups, -1, 1))
+        if direct is not None:
+            dlogits.add_(direct)
+        opt.step(stacked.backward(cfg.kind, params, xb, hidden, dropout, dlogits, grads))
+        objective.after_step()
+
+
+def rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``t[idx]`` for an (S, B) index by index_select: row copies, several times faster than advanced indexing."""
+    return t.index_select(0, idx.reshape(-1)).view(*idx.shape, *t.shape[1:])
+
+
+class Targets:
+    """A split's labels as each row's loss and its gradient: cross-entropy over classes, or for findings
+    (N, F) the binary cross-entropy averaged over the row's labelled findings (NaN: unlabelled)."""
+
+    def __init__(self, y: torch.Tensor, n_classes: int):
+        self.findings = y.dim() == 2
+        if self.findings:
+            labelled = ~torch.isnan(y)
+            self.target = torch.nan_to_num(y)
+            self.weight = labelled / labelled.sum(-1, keepdim=True).clamp_min(1)
+        else:
+            self.target = F.one_hot(y, n_classes).float()
+
+    def __call__(self, logits: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row losses (S*G, B) of logits (S, G, B, C) for rows ``idx`` (S, B), and their gradient."""
+        s, g, b, _ = logits.shape
+        t = rows(self.target, idx)[:, None]
+        if self.findings:
+            w = rows(self.weight, idx)[:, None]
+            bce = F.binary_cross_entropy_with_logits(logits, t.expand_as(logits), reduction="none")
+            return (bce * w).sum(-1).reshape(s * g, b), (torch.sigmoid(logits) - t) * w
+        log_p = F.log_softmax(logits, -1)
+        return -(log_p * t).sum(-1).reshape(s * g, b), log_p.exp() - t
 
 
 def lbfgs_sweep(train: Split, val: Split, seeds: list[int], n_classes: int) -> list[list[TrainedHead]]:
@@ -319,7 +263,7 @@ def _member(cfg, grid, seed, i, j, best, best_loss, best_epoch, mean, std, S, G)
     sweep = [{"lr": grid[k][0], "weight_decay": grid[k][1], "val_loss": float(best_loss[i, k]),
               "best_epoch": int(best_epoch[i, k])} for k in range(G)]
     return TrainedHead(seed=seed, lr=grid[j][0], weight_decay=grid[j][1], best_epoch=int(best_epoch[i, j]),
-                       val_loss=float(best_loss[i, j]), sweep=sweep, params=_unstack(cfg.kind, best, S, G, i, j),
+                       val_loss=float(best_loss[i, j]), sweep=sweep, params=stacked.unstack(best, i, j),
                        mean=mean, std=std, kind=cfg.kind)
 
 

@@ -44,13 +44,14 @@ class _Figures:
 
     def bars(self, ax, values, labels, series, title, ylabel, legend: bool = True):
         width = 0.8 / max(len(series), 1)
+        colours = self.plt.get_cmap("tab10" if len(series) <= 10 else "tab20").colors   # no two series alike
         for i, s in enumerate(series):
             v = [values.get((x, s), (np.nan, np.nan, np.nan)) for x in labels]
             mean = np.array([a for a, _, _ in v], dtype=float)
             # a seed mean can sit outside the pooled CI (or a CI collapse to a point): never a negative bar
             err = np.clip(np.nan_to_num(np.array([[a - lo for a, lo, _ in v], [hi - a for a, _, hi in v]], dtype=float)), 0, None)
             ax.bar(np.arange(len(labels)) + i * width, np.nan_to_num(mean), width, yerr=np.nan_to_num(err), label=s,
-                   capsize=1.5, error_kw={"elinewidth": 0.6})
+                   capsize=1.5, error_kw={"elinewidth": 0.6}, color=colours[i % len(colours)])
             for j, m in enumerate(mean):
                 if not np.isfinite(m):
                     ax.text(j + i * width, 0, "—", ha="center", va="bottom", fontsize=7)
@@ -62,6 +63,10 @@ class _Figures:
         ax.set_ylabel(ylabel)
         if legend:
             ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+
+    def having(self, method: str) -> list[str]:
+        """The models with runs of ``method``: a figure of one method leaves the others off its axis."""
+        return [m for m in self.models if (m, method) in self.by]
 
     def metric(self, path: str) -> dict:
         points = {key: point(lookup(g.summary, path)) for key, g in self.by.items()}
@@ -96,7 +101,7 @@ class _Figures:
                     vals[(c, m)] = p
         if not vals:
             return self.omit(fig, "Fig. 2b (per-class F1 after full fine-tuning) is left out: no full fine-tuning runs.")
-        self.bars(ax, vals, classes, self.models, "Fig. 2b — per-class F1 after full fine-tuning", "F1")
+        self.bars(ax, vals, classes, self.having("full"), "Fig. 2b — per-class F1 after full fine-tuning", "F1")
         self.save(fig, "fig2b_class_f1_full")
 
     def group_f1(self) -> None:
@@ -130,7 +135,7 @@ class _Figures:
         label = f"Fig. 3{'c' if method == 'full' else 'd'}"
         if not vals:
             return self.omit(fig, f"{label} (fairness gaps {title}) is left out: no {method} runs.")
-        self.bars(ax, vals, self.models, series, f"{label} — fairness gaps {title}", "|gap|")
+        self.bars(ax, vals, self.having(method), series, f"{label} — fairness gaps {title}", "|gap|")
         self.save(fig, name)
 
     def reliability(self, few: int = 4) -> None:
@@ -153,8 +158,8 @@ class _Figures:
                 ok = np.asarray(cnt) > 0
                 ax.plot(np.asarray(conf)[ok], np.asarray(acc)[ok], marker="o", ms=3, label=cell)
             ax.set_title(f"{g.model} / {g.label}: ECE {min(ece.values()):.3f}–{max(ece.values()):.3f}", fontsize=9)
-            ax.set_xlim(0, 1)
-            ax.set_ylim(0, 1)
+            ax.set_xlim(-0.03, 1.03)      # points at confidence 1 (a kNN's unanimous votes) drawn whole
+            ax.set_ylim(-0.03, 1.03)
         for ax in axes[-1]:
             ax.set_xlabel("confidence (top-class probability)", fontsize=8)
         for ax in axes[:, 0]:

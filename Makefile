@@ -35,16 +35,21 @@ demo: setup
 
 REPORT ?= demo/report/report.html
 REPORTS ?= $(REPORT) $(wildcard demo/report-cv/report.html demo/report-multilabel/report.html)
+CHROMIUM = --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
+	--disable-component-update --disable-sync --user-data-dir=$$(mktemp -d)
 # Every figure present, drawn and fitting its box (python -m embedkit.report.check); with headless Chromium also
-# the whole page printed to PDF (and to PNG pages where poppler's pdftoppm is installed) for a look.
+# each report rendered whole at 1,280 px (page-1280.png beside it) and the main one printed to PDF (and to PNG
+# pages where poppler's pdftoppm is installed) for a look.
 report-check: setup
 	@test -f $(REPORT) || (echo "no $(REPORT): run make demo first" && exit 2)
 	@for r in $(REPORTS); do $(PY) -m embedkit.report.check $$r || exit 1; done
 	@if command -v chromium >/dev/null 2>&1; then \
-	  chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
-	    --disable-component-update --disable-sync --user-data-dir=$$(mktemp -d) --window-size=1280,1000 \
+	  for r in $(REPORTS); do chromium $(CHROMIUM) --window-size=1280,16000 --hide-scrollbars \
+	    --screenshot=$$(dirname $$r)/page-1280.png file://$$(realpath $$r) 2>/dev/null \
+	    && echo "rendered the whole page 1,280 px wide: $$(dirname $$r)/page-1280.png (the first 16,000 px)"; done; \
+	  chromium $(CHROMIUM) --window-size=1280,1000 \
 	    --no-pdf-header-footer --print-to-pdf=$(dir $(REPORT))report.pdf file://$(abspath $(REPORT)) 2>/dev/null \
-	  && echo "rendered the whole page: $(dir $(REPORT))report.pdf" \
+	  && echo "printed the whole page: $(dir $(REPORT))report.pdf" \
 	  && if command -v pdftoppm >/dev/null 2>&1; then pdftoppm -png -r 72 $(dir $(REPORT))report.pdf \
 	       $(dir $(REPORT))report-page && echo "pages: $(dir $(REPORT))report-page-*.png"; fi; \
 	else echo "whole-page rendering skipped: no chromium here (apt-get install chromium)"; fi

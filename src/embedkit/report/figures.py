@@ -194,7 +194,8 @@ def findings_figure(found, out: Path) -> Path:
     rows = sorted({(f.model, f.method) for f in found})
     cols = sorted({(f.attribute, f.gap) for f in found}, key=lambda c: (c[0], GAPS.index(c[1])))
     grid = np.full((max(len(rows), 1), max(len(cols), 1)), np.nan)
-    fig, ax = plt.subplots(figsize=(2.5 + 0.75 * len(cols), 1.2 + 0.24 * len(rows)), layout="constrained")
+    # narrow columns (their labels stand upright) so that the page shows the matrix at full size: 8-pt labels
+    fig, ax = plt.subplots(figsize=(3.0 + 0.45 * len(cols), 1.4 + 0.24 * len(rows)), layout="constrained")
     for f in found:
         i, j = rows.index((f.model, f.method)), cols.index((f.attribute, f.gap))
         grid[i, j] = f.excess
@@ -202,8 +203,8 @@ def findings_figure(found, out: Path) -> Path:
             ax.text(j, i, "*", ha="center", va="center", fontsize=11, fontweight="bold")
     lim = np.nanmax(np.abs(grid)) if np.isfinite(grid).any() else 1.0
     im = ax.imshow(grid, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
-    ax.set_xticks(range(len(cols)), [f"{a}\n{g}" for a, g in cols], fontsize=7, rotation=90)
-    ax.set_yticks(range(len(rows)), [f"{m} / {k}" for m, k in rows], fontsize=7)
+    ax.set_xticks(range(len(cols)), [f"{a}\n{g}" for a, g in cols], fontsize=8, rotation=90)
+    ax.set_yticks(range(len(rows)), [f"{m} / {k}" for m, k in rows], fontsize=8)
     ax.set_title("Fairness gaps beyond the noise floor (|gap| − floor; * = CI excludes 0 and q < 0.05)", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.03, label="|gap| − noise floor")
     out.mkdir(parents=True, exist_ok=True)

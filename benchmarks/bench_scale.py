@@ -182,14 +182,19 @@ def _split_counts(manifest: Path) -> dict[str, int]:
 
 
 def probe_flops(kind: str, splits: dict[str, int], findings: int = len(FINDINGS)) -> float:
-    """Multiply-adds × 2 of the paper's sweep (HeadConfig defaults): forward and backward (3 GEMM passes) over
-    train each epoch for every member, plus the validation forward."""
+    """Multiply-adds x 2 of the paper's sweep (HeadConfig defaults), the GEMMs the heads compute: each epoch, every
+    member's forward and weight gradient of each layer over train (and the MLP's hidden gradient), and the
+    validation forward."""
     from embedkit.heads.trained import SWEEPS, HeadConfig
 
     lrs, wds = SWEEPS[kind]
     cfg, members = HeadConfig(), len(lrs) * len(wds)
-    width = D * findings if kind == "linear" else D * cfg.hidden + cfg.hidden * findings
-    return 2 * members * width * cfg.epochs * (3 * splits["train"] + splits["val"])
+    train, val = splits["train"], splits["val"]
+    if kind == "linear":
+        per_epoch = D * findings * (2 * train + val)
+    else:
+        per_epoch = D * cfg.hidden * (2 * train + val) + cfg.hidden * findings * (3 * train + val)
+    return 2 * members * cfg.epochs * per_epoch
 
 
 def main() -> None:

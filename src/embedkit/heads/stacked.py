@@ -106,7 +106,6 @@ class StackedAdamW:
         self.step_count = torch.zeros(())
         self.lr_factor = 1.0
 
-    @torch.no_grad()
     def step(self, grads: list[torch.Tensor]) -> None:
         self.step_count += 1
         steps = [self.step_count] * len(grads)
@@ -114,6 +113,7 @@ class StackedAdamW:
             torch._fused_adamw_([p[j] for p in self.params], [d[j] for d in grads], [m[j] for m in self.m],
                                 [v[j] for v in self.v], [], steps, lr=lr * self.lr_factor, beta1=self.betas[0],
                                 beta2=self.betas[1], weight_decay=wd, eps=self.eps, amsgrad=False, maximize=False)
+
     def cosine(self, epoch: int, total: int) -> None:
         """Cosine annealing to 0 over ``total`` epochs (torch's CosineAnnealingLR, closed form)."""
         self.lr_factor = (1 + math.cos(math.pi * epoch / total)) / 2

@@ -207,3 +207,7 @@ def test_a_cross_validated_report_says_it_is_pooled_and_states_the_planted_bias(
     md = build_report(runs, tmp_path / "rep", n_boot=100).read_text()
     assert "test split, pooled out-of-fold over 3 folds." in md.splitlines()[2]
     assert "Planted bias (sex = F, findings 60% fainter): recovered as a significant F1 gap by 1 of 1" in md
+    rows = [line.split(" | ") for line in md.splitlines() if line.startswith("| clip |")]
+    accuracy, per_fold = rows[0], rows[-1]          # the accuracy table's row; the per-fold table's
+    sd = np.std([float(v) for v in per_fold[3].split(", ")], ddof=1)
+    assert f"(folds sd {sd:.3f})" in accuracy[1]    # the spread from refitting, beside the pooled figure

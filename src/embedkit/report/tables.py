@@ -64,9 +64,10 @@ def tables(groups: list[Group]) -> list[tuple[str, list[str], list[list[str]]]]:
     out = []
     note = " (‡ = a fine-tuning cell whose runs kept their starting linear probe: epoch 0 selected)" if any(
         g.kept_probe for g in groups) else ""
+    folds = FOLDS_NOTE if any(g.summary.get("folds") for g in groups) else ""
     for title, path, digits in (("Accuracy (test; mean ± sd over seeds [95% CI pooling seeds and bootstrap])", "accuracy", 3),
                                 ("Macro F1", "f1_macro", 3), ("Variance of per-class F1", "var_f1", 4)):
-        out.append((title + note, ["model", *methods],
+        out.append((title + note + (folds if path == "accuracy" else ""), ["model", *methods],
                     [[LABELS.get(m, m), *(_cell(by.get((m, k)), path, digits) for k in methods)] for m in models]))
     classes = sorted({c for g in groups for c in (g.summary.get("f1") or {})})
     out.append(("Per-class F1", ["model", "method", *classes],
@@ -88,12 +89,12 @@ def tables(groups: list[Group]) -> list[tuple[str, list[str], list[list[str]]]]:
                 ci = (entry or {}).get("ci") or [None, None]
                 p, q = g.summary["p_value"].get(attr, {}).get(gap), g.summary.get("q_value", {}).get(attr, {}).get(gap)
                 star = " *" if significant(ci, q) else ""
-                cells += [fmt(entry) + star, f"{g.summary['noise_floor'].get(attr, {}).get(gap, float('nan')):.3f}",
+                cells += [fmt(entry) + star + _fold_sd(g, attr, gap), f"{g.summary['noise_floor'].get(attr, {}).get(gap, float('nan')):.3f}",
                           _p(p), _p(q)]
             rows.append([LABELS.get(g.model, g.model), g.label, *cells])
         out.append((f"Fairness gaps, {attr} (f1_gap {sign}{small}; * = CI excludes 0 and q < 0.05 over the report's "
                     "family; p = median permutation p over seeds, q = p adjusted over the family; "
-                    "floor = median |gap| under the permutation null)",
+                    f"floor = median |gap| under the permutation null{folds})",
                     ["model", "method", *(h for gap in GAPS for h in (gap, "floor", "p", "q"))], rows))
     out += _ece_table(groups)
     cv = [g for g in groups if g.summary.get("folds")]
@@ -115,7 +116,19 @@ def _cell(g: Group | None, path: str, digits: int) -> str:
     if g is None:
         return "—"
     mark = "" if not g.kept_probe else " ‡" if g.kept_probe == len(g.runs) else f" ‡{g.kept_probe}/{len(g.runs)}"
-    return fmt(lookup(g.summary, path), digits) + mark
+    return fmt(lookup(g.summary, path), digits) + mark + (_fold_sd(g) if path == "accuracy" else "")
+
+
+FOLDS_NOTE = "; folds sd = the spread of the K fold models' own values (first seed): the variation from refitting them"
+
+
+def _fold_sd(g: Group, attr: str | None = None, gap: str | None = None) -> str:
+    """' (folds sd x)' beside a cross-validated figure (accuracy, or a gap of ``attr``), else ''."""
+    folds = g.summary.get("folds")
+    if not folds:
+        return ""
+    sd = _sd(folds["accuracy"] if attr is None else folds["gaps"].get(attr, {}).get(gap) or [])
+    return "" if sd == "—" else f" (folds sd {sd})"
 
 
 def _per_fold(g: Group, attr: str) -> list:

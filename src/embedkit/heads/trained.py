@@ -215,11 +215,11 @@ class Targets:
     (N, F) the binary cross-entropy averaged over the row's labelled findings (NaN: unlabelled)."""
 
     def __init__(self, y: torch.Tensor, n_classes: int):
-        self.findings = y.dim() == 2
+        self.findings, self.y = y.dim() == 2, y
         if self.findings:
             labelled = ~torch.isnan(y)
             self.target = torch.nan_to_num(y)
-            self.weight = labelled / labelled.sum(-1, keepdim=True).clamp_min(1)
+            self.weight = labelled / labelled.sum(-1, keepdim=True).clamp_min(1)   # d(row loss)/d(bce) per finding
         else:
             self.target = F.one_hot(y, n_classes).float()
 
@@ -228,9 +228,8 @@ class Targets:
         s, g, b, _ = logits.shape
         t = rows(self.target, idx)[:, None]
         if self.findings:
-            w = rows(self.weight, idx)[:, None]
-            bce = F.binary_cross_entropy_with_logits(logits, t.expand_as(logits), reduction="none")
-            return (bce * w).sum(-1).reshape(s * g, b), (torch.sigmoid(logits) - t) * w
+            loss = masked_bce(logits, rows(self.y, idx)[:, None].expand_as(logits))
+            return loss.reshape(s * g, b), (torch.sigmoid(logits) - t) * rows(self.weight, idx)[:, None]
         log_p = F.log_softmax(logits, -1)
         return -(log_p * t).sum(-1).reshape(s * g, b), log_p.exp() - t
 

@@ -15,12 +15,15 @@ class Weighted(Objective):
     def __init__(self, weights, members_per_seed: int):
         self.weights, self.g = weights, members_per_seed
 
+    def row_weights(self, idx):
+        return self.weights[idx].repeat_interleave(self.g, dim=0)      # (S*G, B): each member its seed's rows
+
     def loss(self, per_sample, logits, idx):
-        w = self.weights[idx].repeat_interleave(self.g, dim=0)          # (S*G, B): each member its seed's rows
+        w = self.row_weights(idx)
         return (per_sample * w).sum(-1) / w.sum(-1)
 
     def gradient(self, per_sample, logits, idx):
-        w = self.weights[idx].repeat_interleave(self.g, dim=0)
+        w = self.row_weights(idx)
         return w / w.sum(-1, keepdim=True), None
 
 

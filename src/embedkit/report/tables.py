@@ -89,8 +89,8 @@ def tables(groups: list[Group]) -> list[tuple[str, list[str], list[list[str]]]]:
                 ci = (entry or {}).get("ci") or [None, None]
                 p, q = g.summary["p_value"].get(attr, {}).get(gap), g.summary.get("q_value", {}).get(attr, {}).get(gap)
                 star = " *" if significant(ci, q) else ""
-                cells += [fmt(entry) + star + _fold_sd(g, attr, gap), f"{g.summary['noise_floor'].get(attr, {}).get(gap, float('nan')):.3f}",
-                          _p(p), _p(q)]
+                floor = g.summary["noise_floor"].get(attr, {}).get(gap, float("nan"))
+                cells += [fmt(entry) + star + _fold_sd(g, attr, gap), f"{floor:.3f}", _p(p), _p(q)]
             rows.append([LABELS.get(g.model, g.model), g.label, *cells])
         out.append((f"Fairness gaps, {attr} (f1_gap {sign}{small}; * = CI excludes 0 and q < 0.05 over the report's "
                     "family; p = median permutation p over seeds, q = p adjusted over the family; "

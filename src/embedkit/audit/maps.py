@@ -26,13 +26,29 @@ def pca_2d(x: np.ndarray) -> np.ndarray:
 
 def separation(x: np.ndarray, groups: np.ndarray) -> float:
     """max over group pairs of the centroid distance, over the pooled within-group RMS spread (from each
-    group's mean squared norm, so no centred copy of the data is made)."""
-    names = np.unique(groups)
-    sq = np.einsum("ij,ij->i", x, x, dtype=np.float64) if x.dtype != np.float64 else np.einsum("ij,ij->i", x, x)
-    cents = np.stack([x[groups == g].mean(0, dtype=np.float64) for g in names])
-    within = np.sqrt(np.mean([sq[groups == g].mean() - c @ c for g, c in zip(names, cents)]).clip(0))
-    gap = max(np.linalg.norm(a - b) for i, a in enumerate(cents) for b in cents[i + 1:])
+    group's mean squared norm, so no centred copy of the data is made). The pairs' distances come from the
+    centroids' Gram matrix: multi-label rows have thousands of label combinations."""
+    names, code, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    code = code.ravel()
+    cents = _group_sums(x, code, len(names)) / counts[:, None]
+    sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+    within = np.sqrt(np.mean(np.bincount(code, sq, len(names)) / counts - np.einsum("gd,gd->g", cents, cents)).clip(0))
+    c = cents - cents.mean(0)                                  # distances unchanged, less cancellation
+    norms = np.einsum("gd,gd->g", c, c)
+    gap = np.sqrt((norms[:, None] + norms[None] - 2 * c @ c.T).clip(0).max())
     return float(gap / max(within, 1e-12))
+
+
+def _group_sums(x: np.ndarray, code: np.ndarray, k: int, chunk: int = 65_536) -> np.ndarray:
+    """(k, D) float64 sums of ``x``'s rows per code: rows sorted by code, summed in runs chunk by chunk."""
+    order = np.argsort(code, kind="stable")
+    out = np.zeros((k, x.shape[1]))
+    for s in range(0, len(order), chunk):
+        rows = order[s:s + chunk]
+        c = code[rows]
+        starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])      # one run per code within a chunk
+        out[c[starts]] += np.add.reduceat(np.asarray(x[rows], dtype=np.float64), starts, axis=0)
+    return out
 
 
 def project(x: np.ndarray, method: str) -> np.ndarray:

@@ -21,11 +21,23 @@ def timed(fn, *args, repeat: int = 1, **kw) -> float:
     return best
 
 
+PEAK = """
+import json as _j, resource as _r
+def _peak_mib():
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(l.split()[1]) for l in fh if l.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return _r.getrusage(_r.RUSAGE_SELF).ru_maxrss / 1024
+"""
+
+
 def child(code: str, env: dict | None = None) -> dict:
-    """Run ``code`` in a fresh Python; it prints one JSON object last. Adds peak RSS (MiB)."""
+    """Run ``code`` in a fresh Python; it prints one JSON object last. Adds its own peak RSS (MiB): Linux's VmHWM
+    (ru_maxrss would also count the parent's peak, which Linux carries into a child across fork and exec)."""
     import os
 
-    wrapped = code + "\nimport resource, json as _j\nprint(_j.dumps({**RESULT, 'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+    wrapped = code + PEAK + "print(_j.dumps({**RESULT, 'peak_rss_mib': _peak_mib()}))\n"
     out = subprocess.run([sys.executable, "-c", wrapped], capture_output=True, text=True, cwd=ROOT,
                          env=dict(os.environ, **(env or {})))
     if out.returncode != 0:

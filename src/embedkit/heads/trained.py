@@ -145,7 +145,7 @@ def train_sweep(train: Split, val: Split, cfg: HeadConfig, seeds: list[int], n_c
     order_gens = [order_generator(s) for s in seeds]
     gens = [member_generator(s, lr, wd) for s in seeds for lr, wd in grid]
     mean, std = train.x.mean(0), train.x.std(0).clamp_min(1e-6)
-    xtr, xva = (train.x - mean) / std, (val.x - mean) / std
+    xtr, xva = (train.x - mean).div_(std), (val.x - mean).div_(std)      # one standardised copy each, no temporary
     n, d = xtr.shape
     params = stacked.stack([stacked.init(cfg.kind, d, n_classes, cfg.hidden, g) for g in gens], S, G)
     opt = stacked.StackedAdamW(params, [lr for lr, _ in grid], [wd for _, wd in grid], cfg.betas, cfg.eps)
@@ -243,7 +243,7 @@ def lbfgs_sweep(train: Split, val: Split, seeds: list[int], n_classes: int) -> l
     def loss(logits, y):
         return masked_bce(logits, y).mean() if findings else F.cross_entropy(logits, y)
 
-    fits = lbfgs.sweep((train.x - mean) / std, train.y, (val.x - mean) / std, val.y, n_classes, loss)
+    fits = lbfgs.sweep((train.x - mean).div_(std), train.y, (val.x - mean).div_(std), val.y, n_classes, loss)
     record = [{"lr": 0.0, "weight_decay": f.l2, "val_loss": f.val_loss, "best_epoch": f.iterations} for f in fits]
     return [[TrainedHead(seed=s, lr=0.0, weight_decay=f.l2, best_epoch=f.iterations, val_loss=f.val_loss, sweep=record,
                          params=[f.weight, f.bias], mean=mean, std=std, kind="linear", findings=findings) for f in fits]

@@ -20,19 +20,22 @@ MIN_GROUP = 10          # images a group needs in a subset to be compared there
 ALPHA = 0.05
 
 
-def principal_scores(x: np.ndarray, k: int = COMPONENTS) -> tuple[np.ndarray, np.ndarray]:
-    """(N, k) scores on the leading components and each one's share of the variance (covariance eigenvectors,
-    accumulated in float64 by blocks: memory of one block, not of a float64 copy)."""
+def principal_scores(x: np.ndarray, k: int = COMPONENTS, dtype=np.float64,
+                     chunk: int = 16_384) -> tuple[np.ndarray, np.ndarray]:
+    """(N, k) scores on the leading components, as ``dtype``, and each one's share of the variance (covariance
+    eigenvectors accumulated in float64 by chunks of rows: the memory of a chunk, not of a float64 copy)."""
     x = np.asarray(x)
     mean = x.mean(0, dtype=np.float64)
     cov = np.zeros((x.shape[1], x.shape[1]))
-    for start in range(0, len(x), 65_536):
-        z = x[start:start + 65_536].astype(np.float64) - mean
+    for start in range(0, len(x), chunk):
+        z = x[start:start + chunk].astype(np.float64)
+        z -= mean
         cov += z.T @ z
     values, vectors = np.linalg.eigh(cov)
     top = np.argsort(values)[::-1][:k]
-    scores = np.concatenate([(x[s:s + 65_536].astype(np.float64) - mean) @ vectors[:, top]
-                             for s in range(0, len(x), 65_536)])
+    scores = np.empty((len(x), len(top)), dtype=dtype)
+    for start in range(0, len(x), chunk):
+        scores[start:start + chunk] = (x[start:start + chunk].astype(np.float64) - mean) @ vectors[:, top]
     return scores, values[top] / max(values.sum(), 1e-300)
 
 

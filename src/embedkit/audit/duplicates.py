@@ -99,7 +99,7 @@ def _reduced(z: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, 
 
     n, d = z.shape
     r, c = min(REDUCED_DIMS, d), min(CANDIDATES + 1, n)
-    projected = np.ascontiguousarray(principal_scores(z, r)[0], dtype=np.float32)
+    projected = principal_scores(z, r, dtype=np.float32)[0]
     with _blocks():
         _, cand = faiss.knn(projected, projected, c)
     del projected
@@ -163,32 +163,10 @@ def calibrated_ratio(ratios: np.ndarray) -> float:
 def find(view: Cache, manifest: Manifest, store: Cache, *, threshold: float | None = None,
          exact: bool | None = None) -> Duplicates:
     """Exact copies (same content key) and near copies (calibrated ratio, or cosine >= ``threshold``)."""
-    from embedkit.cache.identity import row_keys
-
-    ids_all = manifest.table["image_id"].tolist()
-    by_id = dict(zip(ids_all, zip(manifest.table["split"].tolist(), manifest.table["patient_id"].tolist())))
-    key_of = dict(zip(ids_all, (k.key for k in row_keys(manifest, store.index))))
     ids = [str(i) for i in view.image_id]
-    pairs, seen = [], set()
-
-    def add(kind, a, b, cos):
-        if (a, b) in seen or (b, a) in seen:
-            return
-        seen.add((a, b))
-        (sa, pa), (sb, pb) = by_id[a], by_id[b]
-        pairs.append({"kind": kind, "image_a": a, "image_b": b, "split_a": sa, "split_b": sb,
-                      "patient_a": pa, "patient_b": pb, "cosine": round(float(cos), 6)})
-
-    groups: dict[str, list[str]] = {}
-    for i in ids:
-        groups.setdefault(key_of[i], []).append(i)
-    for members in groups.values():
-        for j in range(1, len(members)):
-            add("exact", members[0], members[j], 1.0)
-    first = {i: m[0] for m in groups.values() for i in m}            # one row per content: copies add no neighbours
-    unique = np.array([first[i] == i for i in ids])
+    copies, unique = _copies(ids, manifest, store)         # its per-row tables are freed before the search
     if unique.sum() < 3:
-        return Duplicates(threshold or 1.0, threshold is None, pairs)
+        return Duplicates(threshold or 1.0, threshold is None, _pairs(manifest, [("exact", a, b, 1.0) for a, b in copies]))
     rows = np.flatnonzero(unique)
     sims, idx, search = neighbours(normalised(view.embeddings, None if unique.all() else rows), exact=exact)
     if threshold is None:
@@ -198,9 +176,37 @@ def find(view: Cache, manifest: Manifest, store: Cache, *, threshold: float | No
     else:
         bound = threshold
         hits = [(a, j) for a, j in zip(*np.nonzero(sims >= threshold))]
-    for a, j in hits:
-        b = idx[a, j]
-        if b >= 0:
-            add("near", ids[rows[a]], ids[rows[b]], sims[a, j])
+    found = [("exact", a, b, 1.0) for a, b in copies]
+    found += [("near", ids[rows[a]], ids[rows[idx[a, j]]], sims[a, j]) for a, j in hits if idx[a, j] >= 0]
+    pairs = _pairs(manifest, found)
     pairs.sort(key=lambda p: (p["kind"] != "exact", -p["cosine"]))
     return Duplicates(bound, threshold is None, pairs, search)
+
+
+def _copies(ids: list[str], manifest: Manifest, store: Cache) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """(first, later) image id pairs of one content, and which rows are the first of their content (copies
+    add no neighbours)."""
+    from embedkit.cache.identity import row_keys
+
+    key_of = dict(zip(manifest.table["image_id"].tolist(), (k.key for k in row_keys(manifest, store.index))))
+    groups: dict[str, list[str]] = {}
+    for i in ids:
+        groups.setdefault(key_of[i], []).append(i)
+    first = {i: m[0] for m in groups.values() for i in m}
+    return ([(m[0], m[j]) for m in groups.values() for j in range(1, len(m))],
+            np.array([first[i] == i for i in ids], dtype=bool))
+
+
+def _pairs(manifest: Manifest, found: list[tuple]) -> list[dict]:
+    """One row per (kind, image a, image b, cosine), each unordered pair once, with both images' split and patient."""
+    t = manifest.table
+    by_id = dict(zip(t["image_id"].tolist(), zip(t["split"].tolist(), t["patient_id"].tolist())))
+    pairs, seen = [], set()
+    for kind, a, b, cos in found:
+        if (a, b) in seen or (b, a) in seen:
+            continue
+        seen.add((a, b))
+        (sa, pa), (sb, pb) = by_id[a], by_id[b]
+        pairs.append({"kind": kind, "image_a": a, "image_b": b, "split_a": sa, "split_b": sb,
+                      "patient_a": pa, "patient_b": pb, "cosine": round(float(cos), 6)})
+    return pairs

@@ -453,7 +453,7 @@ def audit_text(nn: dict, demo: dict | None, big: dict | None) -> str:
               "once with scratch scripts (tenth session, not in `make bench`): IVF on the 64 axes with each cell's rows "
               "searched as one GEMM against its nearest cells (316 cells; 8, 16 or 32 probed: 6.3, 9.3 and 15.7 s) "
               "reached recall@1 0.27, 0.35 and 0.47; HNSW on the 64 axes (16 links, efConstruction 40, efSearch 32, "
-              "candidates re-ranked in full) 32.6 s at recall@1 0.90 (0.90 on 32 axes). On a 32-dimensional "
+              "candidates re-ranked in full) 34.4 s with its PCA at recall@1 0.90 (0.90 on 32 axes). On a 32-dimensional "
               "manifold a row's nearest neighbour is barely nearer than its fifth (median distance ratio 0.93), so a partition misses it and a "
               "graph needs many hops; the all-pairs scan is GEMM-bound (the 64-d distance GEMM writes ~3.5 ns per "
               "pair here; faiss's blocks are 1,024 × 1,024 rows since this session, 1.4× faster than its default "

@@ -12,6 +12,7 @@ from embedkit.audit.probes import attribute_values
 from embedkit.cache.layout import Cache
 from embedkit.errors import EmbedkitError
 from embedkit.manifest import Manifest
+from embedkit.metrics.stats import sums_by
 
 
 MAX_POINTS = 20_000     # points drawn per panel (a seeded sample above it; statistics use every row)
@@ -30,25 +31,13 @@ def separation(x: np.ndarray, groups: np.ndarray) -> float:
     centroids' Gram matrix: multi-label rows have thousands of label combinations."""
     names, code, counts = np.unique(groups, return_inverse=True, return_counts=True)
     code = code.ravel()
-    cents = _group_sums(x, code, len(names)) / counts[:, None]
+    cents = sums_by(x, code, len(names)) / counts[:, None]
     sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
     within = np.sqrt(np.mean(np.bincount(code, sq, len(names)) / counts - np.einsum("gd,gd->g", cents, cents)).clip(0))
     c = cents - cents.mean(0)                                  # distances unchanged, less cancellation
     norms = np.einsum("gd,gd->g", c, c)
     gap = np.sqrt((norms[:, None] + norms[None] - 2 * c @ c.T).clip(0).max())
     return float(gap / max(within, 1e-12))
-
-
-def _group_sums(x: np.ndarray, code: np.ndarray, k: int, chunk: int = 65_536) -> np.ndarray:
-    """(k, D) float64 sums of ``x``'s rows per code: rows sorted by code, summed in runs chunk by chunk."""
-    order = np.argsort(code, kind="stable")
-    out = np.zeros((k, x.shape[1]))
-    for s in range(0, len(order), chunk):
-        rows = order[s:s + chunk]
-        c = code[rows]
-        starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])      # one run per code within a chunk
-        out[c[starts]] += np.add.reduceat(np.asarray(x[rows], dtype=np.float64), starts, axis=0)
-    return out
 
 
 def project(x: np.ndarray, method: str) -> np.ndarray:

@@ -63,14 +63,14 @@ def run_audit(cfg: AuditConfig) -> dict:
     view = join(store, manifest)
     out = cfg.out_dir()
     out.mkdir(parents=True, exist_ok=True)
-    with features.torch_threads(cfg.threads):
-        attr = {a.name: probes.probe_attribute(view, manifest, a, n_boot=cfg.n_boot, n_perm=cfg.n_perm, seed=cfg.seed,
-                                               solver=cfg.solver) for a in declared}
     groups = {a.name: probes.attribute_values(view, a) for a in declared}
+    with features.torch_threads(cfg.threads):
+        attr = {a.name: probes.probe_attribute(view, manifest, a, groups[a.name], n_boot=cfg.n_boot, n_perm=cfg.n_perm,
+                                               seed=cfg.seed, solver=cfg.solver) for a in declared}
     ks = distribution.ks_tests(view.embeddings, view.meta["label"], groups,
                                {name: list(a.order(groups[name])) for name, a in zip(groups, declared)})
     dup = duplicates.find(view, manifest, store, threshold=cfg.threshold)
-    geometry = maps.draw(view, manifest, declared, out / "map.png", title=cfg.model, projection=cfg.projection)
+    geometry = maps.draw(view, groups, out / "map.png", title=cfg.model, projection=cfg.projection)
     summary = {"model": cfg.model, "manifest": str(cfg.manifest.resolve()), "manifest_digest": manifest.digest(),
                "cache_key": store.attrs.get("key"), "settings": cfg.settings(),
                "attributes": attr, "distribution": {k: v for k, v in ks.items() if k != "rows"},

@@ -8,10 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from embedkit.audit.probes import attribute_values
 from embedkit.cache.layout import Cache
 from embedkit.errors import EmbedkitError
-from embedkit.manifest import Manifest
 from embedkit.metrics.stats import sums_by
 
 
@@ -54,14 +52,15 @@ def project(x: np.ndarray, method: str) -> np.ndarray:
     raise EmbedkitError(f"--projection {method!r}: choose pca or umap")
 
 
-def draw(view: Cache, manifest: Manifest, attributes, out: Path, *, title: str, projection: str = "pca") -> dict:
+def draw(view: Cache, groups: dict[str, np.ndarray], out: Path, *, title: str, projection: str = "pca") -> dict:
+    """The map coloured by class and by each attribute's group labels ``groups``, and the groups' separation."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     x = np.asarray(view.embeddings)
-    colourings = {"class": view.meta["label"].astype(str)} | {a.name: attribute_values(view, a) for a in attributes}
+    colourings = {"class": view.meta["label"].astype(str)} | groups
     shown = np.sort(np.random.default_rng(0).choice(len(x), min(len(x), MAX_POINTS), replace=False))
     xy = project(x, "pca")[shown] if projection == "pca" else project(x[shown], projection)   # PCA from every row
     cols = min(3, len(colourings))                   # small multiples, three per row: legible at page width

@@ -25,14 +25,14 @@ def attribute_values(view: Cache, attr) -> np.ndarray:
     return attr.labels(attribute_columns(view.meta))
 
 
-def probe_attribute(view: Cache, manifest: Manifest, attr, *, n_boot: int, n_perm: int, seed: int,
+def probe_attribute(view: Cache, manifest: Manifest, attr, values: np.ndarray, *, n_boot: int, n_perm: int, seed: int,
                     solver: str = "adamw") -> dict:
+    """The probe of one attribute whose group label per row (``attribute_values``) is ``values``."""
     import torch
 
     from embedkit.heads.features import Split
     from embedkit.heads.trained import HeadConfig, train_heads
 
-    values = attribute_values(view, attr)
     names = list(attr.order(values))
     if len(names) < 2:
         raise EmbedkitError(f"attribute {attr.name}: only one group ({names[0] if names else 'none'}) in {manifest.path}")

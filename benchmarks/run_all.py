@@ -456,7 +456,7 @@ def audit_text(nn: dict, demo: dict | None, big: dict | None) -> str:
               "candidates re-ranked in full) 34.4 s with its PCA at recall@1 0.90 (0.90 on 32 axes). On a 32-dimensional "
               "manifold a row's nearest neighbour is barely nearer than its fifth (median distance ratio 0.93), so a partition misses it and a "
               "graph needs many hops; the all-pairs scan is GEMM-bound (the 64-d distance GEMM writes ~3.5 ns per "
-              "pair here; faiss's blocks are 1,024 × 1,024 rows since this session, 1.4× faster than its default "
+              "pair here; faiss's blocks are 1,024 × 1,024 rows since this session, 1.3× faster than its default "
               "4,096 × 1,024).\n")
     if demo and big:
         text += (f"\nA whole audit (attribute probes with 1,000 bootstrap and 1,000 permutation replicates, KS tests, "

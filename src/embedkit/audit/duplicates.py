@@ -32,7 +32,7 @@ CANDIDATES = 16            # candidates per row re-ranked by full cosine
 RECALL_SAMPLE = 1_000      # rows whose exact neighbours measure the reduced search's recall@1
 MIN_RECALL = 0.99          # below it, exact search after all
 BLAS_BLOCK = 1024          # query and database rows per faiss distance block: 4 MiB of distances stay in cache
-                           # for the top-k selection (faiss's default 4,096 × 1,024 was 1.4x slower, 64-d, one thread)
+                           # for the top-k selection (faiss's default 4,096 × 1,024 was 1.3x slower, 64-d, one thread)
 RATIO_SIGMAS = 6.0
 
 

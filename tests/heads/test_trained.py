@@ -96,6 +96,25 @@ def test_lbfgs_probe_is_clip_protocol_logistic_regression():
     assert 0 < best.weight_decay < max(lbfgs.L2S)                                   # an interior choice
 
 
+def test_lbfgs_starts_from_the_best_bias_alone():
+    """The sweep's start: zero weights and the loss's optimal bias, the class log-frequencies (softmax, up to a
+    shift) or each finding's weighted log-odds among its labelled rows (masked binary cross-entropy)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from embedkit.heads.lbfgs import _best_bias
+    from embedkit.heads.trained import masked_bce
+
+    y = torch.tensor([0] * 6 + [1] * 3 + [2])
+    b = _best_bias(y, 3, F.cross_entropy).numpy()
+    assert np.allclose(b - b.mean(), np.log([0.6, 0.3, 0.1]) - np.log([0.6, 0.3, 0.1]).mean(), atol=1e-4)
+    t = torch.tensor([[1.0, 0.0], [0.0, float("nan")], [0.0, 1.0], [0.0, 0.0]])
+    b = _best_bias(t, 2, lambda z, y: masked_bce(z, y).mean()).numpy()
+    # a row's findings share its weight: finding 1 is positive in 0.5 of 2.5 weight, finding 2 in 0.5 of 1.5
+    assert np.allclose(b, [np.log(0.2 / 0.8), np.log(0.5 / 1.0)], atol=1e-3)      # float32 losses: ~2e-4 apart
+
+
 def test_lbfgs_refuses_what_it_does_not_fit():
     import pytest
 

@@ -243,7 +243,7 @@ def lbfgs_sweep(train: Split, val: Split, seeds: list[int], n_classes: int) -> l
     def loss(logits, y):
         return masked_bce(logits, y).mean() if findings else F.cross_entropy(logits, y)
 
-    fits = lbfgs.sweep((train.x - mean).div_(std), train.y, (val.x - mean).div_(std), val.y, n_classes, loss)
+    fits = lbfgs.sweep(train.x, train.y, val.x, val.y, n_classes, loss, mean=mean, std=std)
     record = [{"lr": 0.0, "weight_decay": f.l2, "val_loss": f.val_loss, "best_epoch": f.iterations} for f in fits]
     return [[TrainedHead(seed=s, lr=0.0, weight_decay=f.l2, best_epoch=f.iterations, val_loss=f.val_loss, sweep=record,
                          params=[f.weight, f.bias], mean=mean, std=std, kind="linear", findings=findings) for f in fits]

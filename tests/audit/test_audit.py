@@ -42,7 +42,7 @@ def test_near_and_exact_duplicates_across_splits(tmp_path):
     write_manifest(tmp_path / "m2.csv", rows)
     m2 = read_manifest(tmp_path / "m2.csv")
     store = read_cache(path)
-    d = find(join(store, m2), m2, store)
+    d = find(join(store, m2), m2)
     kinds = {(p["kind"], frozenset((p["image_a"], p["image_b"]))) for p in d.pairs}
     assert ("exact", frozenset(("i10", "copy"))) in kinds and ("near", frozenset(("i3", "i7"))) in kinds
     assert d.calibrated and 0.0 < d.threshold < 0.9 and len(d.pairs) == 2      # a distance-ratio bound

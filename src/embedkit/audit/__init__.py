@@ -69,7 +69,7 @@ def run_audit(cfg: AuditConfig) -> dict:
                                                seed=cfg.seed, solver=cfg.solver) for a in declared}
     ks = distribution.ks_tests(view.embeddings, view.meta["label"], groups,
                                {name: list(a.order(groups[name])) for name, a in zip(groups, declared)})
-    dup = duplicates.find(view, manifest, store, threshold=cfg.threshold)
+    dup = duplicates.find(view, manifest, threshold=cfg.threshold)
     geometry = maps.draw(view, groups, out / "map.png", title=cfg.model, projection=cfg.projection)
     summary = {"model": cfg.model, "manifest": str(cfg.manifest.resolve()), "manifest_digest": manifest.digest(),
                "cache_key": store.attrs.get("key"), "settings": cfg.settings(),

@@ -160,11 +160,11 @@ def calibrated_ratio(ratios: np.ndarray) -> float:
     return float(np.exp(med - RATIO_SIGMAS * mad))
 
 
-def find(view: Cache, manifest: Manifest, store: Cache, *, threshold: float | None = None,
-         exact: bool | None = None) -> Duplicates:
-    """Exact copies (same content key) and near copies (calibrated ratio, or cosine >= ``threshold``)."""
+def find(view: Cache, manifest: Manifest, *, threshold: float | None = None, exact: bool | None = None) -> Duplicates:
+    """Exact copies (same content key) and near copies (calibrated ratio, or cosine >= ``threshold``) among the
+    rows of a joined ``view`` of ``manifest``."""
     ids = [str(i) for i in view.image_id]
-    copies, unique = _copies(ids, manifest, store)         # its per-row tables are freed before the search
+    copies, unique = _copies(ids, view.content)
     if unique.sum() < 3:
         return Duplicates(threshold or 1.0, threshold is None, _pairs(manifest, [("exact", a, b, 1.0) for a, b in copies]))
     rows = np.flatnonzero(unique)
@@ -183,18 +183,15 @@ def find(view: Cache, manifest: Manifest, store: Cache, *, threshold: float | No
     return Duplicates(bound, threshold is None, pairs, search)
 
 
-def _copies(ids: list[str], manifest: Manifest, store: Cache) -> tuple[list[tuple[str, str]], np.ndarray]:
+def _copies(ids: list[str], content: np.ndarray) -> tuple[list[tuple[str, str]], np.ndarray]:
     """(first, later) image id pairs of one content, and which rows are the first of their content (copies
     add no neighbours)."""
-    from embedkit.cache.identity import row_keys
-
-    key_of = dict(zip(manifest.table["image_id"].tolist(), (k.key for k in row_keys(manifest, store.index))))
-    groups: dict[str, list[str]] = {}
-    for i in ids:
-        groups.setdefault(key_of[i], []).append(i)
-    first = {i: m[0] for m in groups.values() for i in m}
-    return ([(m[0], m[j]) for m in groups.values() for j in range(1, len(m))],
-            np.array([first[i] == i for i in ids], dtype=bool))
+    groups: dict[str, list[int]] = {}
+    for row, key in enumerate(content.tolist()):
+        groups.setdefault(key, []).append(row)
+    unique = np.zeros(len(ids), dtype=bool)
+    unique[[m[0] for m in groups.values()]] = True
+    return [(ids[m[0]], ids[r]) for m in groups.values() for r in m[1:]], unique
 
 
 def _pairs(manifest: Manifest, found: list[tuple]) -> list[dict]:

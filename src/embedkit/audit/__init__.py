@@ -67,10 +67,12 @@ def run_audit(cfg: AuditConfig) -> dict:
     with features.torch_threads(cfg.threads):
         attr = {a.name: probes.probe_attribute(view, manifest, a, groups[a.name], n_boot=cfg.n_boot, n_perm=cfg.n_perm,
                                                seed=cfg.seed, solver=cfg.solver) for a in declared}
-    ks = distribution.ks_tests(view.embeddings, view.meta["label"], groups,
+    principal = distribution.principal_scores(view.embeddings)      # the KS tests' components and the map's axes
+    ks = distribution.ks_tests(principal, view.meta["label"], groups,
                                {name: list(a.order(groups[name])) for name, a in zip(groups, declared)})
     dup = duplicates.find(view, manifest, threshold=cfg.threshold)
-    geometry = maps.draw(view, groups, out / "map.png", title=cfg.model, projection=cfg.projection)
+    geometry = maps.draw(view, groups, out / "map.png", title=cfg.model, projection=cfg.projection,
+                         principal=principal[0])
     summary = {"model": cfg.model, "manifest": str(cfg.manifest.resolve()), "manifest_digest": manifest.digest(),
                "cache_key": store.attrs.get("key"), "settings": cfg.settings(),
                "attributes": attr, "distribution": {k: v for k, v in ks.items() if k != "rows"},

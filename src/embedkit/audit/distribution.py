@@ -55,10 +55,11 @@ def subsets(labels: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def ks_tests(x: np.ndarray, labels: np.ndarray, groups: dict[str, np.ndarray], orders: dict[str, list[str]],
-             k: int = COMPONENTS) -> dict:
-    """Every (attribute, subset, pair of groups, component) KS test with its BH q; a summary per attribute."""
-    scores, explained = principal_scores(x, k)
+def ks_tests(principal: tuple[np.ndarray, np.ndarray], labels: np.ndarray, groups: dict[str, np.ndarray],
+             orders: dict[str, list[str]]) -> dict:
+    """Every (attribute, subset, pair of groups, component) KS test on the rows' ``principal_scores`` with its
+    BH q; a summary per attribute."""
+    scores, explained = principal
     rows = []
     for subset, mask in subsets(labels).items():
         for name, values in groups.items():
@@ -71,7 +72,7 @@ def ks_tests(x: np.ndarray, labels: np.ndarray, groups: dict[str, np.ndarray], o
                                  "component": c + 1, "n_a": int(ia.sum()), "n_b": int(ib.sum()), "d": d, "p": p})
     for r, q in zip(rows, adjust([r["p"] for r in rows], "bh")):
         r["q"] = q
-    return {"components": k, "explained": [float(v) for v in explained], "tests": len(rows),
+    return {"components": scores.shape[1], "explained": [float(v) for v in explained], "tests": len(rows),
             "alpha": ALPHA, "per_attribute": {name: _summary([r for r in rows if r["attribute"] == name])
                                               for name in groups}, "rows": rows}
 

@@ -164,7 +164,7 @@ def find(view: Cache, manifest: Manifest, *, threshold: float | None = None, exa
     """Exact copies (same content key) and near copies (calibrated ratio, or cosine >= ``threshold``) among the
     rows of a joined ``view`` of ``manifest``."""
     ids = [str(i) for i in view.image_id]
-    copies, unique = _copies(ids, view.content)
+    copies, unique = _copies(ids, view.store_rows)
     if unique.sum() < 3:
         return Duplicates(threshold or 1.0, threshold is None, _pairs(manifest, [("exact", a, b, 1.0) for a, b in copies]))
     rows = np.flatnonzero(unique)
@@ -183,11 +183,11 @@ def find(view: Cache, manifest: Manifest, *, threshold: float | None = None, exa
     return Duplicates(bound, threshold is None, pairs, search)
 
 
-def _copies(ids: list[str], content: np.ndarray) -> tuple[list[tuple[str, str]], np.ndarray]:
-    """(first, later) image id pairs of one content, and which rows are the first of their content (copies
-    add no neighbours)."""
-    groups: dict[str, list[int]] = {}
-    for row, key in enumerate(content.tolist()):
+def _copies(ids: list[str], store_rows: np.ndarray) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """(first, later) image id pairs of one content (one row of the image-keyed store), and which rows are the
+    first of their content (copies add no neighbours)."""
+    groups: dict[int, list[int]] = {}
+    for row, key in enumerate(store_rows.tolist()):
         groups.setdefault(key, []).append(row)
     unique = np.zeros(len(ids), dtype=bool)
     unique[[m[0] for m in groups.values()]] = True

@@ -40,7 +40,7 @@ def join(cache: Cache, manifest: Manifest, text_classes: tuple[str, ...] | None 
                    meta=meta, classes=text_classes or manifest.classes,
                    text=_text_for(cache, text_classes or manifest.classes, rows),
                    manifest_digest=manifest.digest(), rows_digest=rows_digest([keys[i] for i in kept]),
-                   content=np.asarray(cache.image_id)[rows])
+                   store_rows=rows)
 
 
 def rows_digest(keys) -> str:

@@ -86,7 +86,7 @@ class Cache:
     index: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # path -> (size, mtime_ns, content key)
     manifest_digest: str | None = None  # set by cache.join: the manifest whose rows this view holds
     rows_digest: str | None = None      # set by cache.join: the content keys of those rows, in order
-    content: np.ndarray | None = None   # set by cache.join: each row's content key (one image under two ids: one key)
+    store_rows: np.ndarray | None = None  # set by cache.join: each row's row in the store (one image under two ids: one row)
 
     def labels(self) -> np.ndarray:
         index = {c: i for i, c in enumerate(self.classes)}

@@ -53,7 +53,7 @@ def sweep(xtr: torch.Tensor, ytr: torch.Tensor, xva: torch.Tensor, yva: torch.Te
     """Every L2 strength of ``l2s`` fitted on ``(xtr - mean) / std`` (each from the previous optimum, the first
     from the best bias alone), in order; ``loss(logits, y)`` is the mean data loss (cross-entropy, or masked
     binary cross-entropy for findings)."""
-    columns = by_feature(xtr, mean, std)
+    columns, xva = by_feature(xtr, mean, std), (xva - mean).div_(std)
     w = torch.zeros(n_classes, xtr.shape[1], requires_grad=True)           # (C, D): see _fit
     b = _best_bias(ytr, n_classes, loss).requires_grad_()
     fits = []
@@ -61,8 +61,7 @@ def sweep(xtr: torch.Tensor, ytr: torch.Tensor, xva: torch.Tensor, yva: torch.Te
         iterations = _fit(columns, ytr, w, b, l2, loss)
         with torch.no_grad():
             weight = w.detach().T.contiguous()
-            fits.append(Fit(l2, weight, b.detach().clone(), float(loss(torch.addmm(b, (xva - mean) / std, weight), yva)),
-                            iterations))
+            fits.append(Fit(l2, weight, b.detach().clone(), float(loss(torch.addmm(b, xva, weight), yva)), iterations))
     return fits
 
 

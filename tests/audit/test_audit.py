@@ -19,6 +19,17 @@ def test_auc_and_balanced_accuracy_equal_scikit_learn():
     assert macro_ovr_auc(y3, p3) == pytest.approx(roc_auc_score(y3, p3, multi_class="ovr", average="macro"))
     assert balanced_accuracy(y3, p3.argmax(1)) == pytest.approx(balanced_accuracy_score(y3, p3.argmax(1)))
     assert np.isnan(binary_auc(np.ones(5), np.arange(5)))
+    # the permutation null reads ranks computed once: the same AUC as sorting again for each shuffle
+    from embedkit.metrics.auc import ranked_macro_ovr_auc, score_ranks
+
+    p2 = np.c_[1 - s, s]
+    tied = np.round(p3, 2)
+    for labels, proba in ((y, p2), (y3, tied / tied.sum(1, keepdims=True))):
+        ranks = score_ranks(proba)
+        for _ in range(3):
+            shuffled = rng.permutation(labels)
+            assert ranked_macro_ovr_auc(shuffled, ranks) == macro_ovr_auc(shuffled, proba) == pytest.approx(
+                roc_auc_score(shuffled, proba[:, 1] if proba.shape[1] == 2 else proba, multi_class="ovr"))
 
 
 def test_near_and_exact_duplicates_across_splits(tmp_path):

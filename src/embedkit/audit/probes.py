@@ -15,7 +15,7 @@ import numpy as np
 from embedkit.cache.layout import Cache
 from embedkit.errors import EmbedkitError
 from embedkit.manifest import Manifest
-from embedkit.metrics.auc import balanced_accuracy, macro_ovr_auc
+from embedkit.metrics.auc import balanced_accuracy, macro_ovr_auc, ranked_macro_ovr_auc, score_ranks
 
 
 def attribute_values(view: Cache, attr) -> np.ndarray:
@@ -48,7 +48,8 @@ def probe_attribute(view: Cache, manifest: Manifest, attr, values: np.ndarray, *
     auc = macro_ovr_auc(yt, proba)
     rng = np.random.default_rng(seed)
     boot = [macro_ovr_auc(yt[i], proba[i]) for i in _stratified(yt, n_boot, rng)]
-    null = np.array([macro_ovr_auc(rng.permutation(yt), proba) for _ in range(n_perm)])
+    ranks = score_ranks(proba)                                      # fixed under permuted labels
+    null = np.array([ranked_macro_ovr_auc(rng.permutation(yt), ranks) for _ in range(n_perm)])
     from embedkit.audit.distribution import subsets
 
     within = {c: macro_ovr_auc(yt[m], proba[m]) for c, m in subsets(view.meta["label"][test]).items() if c != "all"}

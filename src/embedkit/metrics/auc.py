@@ -35,12 +35,26 @@ def binary_auc(y: np.ndarray, score: np.ndarray) -> float:
 
 def macro_ovr_auc(y: np.ndarray, proba: np.ndarray) -> float:
     """Mean one-vs-rest AUC over the classes present (binary: the AUC of class 1's score)."""
-    y = np.asarray(y)
+    return ranked_macro_ovr_auc(y, score_ranks(proba))
+
+
+def score_ranks(proba: np.ndarray) -> np.ndarray:
+    """(K, N) midranks of the scores ``macro_ovr_auc`` reads: class 1's of two classes, else every class's."""
     proba = np.asarray(proba, dtype=float)
-    if proba.shape[1] == 2:
-        return binary_auc(y == 1, proba[:, 1])
-    vals = [binary_auc(y == c, proba[:, c]) for c in range(proba.shape[1])]
-    vals = [v for v in vals if np.isfinite(v)]
+    return _ranks((proba[:, 1:] if proba.shape[1] == 2 else proba).T)
+
+
+def ranked_macro_ovr_auc(y: np.ndarray, ranks: np.ndarray) -> float:
+    """``macro_ovr_auc`` from ``score_ranks``. The ranks do not move when the labels are permuted, so a
+    permutation null needs no sort."""
+    y = np.asarray(y)
+    vals = []
+    for c, r in zip([1] if len(ranks) == 1 else range(len(ranks)), ranks):
+        pos = y == c
+        n_pos = int(pos.sum())
+        n_neg = len(y) - n_pos
+        if n_pos and n_neg:
+            vals.append((r[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
     return float(np.mean(vals)) if vals else float("nan")
 
 

@@ -1,7 +1,7 @@
 """A whole dataset from store to report: a synthetic store and manifest of N rows (512-d: a 32-dimensional
 subspace plus isotropic noise and the findings' directions; 14 findings multi-label,
 sex, age and race, ~2.5 images per patient, split 70/10/20 by patient), then each stage of the study in its own
-child process on one thread, reporting its time and the child's peak RSS:
+child process on one thread (``--threads N``: N), reporting its time and the child's peak RSS:
 
 manifest read and join, the linear probe (AdamW, the paper's sweep; and CLIP's L-BFGS protocol), the MLP probe,
 ``evaluate`` with 1,000 patient-level bootstraps and 1,000 permutations, the audit, the results table and report.
@@ -71,9 +71,9 @@ def _key(data: bytes) -> str:
 
 
 COMMON = """
-import time, torch
+import shutil, time, torch
 from pathlib import Path
-torch.set_num_threads(1)
+torch.set_num_threads({threads})
 folder = Path({folder!r})
 manifest, store, runs = folder / "manifest.csv", folder / "cache" / "scale.h5", folder / "runs"
 from embedkit.spec import Task
@@ -93,10 +93,11 @@ RESULT = {"seconds": read_s + join_s, "read_s": read_s, "join_s": join_s}
     "probe": """
 from embedkit.heads.runner import ExperimentConfig, run_experiment
 from embedkit.heads.trained import HeadConfig
+shutil.rmtree(runs / "$dataset", ignore_errors=True)        # a kept folder's run would be reused, not measured
 t = time.perf_counter()
 [run] = run_experiment(ExperimentConfig(model="scale", manifest=manifest, method="$method", cache=store, runs_dir=runs,
                                         dataset="$dataset", seeds=(0,), n_boot=0, task=task, attributes=attributes,
-                                        head=HeadConfig($head)))
+                                        head=HeadConfig($head), threads=torch.get_num_threads()))
 RESULT = {"seconds": time.perf_counter() - t, "test_auroc_macro": run.record["metrics"]["auroc_macro"],
           "chosen": run.record["selection"].get("weight_decay")}
 """,
@@ -118,7 +119,7 @@ RESULT = {"seconds": seconds, "without_resampling_s": time.perf_counter() - t, "
 from embedkit.audit import AuditConfig, run_audit
 t = time.perf_counter()
 s = run_audit(AuditConfig(model="scale", manifest=manifest, cache=store, runs_dir=runs, dataset="scale",
-                          attributes=attributes, n_boot=200, n_perm=200, solver="lbfgs"))
+                          attributes=attributes, n_boot=200, n_perm=200, solver="lbfgs", threads=torch.get_num_threads()))
 RESULT = {"seconds": time.perf_counter() - t, "search": s["duplicates"].get("search", "exact")}
 """,
     "report": """
@@ -145,20 +146,20 @@ PLAN = (("manifest", "manifest read + join", "manifest", {}),
         ("report", "results table + report", "report", {}))
 
 
-def run(n: int, keep: Path | None = None, skip: tuple[str, ...] = ()) -> dict:
-    """Build the data, run every stage; returns {label: result} with the build time."""
+def run(n: int, keep: Path | None = None, skip: tuple[str, ...] = (), threads: int = 1) -> dict:
+    """Build the data, run every stage on ``threads`` threads; returns {label: result} with the build time."""
     folder = keep or Path(tempfile.mkdtemp(prefix="bench-scale-"))
     t = time.perf_counter()
     if not (folder / "manifest.csv").exists():
         build(folder, n)
-    out = {"rows": n, "build_s": time.perf_counter() - t, "stages": {}, "splits": _split_counts(folder / "manifest.csv"),
+    out = {"rows": n, "threads": threads, "build_s": time.perf_counter() - t, "stages": {}, "splits": _split_counts(folder / "manifest.csv"),
            "gemm_gflops": child(GEMM)["gflops"]}
     for key, label, stage, args in PLAN:
         if key in skip:
             continue
-        code = COMMON.format(folder=str(folder)) + string.Template(STAGES[stage]).substitute(**args)
+        code = COMMON.format(folder=str(folder), threads=threads) + string.Template(STAGES[stage]).substitute(**args)
         try:
-            out["stages"][label] = child(code, env={"OMP_NUM_THREADS": "1"})
+            out["stages"][label] = child(code, env={"OMP_NUM_THREADS": str(threads)})
         except RuntimeError as exc:
             out["stages"][label] = {"error": str(exc).strip().splitlines()[-1]}
         print(label, json.dumps(out["stages"][label]), flush=True)
@@ -209,8 +210,9 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="build (or reuse) the data in this folder and keep it")
     ap.add_argument("--skip", default="", help=f"stages to skip, comma-separated, of {','.join(p[0] for p in PLAN)}")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--threads", type=int, default=1, help="torch, faiss and BLAS threads of every stage")
     a = ap.parse_args()
-    result = run(a.rows, a.keep, tuple(s for s in a.skip.split(",") if s))
+    result = run(a.rows, a.keep, tuple(s for s in a.skip.split(",") if s), a.threads)
     if a.json:
         a.json.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

@@ -59,8 +59,7 @@ def run_audit(cfg: AuditConfig) -> dict:
     declared = parse(cfg.attributes)
     check_columns(declared, ("sex", "age", *manifest.extra_columns), str(cfg.manifest))
     path = cfg.cache or features.find_cache(cfg.model, cfg.manifest, cfg.cache_dir)
-    store = read_cache(path)
-    view = join(store, manifest)
+    view = join(read_cache(path), manifest)          # the store itself (its ids, its path index) is not kept
     out = cfg.out_dir()
     out.mkdir(parents=True, exist_ok=True)
     groups = {a.name: probes.attribute_values(view, a) for a in declared}
@@ -74,7 +73,7 @@ def run_audit(cfg: AuditConfig) -> dict:
     geometry = maps.draw(view, groups, out / "map.png", title=cfg.model, projection=cfg.projection,
                          principal=principal[0])
     summary = {"model": cfg.model, "manifest": str(cfg.manifest.resolve()), "manifest_digest": manifest.digest(),
-               "cache_key": store.attrs.get("key"), "settings": cfg.settings(),
+               "cache_key": view.attrs.get("key"), "settings": cfg.settings(),
                "attributes": attr, "distribution": {k: v for k, v in ks.items() if k != "rows"},
                "duplicates": dup.summary(), "map": geometry}
     _write_rows(out / "pairs.csv", dup.pairs, ["kind", "image_a", "image_b", "split_a", "split_b", "patient_a",

@@ -36,6 +36,7 @@ def join(cache: Cache, manifest: Manifest, text_classes: tuple[str, ...] | None 
     meta = {c: manifest.table[c][kept].astype(str) for c in columns}   # every manifest column: any can be an attribute
     same_order = len(rows) == len(cache.embeddings) and np.array_equal(rows, np.arange(len(rows)))
     return replace(cache, embeddings=cache.embeddings if same_order else cache.embeddings[rows],   # no copy when aligned
+                   index={},                       # the store's path index stays with the store (~200 MB at 377k)
                    image_id=manifest.table["image_id"][kept].astype(str),
                    meta=meta, classes=text_classes or manifest.classes,
                    text=_text_for(cache, text_classes or manifest.classes, rows),

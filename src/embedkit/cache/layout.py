@@ -83,7 +83,7 @@ class Cache:
     text: dict[str, TextSet]
     attrs: dict
     bad: list[tuple[str, str]] = field(default_factory=list)   # (resolved image path, reason)
-    index: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # path -> (size, mtime_ns, content key)
+    index: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # path -> (size, mtime_ns, content key); a view: {}
     manifest_digest: str | None = None  # set by cache.join: the manifest whose rows this view holds
     rows_digest: str | None = None      # set by cache.join: the content keys of those rows, in order
     store_rows: np.ndarray | None = None  # set by cache.join: each row's row in the store (one image under two ids: one row)

@@ -119,7 +119,8 @@ RESULT = {"seconds": seconds, "without_resampling_s": time.perf_counter() - t, "
 from embedkit.audit import AuditConfig, run_audit
 t = time.perf_counter()
 s = run_audit(AuditConfig(model="scale", manifest=manifest, cache=store, runs_dir=runs, dataset="scale",
-                          attributes=attributes, n_boot=200, n_perm=200, solver="lbfgs", threads=torch.get_num_threads()))
+                          attributes=attributes, n_boot=200, n_perm=200, solver="lbfgs",
+                          threads=torch.get_num_threads()))
 RESULT = {"seconds": time.perf_counter() - t, "search": s["duplicates"].get("search", "exact")}
 """,
     "report": """
@@ -152,7 +153,8 @@ def run(n: int, keep: Path | None = None, skip: tuple[str, ...] = (), threads: i
     t = time.perf_counter()
     if not (folder / "manifest.csv").exists():
         build(folder, n)
-    out = {"rows": n, "threads": threads, "build_s": time.perf_counter() - t, "stages": {}, "splits": _split_counts(folder / "manifest.csv"),
+    out = {"rows": n, "threads": threads, "build_s": time.perf_counter() - t, "stages": {},
+           "splits": _split_counts(folder / "manifest.csv"),
            "gemm_gflops": child(GEMM)["gflops"]}
     for key, label, stage, args in PLAN:
         if key in skip:

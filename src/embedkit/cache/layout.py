@@ -83,10 +83,10 @@ class Cache:
     text: dict[str, TextSet]
     attrs: dict
     bad: list[tuple[str, str]] = field(default_factory=list)   # (resolved image path, reason)
-    index: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # path -> (size, mtime_ns, content key); a view: {}
+    index: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # path -> (size, mtime_ns, key); view: {}
     manifest_digest: str | None = None  # set by cache.join: the manifest whose rows this view holds
     rows_digest: str | None = None      # set by cache.join: the content keys of those rows, in order
-    store_rows: np.ndarray | None = None  # set by cache.join: each row's row in the store (one image under two ids: one row)
+    store_rows: np.ndarray | None = None  # set by cache.join: each row's store row (two ids of one image: one row)
 
     def labels(self) -> np.ndarray:
         index = {c: i for i, c in enumerate(self.classes)}

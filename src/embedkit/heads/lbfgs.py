@@ -65,7 +65,8 @@ def sweep(xtr: torch.Tensor, ytr: torch.Tensor, xva: torch.Tensor, yva: torch.Te
     return fits
 
 
-def by_feature(x: torch.Tensor, mean: torch.Tensor | float, std: torch.Tensor | float, chunk: int = 16384) -> torch.Tensor:
+def by_feature(x: torch.Tensor, mean: torch.Tensor | float, std: torch.Tensor | float,
+               chunk: int = 16384) -> torch.Tensor:
     """(D, N) standardised ``x``, written chunk by chunk (one copy of the data, no temporary of its size)."""
     out = torch.empty(x.shape[1], x.shape[0])
     for s in range(0, len(x), chunk):

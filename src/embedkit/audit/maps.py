@@ -52,10 +52,10 @@ def project(x: np.ndarray, method: str) -> np.ndarray:
     raise EmbedkitError(f"--projection {method!r}: choose pca or umap")
 
 
-def draw(view: Cache, groups: dict[str, np.ndarray], out: Path, *, title: str, projection: str = "pca",
-         principal: np.ndarray | None = None) -> dict:
+def draw(view: Cache, groups: dict[str, np.ndarray], out: Path, *, title: str, principal: np.ndarray,
+         projection: str = "pca") -> dict:
     """The map coloured by class and by each attribute's group labels ``groups``, and the groups' separation;
-    ``principal``: the rows' leading principal scores, when the caller has them (else PCA is computed here)."""
+    ``principal``: the rows' leading principal scores (the PCA map's axes, from every row)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,10 +64,7 @@ def draw(view: Cache, groups: dict[str, np.ndarray], out: Path, *, title: str, p
     x = np.asarray(view.embeddings)
     colourings = {"class": view.meta["label"].astype(str)} | groups
     shown = np.sort(np.random.default_rng(0).choice(len(x), min(len(x), MAX_POINTS), replace=False))
-    if projection == "pca":                                       # PCA from every row
-        xy = (project(x, "pca") if principal is None else principal[:, :2])[shown]
-    else:
-        xy = project(x[shown], projection)
+    xy = principal[shown, :2] if projection == "pca" else project(x[shown], projection)
     cols = min(3, len(colourings))                   # small multiples, three per row: legible at page width
     rows = -(-len(colourings) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)

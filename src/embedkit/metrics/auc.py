@@ -25,12 +25,7 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 
 def binary_auc(y: np.ndarray, score: np.ndarray) -> float:
     """P(score of a positive > score of a negative) + 0.5 P(tie); NaN when a class is absent."""
-    y = np.asarray(y).astype(bool)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    r = _ranks(np.asarray(score, dtype=float)[None])[0]
-    return float((r[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return _rank_sum_auc(np.asarray(y).astype(bool), _ranks(np.asarray(score, dtype=float)[None])[0])
 
 
 def macro_ovr_auc(y: np.ndarray, proba: np.ndarray) -> float:
@@ -48,14 +43,18 @@ def ranked_macro_ovr_auc(y: np.ndarray, ranks: np.ndarray) -> float:
     """``macro_ovr_auc`` from ``score_ranks``. The ranks do not move when the labels are permuted, so a
     permutation null needs no sort."""
     y = np.asarray(y)
-    vals = []
-    for c, r in zip([1] if len(ranks) == 1 else range(len(ranks)), ranks):
-        pos = y == c
-        n_pos = int(pos.sum())
-        n_neg = len(y) - n_pos
-        if n_pos and n_neg:
-            vals.append((r[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    vals = [_rank_sum_auc(y == c, r) for c, r in zip([1] if len(ranks) == 1 else range(len(ranks)), ranks)]
+    vals = [v for v in vals if np.isfinite(v)]
     return float(np.mean(vals)) if vals else float("nan")
+
+
+def _rank_sum_auc(pos: np.ndarray, ranks: np.ndarray) -> float:
+    """Mann–Whitney AUC of the rows ``pos`` from every row's midrank; NaN when a class is absent."""
+    n_pos = int(pos.sum())
+    n_neg = len(pos) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:

@@ -165,8 +165,9 @@ def find(view: Cache, manifest: Manifest, *, threshold: float | None = None, exa
     rows of a joined ``view`` of ``manifest``."""
     ids = [str(i) for i in view.image_id]
     copies, unique = _copies(ids, view.store_rows)
+    found = [("exact", a, b, 1.0) for a, b in copies]
     if unique.sum() < 3:
-        return Duplicates(threshold or 1.0, threshold is None, _pairs(manifest, [("exact", a, b, 1.0) for a, b in copies]))
+        return Duplicates(threshold or 1.0, threshold is None, _pairs(manifest, found))
     rows = np.flatnonzero(unique)
     sims, idx, search = neighbours(normalised(view.embeddings, None if unique.all() else rows), exact=exact)
     if threshold is None:
@@ -176,7 +177,6 @@ def find(view: Cache, manifest: Manifest, *, threshold: float | None = None, exa
     else:
         bound = threshold
         hits = [(a, j) for a, j in zip(*np.nonzero(sims >= threshold))]
-    found = [("exact", a, b, 1.0) for a, b in copies]
     found += [("near", ids[rows[a]], ids[rows[idx[a, j]]], sims[a, j]) for a, j in hits if idx[a, j] >= 0]
     pairs = _pairs(manifest, found)
     pairs.sort(key=lambda p: (p["kind"] != "exact", -p["cosine"]))

@@ -23,7 +23,7 @@ def ann_vs_exact(n: int = 100_000, d: int = 512) -> dict:
     HNSW, 32 links, efSearch 64): time, recall@1 against exact, planted near copies found by the calibrated ratio."""
     import faiss
 
-    from embedkit.audit.duplicates import _drop_self, calibrated_ratio, distance_ratio, neighbours, normalised
+    from embedkit.audit.duplicates import _drop_self, distance_ratio, neighbours, normalised, ratio_bound
 
     faiss.omp_set_num_threads(1)
     x, planted = clustered(n, d)
@@ -53,7 +53,7 @@ def ann_vs_exact(n: int = 100_000, d: int = 512) -> dict:
         sims, idx, label = search()
         seconds = time.perf_counter() - t0
         ratio = distance_ratio(sims)
-        near = {frozenset((int(a), int(idx[a, 0]))) for a in np.flatnonzero(ratio <= calibrated_ratio(ratio))}
+        near = {frozenset((int(a), int(idx[a, 0]))) for a in np.flatnonzero(ratio <= ratio_bound(ratio)[0])}
         exact_top = sims[:, 0] if exact_top is None else exact_top
         out["searches"][name] = {"label": label, "seconds": seconds, "found": len(planted & near), "flagged": len(near),
                                  "recall_at_1": float(np.mean(sims[:, 0] >= exact_top - 1e-6))}

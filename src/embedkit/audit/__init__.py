@@ -29,7 +29,7 @@ class AuditConfig:
     attributes: str | None = FAIRNESS.attributes  # a declaration (embedkit.attributes); None: sex, age, sex*age
     n_boot: int = FAIRNESS.n_boot
     n_perm: int = FAIRNESS.n_perm
-    threshold: float | None = None      # near-duplicate cosine; None: calibrated on the data
+    threshold: float | None = None      # near-duplicate cosine; None: the distance-ratio test (duplicates.ALPHA)
     projection: str = "pca"             # the map: pca, or umap when umap-learn is installed
     seed: int = 0
     threads: int = 1

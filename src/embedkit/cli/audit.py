@@ -15,7 +15,7 @@ def audit(
     model: str = opt.model_option(), manifest: Path = opt.manifest_option(),
     attributes: str = opt.attributes_option(),
     threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Near-duplicate cosine of the centred "
-                                                        "embeddings (default: a distance-ratio bound calibrated on the data)."),
+                                                        "embeddings (default: a distance-ratio test, family-wise error 0.05 over the images)."),
     projection: str = typer.Option("pca", help="The map's projection: pca, or umap (needs umap-learn)."),
     solver: str = typer.Option("adamw", help="The attribute probes' optimiser: adamw (the paper's recipe) or lbfgs "
                                              "(CLIP's protocol; far cheaper at 100k+ rows)."),

@@ -9,12 +9,13 @@ second, ~0.01–0.3 for a copy and ~0.97 for an ordinary image. Unless a cosine 
 flagged by a test with the family-wise error over all rows held at ``ALPHA``: without copies, ratio^m is
 uniform on (0, 1) in intrinsic dimension m (the two-nearest-neighbour law; Facco et al., Sci. Rep. 2017), so
 a row is flagged when ratio^m ≤ ALPHA / rows (Bonferroni), m estimated as ln 2 / median(−log ratio), which
-the copies themselves barely move. (A robust 6-sigma bound on the log ratios, used before, flagged ~0.5 % of
-rows on data with no copies at all: the log ratio's lower tail is exponential, not normal.) Neighbours come from faiss: exact search below ``EXACT_BELOW`` rows; above, an exact
-search on the leading ``REDUCED_DIMS`` principal axes whose ``CANDIDATES`` nearest rows are re-ranked by their
-full cosine, with its recall@1 against exact search measured on ``RECALL_SAMPLE`` rows of the data at hand and
-reported; below ``MIN_RECALL`` (embeddings whose neighbours do not live on a few axes) the search is redone
-exactly (docs/benchmarks.md compares exact, reduced, IVF-Flat and HNSW at 100,000 rows).
+the copies themselves barely move. (A robust 6-sigma bound on the log ratios, used before, flagged ~0.5 %
+of rows on data with no copies at all: the log ratio's lower tail is exponential, not normal.)
+
+Neighbours are exact, from faiss: brute force below ``EXACT_BELOW`` rows; above, each row's ``CANDIDATES``
+nearest rows on the leading ``REDUCED_DIMS`` principal axes, re-ranked by their full cosine, with a proof per
+row that no other row is nearer (projection only shortens distances), and brute force for the rows without
+one (docs/benchmarks.md compares exact, reduced, IVF-Flat and HNSW at 100,000 rows).
 """
 
 from __future__ import annotations
@@ -32,8 +33,7 @@ K = 5                      # neighbours looked at per image
 EXACT_BELOW = 50_000       # rows; from here the reduced search (exact: ~40 s at 50,000 rows, growing as N²)
 REDUCED_DIMS = 64          # principal axes the reduced search ranks candidates on
 CANDIDATES = 16            # candidates per row re-ranked by full cosine
-RECALL_SAMPLE = 1_000      # rows whose exact neighbours measure the reduced search's recall@1
-MIN_RECALL = 0.99          # below it, exact search after all
+PROOF_MARGIN = 1e-4        # squared distance by which the last candidate must lie beyond (float32 rounding)
 BLAS_BLOCK = 1024          # query and database rows per faiss distance block: 4 MiB of distances stay in cache
                            # for the top-k selection (faiss's default 4,096 × 1,024 was 1.3x slower, 64-d, one thread)
 ALPHA = 0.05               # family-wise error of the near-copy flags over all rows searched
@@ -76,29 +76,36 @@ def normalised(x: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     return z
 
 
-def neighbours(z: np.ndarray, k: int = K, *, exact: bool | None = None,
-               seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
-    """(cosines, indices, search) of each row's ``k`` nearest other rows of unit rows ``z``: exact inner
-    product below EXACT_BELOW rows (or when ``exact``), else the reduced search with its measured recall."""
+def neighbours(z: np.ndarray, k: int = K, *, exact: bool | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """(cosines, indices, search) of each row's ``k`` nearest other rows of unit rows ``z``, exact either way:
+    brute force below EXACT_BELOW rows (or when ``exact``); above, the reduced search, whose lists are proven
+    complete row by row and searched again by brute force where they are not."""
+    n, d = z.shape
+    if exact if exact is not None else n < EXACT_BELOW:
+        return (*_brute(z, np.arange(n), k), "exact")
+    sims, idx, proven = _reduced(z, k)
+    redo = np.flatnonzero(~proven)
+    if len(redo):
+        sims[redo], idx[redo] = _brute(z, redo, k)
+    return sims, idx, (f"exact: {CANDIDATES} candidates on {min(REDUCED_DIMS, d)} principal axes, proven complete "
+                       f"for {proven.mean():.1%} of rows, the other {len(redo):,} searched in full")
+
+
+def _brute(z: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product neighbours of ``rows`` among all rows (no index: no copy of z)."""
     import faiss
 
-    n, d = z.shape
-    search = "exact"
-    if not (exact if exact is not None else n < EXACT_BELOW):
-        sims, idx, recall = _reduced(z, k, seed)
-        axes = f"{min(REDUCED_DIMS, d)} principal axes"
-        measured = f"recall@1 {recall:.3f} on {min(n, RECALL_SAMPLE):,} sampled rows"
-        if recall >= MIN_RECALL:
-            return sims, idx, f"exact on {axes}, {CANDIDATES} candidates re-ranked ({measured})"
-        search = f"exact (on {axes}: {measured})"
     with _blocks():
-        sims, idx = faiss.knn(z, z, min(k + 1, n), metric=faiss.METRIC_INNER_PRODUCT)   # no index: no copy of z
-    return (*_drop_self(sims, idx), search)
+        sims, idx = faiss.knn(z if len(rows) == len(z) else z[rows], z, min(k + 1, len(z)),
+                              metric=faiss.METRIC_INNER_PRODUCT)
+    return _drop_self(sims, idx, rows)
 
 
-def _reduced(z: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Candidates by exact search on the leading principal axes, re-ranked by their full cosine, and the
-    recall@1 against exact search on a sample of rows."""
+def _reduced(z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidates by exact search on the leading principal axes, re-ranked by their full cosine, and which rows'
+    top ``k`` are proven among them: projecting onto orthonormal axes only shortens distances, so a row whose
+    last candidate lies farther on the axes than its k-th re-ranked neighbour lies in full has no closer row
+    outside its candidates."""
     import faiss
 
     from embedkit.audit.distribution import principal_scores
@@ -107,16 +114,17 @@ def _reduced(z: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, 
     r, c = min(REDUCED_DIMS, d), min(CANDIDATES + 1, n)
     projected = principal_scores(z, r, dtype=np.float32)[0]
     with _blocks():
-        _, cand = faiss.knn(projected, projected, c)
+        reach, cand = faiss.knn(projected, projected, c)          # squared distances on the axes, self included
     del projected
     sims = np.empty(cand.shape, dtype=np.float32)
     for s in range(0, n, 1024):                                   # full cosines of each row's candidates
         sims[s:s + 1024] = np.einsum("nd,nkd->nk", z[s:s + 1024], z[cand[s:s + 1024]])
     sims[(cand == np.arange(n)[:, None]) | (cand < 0)] = -np.inf
-    order = np.argsort(-sims, axis=1, kind="stable")[:, :min(k, n - 1)]
+    k = min(k, n - 1)
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
     sims, idx = np.take_along_axis(sims, order, 1), np.take_along_axis(cand, order, 1)
-    sample = np.sort(np.random.default_rng(seed).choice(n, min(n, RECALL_SAMPLE), replace=False))
-    return sims, idx, float(np.mean(sims[sample, 0] >= _nearest_other(z, sample) - 1e-6))  # found one as near
+    proven = reach[:, -1] > 2 - 2 * sims[:, -1].astype(np.float64) + PROOF_MARGIN
+    return sims, idx, proven
 
 
 @contextmanager
@@ -132,20 +140,9 @@ def _blocks():
         faiss.cvar.distance_compute_blas_query_bs, faiss.cvar.distance_compute_blas_database_bs = saved
 
 
-def _nearest_other(z: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """(len(rows),) each row's exact cosine to its nearest other row, by blocks of the data (no index copy)."""
-    best = np.full(len(rows), -np.inf, dtype=np.float32)
-    for s in range(0, len(z), 16384):
-        cos = z[rows] @ z[s:s + 16384].T
-        own = (rows >= s) & (rows < s + 16384)
-        cos[np.flatnonzero(own), rows[own] - s] = -np.inf
-        np.maximum(best, cos.max(1), out=best)
-    return best
-
-
-def _drop_self(sims: np.ndarray, idx: np.ndarray):
-    """Each row's neighbours without itself (an approximate search may not list it first)."""
-    own = idx == np.arange(len(idx))[:, None]
+def _drop_self(sims: np.ndarray, idx: np.ndarray, rows: np.ndarray | None = None):
+    """Each row's neighbours without itself (``rows``: the queries' own indices; a copy may be listed first)."""
+    own = idx == (np.arange(len(idx)) if rows is None else rows)[:, None]
     own[~own.any(1), -1] = True                      # not found: drop the farthest instead
     keep = ~own
     k = sims.shape[1] - 1

@@ -18,51 +18,68 @@ def clustered(n: int, d: int = 512, copies: int = 100, seed: int = 0):
 
 
 def ann_vs_exact(n: int = 100_000, d: int = 512) -> dict:
-    """The audit's neighbour searches at ``n`` rows — exact (brute force) and the reduced search above
-    EXACT_BELOW (proven exact row by row) — beside two approximate indexes measured and not chosen (IVF-Flat with
-    √N cells, 16 probed; HNSW, 32 links, efSearch 64): time, recall@1 against exact (over all rows, and over the
-    rows whose nearest neighbour is unusually near but not flagged: exact distance ratio between the test's bound
-    and 0.8), planted near copies found and pairs flagged by the family-wise ratio test."""
+    """The audit's near-copy search at ``n`` rows — brute force, and the radius scan it uses above EXACT_BELOW —
+    beside two approximate indexes measured and not chosen (IVF-Flat with √N cells, 16 probed; HNSW, 32 links,
+    efSearch 64): time, planted near copies found and pairs flagged by the family-wise ratio test, whether they
+    are brute force's pairs, and for the indexes recall@1 against brute force (over all rows, and over the rows
+    whose nearest neighbour is unusually near but not flagged: distance ratio between the test's bound and 0.8)."""
     import faiss
 
-    from embedkit.audit.duplicates import _drop_self, distance_ratio, neighbours, normalised, ratio_bound
+    from embedkit.audit import search
+    from embedkit.audit.duplicates import distance_ratio, near_by_ratio, normalised, ratio_bound
 
     faiss.omp_set_num_threads(1)
     x, planted = clustered(n, d)
     z = normalised(x)
 
-    def indexed(index, label):
+    def listed(index, label):
         index.add(z)
-        return (*_drop_self(*index.search(z, 6)), label)
+        return (*search._drop_self(*index.search(z, 3), np.arange(n)), label)
 
     def ivf():
         cells = int(np.sqrt(n))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, cells, faiss.METRIC_INNER_PRODUCT)
         index.train(z[np.sort(np.random.default_rng(0).choice(n, min(n, 64 * cells), replace=False))])
         index.nprobe = 16
-        return indexed(index, f"IVF-Flat ({cells} cells, 16 probed)")
+        return listed(index, f"IVF-Flat ({cells} cells, 16 probed)")
 
     def hnsw():
         index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = 64
-        return indexed(index, "HNSW (32 links, efSearch 64)")
+        return listed(index, "HNSW (32 links, efSearch 64)")
 
     out = {"n": n, "d": d, "planted": len(planted), "searches": {}}
-    exact = None
-    for name, search in (("exact", lambda: neighbours(z, exact=True)), ("reduced", lambda: neighbours(z, exact=False)),
-                         ("ivf", ivf), ("hnsw", hnsw)):
+    t0 = time.perf_counter()
+    sims, idx = search.neighbours(z, 2)
+    seconds = time.perf_counter() - t0
+    ratio = distance_ratio(sims)
+    truth = {"top": sims[:, 0], "pairs": _flagged(ratio, idx, ratio_bound(ratio)[0])}
+    truth["close"] = (ratio > ratio_bound(ratio)[0]) & (ratio < 0.8)
+    out["searches"]["exact"] = _row("brute force (faiss, inner product)", seconds, truth["pairs"], planted, truth)
+    t0 = time.perf_counter()
+    near = near_by_ratio(z, brute=False)
+    seconds = time.perf_counter() - t0
+    out["searches"]["scan"] = _row(f"the audit's: {near.search}", seconds,
+                                   {frozenset((int(a), int(b))) for a, b, _ in near.pairs}, planted, truth)
+    for name, index in (("ivf", ivf), ("hnsw", hnsw)):
         t0 = time.perf_counter()
-        sims, idx, label = search()
+        sims, idx, label = index()
         seconds = time.perf_counter() - t0
         ratio = distance_ratio(sims)
-        near = {frozenset((int(a), int(idx[a, 0]))) for a in np.flatnonzero(ratio <= ratio_bound(ratio)[0])}
-        bound = ratio_bound(ratio)[0]
-        exact = exact or {"top": sims[:, 0], "close": (ratio > bound) & (ratio < 0.8), "near": near}
-        found = sims[:, 0] >= exact["top"] - 1e-6
-        out["searches"][name] = {"label": label, "seconds": seconds, "found": len(planted & near), "flagged": len(near),
-                                 "same_flags": near == exact["near"], "recall_at_1": float(np.mean(found)),
-                                 "recall_close": float(np.mean(found[exact["close"]])), "close": int(exact["close"].sum())}
+        out["searches"][name] = _row(label, seconds, _flagged(ratio, idx, ratio_bound(ratio)[0]), planted, truth)
+        found = sims[:, 0] >= truth["top"] - 1e-6
+        out["searches"][name] |= {"recall_at_1": float(np.mean(found)), "recall_close": float(np.mean(found[truth["close"]]))}
+    out["close"] = int(truth["close"].sum())
     return out
+
+
+def _flagged(ratio: np.ndarray, idx: np.ndarray, bound: float) -> set:
+    return {frozenset((int(a), int(idx[a, 0]))) for a in np.flatnonzero(ratio <= bound)}
+
+
+def _row(label: str, seconds: float, pairs: set, planted: set, truth: dict) -> dict:
+    return {"label": label, "seconds": seconds, "found": len(planted & pairs), "flagged": len(pairs),
+            "same_flags": pairs == truth["pairs"], "recall_at_1": None, "recall_close": None}
 
 
 def full_audit(n_per_group: int = 25, rows: int | None = None) -> dict:

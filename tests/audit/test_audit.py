@@ -71,18 +71,73 @@ def _clustered(rng, n: int, d: int = 64, copies: int = 20):
     return x, {frozenset((int(a), n - copies + i)) for i, a in enumerate(originals)}
 
 
-def test_the_reduced_search_is_exact_and_finds_the_planted_near_copies():
-    from embedkit.audit.duplicates import distance_ratio, neighbours, normalised, ratio_bound
+def test_the_radius_scan_flags_what_brute_force_flags_and_finds_the_planted_near_copies():
+    from embedkit.audit.duplicates import near_by_ratio, normalised
 
     x, planted = _clustered(np.random.default_rng(3), 30_000)
     z = normalised(x)
-    sims, idx, search = neighbours(z, exact=False)
-    exact_sims, exact_idx, _ = neighbours(z, exact=True)
-    assert _same_neighbours(z, idx, exact_idx) and np.allclose(sims, exact_sims, atol=1e-5)
-    assert "proven complete for 100.0% of rows, the other 0 searched in full" in search
-    ratio = distance_ratio(sims)
-    near = {frozenset((int(a), int(idx[a, 0]))) for a in np.flatnonzero(ratio <= ratio_bound(ratio)[0])}
-    assert near == planted                                                # and nothing else: the family is controlled
+    scanned, brute = near_by_ratio(z, brute=False), near_by_ratio(z, brute=True)
+    assert {frozenset((int(a), int(b))) for a, b, _ in scanned.pairs} == planted      # and nothing else
+    assert sorted((int(a), int(b)) for a, b, _ in scanned.pairs) == sorted((int(a), int(b)) for a, b, _ in brute.pairs)
+    assert scanned.dimension == pytest.approx(brute.dimension, rel=0.1)   # estimated on 2,000 of the rows
+    assert "checked in full; intrinsic dimension from 2,000 sampled rows" in scanned.search
+
+
+def test_the_radius_scan_finds_every_pair_within_each_rows_radius(monkeypatch):
+    """Against all pairs written out, with blocks small enough that rows cross block edges."""
+    from embedkit.audit import search
+    from embedkit.audit.distribution import principal_scores
+    from embedkit.audit.duplicates import normalised
+
+    monkeypatch.setattr(search, "QUERY_BLOCK", 64)
+    monkeypatch.setattr(search, "DATA_BLOCK", 256)
+    monkeypatch.setattr(search, "PAIRS_PER_ROW", 1_500)
+    rng = np.random.default_rng(8)
+    z = normalised(rng.normal(size=(1_500, 6)) @ rng.normal(size=(6, 48)) + 0.1 * rng.normal(size=(1_500, 48)))
+    radius2 = rng.uniform(0.0, 0.3, size=len(z))
+    d2 = 2 - 2 * (z @ z.T).astype(np.float64)
+    np.fill_diagonal(d2, np.inf)
+    want = {(a, b) for a, b in zip(*np.nonzero(d2 <= radius2[:, None]))}
+    assert len(want) > 1_000
+    for axes in (3, 8):                                    # few axes let many pairs through to be measured in full
+        monkeypatch.setattr(search, "AXES", (axes,))
+        i, j, cos, used = search.within(z, radius2, principal_scores(z, 8, dtype=np.float32)[0], np.arange(0, 1_500, 7))
+        assert used == axes and set(zip(i.tolist(), j.tolist())) == want and len(i) == len(want)
+        assert np.allclose(cos, np.einsum("nd,nd->n", z[i], z[j]))
+
+
+def test_the_radius_scan_declines_where_distances_do_not_live_on_a_few_axes():
+    """Isotropic rows: on 64 of 256 axes every radius holds many rows, so the audit searches by brute force."""
+    from embedkit.audit import search
+    from embedkit.audit.duplicates import _principal, near_by_ratio, normalised
+
+    z = normalised(np.random.default_rng(6).normal(size=(3_000, 256)))
+    assert search.within(z, np.full(len(z), 1.0), _principal(z), np.arange(100)) is None
+    scanned, brute = near_by_ratio(z, brute=False), near_by_ratio(z, brute=True)
+    assert scanned.search == "exact" and scanned.pairs == brute.pairs and scanned.bound == brute.bound
+
+
+def test_the_second_distance_bound_is_an_upper_bound():
+    from embedkit.audit import search
+    from embedkit.audit.distribution import principal_scores
+    from embedkit.audit.duplicates import normalised
+
+    z = normalised(np.random.default_rng(9).normal(size=(3_000, 32)))
+    bound = search.second_distance_bound(z, principal_scores(z, 8, dtype=np.float32)[0])
+    second = 2 - 2 * search.neighbours(z, 2)[0][:, 1].astype(np.float64)
+    assert np.all(bound >= second - 1e-5) and np.median(bound / second) < 1.5
+
+
+def test_a_cosine_threshold_lists_the_same_pairs_either_way():
+    """Up to K per row, nearest first: rows in tight clusters of 8 have 7 within the threshold."""
+    from embedkit.audit.duplicates import K, near_by_cosine, normalised
+
+    rng = np.random.default_rng(10)
+    centres = rng.normal(size=(300, 64))
+    z = normalised(np.repeat(centres, 8, axis=0) + 0.2 * rng.normal(size=(2_400, 64)))   # cosines ~0.96 apart
+    scanned, brute = near_by_cosine(z, 0.9, brute=False), near_by_cosine(z, 0.9, brute=True)
+    as_set = lambda near: {(int(a), int(b)) for a, b, _ in near.pairs}           # noqa: E731
+    assert as_set(scanned) == as_set(brute) and len(brute.pairs) == K * len(z)
 
 
 def test_the_ratio_bound_follows_the_two_nearest_neighbour_law():
@@ -97,11 +152,12 @@ def test_the_ratio_bound_follows_the_two_nearest_neighbour_law():
 
 
 def test_data_without_copies_flags_almost_nothing_where_a_six_sigma_rule_flagged_half_a_percent():
-    from embedkit.audit.duplicates import distance_ratio, neighbours, normalised, ratio_bound
+    from embedkit.audit.duplicates import distance_ratio, normalised, ratio_bound
+    from embedkit.audit.search import neighbours
 
     rng = np.random.default_rng(4)
     z = normalised(rng.normal(size=(20_000, 16)) @ rng.normal(size=(16, 64)) + 0.3 * rng.normal(size=(20_000, 64)))
-    ratio = distance_ratio(neighbours(z, exact=True)[0])
+    ratio = distance_ratio(neighbours(z, 2)[0])
     logs = np.log(ratio)
     six_sigma = np.exp(np.median(logs) - 6 * 1.4826 * np.median(np.abs(logs - np.median(logs))))
     assert np.mean(ratio <= six_sigma) > 0.003                            # the old rule's false flags
@@ -158,7 +214,7 @@ def test_phantom_attributes_are_predicted_and_the_planted_copies_found(tmp_path,
     copies = json.loads((tmp_path / "p/phantom.json").read_text())
     assert {("exact", frozenset(kv)) for kv in copies["duplicates_of"].items()} <= found
     assert {("near", frozenset(kv)) for kv in copies["near_duplicates_of"].items()} <= found    # resized, re-encoded
-    assert s["duplicates"]["near_when"].startswith("distance ratio ≤")
+    assert s["duplicates"]["near_when"].startswith("distance ratio ≤") and s["duplicates"]["near"] == 2   # nothing else
     ks = s["distribution"]["per_attribute"]["sex"]      # the planted sex difference shows in the components
     assert ks["rejected"] > 0 and ks["largest"]["q"] < 0.05 and (tmp_path / "r/p/gloria-tiny/audit/ks.csv").is_file()
     capsys.readouterr()
@@ -179,26 +235,3 @@ def test_umap_is_optional_and_says_how_to_get_it():
             project(x, "umap")
     with pytest.raises(EmbedkitError, match="choose pca or umap"):
         project(x, "tsne")
-
-
-def test_rows_without_a_proof_are_searched_in_full_and_the_result_is_exact():
-    """Half the rows on a few axes (proven), half isotropic in the others (their neighbours are not on the leading
-    axes): every row's list equals brute force either way."""
-    from embedkit.audit.duplicates import neighbours, normalised
-
-    rng = np.random.default_rng(6)
-    low = np.hstack([rng.normal(size=(2_000, 4)) * 10, 0.01 * rng.normal(size=(2_000, 252))])
-    iso = np.hstack([np.zeros((2_000, 4)) + 40, rng.normal(size=(2_000, 252))])
-    z = normalised(np.vstack([low, iso]))
-    sims, idx, search = neighbours(z, exact=False)
-    proven = float(re.search(r"proven complete for ([0-9.]+)%", search).group(1))
-    assert 10 < proven < 90
-    exact_sims, exact_idx, _ = neighbours(z, exact=True)
-    assert _same_neighbours(z, idx, exact_idx) and np.allclose(sims, exact_sims, atol=1e-5)
-
-
-def _same_neighbours(z: np.ndarray, idx: np.ndarray, exact_idx: np.ndarray) -> bool:
-    """The same lists, but for neighbours tied with another to float32 rounding (their cosines agree to 1e-6)."""
-    other = np.flatnonzero((idx != exact_idx).any(1))
-    cos = np.einsum("nd,nkd->nk", z[other], z[idx[other]]), np.einsum("nd,nkd->nk", z[other], z[exact_idx[other]])
-    return len(other) < 0.01 * len(z) and np.allclose(*cos, atol=1e-6)

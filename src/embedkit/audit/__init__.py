@@ -48,7 +48,7 @@ class AuditConfig:
 
 def run_audit(cfg: AuditConfig) -> dict:
     """Probe every attribute, test the distributions, list duplicate pairs, draw the map; write and return the summary."""
-    from embedkit.audit import distribution, duplicates, maps, probes
+    from embedkit.audit import distribution, duplicates, maps, probes, search
     from embedkit.cache.join import join
     from embedkit.cache import read_cache
     from embedkit.heads import features
@@ -63,13 +63,13 @@ def run_audit(cfg: AuditConfig) -> dict:
     out = cfg.out_dir()
     out.mkdir(parents=True, exist_ok=True)
     groups = {a.name: probes.attribute_values(view, a) for a in declared}
-    with features.torch_threads(cfg.threads):
+    with features.torch_threads(cfg.threads), search.faiss_threads(cfg.threads):
         attr = {a.name: probes.probe_attribute(view, manifest, a, groups[a.name], n_boot=cfg.n_boot, n_perm=cfg.n_perm,
                                                seed=cfg.seed, solver=cfg.solver) for a in declared}
+        dup = duplicates.find(view, manifest, threshold=cfg.threshold)
     principal = distribution.principal_scores(view.embeddings)      # the KS tests' components and the map's axes
     ks = distribution.ks_tests(principal, view.meta["label"], groups,
                                {name: list(a.order(groups[name])) for name, a in zip(groups, declared)})
-    dup = duplicates.find(view, manifest, threshold=cfg.threshold)
     geometry = maps.draw(view, groups, out / "map.png", title=cfg.model, projection=cfg.projection,
                          principal=principal[0])
     summary = {"model": cfg.model, "manifest": str(cfg.manifest.resolve()), "manifest_digest": manifest.digest(),

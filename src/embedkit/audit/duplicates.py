@@ -12,31 +12,25 @@ a row is flagged when ratio^m ≤ ALPHA / rows (Bonferroni), m estimated as ln 2
 the copies themselves barely move. (A robust 6-sigma bound on the log ratios, used before, flagged ~0.5 %
 of rows on data with no copies at all: the log ratio's lower tail is exponential, not normal.)
 
-Neighbours are exact, from faiss: brute force below ``EXACT_BELOW`` rows; above, each row's ``CANDIDATES``
-nearest rows on the leading ``REDUCED_DIMS`` principal axes, re-ranked by their full cosine, with a proof per
-row that no other row is nearer (projection only shortens distances), and brute force for the rows without
-one (docs/benchmarks.md compares exact, reduced, IVF-Flat and HNSW at 100,000 rows).
+The search is exact either way (``audit.search``): brute force below ``search.EXACT_BELOW`` rows; above, the
+dimension m is estimated on ``SAMPLE`` rows' exact neighbours and only rows with another row within their test
+radius — found exactly by a scan on principal axes — are searched in full.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from embedkit.audit import search
 from embedkit.cache.layout import Cache
 from embedkit.manifest import Manifest
 
-K = 5                      # neighbours looked at per image
-EXACT_BELOW = 50_000       # rows; from here the reduced search (exact: ~40 s at 50,000 rows, growing as N²)
-REDUCED_DIMS = 64          # principal axes the reduced search ranks candidates on
-CANDIDATES = 16            # candidates per row re-ranked by full cosine
-PROOF_MARGIN = 1e-4        # squared distance by which the last candidate must lie beyond (float32 rounding)
-BLAS_BLOCK = 1024          # query and database rows per faiss distance block: 4 MiB of distances stay in cache
-                           # for the top-k selection (faiss's default 4,096 × 1,024 was 1.3x slower, 64-d, one thread)
+K = 5                      # neighbours a cosine threshold looks at per image
 ALPHA = 0.05               # family-wise error of the near-copy flags over all rows searched
+SAMPLE = 2_000             # rows whose exact neighbours estimate the intrinsic dimension, from search.EXACT_BELOW
 
 
 @dataclass
@@ -76,79 +70,6 @@ def normalised(x: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     return z
 
 
-def neighbours(z: np.ndarray, k: int = K, *, exact: bool | None = None) -> tuple[np.ndarray, np.ndarray, str]:
-    """(cosines, indices, search) of each row's ``k`` nearest other rows of unit rows ``z``, exact either way:
-    brute force below EXACT_BELOW rows (or when ``exact``); above, the reduced search, whose lists are proven
-    complete row by row and searched again by brute force where they are not."""
-    n, d = z.shape
-    if exact if exact is not None else n < EXACT_BELOW:
-        return (*_brute(z, np.arange(n), k), "exact")
-    sims, idx, proven = _reduced(z, k)
-    redo = np.flatnonzero(~proven)
-    if len(redo):
-        sims[redo], idx[redo] = _brute(z, redo, k)
-    return sims, idx, (f"exact: {CANDIDATES} candidates on {min(REDUCED_DIMS, d)} principal axes, proven complete "
-                       f"for {proven.mean():.1%} of rows, the other {len(redo):,} searched in full")
-
-
-def _brute(z: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product neighbours of ``rows`` among all rows (no index: no copy of z)."""
-    import faiss
-
-    with _blocks():
-        sims, idx = faiss.knn(z if len(rows) == len(z) else z[rows], z, min(k + 1, len(z)),
-                              metric=faiss.METRIC_INNER_PRODUCT)
-    return _drop_self(sims, idx, rows)
-
-
-def _reduced(z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Candidates by exact search on the leading principal axes, re-ranked by their full cosine, and which rows'
-    top ``k`` are proven among them: projecting onto orthonormal axes only shortens distances, so a row whose
-    last candidate lies farther on the axes than its k-th re-ranked neighbour lies in full has no closer row
-    outside its candidates."""
-    import faiss
-
-    from embedkit.audit.distribution import principal_scores
-
-    n, d = z.shape
-    r, c = min(REDUCED_DIMS, d), min(CANDIDATES + 1, n)
-    projected = principal_scores(z, r, dtype=np.float32)[0]
-    with _blocks():
-        reach, cand = faiss.knn(projected, projected, c)          # squared distances on the axes, self included
-    del projected
-    sims = np.empty(cand.shape, dtype=np.float32)
-    for s in range(0, n, 1024):                                   # full cosines of each row's candidates
-        sims[s:s + 1024] = np.einsum("nd,nkd->nk", z[s:s + 1024], z[cand[s:s + 1024]])
-    sims[(cand == np.arange(n)[:, None]) | (cand < 0)] = -np.inf
-    k = min(k, n - 1)
-    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    sims, idx = np.take_along_axis(sims, order, 1), np.take_along_axis(cand, order, 1)
-    proven = reach[:, -1] > 2 - 2 * sims[:, -1].astype(np.float64) + PROOF_MARGIN
-    return sims, idx, proven
-
-
-@contextmanager
-def _blocks():
-    """faiss's brute-force search with BLAS_BLOCK-row distance blocks, its own block sizes restored after."""
-    import faiss
-
-    saved = faiss.cvar.distance_compute_blas_query_bs, faiss.cvar.distance_compute_blas_database_bs
-    faiss.cvar.distance_compute_blas_query_bs = faiss.cvar.distance_compute_blas_database_bs = BLAS_BLOCK
-    try:
-        yield
-    finally:
-        faiss.cvar.distance_compute_blas_query_bs, faiss.cvar.distance_compute_blas_database_bs = saved
-
-
-def _drop_self(sims: np.ndarray, idx: np.ndarray, rows: np.ndarray | None = None):
-    """Each row's neighbours without itself (``rows``: the queries' own indices; a copy may be listed first)."""
-    own = idx == (np.arange(len(idx)) if rows is None else rows)[:, None]
-    own[~own.any(1), -1] = True                      # not found: drop the farthest instead
-    keep = ~own
-    k = sims.shape[1] - 1
-    return sims[keep].reshape(-1, k), idx[keep].reshape(-1, k)
-
-
 def distance_ratio(sims: np.ndarray) -> np.ndarray:
     """Nearest over second-nearest Euclidean distance of unit vectors (from their cosines)."""
     d = np.sqrt(np.clip(2 - 2 * sims[:, :2].astype(np.float64), 0, None))
@@ -165,28 +86,79 @@ def ratio_bound(ratios: np.ndarray, tested: int | None = None, alpha: float = AL
     return float((alpha / (tested or len(ratios))) ** (1 / m)), m
 
 
+@dataclass
+class Near:
+    pairs: list[tuple[int, int, float]]     # (row, its near row, cosine), rows of the searched embeddings
+    bound: float                            # the ratio bound or the cosine threshold
+    search: str
+    dimension: float | None = None
+
+
 def find(view: Cache, manifest: Manifest, *, threshold: float | None = None, exact: bool | None = None) -> Duplicates:
-    """Exact copies (same content key) and near copies (calibrated ratio, or cosine >= ``threshold``) among the
-    rows of a joined ``view`` of ``manifest``."""
+    """Exact copies (same content key) and near copies (the ratio test, or cosine >= ``threshold``) among the
+    rows of a joined ``view`` of ``manifest``; ``exact`` forces (True) or forbids (False) brute-force search."""
     ids = [str(i) for i in view.image_id]
     copies, unique = _copies(ids, view.store_rows)
     found = [("exact", a, b, 1.0) for a, b in copies]
     if unique.sum() < 3:
         return Duplicates(threshold or 1.0, threshold is None, _pairs(manifest, found))
     rows = np.flatnonzero(unique)
-    sims, idx, search = neighbours(normalised(view.embeddings, None if unique.all() else rows), exact=exact)
-    dimension = None
-    if threshold is None:
-        ratio = distance_ratio(sims)
-        bound, dimension = ratio_bound(ratio)
-        hits = [(a, 0) for a in np.flatnonzero(ratio <= bound)]
-    else:
-        bound = threshold
-        hits = [(a, j) for a, j in zip(*np.nonzero(sims >= threshold))]
-    found += [("near", ids[rows[a]], ids[rows[idx[a, j]]], sims[a, j]) for a, j in hits if idx[a, j] >= 0]
+    z = normalised(view.embeddings, None if unique.all() else rows)
+    brute = exact if exact is not None else len(z) < search.EXACT_BELOW
+    near = near_by_ratio(z, brute) if threshold is None else near_by_cosine(z, threshold, brute)
+    found += [("near", ids[rows[a]], ids[rows[b]], cos) for a, b, cos in near.pairs]
     pairs = _pairs(manifest, found)
     pairs.sort(key=lambda p: (p["kind"] != "exact", -p["cosine"]))
-    return Duplicates(bound, threshold is None, pairs, search, len(rows), dimension)
+    return Duplicates(near.bound, threshold is None, pairs, near.search, len(rows), near.dimension)
+
+
+def near_by_ratio(z: np.ndarray, brute: bool, seed: int = 0) -> Near:
+    """Rows of unit rows ``z`` flagged by the ratio test, with their nearest row. Without brute force the
+    intrinsic dimension comes from SAMPLE rows' exact neighbours, and a row can only be flagged if a row lies
+    within the bound times an upper bound on its second distance: ``search.within`` finds every such row
+    exactly, and their exact neighbours decide."""
+    n = len(z)
+    sample = np.sort(np.random.default_rng(seed).choice(n, min(n, SAMPLE), replace=False))
+    if not brute:
+        bound, dimension = ratio_bound(distance_ratio(search.neighbours(z, 2, sample)[0]), tested=n)
+        projected = _principal(z)
+        radius2 = bound ** 2 * search.second_distance_bound(z, projected[:, :search.AXES[0]], seed)
+        found = search.within(z, radius2, projected, sample)
+        if found is not None:
+            candidates = np.unique(found[0])
+            sims, idx = search.neighbours(z, 2, candidates)
+            flagged = np.flatnonzero(distance_ratio(sims) <= bound)
+            return Near([(candidates[a], idx[a, 0], sims[a, 0]) for a in flagged], bound,
+                        f"exact: every row within its test radius on {found[3]} principal axes, {len(candidates):,} "
+                        f"checked in full; intrinsic dimension from {len(sample):,} sampled rows", dimension)
+    sims, idx = search.neighbours(z, 2)
+    ratio = distance_ratio(sims)
+    bound, dimension = ratio_bound(ratio)
+    return Near([(a, idx[a, 0], sims[a, 0]) for a in np.flatnonzero(ratio <= bound)], bound, "exact", dimension)
+
+
+def near_by_cosine(z: np.ndarray, threshold: float, brute: bool, seed: int = 0) -> Near:
+    """Each row's up to K nearest rows with cosine >= ``threshold`` (as brute force lists them either way)."""
+    if not brute:
+        sample = np.random.default_rng(seed).choice(len(z), min(len(z), SAMPLE), replace=False)
+        found = search.within(z, np.full(len(z), 2.0 - 2.0 * threshold), _principal(z), sample)
+        if found is not None:
+            i, j, cos, axes = found
+            order = np.lexsort((-cos, i))                             # by row, nearest first
+            i, j, cos = i[order], j[order], cos[order]
+            keep = (np.arange(len(i)) - np.searchsorted(i, i) < K) & (cos >= threshold)   # its place in the row
+            return Near(list(zip(i[keep], j[keep], cos[keep])), threshold,
+                        f"exact: every pair within the threshold on {axes} principal axes checked in full")
+    sims, idx = search.neighbours(z, K)
+    hits = zip(*np.nonzero((sims >= threshold) & (idx >= 0)))
+    return Near([(a, idx[a, j], sims[a, j]) for a, j in hits], threshold, "exact")
+
+
+def _principal(z: np.ndarray) -> np.ndarray:
+    """Scores on the most principal axes the radius scan may use (float32; the scan takes leading columns)."""
+    from embedkit.audit.distribution import principal_scores
+
+    return principal_scores(z, min(max(search.AXES), z.shape[1]), dtype=np.float32)[0]
 
 
 def _copies(ids: list[str], store_rows: np.ndarray) -> tuple[list[tuple[str, str]], np.ndarray]:

@@ -129,10 +129,14 @@ def _rounds(runs_dir: Path) -> dict[tuple[str, str, str], list[list[Path]]]:
     return named
 
 
-def _pooled_test(folders: list[Path]):
-    """Every fold's test rows in one set: each image tested exactly once (out-of-fold predictions). Refuses
-    to pool unless all K folds are present and no image is tested twice."""
-    parts = [read_predictions(f / PREDICTIONS).select("test") for f in folders]
+def _test_rows(folders: list[Path]) -> list:
+    """Each folder's (each fold's) test predictions, read once for pooling and for the per-fold spread."""
+    return [read_predictions(f / PREDICTIONS).select("test") for f in folders]
+
+
+def _pooled_test(folders: list[Path], parts: list):
+    """Every fold's test rows (``parts``, one per folder) in one set: each image tested exactly once
+    (out-of-fold predictions). Refuses to pool unless all K folds are present and no image is tested twice."""
     if len(parts) == 1:
         return parts[0]
     _check_folds(folders, parts)
@@ -155,13 +159,12 @@ def _check_folds(folders: list[Path], parts) -> None:
                             "K-fold partition (make them with `embedkit data folds`)")
 
 
-def _fold_spread(per_seed: list[list[Path]], attributes) -> dict | None:
-    """Per-fold point values (first seed): accuracy and every gap of every attribute, to show the spread
-    the pooled CI leaves out (it treats the K fold models as fixed)."""
-    if len(per_seed[0]) < 2:
+def _fold_spread(parts: list, attributes) -> dict | None:
+    """Per-fold point values (of the first seed's fold ``parts``): accuracy and every gap of every attribute,
+    to show the spread the pooled CI leaves out (it treats the K fold models as fixed)."""
+    if len(parts) < 2:
         return None
-    vals = [evaluate_predictions(read_predictions(f / PREDICTIONS).select("test"), attributes=attributes, n_boot=1, n_perm=1)
-            for f in per_seed[0]]
+    vals = [evaluate_predictions(part, attributes=attributes, n_boot=1, n_perm=1) for part in parts]
     return {"k": len(vals), "accuracy": [v["accuracy"] for v in vals],
             "gaps": {a: {gap: [v["fairness"][a][gap] for v in vals] for gap in GAPS} for a in vals[0]["fairness"]}}
 
@@ -199,8 +202,9 @@ def summarise(runs_dir: Path, *, n_boot: int = N_BOOT, attributes: str | None = 
     for (dataset, model, method), per_seed in sorted(_rounds(runs_dir).items()):
         results, preds_all = [], []
         folders = [f for fs in per_seed for f in fs]
-        for i, seed_folders in enumerate(per_seed):
-            preds = _pooled_test(seed_folders)
+        fold_parts = [_test_rows(seed_folders) for seed_folders in per_seed]
+        for i, (seed_folders, parts) in enumerate(zip(per_seed, fold_parts)):
+            preds = _pooled_test(seed_folders, parts)
             preds_all.append(preds)
             settings = dict(attributes=attributes, split="test", n_boot=n_boot, n_perm=n_boot, seed=i,
                             return_replicates=True, where=str(seed_folders[0] / PREDICTIONS))
@@ -209,7 +213,7 @@ def summarise(runs_dir: Path, *, n_boot: int = N_BOOT, attributes: str | None = 
         summary = aggregate_seeds(results)
         settings = results[0]["settings"]["attributes"]
         summary["attributes"] = settings
-        summary["folds"] = _fold_spread(per_seed, attributes)
+        summary["folds"] = _fold_spread(fold_parts[0], attributes)
         summary["noise_floor"] = {a: {g: float(np.mean([r["null"][a][g] or 0 for r in results])) for g in GAPS}
                                   for a in settings}
         summary["p_value"] = {a: {g: median(r["p_value"][a][g] for r in results) for g in GAPS} for a in settings}

@@ -32,7 +32,7 @@ class AuditConfig:
     threshold: float | None = None      # near-duplicate cosine; None: the distance-ratio test (duplicates.ALPHA)
     projection: str = "pca"             # the map: pca, or umap when umap-learn is installed
     seed: int = 0
-    threads: int = 1
+    threads: int = 1                    # torch and faiss threads: the attribute probes and the near-copy search
     solver: str = "adamw"               # the attribute probes' optimiser (heads.lbfgs: lbfgs for 100k+ rows)
 
     def settings(self) -> dict:

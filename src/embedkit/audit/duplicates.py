@@ -118,8 +118,8 @@ def near_by_ratio(z: np.ndarray, brute: bool, seed: int = 0) -> Near:
     within the bound times an upper bound on its second distance: ``search.within`` finds every such row
     exactly, and their exact neighbours decide."""
     n = len(z)
-    sample = np.sort(np.random.default_rng(seed).choice(n, min(n, SAMPLE), replace=False))
     if not brute:
+        sample = np.sort(np.random.default_rng(seed).choice(n, min(n, SAMPLE), replace=False))
         bound, dimension = ratio_bound(distance_ratio(search.neighbours(z, 2, sample)[0]), tested=n)
         projected = _principal(z)
         radius2 = bound ** 2 * search.second_distance_bound(z, projected[:, :search.AXES[0]], seed)

@@ -456,7 +456,7 @@ def audit_text(nn: dict, demo: dict | None, big: dict | None) -> str:
               "projection onto orthonormal axes only shortens distances — so only those rows are searched in full, "
               "and the intrinsic dimension comes from 2,000 sampled rows' exact neighbours. The scan is one small "
               "GEMM per pair of row blocks, upper triangle only, in torch, and unlike faiss's top-k scan it uses a "
-              "second core (1.7× on two threads: 13 s against 22 s for its scan at this size, scratch measurement). "
+              "second core (1.4–1.7× on two threads: its scan took 13 s against 18 and 22 s in two one-thread runs at this size, scratch measurement). "
               "Its cost is still quadratic: the issue's ≥ 10× at recall ≥ 0.99 is not met — the pairs are brute "
               "force's, at the speed-up shown. "
               f"IVF-Flat ({exact['seconds'] / ivf['seconds']:.1f}×) flags "

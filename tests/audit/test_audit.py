@@ -95,6 +95,13 @@ def test_a_cosine_threshold_lists_the_same_pairs_either_way():
     assert as_set(scanned) == as_set(brute) and len(brute.pairs) == K * len(z)
 
 
+def test_too_few_distinct_images_for_the_ratio_test_say_so():
+    from embedkit.audit.duplicates import Duplicates
+
+    s = Duplicates(1.0, True).summary()                    # what find returns below 3 distinct images
+    assert s["near_when"] == "no distance-ratio test (fewer than 3 distinct images)" and s["near"] == 0
+
+
 def test_the_ratio_bound_follows_the_two_nearest_neighbour_law():
     """Without copies ratio^m is uniform: m is recovered from the median and the bound is (alpha / n)^(1/m)."""
     from embedkit.audit.duplicates import ratio_bound

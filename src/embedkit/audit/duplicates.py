@@ -44,6 +44,8 @@ class Duplicates:
 
     def rule(self) -> str:
         """How near pairs were told apart, for tables."""
+        if self.calibrated and self.dimension is None:
+            return "no distance-ratio test (fewer than 3 distinct images)"
         if self.calibrated:
             return (f"distance ratio ≤ {self.threshold:.3f} (family-wise α {ALPHA} over {self.tested:,} images, "
                     f"intrinsic dimension {self.dimension:.1f})")

@@ -44,13 +44,14 @@ def within(z: np.ndarray, radius2: np.ndarray, projected: np.ndarray,
     """(i, j, cosine, axes) of every ordered pair of distinct rows whose squared distance is at most
     ``radius2[i]``, exactly: pairs near enough on the fewest leading ``projected`` axes that keep the ``sample``
     rows' pairs few, then measured in full; None where no number of AXES does."""
+    reach = radius2 + MARGIN
     for axes in [a for a in AXES if a <= projected.shape[1]] or [projected.shape[1]]:
         p = np.ascontiguousarray(projected[:, :axes])
-        if _pairs_per_row(p, radius2 + MARGIN, sample) <= PAIRS_PER_ROW:
+        if _pairs_per_row(p, reach, sample) <= PAIRS_PER_ROW:
             break
     else:
         return None
-    i, j = _scan(p, radius2 + MARGIN)
+    i, j = _scan(p, reach)
     cos = np.empty(len(i), dtype=np.float32)
     for s in range(0, len(i), 65536):
         cos[s:s + 65536] = np.einsum("nd,nd->n", z[i[s:s + 65536]], z[j[s:s + 65536]])
@@ -75,6 +76,7 @@ def second_distance_bound(z: np.ndarray, projected: np.ndarray, seed: int = 0) -
     axes: an upper bound on its distance to its true second-nearest row (4, the largest, where none is found)."""
     import faiss
 
+    projected = np.ascontiguousarray(projected)                  # one copy, not one per faiss call
     n, r = projected.shape
     cells = max(1, int(n * SECOND_CELLS_PER_ROW))
     index = faiss.IndexIVFFlat(faiss.IndexFlatL2(r), r, cells)
@@ -107,9 +109,9 @@ def _scan(p: np.ndarray, radius2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             # sq_j - 2 p_i·p_j, within the larger of the two rows' radii less sq_i
             limit = torch.clamp(radius[rows], min=radius[t:t + DATA_BLOCK].max()) - own[rows]
             e = left[rows] @ right[:, t:t + DATA_BLOCK]
-            i, j = (e <= limit[:, None]).nonzero(as_tuple=True)
-            i, j = i + s, j + t                       # the diagonal blocks list a pair twice, and each row itself
-            keep = (i < j) & (e[i - s, j - t] + own[i] <= torch.maximum(radius[i], radius[j]))
+            li, lj = (e <= limit[:, None]).nonzero(as_tuple=True)
+            i, j = li + s, lj + t                     # the diagonal blocks list a pair twice, and each row itself
+            keep = (i < j) & (e[li, lj] + own[i] <= torch.maximum(radius[i], radius[j]))
             found_i.append(i[keep].numpy().astype(np.int32))
             found_j.append(j[keep].numpy().astype(np.int32))
     return np.concatenate(found_i).astype(np.int64), np.concatenate(found_j).astype(np.int64)

@@ -12,7 +12,7 @@ DOC = Path(__file__).parents[1] / "docs" / "api.md"
 
 
 def test_import_embedkit_loads_no_heavy_module():
-    code = ("import sys, embedkit; heavy = [m for m in ('torch', 'transformers', 'open_clip', 'matplotlib', 'pandas') "
+    code = ("import sys, embedkit; heavy = [m for m in ('torch', 'transformers', 'open_clip', 'matplotlib', 'pandas', 'numba') "
             "if m in sys.modules]; assert not heavy, heavy")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -61,8 +61,8 @@ def test_results_equal_the_report_and_load_in_pandas(tmp_path):
 @pytest.mark.parametrize("argv", [["--help"], ["data", "--help"], ["evaluate", "--help"], ["results", "--help"],
                                   ["report", "--help"], ["probe", "--help"], ["study", "--help"], ["models"]])
 def test_the_cli_starts_without_heavy_modules(argv):
-    """torch, transformers, open_clip and matplotlib load when a command needs them, not to print help."""
+    """torch, transformers, open_clip, matplotlib and numba load when a command needs them, not to print help."""
     code = ("import sys; from embedkit.cli.app import main; main(%r); heavy = [m for m in ('torch', 'transformers', "
-            "'open_clip', 'matplotlib') if m in sys.modules]; assert not heavy, heavy" % argv)
+            "'open_clip', 'matplotlib', 'numba') if m in sys.modules]; assert not heavy, heavy" % argv)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-500:]

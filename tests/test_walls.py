@@ -11,6 +11,7 @@ RULES = [  # (imported top-level package, the only package paths allowed to impo
     ("typer", ("cli/",)),                       # the CLI alone parses options ...
     ("rich", ("cli/",)),                        # ... and prints
     ("torch", ("cache/", "models/", "heads/", "finetune/", "audit/", "devices.py")),  # metrics, report, runs: numpy
+    ("numba", ("metrics/kernels.py",)),        # compiled loops have one home, loaded only when resampling runs
 ]
 
 

@@ -8,7 +8,7 @@ from fairlearn.metrics import MetricFrame, equalized_odds_difference, false_posi
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from embedkit.metrics.findings import evaluate_findings
-from embedkit.metrics.ranking import Ranked, choose_threshold
+from embedkit.metrics.ranking import choose_threshold
 
 FINDINGS = ("Effusion", "Edema", "Mass")
 
@@ -83,29 +83,6 @@ def test_a_group_without_positives_is_undefined_with_its_reason_never_zero():
     assert res["groups"]["g"]["g2"]["tpr"]["Edema"] is None                 # no positives: TPR undefined too
     aucs = [roc_auc_score(truth[group == g, 1], prob[group == g, 1]) for g in ("g0", "g1")]
     assert res["fairness"]["g"]["auroc_gap"]["Edema"] == pytest.approx(abs(aucs[0] - aucs[1]))   # over defined groups
-
-
-@pytest.mark.parametrize("prevalence, decimals", [(0.4, 1), (0.8, 1), (0.1, 6), (0.7, 6)])
-def test_weighted_auroc_is_the_auroc_of_the_drawn_rows(prevalence, decimals):
-    """A bootstrap replicate's weights give exactly the AUROC and AP of the rows it draws — with ties and
-    without, and whichever class is the smaller (the prefix sums run over the other one)."""
-    rng = np.random.default_rng(3)
-    y, s = (rng.random(80) < prevalence).astype(float), rng.random(80).round(decimals)
-    counts = rng.integers(0, 3, (4, 80)).astype(float)
-    ranked = Ranked(y, s)
-    for w, auc, ap in zip(counts, ranked.auroc(counts.T), ranked.average_precision(counts.T)):
-        rows = np.repeat(np.arange(80), w.astype(int))
-        assert auc == pytest.approx(roc_auc_score(y[rows], s[rows]), abs=1e-12)
-        assert ap == pytest.approx(average_precision_score(y[rows], s[rows]), abs=1e-12)
-
-
-def test_weighted_auroc_is_undefined_without_both_classes():
-    y, s = np.array([1.0, 1, 0, 0]), np.array([0.9, 0.2, 0.5, 0.1])
-    weights = np.array([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 0]], dtype=float)   # positives only, negatives only, both
-    auc, ap = Ranked(y, s).auroc(weights.T), Ranked(y, s).average_precision(weights.T)
-    assert np.isnan(auc[:2]).all() and auc[2] == 1.0
-    assert np.isnan(ap[1]) and ap[0] == 1.0 and ap[2] == 1.0
-    assert np.isnan(Ranked(np.ones(3), np.arange(3.0)).auroc(np.ones((3, 1))))[0]
 
 
 @pytest.mark.parametrize("rule", ["f1", "youden", "fpr:0.2"])

@@ -51,15 +51,13 @@ class _Rows:
         self.order = {a: tuple(order[a]) if order and a in order else present_groups(groups[a]) for a in groups}
         self.codes = {a: group_codes(np.asarray(groups[a]).astype(str), self.order[a]) for a in groups}
         self.clusters = resample.Clusters(patient_id, (y & self.valid).any(1).astype(np.int64), 2)
-        self.ranked = [self._ranked(f, self.valid[:, f]) for f in range(self.F)]
-        self.by_group = {a: [[self._ranked(f, self.valid[:, f] & (c == g)) for g in range(len(self.order[a]))]
-                             for f in range(self.F)] for a, c in self.codes.items()}
+        sizes = [len(self.order[a]) + 1 for a in self.codes]          # each attribute's groups and "other"
+        self.slot = dict(zip(self.codes, 1 + np.r_[0, np.cumsum(sizes)[:-1]].astype(int)))  # first slot (0: all rows)
+        slots = np.stack([self.codes[a] + self.slot[a] for a in self.codes], 1)
+        self.ranked = [Ranked(self.truth[keep, f], self.prob[keep, f], self.clusters.patient[keep], slots[keep], sum(sizes))
+                       for f, keep in enumerate(self.valid.T)]
         self.images = np.bincount(self.clusters.patient, minlength=self.clusters.n).astype(float)
         self.cal = self._calibration()
-
-    def _ranked(self, f: int, keep: np.ndarray) -> Ranked:
-        """Finding ``f``'s rows ``keep`` ranked, each weighted by its patient's column of a replicate."""
-        return Ranked(self.truth[keep, f], self.prob[keep, f], self.clusters.patient[keep])
 
     def patient_sums(self, values: np.ndarray, cells: np.ndarray | None = None, k: int = 1) -> np.ndarray:
         """(P, k * K) sums of per-row ``values`` (N, K) per patient (and per cell)."""
@@ -118,16 +116,21 @@ class _Evaluation:
         self.r = rows
         sizes = {a: np.bincount(c, minlength=len(rows.order[a]) + 1) for a, c in rows.codes.items()}
         self.eligible = {a: [i for i in range(len(rows.order[a])) if sizes[a][i] >= min_group] for a in rows.codes}
-        self.plain = rows.patient_sums(rows.X)
-        self.cells = {a: rows.patient_sums(rows.X, c, len(rows.order[a]) + 1) for a, c in rows.codes.items()}
+        # counts per patient (and group): integers, exact in float32 and half the traffic of the replicates' products
+        self.plain = rows.patient_sums(rows.X).astype(np.float32)
+        self.cells = {a: rows.patient_sums(rows.X, c, len(rows.order[a]) + 1).astype(np.float32) for a, c in rows.codes.items()}
 
-    def overall(self, counts: np.ndarray, wt: np.ndarray) -> dict[str, np.ndarray]:
-        """Overall metrics of replicates drawing each patient ``counts`` (b, P) = ``wt.T`` times."""
+    def ranks(self, wt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(b, F, slots + 1) AUROC of every row and of each group, and (b, F) AP, of replicates ``wt`` (P, b)."""
+        parts = [ranked.weighted(wt) for ranked in self.r.ranked]
+        return np.stack([p[0] for p in parts], 1), np.stack([p[1] for p in parts], 1)
+
+    def overall(self, counts: np.ndarray, ranks: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+        """Overall metrics of replicates drawing each patient ``counts`` (b, P) times, with their ``ranks``."""
         r, out = self.r, {}
         rates, ece = _rates(counts @ self.plain, r.F), _ece(counts @ r.cal, r.F)
         out["n"] = counts @ r.images
-        auroc = np.stack([r.ranked[f].auroc(wt) for f in range(r.F)], 1)
-        auprc = np.stack([r.ranked[f].average_precision(wt) for f in range(r.F)], 1)
+        auroc, auprc = ranks[0][..., 0], ranks[1]
         with quiet():
             out["auroc_macro"], out["auprc_macro"] = np.nanmean(auroc, 1), np.nanmean(auprc, 1)
         out["underdiagnosis"] = rates["underdiagnosis"]
@@ -136,13 +139,12 @@ class _Evaluation:
                     f"fpr/{name}": rates["fpr"][:, f], f"ece/{name}": ece[:, f]}
         return out
 
-    def grouped(self, attr: str, counts: np.ndarray, wt: np.ndarray) -> dict[str, np.ndarray]:
-        """One attribute's group metrics and gaps under bootstrap ``counts`` (b, P) = ``wt.T``."""
+    def grouped(self, attr: str, counts: np.ndarray, ranks: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+        """One attribute's group metrics and gaps under bootstrap ``counts`` (b, P), with their ``ranks``."""
         r = self.r
         k = len(r.order[attr]) + 1
         sums = (counts @ self.cells[attr]).reshape(len(counts), k, -1)
-        auroc = np.stack([np.stack([r.by_group[attr][f][g].auroc(wt) for f in range(r.F)], 1)
-                          for g in range(k - 1)], 1)
+        auroc = ranks[0][..., r.slot[attr]:r.slot[attr] + k - 1].transpose(0, 2, 1)
         return self._assemble(attr, sums, auroc)
 
     def permuted(self, attr: str, labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -150,12 +152,12 @@ class _Evaluation:
         the gaps are kept, so groups too small for them get no AUROC (NaN)."""
         r = self.r
         k = len(r.order[attr]) + 1
-        labels_t = np.ascontiguousarray(labels.T)
-        member = [(labels_t == g).view(np.uint8) for g in range(k)]             # (P, b) each, 0/1
-        sums = np.stack([m.T.astype(np.float32) @ self.plain for m in member], 1)
+        labels_t = np.ascontiguousarray(labels.T, dtype=np.uint8 if k <= 256 else np.int64)
+        member = labels_t[:, None, :] == np.arange(k, dtype=labels_t.dtype)[None, :, None]      # (P, k, b)
+        sums = (self.plain.T @ member.reshape(len(member), -1).astype(np.float32)).reshape(-1, k, len(labels)).T
         auroc = np.full((len(labels), k - 1, r.F), np.nan)
-        for g in self.eligible[attr]:
-            auroc[:, g] = np.stack([r.ranked[f].auroc(member[g]) for f in range(r.F)], 1)
+        keep = self.eligible[attr]
+        auroc[:, keep] = np.stack([ranked.permuted(labels_t, k - 1)[:, keep] for ranked in r.ranked], 2)
         return self._assemble(attr, sums, auroc)
 
     def _assemble(self, attr, sums, auroc) -> dict[str, np.ndarray]:
@@ -210,10 +212,11 @@ def evaluate_findings(truth: np.ndarray, prob: np.ndarray, *, findings: tuple[st
 
     def everything(counts):
         counts = counts if len(counts) == 1 else counts.astype(np.float32)    # replicates: half the memory traffic
-        wt = np.ascontiguousarray(counts.T, dtype=np.uint8 if 1 < len(counts) and counts.max() < 256 else counts.dtype)
-        overall = ev.overall(counts, wt)
+        wt = np.ascontiguousarray(counts.T, dtype=np.uint8 if counts.max() < 256 else np.float32)
+        ranks = ev.ranks(wt)
+        overall = ev.overall(counts, ranks)
         for a in rows.codes:
-            grouped = ev.grouped(a, counts, wt)
+            grouped = ev.grouped(a, counts, ranks)
             overall |= grouped | ev.equity(a, grouped, overall)
         return overall
 

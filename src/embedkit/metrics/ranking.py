@@ -2,17 +2,17 @@
 over replicates, and the threshold rules chosen on validation.
 
 A replicate is a row-weight vector: 1 for the observed value, a patient's bootstrap count on its images
-for a bootstrap replicate, group membership (0/1) for a group's value under a permutation of group
-labels. Weights come as ``wt`` (columns, b): one replicate per column of the matrix, one row per column
-of the design (a patient), so that gathering a row's weights copies b contiguous numbers.
+for a bootstrap replicate. Weights come as ``wt`` (patients, b): one replicate per column, one row per
+patient, so that reading a row's weights reads b contiguous numbers. Under a permutation every row weighs 1
+and each patient carries a group label per replicate (``labels`` (patients, b)).
 
     AUROC = sum_i w_i (N_<i + N_=i / 2) / (P N)          over positives i (Mann-Whitney, ties count half)
     AP    = sum_i w_i TP_>=i / (TP_>=i + FP_>=i) / P     over positives i (scikit-learn's average_precision_score)
 
 with N_<i the negative weight scoring below positive i, N_=i the negative weight tied with it, TP_>=i and
-FP_>=i the positive and negative weight scoring at least s_i. Each class is sorted once; the weight below
-each position is a prefix sum read at the positions the other class needs (``_Prefix``). Undefined (NaN)
-where a replicate has no positive or no negative weight.
+FP_>=i the positive and negative weight scoring at least s_i. Each finding is sorted once; one compiled pass
+down its rows (``kernels``) gives every group's AUROC of a block of replicates. Undefined (NaN) where a
+replicate has no positive or no negative weight.
 """
 
 from __future__ import annotations
@@ -20,75 +20,44 @@ from __future__ import annotations
 import numpy as np
 
 
-_SUM = {"u": np.int32}     # small unsigned weights (counts, 0/1) are summed in int32: exact, and a quarter of the traffic
-
-
-class _Prefix:
-    """Weight of a sorted row set's rows before given positions (0..n), for weights (n, b).
-
-    numpy's cumsum is sequential (~5 ns a number); summing the segments between the positions needed
-    (``add.reduceat``, vectorised over replicates) and accumulating only those segments does the same sum
-    at a fraction of the cost when the positions are fewer than the rows."""
-
-    def __init__(self, n: int, positions: np.ndarray):
-        bounds = np.unique(np.r_[0, positions].astype(np.int64))
-        self.n, self.bounds = n, bounds[bounds < n]
-        self.index = np.searchsorted(np.r_[self.bounds, n], positions)
-
-    def __call__(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(len(positions), b) the weight before each position, and (b,) the total weight."""
-        out = np.zeros((len(self.bounds) + 1, w.shape[1]), dtype=w.dtype if w.dtype.kind == "f" else np.int64)
-        if self.n:
-            np.cumsum(np.add.reduceat(w, self.bounds, axis=0, dtype=_SUM.get(w.dtype.kind, w.dtype)), 0, out=out[1:])
-        return out[self.index], out[-1]
-
-
 class Ranked:
-    """One finding's labelled rows, positives and negatives each sorted by score. ``cols`` maps each row to
-    its row of the weight matrices (its patient: replicate weights are per patient); default: the row."""
+    """One finding's labelled rows in the order of the descending pass. ``cols`` maps each row to its row of
+    the weight and label matrices (its patient; default: the row); ``slots`` (rows, A) gives each row's group
+    in each of A attributes, numbered 1..``n_slots`` across them (slot 0 is every row)."""
 
-    def __init__(self, truth: np.ndarray, score: np.ndarray, cols: np.ndarray | None = None):
+    def __init__(self, truth: np.ndarray, score: np.ndarray, cols: np.ndarray | None = None,
+                 slots: np.ndarray | None = None, n_slots: int = 0):
         truth, score = np.asarray(truth).astype(bool), np.asarray(score, dtype=float)
+        order = np.lexsort((truth, score))                   # ascending; in a tie run the negatives first
+        s, y = score[order], truth[order]
         cols = np.arange(len(score)) if cols is None else np.asarray(cols)
-        sp, self.pos = _sorted(score[truth], cols[truth])
-        sn, self.neg = _sorted(score[~truth], cols[~truth])
-        lo, hi = np.searchsorted(sn, sp, "left"), np.searchsorted(sn, sp, "right")
-        self.tied = not np.array_equal(lo, hi)
-        self.pos_inner = len(sp) <= len(sn)          # AUROC reads prefix sums of the larger class at the smaller's rows
-        if self.pos_inner:
-            self.below = _Prefix(len(sn), np.r_[lo, hi])
-        else:
-            self.below = _Prefix(len(sp), np.r_[np.searchsorted(sp, sn, "left"), np.searchsorted(sp, sn, "right")])
-        self.neg_below_pos = _Prefix(len(sn), lo)                             # for AP
-        self.pos_below_pos = _Prefix(len(sp), np.searchsorted(sp, sp, "left"))
+        slots = np.zeros((len(score), 0)) if slots is None else np.asarray(slots)
+        self.cols, self.slots, self.n_slots = cols[order].astype(np.int64), slots[order].astype(np.int64), n_slots
+        self.neg = ~y
+        start = np.r_[True, s[1:] != s[:-1]]                # the lowest row of each run of equal scores
+        run = np.cumsum(start) - 1
+        mixed = (np.bincount(run, weights=y) > 0) & (np.bincount(run, weights=~y) > 0)
+        self.end, self.tied = start, mixed[run]             # tied: in a run holding both classes
 
-    def auroc(self, wt: np.ndarray) -> np.ndarray:
-        """(b,) AUROC of each replicate (column) of the weights ``wt`` (columns, b)."""
-        inner = np.take(wt, self.pos if self.pos_inner else self.neg, axis=0)
-        below, outer_total = self.below(np.take(wt, self.neg if self.pos_inner else self.pos, axis=0))
-        half = len(inner)                                         # below: outer weight below / at or below each inner row
-        u = np.einsum("nb,nb->b", inner, below[:half] + below[half:], dtype=float) * 0.5 if self.tied else \
-            np.einsum("nb,nb->b", inner, below[:half], dtype=float)
-        total = inner.sum(0) * outer_total
-        if not self.pos_inner:
-            u = total - u                                         # positives above each negative, ties half
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(total > 0, u / total, np.nan)
+    def weighted(self, wt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(b, n_slots + 1) AUROC of every row (column 0) and of each slot's rows, and (b,) average precision
+        of every row, for each replicate (column) of the weights ``wt`` (patients, b)."""
+        from embedkit.metrics import kernels
 
-    def average_precision(self, wt: np.ndarray) -> np.ndarray:
-        """(b,) average precision of each replicate (thresholds from the highest score down)."""
-        wp = np.take(wt, self.pos, axis=0)
-        pos_below, p = self.pos_below_pos(wp)
-        neg_below, n = self.neg_below_pos(np.take(wt, self.neg, axis=0))
-        tp, fp = p - pos_below, n - neg_below                     # weight at or above each positive's score
-        with np.errstate(invalid="ignore", divide="ignore"):
-            precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
-            return np.where(p > 0, np.einsum("nb,nb->b", wp, precision, dtype=float) / p, np.nan)
+        u, t, p, n, ap = kernels.weighted(self.cols, self.neg, self.end, self.tied, self.slots, self.n_slots, wt)
+        return _ratio(u - 0.5 * t, p * n).T, _ratio(ap, p[0])
+
+    def permuted(self, labels: np.ndarray, k: int) -> np.ndarray:
+        """(b, k) AUROC of groups 0..k-1 when each patient carries ``labels`` (patients, b), every row weighing 1."""
+        from embedkit.metrics import kernels
+
+        u, t, p, n = kernels.permuted(self.cols, self.neg, self.end, self.tied, labels, k)
+        return _ratio(u - 0.5 * t, p * n).T
 
 
-def _sorted(score: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(score, kind="mergesort")
-    return score[order], cols[order]
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(b > 0, a / b, np.nan)
 
 
 # ---- thresholds, chosen on validation -------------------------------------------------------------

@@ -108,10 +108,10 @@ if not pred.exists():                     # the paper's AdamW probe skipped: the
     pred = runs / "scale-lbfgs/scale/linear/seed-0/predictions.csv"
 t = time.perf_counter()
 p = read_predictions(pred)
-result = evaluate_predictions(p, attributes=attributes, n_boot=1000, n_perm=1000)
+result = evaluate_predictions(p, attributes=attributes, n_boot=1000, n_perm=1000, threads=torch.get_num_threads())
 seconds = time.perf_counter() - t
 t = time.perf_counter()
-evaluate_predictions(read_predictions(pred), attributes=attributes, n_boot=0, n_perm=0)
+evaluate_predictions(read_predictions(pred), attributes=attributes, n_boot=0, n_perm=0, threads=torch.get_num_threads())
 RESULT = {"seconds": seconds, "without_resampling_s": time.perf_counter() - t, "test_rows": int((p.split == "test").sum()),
           "run": pred.parts[-5]}
 """,

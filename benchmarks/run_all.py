@@ -199,12 +199,13 @@ def _findings() -> str:
             "group AUROC, TPR, FPR and underdiagnosis; AUROC, EqOdds and underdiagnosis gaps with patient-level "
             "bootstrap CIs and permutation p-values (`embedkit.metrics.findings`).\n\n"
             + table(["stage", "rows", "seconds", "peak RSS MiB"], rows)
-            + "\nEach finding's positives and negatives are sorted once; a block of replicates (patient counts, or 0/1 "
-              "group membership under a permutation, as small integers) is gathered onto the larger class's rows and "
-              "summed in the segments between the smaller class's positions (`add.reduceat`), so AUROC and AP read "
-              "prefix sums without a sequential cumulative sum over every row. The cost still grows with replicates × "
-              "rows × findings × groups: per-group AUROC is a sort-based statistic, not a sum of counts. Observed "
-              "values are exact (float64, equal to scikit-learn); replicate sums are exact integers.\n")
+            + "\nEach finding's rows are sorted once; one compiled pass (numba, `metrics/kernels.py`) walks down them per "
+              "block of replicates, keeping every group's running positive weight at once, vectorised over the block's "
+              "replicates: the AUROC of every row and of each group of every attribute, and AP, in one pass per "
+              "bootstrap block, and one pass per attribute under a permutation, where each replicate adds to the "
+              "group its patient carries. The cost grows with replicates × rows × findings (× attributes under "
+              "permutation), no longer × groups. Observed values are exact (float64, equal to scikit-learn); replicate "
+              "sums are exact integers.\n")
 
 
 @section("finetune")

@@ -52,15 +52,15 @@ def probe(manifest: str | Path, model: str, *, head: str = "linear", seeds: Iter
 
 def evaluate(predictions: str | Path, *, attributes: str | None = FAIRNESS.attributes, split: str = "test",
              n_boot: int = FAIRNESS.n_boot, n_perm: int = FAIRNESS.n_perm, seed: int = 0,
-             threshold: str = TASK.threshold) -> dict:
+             threshold: str = TASK.threshold, threads: int = 1) -> dict:
     """Every metric of one run's ``predictions.csv`` (a file or a run folder) with CIs, p-values and noise
-    floors, as ``embedkit evaluate --json`` prints it."""
+    floors, as ``embedkit evaluate --json`` prints it; ``threads`` blocks of replicates at once."""
     from embedkit.runs import PREDICTIONS, evaluate_predictions, read_predictions
 
     path = Path(predictions)
     path = path / PREDICTIONS if path.is_dir() else path
     return evaluate_predictions(read_predictions(path), attributes=attributes, split=split, n_boot=n_boot,
-                                n_perm=n_perm, seed=seed, threshold=threshold)
+                                n_perm=n_perm, seed=seed, threshold=threshold, threads=threads)
 
 
 def results(runs_dir: str | Path = WHERE.runs_dir, *, attributes: str | None = FAIRNESS.attributes,

@@ -273,11 +273,12 @@ def _json_default(obj):
 
 def evaluate_predictions(p: Predictions, *, attributes=None, split: str = "test", n_boot: int = N_BOOT,
                          n_perm: int = N_PERM, seed: int = 0, return_replicates: bool = False,
-                         where: str = "predictions", threshold: str = TASK.threshold) -> dict:
+                         where: str = "predictions", threshold: str = TASK.threshold, threads: int = 1) -> dict:
     """The metrics object of a run (``embedkit.metrics.suite``; binary and multi-label findings:
     ``metrics.findings``, each finding's threshold chosen by ``threshold`` on the validation rows) on one split,
     for the declared ``attributes`` (text like 'sex,age:60,race' or parsed; default sex, age and their
-    intersection), resampling patients when the predictions carry ``patient_id``."""
+    intersection), resampling patients when the predictions carry ``patient_id``, ``threads`` blocks of
+    replicates at once."""
     from embedkit.attributes import check_columns
     from embedkit.metrics import evaluate
 
@@ -294,10 +295,11 @@ def evaluate_predictions(p: Predictions, *, attributes=None, split: str = "test"
         warnings.simplefilter("always")
         if p.truth is not None:
             result = _evaluate_findings(p, s, groups, order, threshold, n_boot=n_boot, n_perm=n_perm, seed=seed,
-                                        return_replicates=return_replicates)
+                                        return_replicates=return_replicates, threads=threads)
         else:
             result = evaluate(s.y_true(), s.proba, groups=groups, order=order, classes=s.classes, n_boot=n_boot,
-                              n_perm=n_perm, seed=seed, return_replicates=return_replicates, patient_id=s.patient_id)
+                              n_perm=n_perm, seed=seed, return_replicates=return_replicates, patient_id=s.patient_id,
+                              threads=threads)
     result["warnings"] = sorted({str(w.message) for w in caught} | set(notes))
     for a in attrs:
         result["settings"]["attributes"][a.name] |= _declaration(a)

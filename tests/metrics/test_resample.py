@@ -104,6 +104,25 @@ def test_patients_spanning_classes_share_one_stratum():
     assert clusters.patient_labels(np.array([0, 1, 1, 1, 0, 0]), 2).tolist() == [0, 1, 0, 0]   # tie: lowest
 
 
+def test_threads_change_no_number(monkeypatch):
+    """Blocks run two at a time give the same numbers, replicates in the same order, as one after another."""
+    from embedkit.metrics.findings import evaluate_findings
+
+    monkeypatch.setattr("embedkit.metrics.resample.BLOCK", 120 * 7)          # 120 patients: blocks of 7 replicates
+    y, p, groups = _data()
+    patients = np.arange(len(y)) // 2
+    one, two = (evaluate(y, p, groups=groups, classes=CLASSES, patient_id=patients, n_boot=40, n_perm=40,
+                         return_replicates=True, threads=t) for t in (1, 2))
+    truth = (p[:, :3] > 0.2).astype(float)
+    first, second = (evaluate_findings(truth, p[:, :3], findings=("a", "b", "c"), thresholds=[0.3] * 3, groups=groups,
+                                       patient_id=patients, n_boot=40, n_perm=40, return_replicates=True, threads=t)
+                     for t in (1, 2))
+    for a, b in ((one, two), (first, second)):
+        reps_a, reps_b = a.pop("_replicates"), b.pop("_replicates")
+        assert a == b and reps_a.keys() == reps_b.keys()
+        assert all(np.array_equal(reps_a[k], reps_b[k], equal_nan=True) for k in reps_a)
+
+
 @pytest.mark.parametrize("method", ["basic", "percentile", "bc"])
 def test_interval_contains_estimate_and_respects_bounds(method):
     reps = np.random.default_rng(0).normal(0.3, 0.05, 500)

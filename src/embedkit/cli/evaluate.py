@@ -62,13 +62,14 @@ def evaluate(
     seed: int = typer.Option(0, min=0, help="Seed of the bootstrap and permutation draws."),
     attributes: str = opt.attributes_option(),
     threshold: str = opt.threshold_option(),
+    threads: int = opt.threads_option(),
 ) -> None:
     """Utility and fairness metrics with bootstrap CIs, p-values and the noise floor (classes, or findings:
     a predictions file with true_F / prob_F columns)."""
     from embedkit.metrics.ranking import check_rule
 
     result = evaluate_predictions(read_predictions(predictions), attributes=attributes, split=split, n_boot=n_boot,
-                                  n_perm=n_perm, seed=seed, threshold=check_rule(threshold))
+                                  n_perm=n_perm, seed=seed, threshold=check_rule(threshold), threads=threads)
     if as_json:
         typer.echo(json.dumps(result))
         return

@@ -221,7 +221,7 @@ def device_option():
 
 
 def threads_option():
-    return typer.Option(1, "--threads", min=1, help="Torch threads (one is fastest for small work here: docs/benchmarks.md).")
+    return typer.Option(1, "--threads", min=1, help="Threads (one is fastest for small work here: docs/benchmarks.md).")
 
 
 def quiet_option():

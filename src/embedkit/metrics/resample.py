@@ -19,11 +19,34 @@ the same draws gives the same numbers (tested).
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections import deque
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 BLOCK = 1 << 20      # elements of one block of (replicates x patients) counts: 8 MiB of float64 (measured: 4x larger is no faster)
+
+
+def map_blocks(fn: Callable, blocks: Iterable, threads: int = 1) -> list:
+    """``[fn(block) for block in blocks]``, with ``threads`` > 1 running up to that many blocks at once (the
+    compiled passes and numpy's products release the GIL). The caller's generator still draws the blocks one
+    after another, so the numbers do not depend on the thread count, and at most threads + 1 blocks are held.
+    BLAS runs on one thread meanwhile: OpenBLAS's own threads spin-wait against the blocks' (measured at 74,556
+    rows: 27 s with two BLAS threads under two blocks, 18 s with one, 27 s for one block at a time)."""
+    if threads <= 1:
+        return [fn(block) for block in blocks]
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    out, pending = [], deque()
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+        for block in blocks:
+            pending.append(pool.submit(fn, block))
+            if len(pending) > threads:
+                out.append(pending.popleft().result())
+        out += [f.result() for f in pending]
+    return out
 
 
 def first_seen_codes(values) -> tuple[np.ndarray, int]:
@@ -75,9 +98,12 @@ class Clusters:
     def permuted_labels(self, labels: np.ndarray, n_perm: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
         """(b, P) patient labels shuffled within each stratum, block by block."""
         step = self.block_size(n_perm)
+        labels = labels.astype(np.uint8) if labels.max(initial=0) < 256 else labels       # the same draws, less to move
         for start in range(0, n_perm, step):
             out = np.tile(labels, (min(step, n_perm - start), 1))
             for members in self.members:
-                out[:, members] = rng.permuted(out[:, members], axis=1)
+                part = out[:, members]
+                rng.permuted(part, axis=1, out=part)
+                out[:, members] = part
             yield out
 

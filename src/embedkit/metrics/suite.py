@@ -225,10 +225,11 @@ def _stacked(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 def evaluate(y_true: np.ndarray, proba: np.ndarray, *, groups: Mapping[str, np.ndarray], classes: tuple[str, ...],
              order: Mapping[str, tuple[str, ...]] | None = None, patient_id=None, min_group: int = MIN_GROUP,
              n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = 0, return_replicates: bool = False,
-             interval: str = intervals.DEFAULT) -> dict:
+             interval: str = intervals.DEFAULT, threads: int = 1) -> dict:
     """All utility and fairness metrics of one run as a JSON-ready dict (see module docstring).
 
-    ``patient_id`` (one per row) makes the patient the unit of resampling; without it each row is its own.
+    ``patient_id`` (one per row) makes the patient the unit of resampling; without it each row is its own;
+    ``threads`` blocks of replicates run at once (the same numbers).
     Keys: n, accuracy, f1, f1_macro, var_f1, ece, ece_binned, groups, fairness (one entry per
     attribute), excluded, ci (same nesting, [low, high]), null (noise floor), excess, p_value,
     significant, settings (per attribute: group order, sign, groups left out as too small; the design).
@@ -248,11 +249,13 @@ def evaluate(y_true: np.ndarray, proba: np.ndarray, *, groups: Mapping[str, np.n
     clusters = data.clusters
 
     observed = {k: v[0] for k, v in summary(data.stats(np.ones((1, clusters.n)))).items()}
-    boot = _stacked([summary(data.stats(c)) for c in clusters.bootstrap_counts(n_boot, rng)])
+    boot = _stacked(resample.map_blocks(lambda c: summary(data.stats(c)), clusters.bootstrap_counts(n_boot, rng),
+                                        threads))
     perm = {}
     for a in groups:  # each attribute's null: its patients' labels shuffled within stratum, the others as observed
         labels = clusters.patient_labels(data.codes[a], len(data.order[a]) + 1)
-        parts = [summary(data.permuted(a, lab)) for lab in clusters.permuted_labels(labels, n_perm, rng)]
+        parts = resample.map_blocks(lambda lab: summary(data.permuted(a, lab)), clusters.permuted_labels(labels, n_perm, rng),
+                                    threads)
         perm.update({k: v for k, v in _stacked(parts).items() if k.startswith(f"fairness/{a}/")})
     design = {"unit": "patient" if patient_id is not None else "image", "patients": clusters.n,
               "strata": "class (patients with images of several classes: one mixed stratum)", "interval": interval}

@@ -28,31 +28,39 @@ class Ranked:
     def __init__(self, truth: np.ndarray, score: np.ndarray, cols: np.ndarray | None = None,
                  slots: np.ndarray | None = None, n_slots: int = 0):
         truth, score = np.asarray(truth).astype(bool), np.asarray(score, dtype=float)
-        order = np.lexsort((truth, score))                   # ascending; in a tie run the negatives first
-        s, y = score[order], truth[order]
         cols = np.arange(len(score)) if cols is None else np.asarray(cols)
         slots = np.zeros((len(score), 0)) if slots is None else np.asarray(slots)
-        self.cols, self.slots, self.n_slots = cols[order].astype(np.int64), slots[order].astype(np.int64), n_slots
-        self.neg = ~y
-        start = np.r_[True, s[1:] != s[:-1]]                # the lowest row of each run of equal scores
-        run = np.cumsum(start) - 1
-        mixed = (np.bincount(run, weights=y) > 0) & (np.bincount(run, weights=~y) > 0)
-        self.end, self.tied = start, mixed[run]             # tied: in a run holding both classes
+        self.walk, self.n_slots = _walk(truth, score, cols, slots), n_slots
+        # AUROC counts the same pairs with the classes swapped and the scores negated; a pass adds twice at a
+        # negative and once at a positive, so the permutation pass walks the orientation whose negatives are
+        # the smaller class (measured: 7 ms against 9 a block at 1-20 % prevalence). AP needs the scores' own.
+        self.perm_walk = _walk(~truth, -score, cols, slots) if truth.sum() < len(truth) / 2 else self.walk
 
     def weighted(self, wt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(b, n_slots + 1) AUROC of every row (column 0) and of each slot's rows, and (b,) average precision
         of every row, for each replicate (column) of the weights ``wt`` (patients, b)."""
         from embedkit.metrics import kernels
 
-        u, t, p, n, ap = kernels.weighted(self.cols, self.neg, self.end, self.tied, self.slots, self.n_slots, wt)
+        u, t, p, n, ap = kernels.weighted(*self.walk, self.n_slots, wt)
         return _ratio(u - 0.5 * t, p * n).T, _ratio(ap, p[0])
 
     def permuted(self, labels: np.ndarray, k: int) -> np.ndarray:
         """(b, k) AUROC of groups 0..k-1 when each patient carries ``labels`` (patients, b), every row weighing 1."""
         from embedkit.metrics import kernels
 
-        u, t, p, n = kernels.permuted(self.cols, self.neg, self.end, self.tied, labels, k)
+        u, t, p, n = kernels.permuted(*self.perm_walk[:4], labels, k)
         return _ratio(u - 0.5 * t, p * n).T
+
+
+def _walk(truth: np.ndarray, score: np.ndarray, cols: np.ndarray, slots: np.ndarray) -> tuple:
+    """(cols, neg, end, tied, slots) of the rows in ascending score, in a tie run the negatives first (a pass
+    walks down); end: the lowest row of its run of equal scores; tied: in a run holding both classes."""
+    order = np.lexsort((truth, score))
+    s, y = score[order], truth[order]
+    start = np.r_[True, s[1:] != s[:-1]]
+    run = np.cumsum(start) - 1
+    mixed = (np.bincount(run, weights=y) > 0) & (np.bincount(run, weights=~y) > 0)
+    return cols[order].astype(np.int64), ~y, start, mixed[run], slots[order].astype(np.int64)
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Utility and fairness metrics: pure numpy, importable without torch.
+"""Utility and fairness metrics: numpy (compiled loops for resampled ranking metrics in ``kernels``), importable
+without torch.
 
 - ``classification``: accuracy, per-class F1, TPR/FPR, ECE — from (y_true, y_pred/proba).
 - ``fairness``: var F1, F1 gap, equalized odds, ECE gap, with keyword-only groups.

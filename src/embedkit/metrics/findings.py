@@ -55,8 +55,8 @@ class _Rows:
         sizes = [len(self.order[a]) + 1 for a in self.codes]          # each attribute's groups and "other"
         self.slot = dict(zip(self.codes, 1 + np.r_[0, np.cumsum(sizes)[:-1]].astype(int)))  # first slot (0: all rows)
         slots = np.stack([self.codes[a] + self.slot[a] for a in self.codes], 1)
-        self.ranked = [Ranked(self.truth[keep, f], self.prob[keep, f], self.clusters.patient[keep], slots[keep], sum(sizes))
-                       for f, keep in enumerate(self.valid.T)]
+        self.ranked = [Ranked(self.truth[keep, f], self.prob[keep, f], self.clusters.patient[keep], slots[keep],
+                              sum(sizes)) for f, keep in enumerate(self.valid.T)]
         self.images = np.bincount(self.clusters.patient, minlength=self.clusters.n).astype(float)
         self.cal = self._calibration()
 
@@ -119,7 +119,8 @@ class _Evaluation:
         self.eligible = {a: [i for i in range(len(rows.order[a])) if sizes[a][i] >= min_group] for a in rows.codes}
         # counts per patient (and group): integers, exact in float32 and half the traffic of the replicates' products
         self.plain = rows.patient_sums(rows.X).astype(np.float32)
-        self.cells = {a: rows.patient_sums(rows.X, c, len(rows.order[a]) + 1).astype(np.float32) for a, c in rows.codes.items()}
+        self.cells = {a: rows.patient_sums(rows.X, c, len(rows.order[a]) + 1).astype(np.float32)
+                      for a, c in rows.codes.items()}
         # calibration sums in the counts' precision: float64 for the observed value, float32 for replicates (an ECE
         # off by ~1e-7, far inside its interval, at half the cost of the largest product)
         self.cal = {np.dtype(np.float64): rows.cal, np.dtype(np.float32): rows.cal.astype(np.float32)}
@@ -231,7 +232,8 @@ def evaluate_findings(truth: np.ndarray, prob: np.ndarray, *, findings: tuple[st
     perm = {}
     for a in rows.codes:
         labels = rows.clusters.patient_labels(rows.codes[a], len(rows.order[a]) + 1)
-        parts = resample.map_blocks(partial(ev.permuted, a), rows.clusters.permuted_labels(labels, n_perm, rng), threads)
+        blocks = rows.clusters.permuted_labels(labels, n_perm, rng)
+        parts = resample.map_blocks(partial(ev.permuted, a), blocks, threads)
         perm |= {k: v for k, v in _stacked(parts).items() if k.startswith(f"fairness/{a}/")}
     result = _result(observed, boot, perm, n_perm, interval)
     result["undefined"] = _undefined(rows, observed)

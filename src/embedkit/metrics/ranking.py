@@ -10,8 +10,8 @@ and each patient carries a group label per replicate (``labels`` (patients, b)).
     AP    = sum_i w_i TP_>=i / (TP_>=i + FP_>=i) / P     over positives i (scikit-learn's average_precision_score)
 
 with N_<i the negative weight scoring below positive i, N_=i the negative weight tied with it, TP_>=i and
-FP_>=i the positive and negative weight scoring at least s_i. Each finding is sorted once; one compiled pass
-down its rows (``kernels``) gives every group's AUROC of a block of replicates. Undefined (NaN) where a
+FP_>=i the positive and negative weight scoring at least s_i. Each finding is sorted once for each way its
+rows are walked; one compiled pass down them (``kernels``) gives every group's AUROC of a block of replicates. Undefined (NaN) where a
 replicate has no positive or no negative weight.
 """
 

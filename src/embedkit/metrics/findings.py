@@ -157,7 +157,7 @@ class _Evaluation:
         the gaps are kept, so groups too small for them get no AUROC (NaN)."""
         r = self.r
         k = len(r.order[attr]) + 1
-        labels_t = np.ascontiguousarray(labels.T, dtype=np.uint8 if k <= 256 else np.int64)
+        labels_t = np.ascontiguousarray(labels.T)                    # uint8 already where the groups fit (resample)
         member = labels_t[:, None, :] == np.arange(k, dtype=labels_t.dtype)[None, :, None]      # (P, k, b)
         sums = (self.plain.T @ member.reshape(len(member), -1).astype(np.float32)).reshape(-1, k, len(labels)).T
         auroc = np.full((len(labels), k - 1, r.F), np.nan)

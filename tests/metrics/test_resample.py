@@ -148,3 +148,43 @@ def test_a_k_group_gap_with_one_group_left_out_names_the_two_compared():
     site = np.where(np.arange(len(y)) < 5, "tiny", np.where(np.arange(len(y)) % 2, "s1", "s2"))
     r = evaluate(y, p, groups={"site": site}, order={"site": ("tiny", "s1", "s2")}, classes=CLASSES, n_boot=10, n_perm=10)
     assert r["settings"]["attributes"]["site"]["sign"] == "s1 - s2"
+
+
+@pytest.mark.parametrize("n_codes", [3, 300])
+def test_permuted_labels_are_numpys_own_draws(n_codes):
+    """The compiled shuffle draws what ``Generator.permuted`` draws, stratum by stratum (uint8 and wider labels,
+    a one-patient stratum), and leaves the generator where numpy would: every published p-value stands."""
+    rng = np.random.default_rng(3)
+    y = np.r_[np.repeat(np.arange(4), [40, 25, 1, 34]), [0, 1]]
+    patients = np.r_[np.arange(100), [0, 30]]                      # patients 0 and 30 span classes: mixed stratum
+    clusters = Clusters(patients, y, 4)
+    labels = rng.integers(0, n_codes, clusters.n)
+    got = np.concatenate(list(clusters.permuted_labels(labels, 9, np.random.default_rng(7))))
+    numpy_rng = np.random.default_rng(7)
+    expected = np.tile(labels, (9, 1))
+    for members in clusters.members:
+        part = expected[:, members]
+        numpy_rng.permuted(part, axis=1, out=part)
+        expected[:, members] = part
+    assert np.array_equal(got, expected) and not np.array_equal(got[0], labels)
+    mine = np.random.default_rng(7)
+    list(clusters.permuted_labels(labels, 9, mine))
+    assert mine.bit_generator.state == numpy_rng.bit_generator.state
+
+
+def test_patient_sums_equal_the_dense_products():
+    """Replicates' sums from the nonzero per-patient entries equal counts @ the dense per-patient sums, and
+    per group the one-hot products, values summed where a patient's rows share a cell."""
+    rng = np.random.default_rng(0)
+    patient, col = rng.integers(0, 30, 200), rng.integers(0, 6, 200)
+    values = rng.normal(size=(200, 2))
+    sums = stats.PatientSums(patient, col, values, 12)
+    dense = np.zeros((30, 12))
+    np.add.at(dense, (patient, 2 * col), values[:, 0])
+    np.add.at(dense, (patient, 2 * col + 1), values[:, 1])
+    counts = rng.integers(0, 3, (5, 30)).astype(float)
+    np.testing.assert_allclose(sums.weighted(np.ascontiguousarray(counts.T)).T, counts @ dense, rtol=1e-12)
+    labels = rng.integers(0, 3, (5, 30)).astype(np.uint8)
+    grouped = sums.grouped(np.ascontiguousarray(labels.T), 3).T.reshape(5, 3, 12)
+    for g in range(3):
+        np.testing.assert_allclose(grouped[:, g], (labels == g) @ dense, rtol=1e-12, atol=1e-12)

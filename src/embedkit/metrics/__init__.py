@@ -1,4 +1,4 @@
-"""Utility and fairness metrics: numpy (compiled loops for resampled ranking metrics in ``kernels``), importable
+"""Utility and fairness metrics: numpy (compiled loops for resampled statistics in ``kernels``), importable
 without torch.
 
 - ``classification``: accuracy, per-class F1, TPR/FPR, ECE — from (y_true, y_pred/proba).

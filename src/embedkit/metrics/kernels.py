@@ -1,4 +1,5 @@
-"""Compiled (numba) passes behind ``ranking.Ranked``: one pass down one finding's rows per block of replicates.
+"""Compiled (numba) passes behind ``ranking.Ranked`` (one pass down one finding's rows per block of replicates)
+and ``stats.PatientSums`` (a block of replicates' sums from the few nonzero per-patient sums).
 
 A replicate's AUROC needs, at each negative row, the positive weight scoring above it — a running sum per
 group, which numpy can only do as one cumulative sum per group and replicate. These loops keep every group's
@@ -94,3 +95,65 @@ def permuted(cols, neg, end, tied, labels, k):
         if end[i] and tied[i]:
             run[:, :] = 0.0
     return u[:k], t[:k], p[:k], q[:k]
+
+
+@njit(cache=True, nogil=True)
+def patient_weighted(patient, col, val, counts, n_cols):
+    """Per-patient sums kept as entries (patient, col, val): (n_cols, b) sums of replicates that draw each
+    patient ``counts`` (patients, b) times, vectorised over the replicates."""
+    b = counts.shape[1]
+    out = np.zeros((n_cols, b))
+    for z in range(patient.shape[0]):
+        row, o, v = counts[patient[z]], out[col[z]], val[z]
+        for r in range(b):
+            o[r] += row[r] * v
+    return out
+
+
+@njit(cache=True, nogil=True)
+def patient_grouped(patient, col, val, labels, n_cols, k):
+    """The same entries summed per group: (k * n_cols, b), each patient's in the group ``labels`` (patients, b)
+    gives it in each replicate."""
+    b = labels.shape[1]
+    out = np.zeros((k * n_cols, b))
+    for z in range(patient.shape[0]):
+        lab, c, v = labels[patient[z]], col[z], val[z]
+        for g in range(k):                  # every group masked: vectorises, where a scatter per replicate did not
+            o = out[g * n_cols + c]
+            for r in range(b):
+                o[r] += v * (lab[r] == g)
+    return out
+
+
+def permute_within(out: np.ndarray, members: np.ndarray, bounds: np.ndarray, rng: np.random.Generator) -> None:
+    """Shuffle each row of ``out`` (b, P) in place within each stratum — the columns ``members[bounds[s]:
+    bounds[s + 1]]`` — with numpy's own draws: the draws and the generator's state after are those of
+    ``rng.permuted(out[:, m], axis=1)`` stratum by stratum (Fisher-Yates from the last position, numpy's
+    ``random_interval``), read from the bit generator through numpy's public ctypes interface."""
+    bits = rng.bit_generator
+    with bits.lock:
+        _shuffle_within(out, members, bounds, bits.ctypes.next_uint32, bits.ctypes.state_address)
+
+
+@njit(cache=True, nogil=True)
+def _shuffle_within(out, members, bounds, next_uint32, state):
+    for s in range(len(bounds) - 1):
+        lo, size = bounds[s], bounds[s + 1] - bounds[s]
+        for r in range(out.shape[0]):
+            row = out[r]
+            for i in range(size - 1, 0, -1):
+                j = members[lo + _interval(next_uint32, state, i)]
+                row[members[lo + i]], row[j] = row[j], row[members[lo + i]]
+
+
+@njit(cache=True, nogil=True)
+def _interval(next_uint32, state, high):
+    """numpy's ``random_interval`` below 2**32: a uniform integer in [0, high], masked 32-bit draws rejected
+    above ``high``."""
+    mask = high
+    for shift in (1, 2, 4, 8, 16):
+        mask |= mask >> shift
+    while True:
+        value = next_uint32(state) & mask
+        if value <= high:
+            return value

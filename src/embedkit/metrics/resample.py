@@ -11,10 +11,12 @@ declaring another attribute changes no other number:
 - without patient ids every image is its own patient, and a table whose patients each have one image
   draws exactly the same numbers (same seed) as that image-level design.
 
-Statistics are sums over rows, so a replicate is ``counts (B, P) @ per-patient statistics (P, K)``: the
+Statistics are sums over rows, so a replicate is ``counts (B, P) @ per-patient statistics (P, K)`` (done as
+a compiled pass over the few nonzero per-patient sums where they are sparse, ``stats.PatientSums``): the
 cost grows with B x P in blocks of ``BLOCK`` elements, never with a B x N index matrix. The draws are the
 index draws of the classic form (``rng.integers`` per stratum), turned into counts, so the index form on
-the same draws gives the same numbers (tested).
+the same draws gives the same numbers (tested); the permutations are ``Generator.permuted``'s own draws,
+made by a compiled loop (``kernels.permute_within``, tested against numpy).
 """
 
 from __future__ import annotations
@@ -82,12 +84,10 @@ class Clusters:
         step = self.block_size(n_boot)
         for start in range(0, n_boot, step):
             b = min(step, n_boot - start)
-            counts = np.zeros((b, self.n))
             offset = (np.arange(b) * self.n)[:, None]
-            for members in self.members:
-                drawn = members[rng.integers(0, len(members), (b, len(members)))]
-                counts += np.bincount((drawn + offset).ravel(), minlength=b * self.n).reshape(b, self.n)
-            yield counts
+            drawn = [(members[rng.integers(0, len(members), (b, len(members)))] + offset).ravel()
+                     for members in self.members]
+            yield np.bincount(np.concatenate(drawn), minlength=b * self.n).reshape(b, self.n).astype(np.float64)
 
     def patient_labels(self, codes: np.ndarray, n_codes: int) -> np.ndarray:
         """(P,) each patient's group: the code most of its images have (ties: the lowest code)."""
@@ -96,14 +96,16 @@ class Clusters:
         return tally.argmax(1)
 
     def permuted_labels(self, labels: np.ndarray, n_perm: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-        """(b, P) patient labels shuffled within each stratum, block by block."""
+        """(b, P) patient labels shuffled within each stratum, block by block: the draws of
+        ``rng.permuted(block[:, members], axis=1)`` stratum by stratum, made by a compiled loop."""
+        from embedkit.metrics import kernels
+
         step = self.block_size(n_perm)
         labels = labels.astype(np.uint8) if labels.max(initial=0) < 256 else labels       # the same draws, less to move
+        members = np.concatenate(self.members)
+        bounds = np.cumsum([0] + [len(m) for m in self.members])
         for start in range(0, n_perm, step):
             out = np.tile(labels, (min(step, n_perm - start), 1))
-            for members in self.members:
-                part = out[:, members]
-                rng.permuted(part, axis=1, out=part)
-                out[:, members] = part
+            kernels.permute_within(out, members, bounds, rng)
             yield out
 

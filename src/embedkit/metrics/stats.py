@@ -39,13 +39,47 @@ def calibration(conf: np.ndarray, correct: np.ndarray, cells: np.ndarray, *, n_c
 
     Bin k holds confidences in (k/n, (k+1)/n]; a confidence of exactly 0 goes to the first bin.
     """
-    bins = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    bins = bin_of(conf, n_bins)
     b = np.arange(conf.shape[0])[:, None]
     code = ((b * n_cells + cells) * n_bins + bins).ravel()
     size = conf.shape[0] * n_cells * n_bins
     weights = (np.ones_like(conf), conf, correct, np.abs(conf - correct))
     out = [np.bincount(code, weights=w.ravel(), minlength=size) for w in weights]
     return np.stack(out, axis=-1).reshape(conf.shape[0], n_cells, n_bins, 4)
+
+
+def bin_of(conf: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
+    """The calibration bin of each confidence: (k/n, (k+1)/n] is bin k, exactly 0 the first."""
+    return np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+
+
+class PatientSums:
+    """Sums of each patient's rows over ``n_cols`` cells (confusion or calibration cells), kept as their nonzero
+    entries: a patient holds one or a few images, so a handful of cells. A block of replicates' sums is then one
+    compiled pass over the entries (``kernels``), not a (b, patients) x (patients, n_cols) product that is
+    almost all zeros."""
+
+    def __init__(self, patient: np.ndarray, col: np.ndarray, values: np.ndarray, n_cols: int):
+        """Rows' ``patient`` and base ``col`` (N,), ``values`` (N, m): value j adds to cell col * m + j."""
+        m = values.shape[1]
+        key = ((patient.astype(np.int64) * (n_cols // m) + col)[:, None] * m + np.arange(m)).ravel()
+        keys, at = np.unique(key, return_inverse=True)
+        self.patient, self.col = keys // n_cols, keys % n_cols        # sorted by patient: counts read in order
+        self.val = np.bincount(at.ravel(), weights=np.asarray(values, dtype=np.float64).ravel(), minlength=len(keys))
+        self.n_cols = n_cols
+
+    def weighted(self, counts: np.ndarray) -> np.ndarray:
+        """(n_cols, b) sums of replicates drawing each patient ``counts`` (patients, b, C order) times."""
+        from embedkit.metrics import kernels
+
+        return kernels.patient_weighted(self.patient, self.col, self.val, counts, self.n_cols)
+
+    def grouped(self, labels: np.ndarray, k: int) -> np.ndarray:
+        """(k * n_cols, b) sums per group when each patient's rows fall in the group ``labels`` (patients, b,
+        C order) gives it (codes below k)."""
+        from embedkit.metrics import kernels
+
+        return kernels.patient_grouped(self.patient, self.col, self.val, labels, self.n_cols, k)
 
 
 def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:

@@ -165,7 +165,8 @@ def gap_sections(observed: Mapping[str, float], ci: Mapping[str, list], floor: d
 class _Data:
     """One run's rows reduced once to per-patient sufficient statistics: for each attribute the
     (group, class, prediction) counts and calibration sums of every patient, and the same without the
-    group for the permutation null. A replicate is then counts over patients times these statistics."""
+    group for the permutation null, as their nonzero entries (``stats.PatientSums``). A replicate is then
+    counts over patients times these statistics."""
 
     def __init__(self, y_true, proba, groups: Mapping[str, np.ndarray], order, n_classes: int, patient_id=None):
         self.y_true = np.asarray(y_true, dtype=np.int64)
@@ -179,33 +180,34 @@ class _Data:
         self.cells = {a: self._patient_stats(codes, len(self.order[a]) + 1) for a, codes in self.codes.items()}
         self.plain = self._patient_stats(np.zeros_like(self.y_true), 1)
 
-    def _patient_stats(self, cells: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(P, k*C*C) confusion counts and (P, k*bins*4) calibration sums of each patient's rows: ``stats``'
-        counts with every (patient, group) pair as one cell."""
-        P, patient = self.clusters.n, self.clusters.patient
-        joint = (patient * k + cells)[None]
-        cm = stats.confusion(self.y_true[None], self.y_pred[None], joint, n_classes=self.C, n_cells=P * k)
-        cal = stats.calibration(self.conf[None], self.correct[None], joint, n_cells=P * k)
-        return cm.reshape(P, -1).astype(float), cal.reshape(P, -1)
+    def _patient_stats(self, cells: np.ndarray, k: int) -> tuple[stats.PatientSums, stats.PatientSums]:
+        """Each patient's (k, C, C) confusion counts and (k, bins, 4) calibration sums: ``stats``' counts with
+        every (patient, group) pair as one cell."""
+        C, B, patient = self.C, stats.N_BINS, self.clusters.patient
+        cm = stats.PatientSums(patient, (cells * C + self.y_true) * C + self.y_pred, np.ones((len(cells), 1)), k * C * C)
+        calibration = np.stack([np.ones_like(self.conf), self.conf, self.correct, np.abs(self.conf - self.correct)], 1)
+        cal = stats.PatientSums(patient, cells * B + stats.bin_of(self.conf), calibration, k * B * 4)
+        return cm, cal
 
     def stats(self, counts: np.ndarray, only: str | None = None):
         """Per-attribute (b, k, C, C) confusions and (b, k, bins, 4) calibration sums of replicates that
         draw each patient ``counts`` (b, P) times (``only``: that attribute alone)."""
         cms, cals = {}, {}
+        columns = np.ascontiguousarray(counts.T)                # replicates as columns: the kernels' layout
         for a, (cm, cal) in self.cells.items():
             if only is None or a == only:
                 k = len(self.order[a]) + 1
-                cms[a] = (counts @ cm).reshape(-1, k, self.C, self.C)
-                cals[a] = (counts @ cal).reshape(-1, k, stats.N_BINS, 4)
+                cms[a] = cm.weighted(columns).T.reshape(-1, k, self.C, self.C)
+                cals[a] = cal.weighted(columns).T.reshape(-1, k, stats.N_BINS, 4)
         return cms, cals
 
     def permuted(self, attr: str, labels: np.ndarray):
         """Statistics of ``attr`` when each patient's images carry the group ``labels`` (b, P) give it."""
         k = len(self.order[attr]) + 1
         cm, cal = self.plain
-        cms = np.stack([(labels == g).astype(float) @ cm for g in range(k)], 1)
-        cals = np.stack([(labels == g).astype(float) @ cal for g in range(k)], 1)
-        return {attr: cms.reshape(-1, k, self.C, self.C)}, {attr: cals.reshape(-1, k, stats.N_BINS, 4)}
+        columns = np.ascontiguousarray(labels.T)
+        return ({attr: cm.grouped(columns, k).T.reshape(-1, k, self.C, self.C)},
+                {attr: cal.grouped(columns, k).T.reshape(-1, k, stats.N_BINS, 4)})
 
 
 def present_groups(labels) -> tuple[str, ...]:

@@ -146,3 +146,13 @@ def test_without_permutations_gaps_have_no_p_value_or_floor():
     assert res["p_value"]["sex"] == {k: None for k in res["p_value"]["sex"]} and len(res["p_value"]["sex"]) == 4
     assert res["null"]["sex"]["f1_gap"] is None and res["significant"]["sex"]["f1_gap"] is False
     assert None not in res["ci"]["fairness"]["sex"]["f1_gap"]
+
+
+def test_without_resampling_every_interval_is_undefined():
+    """--n-boot 0 is allowed too (it raised a KeyError): the observed values stand, with no CI, p-value or floor."""
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 3, 300), rng.dirichlet(np.ones(3), 300)
+    res = evaluate(y, p, groups={"sex": rng.choice(["M", "F"], 300)}, classes=("a", "b", "c"), n_boot=0, n_perm=0)
+    assert res["accuracy"] == pytest.approx(np.mean(p.argmax(1) == y))
+    assert res["ci"]["accuracy"] == [None, None] and res["ci"]["fairness"]["sex"]["f1_gap"] == [None, None]
+    assert res["p_value"]["sex"]["f1_gap"] is None and res["significant"]["sex"]["f1_gap"] is False

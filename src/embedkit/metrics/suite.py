@@ -271,10 +271,10 @@ def _bounds(key: str, signed: set[str]) -> tuple[float, float]:
 
 
 def _intervals(boot: dict, estimates: Mapping[str, float], signed: set[str], method: str) -> dict:
-    keys = [k for k in boot if k != "n" and "/excluded/" not in k and not k.endswith("/n")]
-    with quiet():
-        return {k: [clean(x) for x in intervals.interval(boot[k], estimates[k], method=method, bounds=_bounds(k, signed))]
-                for k in keys}
+    keys = [k for k in estimates if k != "n" and "/excluded/" not in k and not k.endswith("/n")]
+    with quiet():                                   # no replicates (n_boot 0): every interval undefined
+        return {k: [clean(x) for x in intervals.interval(boot.get(k, ()), estimates[k], method=method,
+                                                         bounds=_bounds(k, signed))] for k in keys}
 
 
 def _signed(data: "_Data", eligible: Mapping[str, list[int]]) -> set[str]:

@@ -69,32 +69,42 @@ def weighted(cols, neg, end, tied, slots, n_slots, wt):
 def permuted(cols, neg, end, tied, labels, k):
     """Each row weighing 1 in the group its patient carries in a replicate, ``labels`` (patients, b):
     U, T, P, N (k, b) of groups 0..k-1 (labels >= k belong to none). Each replicate adds to its own group's
-    sums, so the cost does not grow with k (measured: 1.9 ns a row and replicate at k = 2 and 4, where
-    adding to every group masked by its label took 1.8 and 2.5)."""
+    sums, so the cost does not grow with k. A (group, replicate)'s five sums sit side by side, one cache line,
+    and the branches on the row's class and tie are taken once per row (scratch, 74,556 rows × 35 replicates:
+    3.5 ns a row and replicate against 7.4 with one (k + 1, b) array per sum; adding to every group masked by
+    its label, which vectorises, 6.5 at k = 2 and 12.5 at k = 4)."""
     n = cols.shape[0]
     b = labels.shape[1]
-    u, t = np.zeros((k + 1, b)), np.zeros((k + 1, b))
-    p, q = np.zeros((k + 1, b)), np.zeros((k + 1, b))
-    run = np.zeros((k + 1, b))
+    acc = np.zeros(((k + 1) * b, 5))              # per (group, replicate): U, T, P, N, the tie run's positives
+    at = np.empty(b, np.int64)
     for j in range(n):
         i = n - 1 - j
         lab = labels[cols[i]]
-        if neg[i]:
+        for r in range(b):
+            at[r] = min(lab[r], k) * b + r
+        if neg[i] and tied[i]:
             for r in range(b):
-                s = min(lab[r], k)
-                u[s, r] += p[s, r]
-                q[s, r] += 1.0
-                if tied[i]:
-                    t[s, r] += run[s, r]
+                a = acc[at[r]]
+                a[0] += a[2]
+                a[1] += a[4]
+                a[3] += 1.0
+        elif neg[i]:
+            for r in range(b):
+                a = acc[at[r]]
+                a[0] += a[2]
+                a[3] += 1.0
+        elif tied[i]:
+            for r in range(b):
+                a = acc[at[r]]
+                a[2] += 1.0
+                a[4] += 1.0
         else:
             for r in range(b):
-                s = min(lab[r], k)
-                p[s, r] += 1.0
-                if tied[i]:
-                    run[s, r] += 1.0
+                acc[at[r], 2] += 1.0
         if end[i] and tied[i]:
-            run[:, :] = 0.0
-    return u[:k], t[:k], p[:k], q[:k]
+            acc[:, 4] = 0.0
+    sums = acc[:k * b].reshape(k, b, 5)
+    return sums[..., 0].copy(), sums[..., 1].copy(), sums[..., 2].copy(), sums[..., 3].copy()
 
 
 @njit(cache=True, nogil=True)

@@ -43,9 +43,13 @@ def calibration(conf: np.ndarray, correct: np.ndarray, cells: np.ndarray, *, n_c
     b = np.arange(conf.shape[0])[:, None]
     code = ((b * n_cells + cells) * n_bins + bins).ravel()
     size = conf.shape[0] * n_cells * n_bins
-    weights = (np.ones_like(conf), conf, correct, np.abs(conf - correct))
-    out = [np.bincount(code, weights=w.ravel(), minlength=size) for w in weights]
+    out = [np.bincount(code, weights=w.ravel(), minlength=size) for w in calibration_terms(conf, correct)]
     return np.stack(out, axis=-1).reshape(conf.shape[0], n_cells, n_bins, 4)
+
+
+def calibration_terms(conf: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, ...]:
+    """What a calibration bin sums per row: 1, the confidence, whether correct, |confidence - correct|."""
+    return np.ones_like(conf), conf, correct, np.abs(conf - correct)
 
 
 def bin_of(conf: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:

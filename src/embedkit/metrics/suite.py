@@ -185,8 +185,8 @@ class _Data:
         every (patient, group) pair as one cell."""
         C, B, patient = self.C, stats.N_BINS, self.clusters.patient
         cm = stats.PatientSums(patient, (cells * C + self.y_true) * C + self.y_pred, np.ones((len(cells), 1)), k * C * C)
-        calibration = np.stack([np.ones_like(self.conf), self.conf, self.correct, np.abs(self.conf - self.correct)], 1)
-        cal = stats.PatientSums(patient, cells * B + stats.bin_of(self.conf), calibration, k * B * 4)
+        terms = np.stack(stats.calibration_terms(self.conf, self.correct), 1)
+        cal = stats.PatientSums(patient, cells * B + stats.bin_of(self.conf), terms, k * B * 4)
         return cm, cal
 
     def stats(self, counts: np.ndarray, only: str | None = None):

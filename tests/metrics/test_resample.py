@@ -188,3 +188,35 @@ def test_patient_sums_equal_the_dense_products():
     grouped = sums.grouped(np.ascontiguousarray(labels.T), 3).T.reshape(5, 3, 12)
     for g in range(3):
         np.testing.assert_allclose(grouped[:, g], (labels == g) @ dense, rtol=1e-12, atol=1e-12)
+
+
+def test_overlapping_quiet_blocks_in_threads_neither_warn_nor_leave_a_filter():
+    """Two blocks whose quiet sections overlap, the first leaving first: the second's silenced warning stays
+    silent, and the warnings' filters are as they were after (each section restores the global filters it saved)."""
+    import threading
+    import warnings
+
+    from embedkit.metrics.resample import map_blocks
+    from embedkit.metrics.suite import quiet
+
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def overlapping(i):
+        if i == 0:
+            with quiet():
+                first_in.set()
+                assert second_in.wait(5)
+            first_out.set()
+        else:
+            assert first_in.wait(5)
+            with quiet():
+                second_in.set()
+                assert first_out.wait(5)
+                np.nanmean(np.full(3, np.nan))                   # "Mean of empty slice", meant to be silenced
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        before = list(warnings.filters)
+        map_blocks(overlapping, [0, 1], threads=2)
+        after = list(warnings.filters)
+    assert not [w for w in seen if issubclass(w.category, RuntimeWarning)] and after == before

@@ -34,15 +34,20 @@ def map_blocks(fn: Callable, blocks: Iterable, threads: int = 1) -> list:
     compiled passes and numpy's products release the GIL). The caller's generator still draws the blocks one
     after another, so the numbers do not depend on the thread count, and at most threads + 1 blocks are held.
     BLAS runs on one thread meanwhile: OpenBLAS's own threads spin-wait against the blocks' (measured at 74,556
-    rows: 27 s with two BLAS threads under two blocks, 18 s with one, 27 s for one block at a time)."""
+    rows: 27 s with two BLAS threads under two blocks, 18 s with one, 27 s for one block at a time).
+    RuntimeWarnings are ignored meanwhile, as ``suite.quiet`` ignores them within a block: warnings' filters are
+    global, and blocks whose ``quiet`` sections overlap restore each other's saved filters, so without this one
+    block could warn in the middle of another's section, and the last to leave could keep its filter."""
     if threads <= 1:
         return [fn(block) for block in blocks]
+    import warnings
     from concurrent.futures import ThreadPoolExecutor
 
     from threadpoolctl import threadpool_limits
 
     out, pending = [], deque()
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+    with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+        warnings.simplefilter("ignore", RuntimeWarning)
         for block in blocks:
             pending.append(pool.submit(fn, block))
             if len(pending) > threads:

@@ -32,7 +32,7 @@ class AuditConfig:
     threshold: float | None = None      # near-duplicate cosine; None: the distance-ratio test (duplicates.ALPHA)
     projection: str = "pca"             # the map: pca, or umap when umap-learn is installed
     seed: int = 0
-    threads: int = 1                    # torch and faiss threads: the attribute probes and the near-copy search
+    threads: int = 1                    # torch, faiss and BLAS threads: the attribute probes and the near-copy search
     solver: str = "adamw"               # the attribute probes' optimiser (heads.lbfgs: lbfgs for 100k+ rows)
 
     def settings(self) -> dict:
@@ -63,7 +63,7 @@ def run_audit(cfg: AuditConfig) -> dict:
     out = cfg.out_dir()
     out.mkdir(parents=True, exist_ok=True)
     groups = {a.name: probes.attribute_values(view, a) for a in declared}
-    with features.torch_threads(cfg.threads), search.faiss_threads(cfg.threads):
+    with features.torch_threads(cfg.threads), search.search_threads(cfg.threads):
         attr = {a.name: probes.probe_attribute(view, manifest, a, groups[a.name], n_boot=cfg.n_boot, n_perm=cfg.n_perm,
                                                seed=cfg.seed, solver=cfg.solver) for a in declared}
         dup = duplicates.find(view, manifest, threshold=cfg.threshold)

@@ -8,35 +8,61 @@ projection only shortens distances), keeps every pair that could lie within a ra
 measured in full. It takes the fewest of ``AXES`` on which a sample of rows finds at most ``PAIRS_PER_ROW``
 rows within its radius, and declines (None) where none does — embeddings whose distances do not live on a few
 axes, where brute force is no dearer. The scan is one small GEMM per pair of row blocks, upper triangle only,
-in torch; docs/benchmarks.md compares it with brute force, IVF-Flat and HNSW at 100,000 rows.
+in numpy (torch's MKL was 1.7x slower at these shapes on this machine's AMD cores, its GEMM and the comparisons
+around it measured together); docs/benchmarks.md compares it with brute force, IVF-Flat and HNSW at 100,000 rows.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 import numpy as np
 
 EXACT_BELOW = 50_000       # rows; from here the radius scan (brute force: ~40 s at 50,000 rows, growing as N²)
 AXES = (32, 64)            # principal axes the radius scan may compare pairs on, fewest first
 PAIRS_PER_ROW = 8          # most rows within a row's radius on the axes, on average over a sample, to scan
-QUERY_BLOCK, DATA_BLOCK = 512, 2048     # rows per block of the scan: 4 MiB of distances (six shapes from 1 to
-                                        # 16 MiB measured 2.4-4.4 ns a pair, one thread; larger were not faster)
+QUERY_BLOCK, DATA_BLOCK = 256, 1024     # rows per block of the scan: 1 MiB of distances (measured at 100,000
+                                        # rows, one thread: 12.8-13.8 s; 512 x 2048 14.8-15.2, five others 13.3-14.5)
 SECOND_CELLS_PER_ROW = 1 / 256          # IVF cells for the upper bound on each row's second distance (√N-ish)
+FEW_QUERIES = 500          # up to this many query rows, blocks of numpy products find neighbours (measured at
+                           # 100,000 rows, one thread: 200 queries 0.8 s against faiss's 3.5; 2,000: 7.7 against 6.1)
+TOP_BLOCK = 8192           # rows of z per product of the few-query search
 BLAS_BLOCK = 1024          # query and database rows per faiss distance block (faiss's default 4,096 × 1,024 was
                            # 1.3x slower in the 64-d scan, one thread)
+_THREADS = ContextVar("search_threads", default=1)     # the scan's threads, set by search_threads
 MARGIN = 1e-4              # squared distance added to every radius on the axes (float32 rounding)
 
 
 def neighbours(z: np.ndarray, k: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(cosines, indices) of the ``k`` nearest other rows of each of ``rows`` (default: all), by brute force
-    (no index: no copy of z)."""
-    import faiss
-
+    (no index: no copy of z): faiss's, or for at most FEW_QUERIES rows blocks of numpy products."""
     queries = z if rows is None else z[rows]
-    with _blocks():
-        sims, idx = faiss.knn(queries, z, min(k + 1, len(z)), metric=faiss.METRIC_INNER_PRODUCT)
+    if len(queries) <= FEW_QUERIES:
+        sims, idx = _top(queries, z, min(k + 1, len(z)))
+    else:
+        import faiss
+
+        with _blocks():
+            sims, idx = faiss.knn(queries, z, min(k + 1, len(z)), metric=faiss.METRIC_INNER_PRODUCT)
     return _drop_self(sims, idx, np.arange(len(z)) if rows is None else rows)
+
+
+def _top(queries: np.ndarray, z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(inner products, indices) of each query's ``k`` largest inner products with the rows of ``z``, largest
+    first, from one product per block of TOP_BLOCK rows, each block's best merged into the running best."""
+    best = np.full((len(queries), k), -np.inf, np.float32)
+    where = np.full((len(queries), k), -1, np.int64)
+    for t in range(0, len(z), TOP_BLOCK):
+        sims = queries @ z[t:t + TOP_BLOCK].T
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if sims.shape[1] > k else \
+            np.broadcast_to(np.arange(sims.shape[1]), (len(queries), sims.shape[1]))
+        sims, at = np.hstack([best, np.take_along_axis(sims, top, 1)]), np.hstack([where, top + t])
+        keep = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        best, where = np.take_along_axis(sims, keep, 1), np.take_along_axis(at, keep, 1)
+    order = np.argsort(-best, axis=1, kind="stable")
+    return np.take_along_axis(best, order, 1), np.take_along_axis(where, order, 1)
 
 
 def within(z: np.ndarray, radius2: np.ndarray, projected: np.ndarray,
@@ -94,40 +120,67 @@ def second_distance_bound(z: np.ndarray, projected: np.ndarray, seed: int = 0) -
 
 def _scan(p: np.ndarray, radius2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i, j), i < j, each unordered pair once, whose squared distance on the axes ``p`` is at most
-    radius2[i] or radius2[j]: each block pair of the upper triangle as one GEMM of [p, 1] and [-2p, |p|²]ᵀ,
-    compared with a threshold per row."""
-    import torch
+    radius2[i] or radius2[j]: each block pair of the upper triangle as one GEMM of [p, 1] and [-2p, |p|²]ᵀ, whose
+    rows are looked into only where their least entry is within the row's loosest limit (pairs are rare); blocks
+    of query rows side by side on ``search_threads``' threads."""
+    from embedkit.metrics.resample import map_blocks
 
     sq = np.einsum("nd,nd->n", p.astype(np.float64), p.astype(np.float64))
-    left = torch.from_numpy(np.hstack([p, np.ones((len(p), 1), np.float32)]))
-    right = torch.from_numpy(np.hstack([-2 * p, sq[:, None].astype(np.float32)]).T.copy())
-    radius, own = torch.from_numpy(radius2.astype(np.float32)), torch.from_numpy(sq.astype(np.float32))
-    found_i, found_j = [], []
-    for s in range(0, len(p), QUERY_BLOCK):
-        rows = slice(s, s + QUERY_BLOCK)
-        for t in range(s - s % DATA_BLOCK, len(p), DATA_BLOCK):
-            # sq_j - 2 p_i·p_j, within the larger of the two rows' radii less sq_i
-            limit = torch.clamp(radius[rows], min=radius[t:t + DATA_BLOCK].max()) - own[rows]
-            e = left[rows] @ right[:, t:t + DATA_BLOCK]
-            li, lj = (e <= limit[:, None]).nonzero(as_tuple=True)
-            i, j = li + s, lj + t                     # the diagonal blocks list a pair twice, and each row itself
-            keep = (i < j) & (e[li, lj] + own[i] <= torch.maximum(radius[i], radius[j]))
-            found_i.append(i[keep].numpy().astype(np.int32))
-            found_j.append(j[keep].numpy().astype(np.int32))
-    return np.concatenate(found_i).astype(np.int64), np.concatenate(found_j).astype(np.int64)
+    operands = _Operands(np.hstack([p, np.ones((len(p), 1), np.float32)]),
+                         np.hstack([-2 * p, sq[:, None].astype(np.float32)]).T.copy(),
+                         radius2.astype(np.float32), sq.astype(np.float32))
+    parts = map_blocks(operands.pairs, range(0, len(p), QUERY_BLOCK), _THREADS.get())
+    return np.concatenate([i for i, _ in parts]), np.concatenate([j for _, j in parts])
+
+
+@dataclass(frozen=True)
+class _Operands:
+    """The scan's operands: [p, 1], [-2p, |p|²]ᵀ, the radii and |p|² (float32)."""
+    left: np.ndarray
+    right: np.ndarray
+    radius: np.ndarray
+    own: np.ndarray
+
+    def pairs(self, s: int) -> tuple[np.ndarray, np.ndarray]:
+        """The scan's pairs (i, j), i < j, of the QUERY_BLOCK rows from ``s``."""
+        q, radius, own = slice(s, s + QUERY_BLOCK), self.radius, self.own
+        buffer = np.empty((QUERY_BLOCK, DATA_BLOCK), np.float32)
+        found_i, found_j = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        for t in range(s - s % DATA_BLOCK, len(own), DATA_BLOCK):
+            d = slice(t, t + DATA_BLOCK)
+            e = _product(self.left[q], self.right[:, d], buffer)         # sq_j - 2 p_i·p_j
+            loosest = np.maximum(radius[q], radius[d].max()) - own[q]
+            rows = s + np.flatnonzero(e.min(1) <= loosest)
+            if len(rows):
+                li, lj = np.nonzero(e[rows - s] + own[rows, None] <= np.maximum(radius[rows, None], radius[None, d]))
+                i, j = rows[li], t + lj                   # the diagonal blocks list a pair twice, and each row itself
+                found_i.append(i[i < j])
+                found_j.append(j[i < j])
+        return np.concatenate(found_i), np.concatenate(found_j)
+
+
+def _product(a: np.ndarray, b: np.ndarray, buffer: np.ndarray) -> np.ndarray:
+    """a @ b, into ``buffer`` where it has the shape (a new array at the edges)."""
+    if (len(a), b.shape[1]) == buffer.shape:
+        return np.matmul(a, b, out=buffer)
+    return a @ b
 
 
 @contextmanager
-def faiss_threads(n: int):
-    """Run a block with faiss (OpenMP) on ``n`` threads, its own number restored after."""
+def search_threads(n: int):
+    """Run a block with faiss (OpenMP), numpy's BLAS and the scan's blocks on ``n`` threads, their own numbers
+    restored after."""
     import faiss
+    from threadpoolctl import threadpool_limits
 
-    before = faiss.omp_get_max_threads()
+    before, token = faiss.omp_get_max_threads(), _THREADS.set(n)
     faiss.omp_set_num_threads(n)
     try:
-        yield
+        with threadpool_limits(n, user_api="blas"):
+            yield
     finally:
         faiss.omp_set_num_threads(before)
+        _THREADS.reset(token)
 
 
 @contextmanager

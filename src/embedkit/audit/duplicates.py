@@ -124,7 +124,7 @@ def near_by_ratio(z: np.ndarray, brute: bool, seed: int = 0) -> Near:
         sample = np.sort(np.random.default_rng(seed).choice(n, min(n, SAMPLE), replace=False))
         bound, dimension = ratio_bound(distance_ratio(search.neighbours(z, 2, sample)[0]), tested=n)
         projected = _principal(z)
-        radius2 = bound ** 2 * search.second_distance_bound(z, projected[:, :search.AXES[0]], seed)
+        radius2 = bound ** 2 * search.second_distance_bound(z, projected[:, :search.BOUND_AXES], seed)
         found = search.within(z, radius2, projected, sample)
         if found is not None:
             candidates = np.unique(found[0])

@@ -26,7 +26,8 @@ AXES = (24, 32, 64)        # principal axes the radius scan may compare pairs on
 BOUND_AXES = 32            # principal axes of the IVF index behind each row's second-distance bound
 PAIRS_PER_ROW = 8          # most rows within a row's radius on the axes, on average over a sample, to scan
 QUERY_BLOCK, DATA_BLOCK = 256, 1024     # rows per block of the scan: 1 MiB of distances (measured at 100,000
-                                        # rows on 32 axes, one thread: 12.8-13.8 s; 512 x 2048 14.8-15.2, five others 13.3-14.5)
+                                        # rows on 32 axes, one thread: 12.8-13.8 s; 512 x 2048 14.8-15.2, five
+                                        # other shapes 13.3-14.5)
 SECOND_CELLS_PER_ROW = 1 / 256          # IVF cells for the upper bound on each row's second distance (√N-ish)
 FEW_QUERIES = 500          # up to this many query rows, blocks of numpy products find neighbours (measured at
                            # 100,000 rows, one thread: 200 queries 0.8 s against faiss's 3.5; 2,000: 7.7 against 6.1)

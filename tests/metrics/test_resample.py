@@ -150,31 +150,42 @@ def test_a_k_group_gap_with_one_group_left_out_names_the_two_compared():
     assert r["settings"]["attributes"]["site"]["sign"] == "s1 - s2"
 
 
-@pytest.mark.parametrize("n_codes", [3, 300])
-def test_permuted_labels_are_numpys_own_draws(n_codes):
+def _generator(bits: str, warm: int) -> np.random.Generator:
+    """A generator of ``bits`` after ``warm`` 32-bit draws: an odd count leaves numpy's upper half buffered."""
+    rng = np.random.Generator(getattr(np.random, bits)(7))
+    rng.integers(0, 1000, warm, dtype=np.uint32)
+    return rng
+
+
+@pytest.mark.parametrize("n_codes,bits,warm", [(3, "PCG64", 0), (300, "PCG64", 0), (3, "PCG64", 3), (3, "Philox", 1)])
+def test_permuted_labels_are_numpys_own_draws(n_codes, bits, warm):
     """The compiled shuffle draws what ``Generator.permuted`` draws, stratum by stratum (uint8 and wider labels,
-    a one-patient stratum), and leaves the generator where numpy would: every published p-value stands."""
+    a one-patient stratum, a half draw buffered before it, another bit generator), and leaves the generator where
+    numpy would: every published p-value stands."""
     rng = np.random.default_rng(3)
     y = np.r_[np.repeat(np.arange(4), [40, 25, 1, 34]), [0, 1]]
     patients = np.r_[np.arange(100), [0, 30]]                      # patients 0 and 30 span classes: mixed stratum
     clusters = Clusters(patients, y, 4)
     labels = rng.integers(0, n_codes, clusters.n)
-    got = np.concatenate(list(clusters.permuted_labels(labels, 9, np.random.default_rng(7))))
-    numpy_rng = np.random.default_rng(7)
+    got = np.concatenate(list(clusters.permuted_labels(labels, 9, _generator(bits, warm))))
+    numpy_rng = _generator(bits, warm)
+    assert bits != "PCG64" or numpy_rng.bit_generator.state["has_uint32"] == warm % 2
     expected = np.tile(labels, (9, 1))
     for members in clusters.members:
         part = expected[:, members]
         numpy_rng.permuted(part, axis=1, out=part)
         expected[:, members] = part
     assert np.array_equal(got, expected) and not np.array_equal(got[0], labels)
-    mine = np.random.default_rng(7)
+    mine = _generator(bits, warm)
     list(clusters.permuted_labels(labels, 9, mine))
-    assert mine.bit_generator.state == numpy_rng.bit_generator.state
+    assert bits != "PCG64" or mine.bit_generator.state == numpy_rng.bit_generator.state
+    assert np.array_equal(mine.integers(0, 1000, 5, dtype=np.uint32), numpy_rng.integers(0, 1000, 5, dtype=np.uint32))
 
 
 def test_patient_sums_equal_the_dense_products():
     """Replicates' sums from the nonzero per-patient entries equal counts @ the dense per-patient sums, and
-    per group the one-hot products, values summed where a patient's rows share a cell."""
+    per group the one-hot products, values summed where a patient's rows share a cell (only the groups asked
+    for, the others 0)."""
     rng = np.random.default_rng(0)
     patient, col = rng.integers(0, 30, 200), rng.integers(0, 6, 200)
     values = rng.normal(size=(200, 2))
@@ -188,6 +199,8 @@ def test_patient_sums_equal_the_dense_products():
     grouped = sums.grouped(np.ascontiguousarray(labels.T), 3).T.reshape(5, 3, 12)
     for g in range(3):
         np.testing.assert_allclose(grouped[:, g], (labels == g) @ dense, rtol=1e-12, atol=1e-12)
+    some = sums.grouped(np.ascontiguousarray(labels.T), 3, [0, 2]).T.reshape(5, 3, 12)   # the groups a gap compares
+    assert np.array_equal(some[:, [0, 2]], grouped[:, [0, 2]]) and not some[:, 1].any()
 
 
 def test_overlapping_quiet_blocks_in_threads_neither_warn_nor_leave_a_filter():

@@ -121,14 +121,14 @@ def patient_weighted(patient, col, val, counts, n_cols):
 
 
 @njit(cache=True, nogil=True)
-def patient_grouped(patient, col, val, labels, n_cols, k):
+def patient_grouped(patient, col, val, labels, n_cols, k, groups):
     """The same entries summed per group: (k * n_cols, b), each patient's in the group ``labels`` (patients, b)
-    gives it in each replicate."""
+    gives it in each replicate; only the codes in ``groups`` are summed, the other groups left 0."""
     b = labels.shape[1]
     out = np.zeros((k * n_cols, b))
     for z in range(patient.shape[0]):
         lab, c, v = labels[patient[z]], col[z], val[z]
-        for g in range(k):                  # every group masked: vectorises, where a scatter per replicate did not
+        for g in groups:                    # every group masked: vectorises, where a scatter per replicate did not
             o = out[g * n_cols + c]
             for r in range(b):
                 o[r] += v * (lab[r] == g)

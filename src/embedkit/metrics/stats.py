@@ -78,12 +78,13 @@ class PatientSums:
 
         return kernels.patient_weighted(self.patient, self.col, self.val, counts, self.n_cols)
 
-    def grouped(self, labels: np.ndarray, k: int) -> np.ndarray:
+    def grouped(self, labels: np.ndarray, k: int, groups=None) -> np.ndarray:
         """(k * n_cols, b) sums per group when each patient's rows fall in the group ``labels`` (patients, b,
-        C order) gives it (codes below k)."""
+        C order) gives it (codes below k); only ``groups`` (default: all k) are summed, the others left 0."""
         from embedkit.metrics import kernels
 
-        return kernels.patient_grouped(self.patient, self.col, self.val, labels, self.n_cols, k)
+        groups = np.arange(k) if groups is None else np.asarray(groups, dtype=np.int64)
+        return kernels.patient_grouped(self.patient, self.col, self.val, labels, self.n_cols, k, groups)
 
 
 def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:

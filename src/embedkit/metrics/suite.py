@@ -201,13 +201,14 @@ class _Data:
                 cals[a] = cal.weighted(columns).T.reshape(-1, k, stats.N_BINS, 4)
         return cms, cals
 
-    def permuted(self, attr: str, labels: np.ndarray):
-        """Statistics of ``attr`` when each patient's images carry the group ``labels`` (b, P) give it."""
+    def permuted(self, attr: str, labels: np.ndarray, keep: list[int]):
+        """Statistics of ``attr`` when each patient's images carry the group ``labels`` (b, P) give it: of the
+        groups its gaps compare (``keep``) alone, the others left 0 (a permutation's null holds only gaps)."""
         k = len(self.order[attr]) + 1
         cm, cal = self.plain
         columns = np.ascontiguousarray(labels.T)
-        return ({attr: cm.grouped(columns, k).T.reshape(-1, k, self.C, self.C)},
-                {attr: cal.grouped(columns, k).T.reshape(-1, k, stats.N_BINS, 4)})
+        return ({attr: cm.grouped(columns, k, keep).T.reshape(-1, k, self.C, self.C)},
+                {attr: cal.grouped(columns, k, keep).T.reshape(-1, k, stats.N_BINS, 4)})
 
 
 def present_groups(labels) -> tuple[str, ...]:
@@ -256,8 +257,8 @@ def evaluate(y_true: np.ndarray, proba: np.ndarray, *, groups: Mapping[str, np.n
     perm = {}
     for a in groups:  # each attribute's null: its patients' labels shuffled within stratum, the others as observed
         labels = clusters.patient_labels(data.codes[a], len(data.order[a]) + 1)
-        parts = resample.map_blocks(lambda lab: summary(data.permuted(a, lab)), clusters.permuted_labels(labels, n_perm, rng),
-                                    threads)
+        parts = resample.map_blocks(lambda lab: summary(data.permuted(a, lab, eligible[a])),
+                                    clusters.permuted_labels(labels, n_perm, rng), threads)
         perm.update({k: v for k, v in _stacked(parts).items() if k.startswith(f"fairness/{a}/")})
     design = {"unit": "patient" if patient_id is not None else "image", "patients": clusters.n,
               "strata": "class (patients with images of several classes: one mixed stratum)", "interval": interval}

@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: timing, peak memory of a child process, full-size random encoders."""
+"""Helpers shared by the benchmarks: timing, peak memory of a child process, full-size random encoders, tables."""
 
 from __future__ import annotations
 
@@ -9,6 +9,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def table(header, rows) -> str:
+    """A Markdown table."""
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]) + "\n"
 
 
 def timed(fn, *args, repeat: int = 1, **kw) -> float:

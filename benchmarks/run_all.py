@@ -28,11 +28,7 @@ import bench_interventions  # noqa: E402
 import bench_metrics  # noqa: E402
 import bench_scale  # noqa: E402
 import bench_stats  # noqa: E402
-
-
-def table(header, rows) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]) + "\n"
+from common import table  # noqa: E402
 
 
 SECTIONS = {}
@@ -284,56 +280,12 @@ def _scale() -> str:
 
 @section("whole")
 def _whole() -> str:
-    return whole_text([bench_scale.run(n) for n in (112_120, 377_110)])
+    import tempfile
 
-
-def whole_text(runs: list[dict]) -> str:
-    """The section from ``bench_scale.run`` results (also from saved ``--json`` files: ``--from-json``)."""
-    sizes = [r["rows"] for r in runs]
-    labels = [label for _, label, _, _ in bench_scale.PLAN]
-    rows = []
-    for label in labels:
-        cells = []
-        for r in runs:
-            st = r["stages"].get(label, {})
-            cells += [f"{st['seconds']:.0f}" if "seconds" in st else st.get("error", "—"),
-                      f"{st['peak_rss_mib'] / 1024:.2f}" if "peak_rss_mib" in st else "—"]
-        rows.append([label, *cells])
-    after = [sum(r["stages"][l]["seconds"] for l in labels if "seconds" in r["stages"].get(l, {}) and "L-BFGS" not in l)
-             for r in runs]
-    fast = [sum(r["stages"][l]["seconds"] for l in labels if "seconds" in r["stages"].get(l, {}) and "AdamW" not in l)
-            for r in runs]
-    peak = [max(st.get("peak_rss_mib", 0) for st in r["stages"].values()) / 1024 for r in runs]
-    flop_rows = []
-    for r in runs:
-        for kind, label in (("linear", labels[1]), ("mlp", labels[2])):
-            f = bench_scale.probe_flops(kind, r["splits"])
-            st = r["stages"].get(label, {})
-            if "seconds" in st:
-                flop_rows.append([f"{r['rows']:,}", kind, f"{f / 1e12:.2f}", f"{f / r['gemm_gflops'] / 1e9:.0f}",
-                                  f"{st['seconds']:.0f}", f"{st['seconds'] / (f / r['gemm_gflops'] / 1e9):.1f}×"])
-    ev = [(r["rows"], r["stages"].get(labels[4], {})) for r in runs]
-    resampling = "; ".join(f"{st['test_rows']:,} test rows: {st['seconds']:.0f} s against {st['without_resampling_s']:.0f} s "
-                           f"without resampling ({st['seconds'] / st['without_resampling_s']:.1f}×)"
-                           for _, st in ev if "without_resampling_s" in st)
-    acc = [[f"{r['rows']:,}", *(f"{r['stages'].get(l, {}).get('test_auroc_macro', float('nan')):.4f}"
-                                for l in (labels[1], labels[3]))] for r in runs]
-    return ("## A whole dataset: store to report at 112,120 and 377,110 rows\n\n"
-            "`python benchmarks/bench_scale.py --rows N`: a synthetic store and manifest of N rows (512-d, varying most "
-            "along a 32-dimensional subspace as an encoder's embeddings do, 14 findings multi-label, sex, age and race, ~2.5 images per patient, split 70/10/20 by patient), each stage in its own "
-            "child process on one thread (2 cores here), time in seconds and the child's peak RSS in GiB (torch "
-            "included, ~0.5 GiB):\n\n"
-            + table(["stage", *(f"{n:,} {u}" for n in sizes for u in ("s", "GiB"))], rows)
-            + f"\nEverything after extraction with the paper's AdamW probes: **{after[0] / 60:.1f} min** at 112,120 and "
-              f"**{after[1] / 60:.1f} min** at 377,110 rows; with the L-BFGS linear probe in place of AdamW: "
-              f"{fast[0] / 60:.1f} and **{fast[1] / 60:.1f} min**. Peak RSS of any stage: {peak[0]:.1f} and "
-              f"**{peak[1]:.1f} GiB** (goal at 377,110: 15 min and 4 GiB).\n\n"
-            "The probes against their FLOP bound (the sweep's GEMM work over a large single-thread GEMM's rate measured "
-            f"in the same run: {runs[0]['gemm_gflops']:.0f} GFLOP/s):\n\n"
-            + table(["rows", "probe", "TFLOP", "bound s", "measured s", "measured / bound"], flop_rows)
-            + f"\n`evaluate` with 1,000 patient bootstraps and 1,000 permutations against the same evaluate without: "
-              f"{resampling}.\n\nTest macro AUROC, AdamW (the paper's sweep) against L-BFGS (CLIP's protocol):\n\n"
-            + table(["rows", "AdamW", "L-BFGS"], acc))
+    with tempfile.TemporaryDirectory() as big:        # the largest store built once, for one thread and for two
+        runs = [bench_scale.run(112_120), bench_scale.run(377_110, Path(big))]
+        two = bench_scale.run(377_110, Path(big), skip=("manifest", "linear", "mlp"), threads=2)
+    return bench_scale.markdown(runs, two)
 
 
 @section("resume")

@@ -266,11 +266,11 @@ def _goal(runs: list[dict], two: dict | None, label: dict) -> str:
             "2 cores). The L-BFGS path (manifest, L-BFGS probe, the run's evaluation, audit, results table and "
             "report): "
             f"**{_minutes(two_threads)}** on two threads (the manifest read on one) and "
-            f"**{_minutes(_path(big, LBFGS_PATH, label))}** on one; at 112,120 rows "
+            f"**{_minutes(_path(big, LBFGS_PATH, label))}** on one; at {runs[0]['rows']:,} rows "
             f"{_minutes(_path(runs[0], LBFGS_PATH, label))} on one. The paper's path (its AdamW linear probe and its "
-            f"MLP in place of L-BFGS): {_minutes(_path(big, PAPER_PATH, label))} at 377,110 rows and "
-            f"{_minutes(_path(runs[0], PAPER_PATH, label))} at 112,120, on one thread: its probes are 150 epochs at "
-            f"batch 64 (below). Peak RSS of any stage: **{peak / 1024:.2f} GiB** ({peak * 2**20 / 1e9:.2f} GB).\n\n")
+            f"MLP in place of L-BFGS): {_minutes(_path(big, PAPER_PATH, label))} at {big['rows']:,} rows and "
+            f"{_minutes(_path(runs[0], PAPER_PATH, label))} at {runs[0]['rows']:,}, on one thread: its probes are 150 "
+            f"epochs at batch 64 (below). Peak RSS of any stage: **{peak / 1024:.2f} GiB** ({peak * 2**20 / 1e9:.2f} GB).\n\n")
 
 
 def _bound(runs: list[dict], label: dict) -> str:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from embedkit.metrics.ranking import Ranked
+from embedkit.metrics import kernels
+from embedkit.metrics.ranking import MASKED_GROUPS, Ranked
 
 
 def _rows(n, prevalence, decimals, seed=3):
@@ -48,16 +49,36 @@ def test_weights_are_read_per_patient():
 
 
 @pytest.mark.parametrize("prevalence, decimals", [(0.3, 1), (0.3, 6), (0.7, 1), (0.7, 6)])
-def test_permuted_auroc_is_each_relabelled_groups_auroc(prevalence, decimals):
-    """With ties and without, whichever class is the smaller (the pass walks the other way round then)."""
+@pytest.mark.parametrize("k, groups", [(3, None), (3, [0, 2]), (MASKED_GROUPS + 2, None)])
+def test_permuted_auroc_is_each_relabelled_groups_auroc(prevalence, decimals, k, groups):
+    """With ties and without, whichever class is the smaller (the pass walks the other way round then), for the
+    groups asked for (the others NaN), few groups (masked pass) or many (scattered pass)."""
     y, s, rng = _rows(150, prevalence, decimals)
     patient = rng.integers(0, 70, 150)
-    labels = rng.integers(0, 4, (70, 6)).astype(np.uint8)        # 4 labels, the last belonging to no group
-    auroc = Ranked(y, s, patient).permuted(labels, 3)
+    labels = rng.integers(0, k + 1, (70, 6)).astype(np.uint8)    # k + 1 labels, the last belonging to no group
+    auroc = Ranked(y, s, patient).permuted(labels, k, groups)
     for b in range(6):
         group = labels[patient, b]
-        for g in range(3):
-            assert auroc[b, g] == pytest.approx(roc_auc_score(y[group == g], s[group == g]), abs=1e-12)
+        for g in range(k):
+            if groups is not None and g not in groups:
+                assert np.isnan(auroc[b, g])
+            elif len(set(y[group == g])) < 2:
+                assert np.isnan(auroc[b, g])
+            else:
+                assert auroc[b, g] == pytest.approx(roc_auc_score(y[group == g], s[group == g]), abs=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64])
+def test_the_masked_and_scattered_passes_give_the_same_sums(dtype):
+    """Exactly the same U, T, P, N from both permutation passes, on tied scores, in either label dtype."""
+    y, s, rng = _rows(400, 0.2, 1)
+    patient = rng.integers(0, 150, 400)
+    labels = rng.integers(0, 5, (150, 13)).astype(dtype)
+    walk = Ranked(y, s, patient).perm_walk
+    scattered = kernels.permuted(*walk, labels, 4)
+    masked = kernels.permuted_masked(*walk, labels, 4, np.arange(4, dtype=dtype))
+    for a, b in zip(scattered, masked):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_auroc_is_undefined_without_both_classes():

@@ -66,15 +66,14 @@ class _Rows:
         return stats.sums_by(values, index, self.clusters.n * k).reshape(self.clusters.n, -1)
 
     def _calibration(self) -> np.ndarray:
-        """(P, F * bins * 3) per-patient [count, sum of p, sum of y] per finding and probability bin."""
-        n, F, bins = len(self.prob), self.F, stats.N_BINS
+        """(P, F * bins) per-patient sum of p - y per finding and probability bin: a bin's |sum p - sum y| is
+        all the binned ECE needs of it, the bin counts summing to the finding's labelled rows (``_ece``)."""
+        F, bins = self.F, stats.N_BINS
         b = np.clip(np.ceil(self.prob * bins).astype(np.int64) - 1, 0, bins - 1)
         cell = (self.clusters.patient[:, None] * F + np.arange(F)) * bins + b              # (N, F)
         keep = self.valid
-        size = self.clusters.n * F * bins
-        parts = [np.bincount(cell[keep], weights=w[keep], minlength=size)
-                 for w in (np.ones((n, F)), self.prob, np.nan_to_num(self.truth))]
-        return np.stack(parts, -1).reshape(self.clusters.n, -1)
+        gap = (self.prob - np.nan_to_num(self.truth))[keep]
+        return np.bincount(cell[keep], weights=gap, minlength=self.clusters.n * F * bins).reshape(self.clusters.n, -1)
 
 
 def _underdiagnosis(truth: np.ndarray, called: np.ndarray, findings: tuple[str, ...]):
@@ -96,12 +95,12 @@ def _rates(counts: np.ndarray, F: int) -> dict[str, np.ndarray]:
     return {"tpr": tpr, "fpr": fpr, "underdiagnosis": under}
 
 
-def _ece(cal: np.ndarray, F: int) -> np.ndarray:
-    """(b, F) binned ECE of each finding's probability from (b, F * bins * 3) sums."""
-    c = cal.reshape(len(cal), F, stats.N_BINS, 3)
-    n = c[..., 0].sum(-1)
+def _ece(cal: np.ndarray, counts: np.ndarray, F: int) -> np.ndarray:
+    """(b, F) binned ECE of each finding's probability: sum over bins of |sum p - sum y| (``cal`` (b, F * bins)
+    sums) over the finding's labelled rows (the tp, fn, fp, tn of ``counts`` (b, 1 + 4F + 2))."""
+    n = counts[:, 1:1 + 4 * F].reshape(len(counts), F, 4).sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, np.abs(c[..., 1] - c[..., 2]).sum(-1) / n, np.nan)
+        return np.where(n > 0, np.abs(cal.reshape(len(cal), F, stats.N_BINS)).sum(-1) / n, np.nan)
 
 
 def _spread(values: np.ndarray) -> np.ndarray:
@@ -119,11 +118,16 @@ class _Evaluation:
         self.eligible = {a: [i for i in range(len(rows.order[a])) if sizes[a][i] >= min_group] for a in rows.codes}
         # counts per patient (and group): integers, exact in float32 and half the traffic of the replicates' products
         self.plain = rows.patient_sums(rows.X).astype(np.float32)
-        self.cells = {a: rows.patient_sums(rows.X, c, len(rows.order[a]) + 1).astype(np.float32)
-                      for a, c in rows.codes.items()}
+        self.cells = {a: [self._group_sums(c == g) for g in range(len(rows.order[a]))] for a, c in rows.codes.items()}
         # calibration sums in the counts' precision: float64 for the observed value, float32 for replicates (an ECE
-        # off by ~1e-7, far inside its interval, at half the cost of the largest product)
+        # off by ~1e-7, far inside its interval, at half the cost of the product)
         self.cal = {np.dtype(np.float64): rows.cal, np.dtype(np.float32): rows.cal.astype(np.float32)}
+
+    def _group_sums(self, rows_in: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The patients with rows in one group, and the sums of those rows per patient: a replicate's group sums
+        are then a product over the group's patients alone, not over every patient with every group's columns."""
+        patients, at = np.unique(self.r.clusters.patient[rows_in], return_inverse=True)
+        return patients, stats.sums_by(self.r.X[rows_in], at.ravel(), len(patients)).astype(np.float32)
 
     def ranks(self, wt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(b, F, slots + 1) AUROC of every row and of each group, and (b, F) AP, of replicates ``wt`` (P, b)."""
@@ -133,7 +137,8 @@ class _Evaluation:
     def overall(self, counts: np.ndarray, ranks: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
         """Overall metrics of replicates drawing each patient ``counts`` (b, P) times, with their ``ranks``."""
         r, out = self.r, {}
-        rates, ece = _rates(counts @ self.plain, r.F), _ece(counts @ self.cal[counts.dtype], r.F)
+        sums = counts @ self.plain
+        rates, ece = _rates(sums, r.F), _ece(counts @ self.cal[counts.dtype], sums, r.F)
         out["n"] = counts @ r.images
         auroc, auprc = ranks[0][..., 0], ranks[1]
         with quiet():
@@ -148,21 +153,24 @@ class _Evaluation:
         """One attribute's group metrics and gaps under bootstrap ``counts`` (b, P), with their ``ranks``."""
         r = self.r
         k = len(r.order[attr]) + 1
-        sums = (counts @ self.cells[attr]).reshape(len(counts), k, -1)
+        sums = np.stack([counts[:, patients] @ group for patients, group in self.cells[attr]], 1)
         auroc = ranks[0][..., r.slot[attr]:r.slot[attr] + k - 1].transpose(0, 2, 1)
         return self._assemble(attr, sums, auroc)
 
     def permuted(self, attr: str, labels: np.ndarray) -> dict[str, np.ndarray]:
-        """One attribute's group metrics and gaps when each patient's images carry ``labels`` (b, P); only
-        the gaps are kept, so groups too small for them get no AUROC (NaN)."""
-        r = self.r
+        """One attribute's group metrics and gaps when each patient's images carry ``labels`` (b, P). Only the
+        gaps are kept, so only the groups they compare are summed: the others get no counts (0) and no AUROC (NaN)."""
+        r, keep = self.r, self.eligible[attr]
+        if len(keep) < 2:
+            return {}
         k = len(r.order[attr]) + 1
         labels_t = np.ascontiguousarray(labels.T)                    # uint8 already where the groups fit (resample)
-        member = labels_t[:, None, :] == np.arange(k, dtype=labels_t.dtype)[None, :, None]      # (P, k, b)
-        sums = (self.plain.T @ member.reshape(len(member), -1).astype(np.float32)).reshape(-1, k, len(labels)).T
+        member = labels_t[:, None, :] == np.asarray(keep, dtype=labels_t.dtype)[None, :, None]   # (P, groups, b)
+        sums = np.zeros((len(labels), k - 1, self.plain.shape[1]), dtype=np.float32)
+        summed = self.plain.T @ member.reshape(len(member), -1).astype(np.float32)         # (K, groups * b)
+        sums[:, keep] = summed.reshape(-1, len(keep), len(labels)).T
         auroc = np.full((len(labels), k - 1, r.F), np.nan)
-        keep = self.eligible[attr]
-        auroc[:, keep] = np.stack([ranked.permuted(labels_t, k - 1)[:, keep] for ranked in r.ranked], 2)
+        auroc[:, keep] = np.stack([ranked.permuted(labels_t, k - 1, keep)[:, keep] for ranked in r.ranked], 2)
         return self._assemble(attr, sums, auroc)
 
     def _assemble(self, attr, sums, auroc) -> dict[str, np.ndarray]:

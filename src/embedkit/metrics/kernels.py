@@ -24,7 +24,7 @@ def weighted(cols, neg, end, tied, slots, n_slots, wt):
     """Replicates as weight columns ``wt`` (patients, b): U, T, P, N (n_slots + 1, b), slot 0 all rows, and
     AP (b,) of all rows; ``slots`` (rows, A) each row's slot (1..n_slots) in each of A attributes."""
     n, A = slots.shape
-    b = wt.shape[1]
+    b = (wt.shape[1] + 3) // 4 * 4         # whole vectors: replicates padded with weight 0 (9 % faster at 35)
     u, t = np.zeros((n_slots + 1, b)), np.zeros((n_slots + 1, b))
     p, q = np.zeros((n_slots + 1, b)), np.zeros((n_slots + 1, b))
     run = np.zeros((n_slots + 1, b))                 # positive weight of the current tie run
@@ -33,7 +33,7 @@ def weighted(cols, neg, end, tied, slots, n_slots, wt):
     for j in range(n):
         i = n - 1 - j
         row = wt[cols[i]]
-        for r in range(b):
+        for r in range(len(row)):
             w[r] = row[r]
         for a in range(A + 1):
             s = 0 if a == 0 else slots[i, a - 1]
@@ -62,17 +62,18 @@ def weighted(cols, neg, end, tied, slots, n_slots, wt):
                 pending = False
             if tied[i]:
                 run[:, :] = 0.0
-    return u, t, p, q, ap
+    m = wt.shape[1]
+    return u[:, :m], t[:, :m], p[:, :m], q[:, :m], ap[:m]
 
 
 @njit(cache=True, nogil=True)
 def permuted(cols, neg, end, tied, labels, k):
     """Each row weighing 1 in the group its patient carries in a replicate, ``labels`` (patients, b):
     U, T, P, N (k, b) of groups 0..k-1 (labels >= k belong to none). Each replicate adds to its own group's
-    sums, so the cost does not grow with k. A (group, replicate)'s five sums sit side by side, one cache line,
-    and the branches on the row's class and tie are taken once per row (scratch, 74,556 rows × 35 replicates:
-    3.5 ns a row and replicate against 7.4 with one (k + 1, b) array per sum; adding to every group masked by
-    its label, which vectorises, 6.5 at k = 2 and 12.5 at k = 4)."""
+    sums, so the cost does not grow with k: the pass for many groups (``permuted_masked`` below for few). A
+    (group, replicate)'s five sums sit side by side, one cache line, and the branches on the row's class and tie
+    are taken once per row (scratch, 74,556 rows × 35 replicates: 3.5 ns a row and replicate against 7.4 with
+    one (k + 1, b) array per sum)."""
     n = cols.shape[0]
     b = labels.shape[1]
     acc = np.zeros(((k + 1) * b, 5))              # per (group, replicate): U, T, P, N, the tie run's positives
@@ -105,6 +106,55 @@ def permuted(cols, neg, end, tied, labels, k):
             acc[:, 4] = 0.0
     sums = acc[:k * b].reshape(k, b, 5)
     return sums[..., 0].copy(), sums[..., 1].copy(), sums[..., 2].copy(), sums[..., 3].copy()
+
+
+@njit(cache=True, nogil=True)
+def permuted_masked(cols, neg, end, tied, labels, k, groups):
+    """``permuted``'s sums of the groups ``groups`` alone (the others left 0), each group's added under a mask
+    of the replicates whose label it is: integer sums over whole vectors of replicates, so they vectorise, at a
+    cost that grows with the groups (74,556 rows × 35 replicates: 3.4 ms a finding at 2 groups, 5.3 at 4, 6.4 at
+    5, 7.3 at 6, against 7.1 for ``permuted`` at any k). ``groups`` must have the labels' dtype: compared as
+    another type, the masks fall back to narrower vectors (4.3 ms at 2 groups)."""
+    n = cols.shape[0]
+    b = labels.shape[1]
+    width = (b + 7) // 8 * 8                         # whole vectors of int32; padded replicates carry no group
+    u, t = np.zeros((k, width), np.int64), np.zeros((k, width), np.int64)
+    p, q, run = np.zeros((k, width), np.int32), np.zeros((k, width), np.int32), np.zeros((k, width), np.int32)
+    lab = np.full(width, k, labels.dtype)
+    in_run = False                                   # positives seen in the current tie run
+    for j in range(n):
+        i = n - 1 - j
+        row = labels[cols[i]]
+        for r in range(b):
+            lab[r] = row[r]
+        if neg[i]:
+            for g in groups:
+                ug, pg, qg = u[g], p[g], q[g]
+                for r in range(width):
+                    m = np.int32(lab[r] == g)
+                    ug[r] += np.int64(pg[r] * m)
+                    qg[r] += m
+            if tied[i]:
+                for g in groups:
+                    tg, rg = t[g], run[g]
+                    for r in range(width):
+                        tg[r] += np.int64(rg[r] * np.int32(lab[r] == g))
+        else:
+            for g in groups:
+                pg = p[g]
+                for r in range(width):
+                    pg[r] += np.int32(lab[r] == g)
+            if tied[i]:
+                in_run = True
+                for g in groups:
+                    rg = run[g]
+                    for r in range(width):
+                        rg[r] += np.int32(lab[r] == g)
+        if end[i] and tied[i] and in_run:
+            run[:, :] = 0
+            in_run = False
+    return (u[:, :b].astype(np.float64), t[:, :b].astype(np.float64), p[:, :b].astype(np.float64),
+            q[:, :b].astype(np.float64))
 
 
 @njit(cache=True, nogil=True)

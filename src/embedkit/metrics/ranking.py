@@ -22,6 +22,9 @@ from functools import cached_property
 import numpy as np
 
 
+MASKED_GROUPS = 5      # up to this many groups a permutation's pass masks each group (kernels.permuted_masked)
+
+
 class Ranked:
     """One finding's labelled rows in the order of the descending pass. ``cols`` maps each row to its row of
     the weight and label matrices (its patient; default: the row); ``slots`` (rows, A) gives each row's group
@@ -54,11 +57,16 @@ class Ranked:
         u, t, p, n, ap = kernels.weighted(*self.walk, self.n_slots, wt)
         return _ratio(u - 0.5 * t, p * n).T, _ratio(ap, p[0])
 
-    def permuted(self, labels: np.ndarray, k: int) -> np.ndarray:
-        """(b, k) AUROC of groups 0..k-1 when each patient carries ``labels`` (patients, b), every row weighing 1."""
+    def permuted(self, labels: np.ndarray, k: int, groups=None) -> np.ndarray:
+        """(b, k) AUROC of groups 0..k-1 when each patient carries ``labels`` (patients, b), every row weighing 1;
+        with ``groups``, of those groups alone (the others NaN)."""
         from embedkit.metrics import kernels
 
-        u, t, p, n = kernels.permuted(*self.perm_walk, labels, k)
+        groups = np.arange(k) if groups is None else np.asarray(groups)
+        if len(groups) <= MASKED_GROUPS:
+            u, t, p, n = kernels.permuted_masked(*self.perm_walk, labels, k, groups.astype(labels.dtype))
+        else:
+            u, t, p, n = kernels.permuted(*self.perm_walk, labels, k)
         return _ratio(u - 0.5 * t, p * n).T
 
 

@@ -108,12 +108,8 @@ if not pred.exists():                     # the paper's AdamW probe skipped: the
     pred = runs / "scale-lbfgs/scale/linear/seed-0/predictions.csv"
 t = time.perf_counter()
 p = read_predictions(pred)
-result = evaluate_predictions(p, attributes=attributes, n_boot=1000, n_perm=1000, threads=torch.get_num_threads())
-seconds = time.perf_counter() - t
-t = time.perf_counter()
-evaluate_predictions(read_predictions(pred), attributes=attributes, n_boot=0, n_perm=0, threads=torch.get_num_threads())
-RESULT = {"seconds": seconds, "without_resampling_s": time.perf_counter() - t, "test_rows": int((p.split == "test").sum()),
-          "run": pred.parts[-5]}
+evaluate_predictions(p, attributes=attributes, n_boot=$n, n_perm=$n, threads=torch.get_num_threads())
+RESULT = {"seconds": time.perf_counter() - t, "test_rows": int((p.split == "test").sum()), "run": pred.parts[-5]}
 """,
     "audit": """
 from embedkit.audit import AuditConfig, run_audit
@@ -142,7 +138,7 @@ PLAN = (("manifest", "manifest read + join", "manifest", {}),
         ("mlp", "MLP probe (paper's sweep, 150 epochs)", "probe", {"method": "mlp", "head": "", "dataset": "scale"}),
         ("lbfgs", "linear probe, L-BFGS (CLIP's protocol)", "probe",
          {"method": "linear", "head": "solver='lbfgs'", "dataset": "scale-lbfgs"}),
-        ("evaluate", "evaluate, 1,000 bootstraps + 1,000 permutations", "evaluate", {}),
+        ("evaluate", "evaluate, 1,000 bootstraps + 1,000 permutations", "evaluate", {"n": 1000}),
         ("audit", "audit", "audit", {}),
         ("report", "results table + report", "report", {}))
 
@@ -155,12 +151,18 @@ def run(n: int, keep: Path | None = None, skip: tuple[str, ...] = (), threads: i
         build(folder, n)
     out = {"rows": n, "threads": threads, "date": time.strftime("%Y-%m-%d"), "build_s": time.perf_counter() - t,
            "stages": {}, "splits": _split_counts(folder / "manifest.csv"), "gemm_gflops": child(GEMM)["gflops"]}
-    for key, label, stage, args in PLAN:
+    def stage(name: str, args: dict) -> dict:
+        code = COMMON.format(folder=str(folder), threads=threads) + string.Template(STAGES[name]).substitute(**args)
+        return child(code, env={"OMP_NUM_THREADS": str(threads)})
+
+    for key, label, name, args in PLAN:
         if key in skip:
             continue
-        code = COMMON.format(folder=str(folder), threads=threads) + string.Template(STAGES[stage]).substitute(**args)
         try:
-            out["stages"][label] = child(code, env={"OMP_NUM_THREADS": str(threads)})
+            out["stages"][label] = stage(name, args)
+            if key == "evaluate":     # the same without resampling, also in a fresh interpreter as `embedkit evaluate`
+                plain = stage(name, {**args, "n": 0})        # runs: both figures pay reading and numba's load
+                out["stages"][label]["without_resampling_s"] = plain["seconds"]
         except RuntimeError as exc:
             out["stages"][label] = {"error": str(exc).strip().splitlines()[-1]}
         print(label, json.dumps(out["stages"][label]), flush=True)
@@ -299,8 +301,8 @@ def _evaluate(evaluate: dict[int, dict], n: int) -> str:
              for t, st in sorted(evaluate.items(), reverse=True) if "without_resampling_s" in st]
     rows = next((st["test_rows"] for st in evaluate.values() if "test_rows" in st), 0)
     return (f"\n`evaluate` with 1,000 patient bootstraps and 1,000 permutations at {n:,} rows ({rows:,} test rows, "
-            f"14 findings, three attributes; both figures include reading the predictions and loading numba's cached "
-            f"code): {'; '.join(parts)}.\n")
+            f"14 findings, three attributes; each figure a fresh process, reading the predictions and loading numba's "
+            f"cached code included): {'; '.join(parts)}.\n")
 
 
 def _auroc(run: dict, text: str) -> str:
@@ -313,20 +315,22 @@ WHERE_THE_TIME_GOES = """
 
 - *The evaluation* (`metrics.findings`). Each finding's rows are sorted once; one compiled pass (numba,
   `metrics/kernels.py`) walks down them per block of bootstrap replicates, keeping every group's running sums at
-  once, and one pass per attribute per block of permutations, each replicate adding to the group its patient
-  carries. Profiled on one thread at 74,556 test rows (fourteenth session, 24.7 s in all): the permutation passes
-  9.2 s (14 findings × 3 attributes × 74,556 rows × 1,000 replicates, ~3 ns a row and replicate), the bootstrap
-  passes 5.4 s, the permutations' draws 1.6 s (numpy's own draws, made by a compiled loop: a faster shuffle that
-  drew other permutations would move every published p-value), numpy's products and the metrics' assembly ~5 s.
-  Two threads run blocks of replicates side by side and gain ~1.5×, not 2×: the draws and the dictionaries of
-  metrics each block returns hold the interpreter. The issue's "within 3× of the same evaluate without
-  resampling" is not met: the ratios above; in the fourteenth session, one warm process, 3.1–3.2× on two threads
-  and 4.6–4.7× on one. Tried and not kept (scratch, the same rows): 32-bit indices (slower), blocks of 2¹⁹ or 2²¹
-  counts (no faster), sparse per-patient sums for the bootstrap's products (−0.5 s on two threads, none on one),
-  every phase in one pool (within noise), a dozen layouts of the permutation kernel (2.7–8 ns a row and replicate
-  against 2.8), and numpy's PCG64 stepped inside the shuffle instead of called through ctypes (sixteenth session:
-  shuffles 10–19 % faster, the evaluate unchanged within noise). Before: 471 s (eighth session), 83 s (tenth),
-  23–24 s on two threads (thirteenth).
+  once, and one pass per attribute per block of permutations, each group's counts added in integers under a mask
+  of the replicates whose patient carries it (beyond five groups each replicate adds to its own group instead).
+  Both figures of the ratio above are fresh processes, as `embedkit evaluate` runs, so both pay reading the
+  predictions (~3.8 s at 377,110 rows) and loading numba's compiled code (~1.2 s). The issue's "within 3× of the
+  same evaluate without resampling" is met on two threads and not on one. Profiled on one thread at 74,556 test
+  rows (seventeenth session, 17.1 s in one warm process, reading not counted): the permutation passes 4.8 s
+  (14 findings × 3 attributes × 74,556 rows × 1,000 replicates, ~1.5 ns a row and replicate), the bootstrap
+  passes 4.7 s, the permutations' draws 1.5 s (numpy's own draws, made by a compiled loop: a faster shuffle that
+  drew other permutations would move every published p-value), the groups' count sums ~2.5 s, the rest numpy's
+  assembly. Tried and not kept (scratch, the same rows): 32-bit indices and integer sums in the bootstrap pass
+  (slower), blocks of 2¹⁹ or 2²¹ counts (no faster), sparse per-patient sums for the bootstrap's products, every
+  phase in one pool (within noise), gathering a chunk of rows' weights before the pass (no faster), and numpy's
+  PCG64 stepped inside the shuffle instead of called through ctypes (shuffles 10–19 % faster, the evaluate
+  unchanged within noise). Before: 471 s (eighth session), 83 s (tenth), 23–24 s on two threads (thirteenth),
+  17.5 s (sixteenth: 3.3× then, against 5.4 s measured in the same process after the first evaluate had loaded
+  numba).
 - *The audit* (attribute probes by L-BFGS with 200 + 200 replicates, KS tests, near copies, the map). Near copies
   come from an exact radius scan on the leading principal axes ("Audit at scale": 11.5× brute force at 100,000
   rows, the same pairs), which runs on both cores; the attribute probes' fits are most of the rest. It is the

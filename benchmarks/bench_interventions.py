@@ -40,7 +40,8 @@ def simulate(trials: int, planted: bool) -> dict:
     from embedkit.heads.runner import ExperimentConfig, run_experiment
     from embedkit.heads.trained import HeadConfig
     from embedkit.metrics.compare import paired_changes, shrank_beyond_noise
-    from embedkit.runs import evaluate_predictions, read_predictions
+    from embedkit.predictions import read_predictions
+    from embedkit.runs import evaluate_predictions
 
     head = HeadConfig(epochs=40, lrs=(1e-2,), weight_decays=(1e-2,))
     hits = {m: {"f1_gap": 0, "eqodds": 0} for m in INTERVENTIONS}

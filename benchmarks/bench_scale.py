@@ -102,7 +102,8 @@ RESULT = {"seconds": time.perf_counter() - t, "test_auroc_macro": run.record["me
           "chosen": run.record["selection"].get("weight_decay")}
 """,
     "evaluate": """
-from embedkit.runs import read_predictions, evaluate_predictions
+from embedkit.predictions import read_predictions
+from embedkit.runs import evaluate_predictions
 pred = runs / "scale/scale/linear/seed-0/predictions.csv"
 if not pred.exists():                     # the paper's AdamW probe skipped: the L-BFGS one's (same rows, same cost)
     pred = runs / "scale-lbfgs/scale/linear/seed-0/predictions.csv"

@@ -101,7 +101,8 @@ def test_a_manifest_without_age_and_with_unknown_sex_works_for_what_it_has(tmp_p
     """sex and age are attributes, not requirements: each leaves out the rows it has no value for."""
     import numpy as np
 
-    from embedkit.runs import Predictions, evaluate_predictions
+    from embedkit.predictions import Predictions
+    from embedkit.runs import evaluate_predictions
 
     columns = ("image_id", "path", "patient_id", "label", "sex", "split")
     rows = [GOOD | {"image_id": f"i{i}", "patient_id": f"p{i}", "sex": "" if i == 0 else "MF"[i % 2]} for i in range(4)]

@@ -4,7 +4,8 @@ import numpy as np
 
 from embedkit.cli.app import main
 from embedkit.report import summarise
-from embedkit.runs import Predictions, write_predictions, write_record
+from embedkit.predictions import Predictions, write_predictions
+from embedkit.runs import write_record
 
 CLASSES = ("Edema", "Effusion", "Pneumothorax")
 
@@ -149,7 +150,7 @@ def test_report_opens_with_findings_and_renders_degenerate_runs(tmp_path):
 def test_cross_validation_rounds_pool_out_of_fold_predictions(tmp_path):
     """Runs of datasets <base>-fold<k>: each image tested once; the report evaluates the pooled set."""
     from embedkit.report import summarise
-    from embedkit.runs import read_predictions
+    from embedkit.predictions import read_predictions
 
     for k in range(3):  # three rounds, disjoint test images
         fake_run(tmp_path / "runs", "clip", "linear", 0, 1.5)
@@ -190,7 +191,8 @@ def test_a_cross_validated_report_says_it_is_pooled_and_states_the_planted_bias(
     import json as _json
 
     from embedkit.report import build_report
-    from embedkit.runs import read_predictions, read_record, write_record
+    from embedkit.predictions import read_predictions
+    from embedkit.runs import read_record, write_record
 
     runs = tmp_path / "runs"
     (runs / "m/folds").mkdir(parents=True)

@@ -5,7 +5,8 @@ import pytest
 
 from embedkit.cli.app import main
 from embedkit.errors import EmbedkitError
-from embedkit.runs import Predictions, evaluate_predictions, read_predictions, write_predictions
+from embedkit.predictions import Predictions, read_predictions, write_predictions
+from embedkit.runs import evaluate_predictions
 
 
 def make_predictions(n_per_cell=5):

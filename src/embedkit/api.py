@@ -55,7 +55,8 @@ def evaluate(predictions: str | Path, *, attributes: str | None = FAIRNESS.attri
              threshold: str = TASK.threshold, threads: int = 1) -> dict:
     """Every metric of one run's ``predictions.csv`` (a file or a run folder) with CIs, p-values and noise
     floors, as ``embedkit evaluate --json`` prints it; ``threads`` blocks of replicates at once."""
-    from embedkit.runs import PREDICTIONS, evaluate_predictions, read_predictions
+    from embedkit.predictions import PREDICTIONS, read_predictions
+    from embedkit.runs import evaluate_predictions
 
     path = Path(predictions)
     path = path / PREDICTIONS if path.is_dir() else path

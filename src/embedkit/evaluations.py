@@ -29,7 +29,8 @@ def _code_digest() -> str:
 
 def evaluate_folder(folder: Path, **settings) -> dict:
     """``runs.evaluate_predictions(read_predictions(folder/predictions.csv), **settings)``, computed once."""
-    from embedkit.runs import PREDICTIONS, evaluate_predictions, read_predictions
+    from embedkit.predictions import PREDICTIONS, read_predictions
+    from embedkit.runs import evaluate_predictions
 
     path = Path(folder) / PREDICTIONS
     st = path.stat()

@@ -1,177 +1,29 @@
-"""Run folders: ``predictions.csv`` and ``run.json``, the same for every method.
-
-``predictions.csv`` has one row per evaluated image: image_id, patient_id, split, label, the attribute
-columns (sex, age and every other manifest column a fairness attribute can be declared on), pred,
-prob_<class>...; the report and ``embedkit evaluate`` read only these files. ``patient_id`` makes the
-patient the unit of every bootstrap and permutation (files without it are evaluated image by image).
+"""Run folders: ``predictions.csv`` (``embedkit.predictions``) and ``run.json``, the same for every method, and
+whether a folder holds the result a configuration asks for.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from embedkit.errors import EmbedkitError
 from embedkit.metrics.suite import N_BOOT, N_PERM
+from embedkit.predictions import PREDICTIONS, Predictions, read_predictions, write_predictions
 from embedkit.spec import TASK
 
-PREDICTIONS = "predictions.csv"
 RECORD = "run.json"
-REQUIRED = ("image_id", "split", "label", "pred")
-NOT_ATTRIBUTES = ("image_id", "path", "patient_id", "label", "split", "pred", "masked")
-
-
-@dataclass
-class Predictions:
-    """One run's predictions; ``proba`` rows and every attribute column align with the other arrays."""
-
-    image_id: np.ndarray
-    split: np.ndarray
-    label: np.ndarray      # class names
-    proba: np.ndarray
-    classes: tuple[str, ...]
-    attributes: dict[str, np.ndarray] = field(default_factory=dict)   # column -> values as text (sex, age, race, ...)
-    patient_id: np.ndarray | None = None      # the unit of resampling; None: every image its own
-    truth: np.ndarray | None = None           # binary / multi-label tasks: (N, F) targets, NaN masked; classes = findings
-
-    def select(self, split: str) -> "Predictions":
-        keep = self.split == split
-        if not keep.any():
-            raise EmbedkitError(f"no rows with split '{split}' in the predictions")
-        pick = lambda v: None if v is None else v[keep]  # noqa: E731
-        return Predictions(self.image_id[keep], self.split[keep], pick(self.label), self.proba[keep], self.classes,
-                           {k: v[keep] for k, v in self.attributes.items()}, pick(self.patient_id), pick(self.truth))
-
-    def y_true(self) -> np.ndarray:
-        index = {c: i for i, c in enumerate(self.classes)}
-        return np.array([index[c] for c in self.label], dtype=np.int64)
-
-
-def attribute_columns(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The columns of a manifest (or a store joined to one) a fairness attribute can be declared on."""
-    return {k: np.asarray(v).astype(str) for k, v in columns.items()
-            if k not in NOT_ATTRIBUTES and not k.startswith(("prob_", "true_"))}
-
-
-def concat(parts: list[Predictions]) -> Predictions:
-    """Several runs' rows as one set (e.g. the out-of-fold test predictions of K rounds)."""
-    classes = parts[0].classes
-    if any(p.classes != classes for p in parts):
-        raise EmbedkitError("cannot pool predictions over different class lists")
-    cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
-    shared = [k for k in parts[0].attributes if all(k in p.attributes for p in parts)]
-    patients = None if any(p.patient_id is None for p in parts) else cat("patient_id")
-    findings = parts[0].truth is not None
-    return Predictions(cat("image_id"), cat("split"), None if findings else cat("label"), cat("proba"), classes,
-                       {k: np.concatenate([p.attributes[k] for p in parts]) for k in shared}, patients,
-                       cat("truth") if findings else None)
 
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".partial")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def write_predictions(path: Path, p: Predictions) -> None:
-    """Write predictions atomically (a partial file is never left under the final name)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    attrs = list(p.attributes)
-    patient = [] if p.patient_id is None else ["patient_id"]
-    if p.truth is not None:
-        return _write_findings(tmp, path, p, patient, attrs)
-    with tmp.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["image_id", *patient, "split", "label", *attrs, "pred", *(f"prob_{c}" for c in p.classes)])
-        pred = p.proba.argmax(1)
-        for i in range(len(p.image_id)):
-            w.writerow([p.image_id[i], *([p.patient_id[i]] if patient else []), p.split[i], p.label[i],
-                        *(p.attributes[a][i] for a in attrs), p.classes[pred[i]], *(f"{v:.7g}" for v in p.proba[i])])
-    os.replace(tmp, path)
-
-
-def _write_findings(tmp: Path, path: Path, p: Predictions, patient: list, attrs: list) -> None:
-    """Findings predictions: per finding F a ``true_F`` (1, 0, or empty when masked) and a ``prob_F`` column."""
-    with tmp.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["image_id", *patient, "split", *attrs, *(f"true_{f}" for f in p.classes),
-                    *(f"prob_{f}" for f in p.classes)])
-        for i in range(len(p.image_id)):
-            w.writerow([p.image_id[i], *([p.patient_id[i]] if patient else []), p.split[i],
-                        *(p.attributes[a][i] for a in attrs), *("" if np.isnan(v) else int(v) for v in p.truth[i]),
-                        *(f"{v:.7g}" for v in p.proba[i])])
-    os.replace(tmp, path)
-
-
-def read_predictions(path: str | Path) -> Predictions:
-    """Read a predictions file; errors name the file and what is wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise EmbedkitError(f"{path}: predictions file not found")
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, [])
-            rows = list(reader)
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise EmbedkitError(f"{path}: not a predictions CSV ({type(exc).__name__}); give a run's predictions.csv") from None
-    if any(c.startswith("true_") for c in header):
-        return _read_findings(path, header, rows)
-    missing = [c for c in REQUIRED if c not in header]
-    prob_cols = [c for c in header if c.startswith("prob_")]
-    if missing or not prob_cols:
-        raise EmbedkitError(f"{path}: not a predictions file (missing {', '.join(missing) or 'prob_<class> columns'})")
-    if not rows:
-        raise EmbedkitError(f"{path}: has a header but no rows")
-    if any(len(r) != len(header) for r in rows):
-        line = next(i for i, r in enumerate(rows) if len(r) != len(header)) + 2
-        raise EmbedkitError(f"{path}, line {line}: {len(header)} fields expected")
-    table = {c: np.array([r[i] for r in rows]) for i, c in enumerate(header)}
-    try:
-        proba = np.stack([table[c].astype(float) for c in prob_cols], 1)
-    except ValueError as exc:
-        raise EmbedkitError(f"{path}: unreadable value ({exc}); the prob_ columns must be numbers") from None
-    classes = tuple(c[5:] for c in prob_cols)
-    unknown = sorted(set(table["label"]) - set(classes))
-    if unknown:
-        raise EmbedkitError(f"{path}: label(s) {', '.join(unknown)} have no prob_ column")
-    return Predictions(table["image_id"], table["split"], table["label"], proba, classes, attribute_columns(table),
-                       table.get("patient_id"))
-
-
-def _read_findings(path: Path, header: list[str], rows: list[list[str]]) -> Predictions:
-    """A findings predictions file: ``true_F`` and ``prob_F`` per finding; errors name the line and column."""
-    findings = tuple(c[5:] for c in header if c.startswith("true_"))
-    missing = [c for c in ("image_id", "split", *(f"prob_{f}" for f in findings)) if c not in header]
-    if missing:
-        raise EmbedkitError(f"{path}: not a findings predictions file (missing {', '.join(missing)})")
-    if not rows:
-        raise EmbedkitError(f"{path}: has a header but no rows")
-    col = {c: i for i, c in enumerate(header)}
-    truth, proba = np.zeros((len(rows), len(findings))), np.zeros((len(rows), len(findings)))
-    for line, r in enumerate(rows, start=2):
-        if len(r) != len(header):
-            raise EmbedkitError(f"{path}, line {line}: {len(header)} fields expected")
-        for j, f in enumerate(findings):
-            t, p = r[col[f"true_{f}"]].strip(), r[col[f"prob_{f}"]].strip()
-            if t not in ("", "0", "1", "0.0", "1.0"):
-                raise EmbedkitError(f"{path}, line {line}, column 'true_{f}': {t!r} is not 1, 0 or empty (masked)")
-            try:
-                proba[line - 2, j] = float(p)
-            except ValueError:
-                raise EmbedkitError(f"{path}, line {line}, column 'prob_{f}': {p!r} is not a number") from None
-            truth[line - 2, j] = float(t) if t else np.nan
-    table = {c: np.array([r[i] for r in rows]) for i, c in enumerate(header)
-             if not c.startswith(("true_", "prob_"))}
-    return Predictions(table["image_id"], table["split"], None, proba, findings, attribute_columns(table),
-                       table.get("patient_id"), truth)
 
 
 def new_record(*, method: str, model: str, seed: int, config: dict, config_hash: str, identity: dict,

@@ -7,7 +7,7 @@ import numpy as np
 
 from embedkit.cli.app import main
 from embedkit.finetune.train import FinetuneConfig, finetune
-from embedkit.runs import read_predictions
+from embedkit.predictions import read_predictions
 from embedkit.spec import Task
 
 

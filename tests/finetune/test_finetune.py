@@ -17,7 +17,7 @@ from embedkit.finetune.lora import apply_lora, load_adapters
 from embedkit.finetune.train import Distributed, FinetuneConfig, finetune, fit
 from embedkit.manifest import read_manifest
 from embedkit.models import load_encoder
-from embedkit.runs import read_predictions
+from embedkit.predictions import read_predictions
 
 
 def data_for(manifest_path, model):

@@ -13,7 +13,7 @@ from embedkit.cli.app import main
 from embedkit.errors import EmbedkitError
 from embedkit.heads.runner import ExperimentConfig, run_experiment
 from embedkit.heads.trained import HeadConfig, masked_bce
-from embedkit.runs import read_predictions
+from embedkit.predictions import read_predictions
 from embedkit.spec import Task
 
 from .conftest import make_cache

@@ -7,7 +7,8 @@ import pytest
 from embedkit.heads.runner import ExperimentConfig, run_experiment
 from embedkit.heads.trained import HeadConfig
 from embedkit.metrics.compare import paired_changes, shrank_beyond_noise
-from embedkit.runs import evaluate_predictions, read_predictions
+from embedkit.predictions import read_predictions
+from embedkit.runs import evaluate_predictions
 
 from .conftest import make_cache
 

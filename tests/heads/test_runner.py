@@ -8,7 +8,7 @@ import pytest
 from embedkit.cli.app import main
 from embedkit.heads.runner import ExperimentConfig, run_experiment
 from embedkit.heads.trained import HeadConfig
-from embedkit.runs import read_predictions
+from embedkit.predictions import read_predictions
 
 from .conftest import make_cache, separable, text_set
 

@@ -75,7 +75,7 @@ def test_extraction_stores_it_and_zeroshot_uses_local_plus_global(phantom_dir, t
     from embedkit.cache.extract import ExtractConfig, extract
     from embedkit.heads.runner import ExperimentConfig, run_experiment
     from embedkit.heads.zeroshot import probabilities
-    from embedkit.runs import read_predictions
+    from embedkit.predictions import read_predictions
 
     (res,) = extract(ExtractConfig(manifest=phantom_dir / "manifest.csv", models=("gloria-tiny",), cache_dir=tmp_path,
                                    rows_per_chunk=64))

@@ -20,7 +20,7 @@ from embedkit.metrics.auc import balanced_accuracy, macro_ovr_auc, ranked_macro_
 
 def attribute_values(view: Cache, attr) -> np.ndarray:
     """A declared attribute's group label for every row of a joined view ('' where missing)."""
-    from embedkit.runs import attribute_columns
+    from embedkit.predictions import attribute_columns
 
     return attr.labels(attribute_columns(view.meta))
 

@@ -9,7 +9,8 @@ import typer
 
 from embedkit.cli import options as opt
 from embedkit.cli.console import console, table
-from embedkit.runs import evaluate_predictions, read_predictions
+from embedkit.predictions import read_predictions
+from embedkit.runs import evaluate_predictions
 
 
 def _fmt(value, ci=None) -> str:

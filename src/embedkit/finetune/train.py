@@ -35,8 +35,8 @@ from embedkit.finetune.choose import checkpoint_dir, choose
 from embedkit.heads.selection import check as check_selection
 from embedkit.manifest import read_manifest
 from embedkit.models import Encoder, load_encoder
-from embedkit.runs import (Predictions, attribute_columns, config_digest, finish_run, new_record, refresh_metrics,
-                           run_state)
+from embedkit.predictions import Predictions, attribute_columns
+from embedkit.runs import config_digest, finish_run, new_record, refresh_metrics, run_state
 from embedkit.spec import FAIRNESS, SWEEP, TASK, TRAINING_PRECISIONS, WHERE, Task, Where
 
 

@@ -14,7 +14,7 @@ def attribute_labels(cfg, cache, rows: np.ndarray) -> tuple[str, np.ndarray, tup
     """(name, each row's group label, group order) of the attribute an intervention or a fairness-aware
     selection acts on (default sex)."""
     from embedkit.attributes import parse
-    from embedkit.runs import attribute_columns
+    from embedkit.predictions import attribute_columns
 
     attr = parse(cfg.attribute or ACTED_ON)[0]
     columns = attribute_columns(cache.meta)

@@ -20,8 +20,8 @@ from embedkit.heads.knn import KS
 from embedkit.heads.trained import HeadConfig
 from embedkit.manifest import read_manifest
 from embedkit.prompts import FORMATS
-from embedkit.runs import (Predictions, attribute_columns, config_digest, finish_run, new_record, refresh_metrics,
-                           run_state)
+from embedkit.predictions import Predictions, attribute_columns
+from embedkit.runs import config_digest, finish_run, new_record, refresh_metrics, run_state
 from embedkit.spec import FAIRNESS, SWEEP, TASK, WHERE, Task, Where
 
 

@@ -15,7 +15,8 @@ from embedkit.metrics.suite import ALPHA, significant
 from embedkit.report.summary import median
 from embedkit.report.tables import fmt, lookup
 from embedkit.evaluations import evaluate_folder
-from embedkit.runs import PREDICTIONS, read_record
+from embedkit.predictions import PREDICTIONS
+from embedkit.runs import read_record
 
 SENTENCES = 8        # the findings in words; the tables hold every gap
 

@@ -19,7 +19,8 @@ from embedkit.metrics import aggregate_seeds
 from embedkit.metrics.stats import N_BINS
 from embedkit.metrics.suite import GAPS, N_BOOT
 from embedkit.evaluations import evaluate_folder
-from embedkit.runs import PREDICTIONS, RECORD, concat, evaluate_predictions, read_predictions
+from embedkit.predictions import PREDICTIONS, concat, read_predictions
+from embedkit.runs import RECORD, evaluate_predictions
 
 
 @dataclass

@@ -1,0 +1,89 @@
+"""The predictions file: both readers (pyarrow's columns, and the row reader that names what is wrong) give the
+same predictions, and every malformed file one error naming its line and column."""
+
+import numpy as np
+import pytest
+
+from embedkit import predictions
+from embedkit.errors import EmbedkitError
+from embedkit.predictions import Predictions, read_predictions, write_predictions
+
+
+def _findings(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    truth = (rng.random((n, 3)) < 0.3).astype(float)
+    truth[rng.random((n, 3)) < 0.1] = np.nan
+    return Predictions(np.array([f"img,{i}" for i in range(n)]), rng.choice(["val", "test"], n), None,
+                       rng.random((n, 3)), ("Edema", "No Finding", "Mass"),
+                       {"sex": rng.choice(["M", "F", ""], n), "race": rng.choice(["a b", "c"], n)},
+                       np.array([f"p{i // 2}" for i in range(n)]), truth)
+
+
+def _classes(n=30, seed=1):
+    rng = np.random.default_rng(seed)
+    classes = ("Edema", "Effusion")
+    return Predictions(np.array([f"i{i}" for i in range(n)]), np.array(["test"] * n), rng.choice(classes, n),
+                       rng.dirichlet(np.ones(2), n), classes, {"age": rng.integers(20, 90, n).astype(str)})
+
+
+def _same(a: Predictions, b: Predictions) -> None:
+    assert a.classes == b.classes and set(a.attributes) == set(b.attributes)
+    for name in ("image_id", "split", "label", "patient_id"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None and y is None) or (x.dtype == y.dtype and np.array_equal(x, y))
+    np.testing.assert_array_equal(a.proba, b.proba)
+    if a.truth is not None:
+        np.testing.assert_array_equal(a.truth, b.truth)
+    for k in a.attributes:
+        assert a.attributes[k].dtype == b.attributes[k].dtype and np.array_equal(a.attributes[k], b.attributes[k])
+
+
+@pytest.mark.parametrize("make", [_findings, _classes])
+def test_both_readers_give_the_written_predictions(make, tmp_path, monkeypatch):
+    p = make()
+    write_predictions(tmp_path / "predictions.csv", p)
+    monkeypatch.setattr(predictions, "COLUMNS_FROM", 0)             # pyarrow's columns, whatever the size
+    header = (tmp_path / "predictions.csv").read_text().splitlines()[0].split(",")
+    assert predictions._read_columns(tmp_path / "predictions.csv", header) is not None     # no fallback here
+    fast = read_predictions(tmp_path / "predictions.csv")
+    monkeypatch.setattr(predictions, "_read_columns", lambda path, header: None)
+    rows = read_predictions(tmp_path / "predictions.csv")
+    _same(fast, rows)
+    np.testing.assert_allclose(fast.proba, p.proba, rtol=1e-6)
+    if p.truth is not None:
+        np.testing.assert_array_equal(fast.truth, p.truth)
+    assert list(fast.image_id) == list(p.image_id) and fast.attributes["sex" if p.truth is not None else "age"].dtype.kind == "U"
+
+
+def _file(tmp_path, text):
+    path = tmp_path / "predictions.csv"
+    path.write_text(text)
+    return path
+
+
+HEAD = "image_id,split,sex,true_A,true_B,prob_A,prob_B\n"
+
+
+@pytest.mark.parametrize("text, error", [
+    (HEAD + "a,test,M,1,0,0.5,0.2\nb,test,F,2,0,0.5,0.2\n", "line 3, column 'true_A': '2' is not 1, 0 or empty"),
+    (HEAD + "a,test,M,1,0,high,0.2\n", "line 2, column 'prob_A': 'high' is not a number"),
+    (HEAD + "a,test,M,1,0,,0.2\n", "line 2, column 'prob_A': '' is not a number"),
+    (HEAD + "a,test,M,1,0,0.5,0.2\nb,test,F,1,0,0.5\n", "line 3: 7 fields expected"),
+    (HEAD, "has a header but no rows"),
+    ("image_id,split,true_A,true_B,prob_A\na,test,1,0,0.5\n", "not a findings predictions file (missing prob_B)"),
+    ("image_id,split,label,pred,prob_x\na,test,y,x,0.5\n", "label(s) y have no prob_ column"),
+    ("image_id,split,label,pred,prob_x\na,test,x,x,NA\n", "line 2, column 'prob_x': 'NA' is not a number"),
+    ("image_id,split,label\na,test,x\n", "not a predictions file (missing pred)"),
+])
+def test_a_malformed_file_is_named_with_its_line_and_column(tmp_path, monkeypatch, text, error):
+    monkeypatch.setattr(predictions, "COLUMNS_FROM", 0)             # the columns first: they defer to the rows
+    with pytest.raises(EmbedkitError, match=error.replace("(", r"\(").replace(")", r"\)")):
+        read_predictions(_file(tmp_path, text))
+
+
+def test_what_the_row_reader_accepts_is_read_the_same(tmp_path, monkeypatch):
+    """Cells pyarrow will not parse (spaces around a truth or a number, 'nan') reach the row reader, not an error."""
+    monkeypatch.setattr(predictions, "COLUMNS_FROM", 0)
+    p = read_predictions(_file(tmp_path, HEAD + "a,test,M, 1,0.0, 0.5,nan\nb,val,F,,1.0,1e-3,0.25\n"))
+    np.testing.assert_array_equal(p.truth, [[1, 0], [np.nan, 1]])
+    np.testing.assert_array_equal(p.proba, [[0.5, np.nan], [1e-3, 0.25]])

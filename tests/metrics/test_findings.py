@@ -115,3 +115,27 @@ def test_a_planted_auroc_gap_is_found_and_a_null_one_is_not():
         res = evaluate_findings(truth, prob, findings=("Effusion",), thresholds=[0.5], groups={"sex": group},
                                 patient_id=patient, n_boot=200, n_perm=200)
         assert res["significant"]["sex"]["auroc_gap"]["Effusion"] is expect
+
+
+def test_the_last_groups_sums_by_difference_are_its_own(monkeypatch):
+    """Where every row (and patient) has a compared group, the last group's counts are all rows' less the others':
+    every estimate, interval and p-value is the one its own sums give."""
+    from embedkit.metrics import findings
+
+    truth, prob, group = _data(n=400, k=3)
+    patients = np.arange(400) // 2
+
+    def run():
+        return evaluate_findings(truth, prob, findings=FINDINGS, thresholds=[0.5, 0.45, 0.6], groups={"g": group},
+                                 patient_id=patients, n_boot=40, n_perm=40)
+
+    by_difference = run()
+    built = findings._Evaluation.__init__
+
+    def direct(self, *args, **kwargs):
+        built(self, *args, **kwargs)
+        assert self.complete == {"g": True}
+        self.complete = {"g": False}
+
+    monkeypatch.setattr(findings._Evaluation, "__init__", direct)
+    assert run() == by_difference

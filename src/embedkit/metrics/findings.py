@@ -104,6 +104,7 @@ def _ece(cal: np.ndarray, counts: np.ndarray, F: int) -> np.ndarray:
 
 
 def _spread(values: np.ndarray) -> np.ndarray:
+    """max - min over the groups (axis 1) where at least two are defined, else NaN."""
     defined = np.isfinite(values).sum(1)
     with quiet():
         return np.where(defined >= 2, np.nanmax(values, 1) - np.nanmin(values, 1), np.nan)
@@ -119,6 +120,8 @@ class _Evaluation:
         # counts per patient (and group): integers, exact in float32 and half the traffic of the replicates' products
         self.plain = rows.patient_sums(rows.X).astype(np.float32)
         self.cells = {a: [self._group_sums(c == g) for g in range(len(rows.order[a]))] for a, c in rows.codes.items()}
+        # an attribute every row has: its last group's sums are all rows' less the other groups' (integers, exact)
+        self.complete = {a: len(o) > 0 and not (rows.codes[a] == len(o)).any() for a, o in rows.order.items()}
         # calibration sums in the counts' precision: float64 for the observed value, float32 for replicates (an ECE
         # off by ~1e-7, far inside its interval, at half the cost of the product)
         self.cal = {np.dtype(np.float64): rows.cal, np.dtype(np.float32): rows.cal.astype(np.float32)}
@@ -134,10 +137,10 @@ class _Evaluation:
         parts = [ranked.weighted(wt) for ranked in self.r.ranked]
         return np.stack([p[0] for p in parts], 1), np.stack([p[1] for p in parts], 1)
 
-    def overall(self, counts: np.ndarray, ranks: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
-        """Overall metrics of replicates drawing each patient ``counts`` (b, P) times, with their ``ranks``."""
+    def overall(self, counts: np.ndarray, sums: np.ndarray, ranks: tuple) -> dict[str, np.ndarray]:
+        """Overall metrics of replicates drawing each patient ``counts`` (b, P) times, with their count ``sums``
+        (``counts @ plain``) and ``ranks``."""
         r, out = self.r, {}
-        sums = counts @ self.plain
         rates, ece = _rates(sums, r.F), _ece(counts @ self.cal[counts.dtype], sums, r.F)
         out["n"] = counts @ r.images
         auroc, auprc = ranks[0][..., 0], ranks[1]
@@ -149,11 +152,14 @@ class _Evaluation:
                     f"fpr/{name}": rates["fpr"][:, f], f"ece/{name}": ece[:, f]}
         return out
 
-    def grouped(self, attr: str, counts: np.ndarray, ranks: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
-        """One attribute's group metrics and gaps under bootstrap ``counts`` (b, P), with their ``ranks``."""
+    def grouped(self, attr: str, counts: np.ndarray, total: np.ndarray, ranks: tuple) -> dict[str, np.ndarray]:
+        """One attribute's group metrics and gaps under bootstrap ``counts`` (b, P), with every row's count sums
+        ``total`` and the ``ranks``."""
         r = self.r
         k = len(r.order[attr]) + 1
-        sums = np.stack([counts[:, patients] @ group for patients, group in self.cells[attr]], 1)
+        last = self.complete[attr]
+        sums = [counts[:, patients] @ group for patients, group in self.cells[attr][:-1 if last else None]]
+        sums = np.stack(sums + ([total - sum(sums)] if last else []), 1)
         auroc = ranks[0][..., r.slot[attr]:r.slot[attr] + k - 1].transpose(0, 2, 1)
         return self._assemble(attr, sums, auroc)
 
@@ -165,10 +171,14 @@ class _Evaluation:
             return {}
         k = len(r.order[attr]) + 1
         labels_t = np.ascontiguousarray(labels.T)                    # uint8 already where the groups fit (resample)
-        member = labels_t[:, None, :] == np.asarray(keep, dtype=labels_t.dtype)[None, :, None]   # (P, groups, b)
+        last = self.complete[attr] and len(keep) == k - 1     # every patient in a compared group: one by difference
+        summed = keep[:-1] if last else keep
+        member = labels_t[:, None, :] == np.asarray(summed, dtype=labels_t.dtype)[None, :, None]   # (P, groups, b)
         sums = np.zeros((len(labels), k - 1, self.plain.shape[1]), dtype=np.float32)
-        summed = self.plain.T @ member.reshape(len(member), -1).astype(np.float32)         # (K, groups * b)
-        sums[:, keep] = summed.reshape(-1, len(keep), len(labels)).T
+        part = self.plain.T @ member.reshape(len(member), -1).astype(np.float32)             # (K, groups * b)
+        sums[:, summed] = part.reshape(-1, len(summed), len(labels)).T
+        if last:
+            sums[:, keep[-1]] = self.plain.sum(0) - sums[:, summed].sum(1)
         auroc = np.full((len(labels), k - 1, r.F), np.nan)
         auroc[:, keep] = np.stack([ranked.permuted(labels_t, k - 1, keep)[:, keep] for ranked in r.ranked], 2)
         return self._assemble(attr, sums, auroc)
@@ -191,9 +201,10 @@ class _Evaluation:
         fpr = np.stack([rates[g]["fpr"] for g in keep], 1)
         under = np.stack([rates[g]["underdiagnosis"] for g in keep], 1)
         out[f"fairness/{attr}/underdiagnosis_gap"] = _spread(under)
+        auroc_gap, eqodds = _spread(auroc[:, keep]), 0.5 * (_spread(tpr) + _spread(fpr))      # (b, F) each
         for f, finding in enumerate(r.findings):
-            out[f"fairness/{attr}/auroc_gap/{finding}"] = _spread(auroc[:, keep, f])
-            out[f"fairness/{attr}/eqodds/{finding}"] = 0.5 * (_spread(tpr[..., f]) + _spread(fpr[..., f]))
+            out[f"fairness/{attr}/auroc_gap/{finding}"] = auroc_gap[:, f]
+            out[f"fairness/{attr}/eqodds/{finding}"] = eqodds[:, f]
         return out
 
     def equity(self, attr: str, grouped: dict, overall: dict) -> dict[str, np.ndarray]:
@@ -228,10 +239,10 @@ def evaluate_findings(truth: np.ndarray, prob: np.ndarray, *, findings: tuple[st
     def everything(counts):
         counts = counts if len(counts) == 1 else counts.astype(np.float32)    # replicates: half the memory traffic
         wt = np.ascontiguousarray(counts.T, dtype=np.uint8 if counts.max() < 256 else np.float32)
-        ranks = ev.ranks(wt)
-        overall = ev.overall(counts, ranks)
+        ranks, total = ev.ranks(wt), counts @ ev.plain
+        overall = ev.overall(counts, total, ranks)
         for a in rows.codes:
-            grouped = ev.grouped(a, counts, ranks)
+            grouped = ev.grouped(a, counts, total, ranks)
             overall |= grouped | ev.equity(a, grouped, overall)
         return overall
 

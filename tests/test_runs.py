@@ -147,3 +147,10 @@ def test_evaluations_are_cached_per_settings_file_and_code(tmp_path, monkeypatch
     os.utime(tmp_path / "predictions.csv", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     evaluations.evaluate_folder(tmp_path, attributes="sex", n_boot=50, n_perm=50, seed=0)
     assert len(calls) == 3 and len(list((tmp_path / ".evaluations").glob("*.pkl"))) == 3
+
+
+def test_cached_evaluations_depend_on_the_code_that_reads_and_scores_a_file():
+    from embedkit import evaluations
+
+    names = {f.name for f in evaluations.code_files()}
+    assert {"predictions.py", "runs.py", "findings.py", "suite.py", "kernels.py", "resample.py"} <= names

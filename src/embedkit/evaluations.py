@@ -17,12 +17,20 @@ from pathlib import Path
 CACHE = ".evaluations"
 
 
+CODE = ("metrics/*.py", "predictions.py", "runs.py", "attributes.py", "tasks.py")   # what computes an evaluation
+
+
+def code_files() -> list[Path]:
+    """The source files whose text an evaluation depends on (reading the file, resampling, every metric)."""
+    root = Path(__file__).parent
+    return sorted(f for pattern in CODE for f in root.glob(pattern))
+
+
 @functools.cache
 def _code_digest() -> str:
     """SHA-256 of the metric code's source: a change to any of it invalidates every cached evaluation."""
-    root = Path(__file__).parent
     h = hashlib.sha256()
-    for f in sorted([*root.glob("metrics/*.py"), root / "runs.py", root / "attributes.py", root / "tasks.py"]):
+    for f in code_files():
         h.update(f.read_bytes())
     return h.hexdigest()
 

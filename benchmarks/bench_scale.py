@@ -318,20 +318,21 @@ WHERE_THE_TIME_GOES = """
   `metrics/kernels.py`) walks down them per block of bootstrap replicates, keeping every group's running sums at
   once, and one pass per attribute per block of permutations, each group's counts added in integers under a mask
   of the replicates whose patient carries it (beyond five groups each replicate adds to its own group instead).
-  Both figures of the ratio above are fresh processes, as `embedkit evaluate` runs, so both pay reading the
-  predictions (~3.8 s at 377,110 rows) and loading numba's compiled code (~1.2 s). The issue's "within 3× of the
-  same evaluate without resampling" is met on two threads and not on one. Profiled on one thread at 74,556 test
-  rows (seventeenth session, 17.1 s in one warm process, reading not counted): the permutation passes 4.8 s
+  Both figures of the ratio above are fresh processes, as `embedkit evaluate` runs: both read the predictions
+  (pyarrow's columns, under 1 s at 377,110 rows) and load numba's compiled code (~1.2 s). The issue's "within 3×
+  of the same evaluate without resampling" is not met: the ratios above. Profiled on one thread at 74,556 test
+  rows (seventeenth session, 16.6 s in one warm process, reading not counted): the permutation passes 4.9 s
   (14 findings × 3 attributes × 74,556 rows × 1,000 replicates, ~1.5 ns a row and replicate), the bootstrap
   passes 4.7 s, the permutations' draws 1.5 s (numpy's own draws, made by a compiled loop: a faster shuffle that
-  drew other permutations would move every published p-value), the groups' count sums ~2.5 s, the rest numpy's
-  assembly. Tried and not kept (scratch, the same rows): 32-bit indices and integer sums in the bootstrap pass
-  (slower), blocks of 2¹⁹ or 2²¹ counts (no faster), sparse per-patient sums for the bootstrap's products, every
-  phase in one pool (within noise), gathering a chunk of rows' weights before the pass (no faster), and numpy's
-  PCG64 stepped inside the shuffle instead of called through ctypes (shuffles 10–19 % faster, the evaluate
-  unchanged within noise). Before: 471 s (eighth session), 83 s (tenth), 23–24 s on two threads (thirteenth),
-  17.5 s (sixteenth: 3.3× then, against 5.4 s measured in the same process after the first evaluate had loaded
-  numba).
+  drew other permutations would move every published p-value), the groups' count sums 1.5 s, the bootstrap's
+  draws 0.5 s, the rest sorting and numpy's assembly. Tried and not kept (scratch, the same rows): 32-bit
+  indices and integer sums in the bootstrap pass (slower), blocks of 2¹⁹ or 2²¹ counts (no faster), sparse
+  per-patient sums for the bootstrap's products, every phase in one pool (within noise), gathering a chunk of
+  rows' weights before the pass (no faster), and numpy's PCG64 stepped inside the shuffle instead of called
+  through ctypes (shuffles 10–19 % faster, the evaluate unchanged within noise). Before: 471 s (eighth session),
+  83 s (tenth), 23–24 s on two threads (thirteenth), 17.5 s (sixteenth: 3.3× then, against 5.4 s measured in the
+  same process after the first evaluate had loaded numba, and 3.8 s of each figure reading the predictions row
+  by row).
 - *The audit* (attribute probes by L-BFGS with 200 + 200 replicates, KS tests, near copies, the map). Near copies
   come from an exact radius scan on the leading principal axes ("Audit at scale": 11.5× brute force at 100,000
   rows, the same pairs), which runs on both cores; the attribute probes' fits are most of the rest. It is the

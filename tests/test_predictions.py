@@ -87,3 +87,19 @@ def test_what_the_row_reader_accepts_is_read_the_same(tmp_path, monkeypatch):
     p = read_predictions(_file(tmp_path, HEAD + "a,test,M, 1,0.0, 0.5,nan\nb,val,F,,1.0,1e-3,0.25\n"))
     np.testing.assert_array_equal(p.truth, [[1, 0], [np.nan, 1]])
     np.testing.assert_array_equal(p.proba, [[0.5, np.nan], [1e-3, 0.25]])
+
+
+def test_the_file_is_written_as_documented(tmp_path):
+    """Seven significant digits, truths as 1, 0 or empty, text quoted as csv quotes it, rows ending in CRLF."""
+    findings = Predictions(np.array(["a,1", "b"]), np.array(["test", "val"]), None,
+                           np.array([[0.123456789, 1.0], [1e-9, 0.5]]), ("A", "B"), {"sex": np.array(["M", 'F"x'])},
+                           np.array(["p1", "p2"]), np.array([[1.0, np.nan], [0.0, 1.0]]))
+    write_predictions(tmp_path / "f.csv", findings)
+    assert (tmp_path / "f.csv").read_bytes().decode() == (
+        'image_id,patient_id,split,sex,true_A,true_B,prob_A,prob_B\r\n'
+        '"a,1",p1,test,M,1,,0.1234568,1\r\nb,p2,val,"F""x",0,1,1e-09,0.5\r\n')
+    classes = Predictions(np.array(["a", "b"]), np.array(["test", "test"]), np.array(["y", "x"]),
+                          np.array([[0.25, 0.75], [2 / 3, 1 / 3]]), ("x", "y"), {"age": np.array(["40", ""])})
+    write_predictions(tmp_path / "c.csv", classes)
+    assert (tmp_path / "c.csv").read_bytes().decode() == (
+        "image_id,split,label,age,pred,prob_x,prob_y\r\na,test,y,40,y,0.25,0.75\r\nb,test,x,,x,0.6666667,0.3333333\r\n")

@@ -80,7 +80,7 @@ def write_predictions(path: Path, p: Predictions) -> None:
     ids = {"image_id": p.image_id, **({} if p.patient_id is None else {"patient_id": p.patient_id}), "split": p.split}
     probs = {f"prob_{c}": _decimals(p.proba[:, j]) for j, c in enumerate(p.classes)}
     if p.truth is not None:                  # findings: per finding F a true_F (1, 0, or empty when masked)
-        truths = {f"true_{f}": _truths(p.truth[:, j]) for j, f in enumerate(p.classes)}
+        truths = {f"true_{f}": _truth_text(p.truth[:, j]) for j, f in enumerate(p.classes)}
         columns = ids | p.attributes | truths | probs
     else:
         columns = ids | {"label": p.label} | p.attributes | {"pred": np.asarray(p.classes)[p.proba.argmax(1)]} | probs
@@ -95,7 +95,7 @@ def _decimals(values: np.ndarray) -> list[str]:
     return [f"{v:.7g}" for v in values.tolist()]
 
 
-def _truths(values: np.ndarray) -> np.ndarray:
+def _truth_text(values: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(values), "", np.nan_to_num(values).astype(np.int64).astype(str))
 
 
@@ -135,25 +135,18 @@ def _read_columns(path: Path, header: list[str]) -> dict[str, np.ndarray] | None
     (24 MB) where the row reader takes 4.0 s. Only stricter than the row reader: what pyarrow will not parse goes
     there."""
     import pyarrow as pa
-    from pyarrow import csv as pacsv
 
-    if len(set(header)) < len(header):
-        return None
-    types = {c: pa.float64() if c.startswith("prob_") else pa.string() for c in header}
-    try:
-        read = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                              convert_options=pacsv.ConvertOptions(column_types=types, null_values=[],
-                                                                   strings_can_be_null=False))
-    except (OSError, pa.ArrowException):
-        return None
-    if read.column_names != header or read.num_rows == 0:
+    from embedkit.manifest import arrow_table
+
+    read = arrow_table(path, header, {c: pa.float64() for c in header if c.startswith("prob_")})
+    if read is None:
         return None
     table = {c: read[c].to_numpy() if c.startswith("prob_") else
              read[c].to_numpy(zero_copy_only=False).astype(str) for c in header}
     for c in (c for c in header if c.startswith("true_")):
         if not np.isin(table[c], TRUTHS).all():
             return None
-        table[c] = _truth(table[c])
+        table[c] = _truth_values(table[c])
     return table
 
 
@@ -175,11 +168,11 @@ def _read_rows(path: Path, header: list[str]) -> dict[str, np.ndarray]:
             if len(bad):
                 raise EmbedkitError(f"{path}, line {bad[0] + 2}, column '{c}': {str(table[c][bad[0]])!r} is not 1, 0 or "
                                     "empty (masked)")
-            table[c] = _truth(np.char.strip(table[c]))
+            table[c] = _truth_values(np.char.strip(table[c]))
     return table
 
 
-def _truth(values: np.ndarray) -> np.ndarray:
+def _truth_values(values: np.ndarray) -> np.ndarray:
     """1.0, 0.0, or NaN (masked: empty) from checked ``TRUTHS`` text."""
     return np.where(values == "", np.nan, np.isin(values, ("1", "1.0")).astype(float))
 

@@ -119,6 +119,7 @@ class _Evaluation:
         self.eligible = {a: [i for i in range(len(rows.order[a])) if sizes[a][i] >= min_group] for a in rows.codes}
         # counts per patient (and group): integers, exact in float32 and half the traffic of the replicates' products
         self.plain = rows.patient_sums(rows.X).astype(np.float32)
+        self.total = self.plain.sum(0)                             # every patient's: a permutation's constant
         self.cells = {a: [self._group_sums(c == g) for g in range(len(rows.order[a]))] for a, c in rows.codes.items()}
         # an attribute every row has: its last group's sums are all rows' less the other groups' (integers, exact)
         self.complete = {a: len(o) > 0 and not (rows.codes[a] == len(o)).any() for a, o in rows.order.items()}
@@ -178,7 +179,7 @@ class _Evaluation:
         part = self.plain.T @ member.reshape(len(member), -1).astype(np.float32)             # (K, groups * b)
         sums[:, summed] = part.reshape(-1, len(summed), len(labels)).T
         if last:
-            sums[:, keep[-1]] = self.plain.sum(0) - sums[:, summed].sum(1)
+            sums[:, keep[-1]] = self.total - sums[:, summed].sum(1)
         auroc = np.full((len(labels), k - 1, r.F), np.nan)
         auroc[:, keep] = np.stack([ranked.permuted(labels_t, k - 1, keep)[:, keep] for ranked in r.ranked], 2)
         return self._assemble(attr, sums, auroc)

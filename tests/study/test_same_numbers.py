@@ -60,12 +60,14 @@ def test_the_demo_gives_the_numbers_it_gave_before(tmp_path):
 
 
 def _close(a, b) -> bool:
-    """Equal trees of numbers, lists and None; numbers to 1e-6 (zero-shot's probabilities come through BLAS,
-    whose thread count moves the last bits: 1e-9 differences between OMP_NUM_THREADS=1 and 2)."""
+    """Equal trees of numbers, lists and None; numbers to 1e-5. Probabilities come through float32 BLAS, whose
+    kernels differ with the thread count (1e-9 between OMP_NUM_THREADS=1 and 2) and with the CPU: on another
+    machine (AMD EPYC) than the one that wrote the file, ECEs and their CIs moved by up to 3.1e-6, every count-based
+    number (accuracy, F1, p-values) not at all."""
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
     if isinstance(a, list):
         return isinstance(b, list) and len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
     if isinstance(a, float) and isinstance(b, float):
-        return abs(a - b) <= 1e-6
+        return abs(a - b) <= 1e-5
     return a == b

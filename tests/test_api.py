@@ -41,7 +41,8 @@ def test_results_equal_the_report_and_load_in_pandas(tmp_path):
     assert main(["report", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "rep"), "--n-boot", "50"]) == 0
     assert main(["results", "--runs-dir", str(tmp_path / "runs"), "--n-boot", "50", "--format", "parquet",
                  "--out", str(tmp_path / "r.parquet")]) == 0
-    assert main(["results", "--runs-dir", str(tmp_path / "runs"), "--n-boot", "50", "--out", str(tmp_path / "r.csv")]) == 0
+    assert main(["results", "--runs-dir", str(tmp_path / "runs"), "--n-boot", "50", "--out", str(tmp_path / "r.csv"),
+                 "--threads", "2"]) == 0
     parquet, csv = pd.read_parquet(tmp_path / "r.parquet"), pd.read_csv(tmp_path / "r.csv", keep_default_na=False)
     assert list(parquet.columns) == list(csv.columns) == list(COLUMNS) and len(parquet) == len(csv) > 100
     summary = json.loads((tmp_path / "rep/summary.json").read_text())["toy/clip/linear"]

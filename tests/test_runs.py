@@ -141,8 +141,10 @@ def test_evaluations_are_cached_per_settings_file_and_code(tmp_path, monkeypatch
     first = evaluations.evaluate_folder(tmp_path, attributes="sex", n_boot=50, n_perm=50, seed=0)
     again = evaluations.evaluate_folder(tmp_path, attributes="sex", n_boot=50, n_perm=50, seed=0)
     assert len(calls) == 1 and again["fairness"] == first["fairness"] and again["ci"] == first["ci"]
-    evaluations.evaluate_folder(tmp_path, attributes="sex", n_boot=50, n_perm=50, seed=1)
-    assert len(calls) == 2
+    evaluations.evaluate_folder(tmp_path, threads=2, attributes="sex", n_boot=50, n_perm=50, seed=0)
+    assert len(calls) == 1                               # threads change the speed, not the numbers: not in the key
+    evaluations.evaluate_folder(tmp_path, threads=2, attributes="sex", n_boot=50, n_perm=50, seed=1)
+    assert len(calls) == 2 and calls[-1]["threads"] == 2
     st = (tmp_path / "predictions.csv").stat()
     os.utime(tmp_path / "predictions.csv", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     evaluations.evaluate_folder(tmp_path, attributes="sex", n_boot=50, n_perm=50, seed=0)

@@ -65,12 +65,12 @@ def evaluate(predictions: str | Path, *, attributes: str | None = FAIRNESS.attri
 
 
 def results(runs_dir: str | Path = WHERE.runs_dir, *, attributes: str | None = FAIRNESS.attributes,
-            n_boot: int = FAIRNESS.n_boot, adjust: str = FAIRNESS.adjust) -> "pd.DataFrame":
+            n_boot: int = FAIRNESS.n_boot, adjust: str = FAIRNESS.adjust, threads: int = 1) -> "pd.DataFrame":
     """Every number of every finished run as one tidy DataFrame (``embedkit results``; columns:
-    ``embedkit.report.results.COLUMNS``)."""
+    ``embedkit.report.results.COLUMNS``); ``threads`` blocks of each run's replicates at once (the same numbers)."""
     from embedkit.report.export import of_runs
 
-    return of_runs(Path(runs_dir), n_boot=n_boot, attributes=attributes, adjust=adjust)
+    return of_runs(Path(runs_dir), n_boot=n_boot, attributes=attributes, adjust=adjust, threads=threads)
 
 
 @dataclass

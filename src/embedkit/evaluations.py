@@ -35,8 +35,9 @@ def _code_digest() -> str:
     return h.hexdigest()
 
 
-def evaluate_folder(folder: Path, **settings) -> dict:
-    """``runs.evaluate_predictions(read_predictions(folder/predictions.csv), **settings)``, computed once."""
+def evaluate_folder(folder: Path, threads: int = 1, **settings) -> dict:
+    """``runs.evaluate_predictions(read_predictions(folder/predictions.csv), **settings)``, computed once;
+    ``threads`` changes how fast, never what, so it is not part of the key."""
     from embedkit.predictions import PREDICTIONS, read_predictions
     from embedkit.runs import evaluate_predictions
 
@@ -50,7 +51,7 @@ def evaluate_folder(folder: Path, **settings) -> dict:
             return pickle.loads(cached.read_bytes())
         except (pickle.UnpicklingError, EOFError, AttributeError, ImportError):
             pass                                            # unreadable: evaluate again and overwrite
-    result = evaluate_predictions(read_predictions(path), **settings)
+    result = evaluate_predictions(read_predictions(path), threads=threads, **settings)
     cached.parent.mkdir(exist_ok=True)
     tmp = cached.with_name(cached.name + ".partial")
     tmp.write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))

@@ -17,12 +17,12 @@ def report(
     runs_dir: Path = opt.runs_dir_option(must_exist=True),
     out: Path = typer.Option(WHERE.report_dir, file_okay=False, help="Where report.md, report.html and figures/ go."),
     n_boot: int = opt.n_boot_option(), attributes: str = opt.attributes_option(),
-    adjust: str = opt.adjust_option(),
+    adjust: str = opt.adjust_option(), threads: int = opt.threads_option(),
 ) -> None:
     """Tables and figures of the paper, with CIs and seed spread, as Markdown and self-contained HTML."""
     from embedkit.report import build_report
 
-    path = build_report(runs_dir, out, n_boot=n_boot, attributes=attributes, adjust=adjust)
+    path = build_report(runs_dir, out, n_boot=n_boot, attributes=attributes, adjust=adjust, threads=threads)
     console.print(f"report: {path} and {path.with_suffix('.html')}", highlight=False)
 
 
@@ -32,7 +32,7 @@ def results(
                             help="csv, parquet or json (records)."),
     out: Optional[Path] = typer.Option(None, dir_okay=False, help="File to write (default: CSV or JSON on stdout)."),
     n_boot: int = opt.n_boot_option(), attributes: str = opt.attributes_option(),
-    adjust: str = opt.adjust_option(),
+    adjust: str = opt.adjust_option(), threads: int = opt.threads_option(),
 ) -> None:
     """Every number of every run as one tidy table: dataset, model, method, seed, attribute, group, metric,
     value, CI, p, q, noise floor, n (docs/api.md lists the columns)."""
@@ -41,7 +41,7 @@ def results(
 
     if out is None and fmt == "parquet":
         raise typer.BadParameter("Parquet is binary: give --out FILE.parquet", param_hint="--format")
-    frame = of_runs(runs_dir, n_boot=n_boot, attributes=attributes, adjust=adjust)
+    frame = of_runs(runs_dir, n_boot=n_boot, attributes=attributes, adjust=adjust, threads=threads)
     if out is None:
         typer.echo(frame.to_csv(index=False) if fmt == "csv" else frame.to_json(orient="records", indent=1), nl=False)
         return

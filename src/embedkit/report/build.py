@@ -95,9 +95,9 @@ def _probe_line(groups) -> list[str]:
 
 
 def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = N_BOOT, attributes: str | None = None,
-                 adjust: str = FAIRNESS.adjust) -> Path:
+                 adjust: str = FAIRNESS.adjust, threads: int = 1) -> Path:
     """Write ``out/report.md``, ``out/report.html`` (figures embedded), ``out/figures/*.png`` and
-    ``out/summary.json``; returns the Markdown path."""
+    ``out/summary.json``; returns the Markdown path. ``threads``: blocks of each run's replicates at once."""
     from markdown_it import MarkdownIt
 
     runs_dir, out = Path(runs_dir), Path(out)
@@ -105,8 +105,9 @@ def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = N_BOOT,
 
     findings_runs = findings_task.find(runs_dir)
     if findings_runs:
-        return findings_task.build(runs_dir, out, findings_runs, n_boot=n_boot, attributes=attributes, adjust=adjust)
-    groups, family = collect(runs_dir, n_boot=n_boot, attributes=attributes, adjust=adjust)
+        return findings_task.build(runs_dir, out, findings_runs, n_boot=n_boot, attributes=attributes, adjust=adjust,
+                                    threads=threads)
+    groups, family = collect(runs_dir, n_boot=n_boot, attributes=attributes, adjust=adjust, threads=threads)
     found = fnd.gaps(groups)
     figs, omitted = figures(groups, out / "figures")
     figs["findings"] = findings_figure(found, out / "figures")

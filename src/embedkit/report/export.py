@@ -8,7 +8,7 @@ from pathlib import Path
 from embedkit.report.results import COLUMNS, table
 
 
-def of_runs(runs_dir: Path, *, n_boot: int, attributes, adjust: str):
+def of_runs(runs_dir: Path, *, n_boot: int, attributes, adjust: str, threads: int = 1):
     """The tidy table of every finished run under ``runs_dir`` (classes or findings), as the report computes it."""
     import pandas as pd
 
@@ -17,8 +17,8 @@ def of_runs(runs_dir: Path, *, n_boot: int, attributes, adjust: str):
 
     found = findings_task.find(Path(runs_dir))
     if found:
-        groups = findings_task.summarise(found, n_boot=n_boot, attributes=attributes)
+        groups = findings_task.summarise(found, n_boot=n_boot, attributes=attributes, threads=threads)
         findings_task.adjust_family(groups, adjust)
         return pd.DataFrame(findings_task.result_rows(groups), columns=list(COLUMNS))
-    groups, _ = collect(Path(runs_dir), n_boot=n_boot, attributes=attributes, adjust=adjust)
+    groups, _ = collect(Path(runs_dir), n_boot=n_boot, attributes=attributes, adjust=adjust, threads=threads)
     return table(groups)

@@ -70,13 +70,14 @@ def is_findings_run(folder: Path) -> bool:
         return any(c.startswith("true_") for c in fh.readline().strip().split(","))
 
 
-def summarise(found: dict, *, n_boot: int, attributes) -> list[FindingGroup]:
+def summarise(found: dict, *, n_boot: int, attributes, threads: int = 1) -> list[FindingGroup]:
     """(dataset, model, method) -> seed folders, each evaluated on test (thresholds chosen on its val rows)."""
     groups = []
     for (dataset, model, method), folders in sorted(found.items()):
         records = {f: read_record(f) or {} for f in folders}
         results = [evaluate_folder(f, attributes=attributes, split="test", n_boot=n_boot, n_perm=n_boot, seed=i,
-                                   return_replicates=True, where=str(f / PREDICTIONS), threshold=_rule(records[f]))
+                                   return_replicates=True, where=str(f / PREDICTIONS), threshold=_rule(records[f]),
+                                   threads=threads)
                    for i, f in enumerate(folders)]
         summary = aggregate_seeds(results)
         flat = {}
@@ -299,7 +300,7 @@ def result_rows(groups: list[FindingGroup]) -> list[dict]:
     return out
 
 
-def build(runs_dir: Path, out: Path, found: dict, *, n_boot: int, attributes, adjust: str) -> Path:
+def build(runs_dir: Path, out: Path, found: dict, *, n_boot: int, attributes, adjust: str, threads: int = 1) -> Path:
     """The report of a runs folder of binary / multi-label runs: report.md, report.html, figures, results.csv
     and summary.json, written like the multiclass report."""
     import base64
@@ -310,7 +311,7 @@ def build(runs_dir: Path, out: Path, found: dict, *, n_boot: int, attributes, ad
 
     from embedkit.report import render, results
 
-    groups = summarise(found, n_boot=n_boot, attributes=attributes)
+    groups = summarise(found, n_boot=n_boot, attributes=attributes, threads=threads)
     family = adjust_family(groups, adjust)
     figs = figures(groups, out / "figures")
     context = {

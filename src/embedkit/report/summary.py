@@ -198,7 +198,7 @@ def adjust_family(groups: list[Group], method: str) -> int:
     return len(keys)
 
 
-def summarise(runs_dir: Path, *, n_boot: int = N_BOOT, attributes: str | None = None) -> list[Group]:
+def summarise(runs_dir: Path, *, n_boot: int = N_BOOT, attributes: str | None = None, threads: int = 1) -> list[Group]:
     groups = []
     for (dataset, model, method), per_seed in sorted(_rounds(runs_dir).items()):
         results, preds_all = [], []
@@ -209,8 +209,8 @@ def summarise(runs_dir: Path, *, n_boot: int = N_BOOT, attributes: str | None = 
             preds_all.append(preds)
             settings = dict(attributes=attributes, split="test", n_boot=n_boot, n_perm=n_boot, seed=i,
                             return_replicates=True, where=str(seed_folders[0] / PREDICTIONS))
-            results.append(evaluate_folder(seed_folders[0], **settings) if len(seed_folders) == 1 else   # cached
-                           evaluate_predictions(preds, **settings))
+            results.append(evaluate_folder(seed_folders[0], threads, **settings) if len(seed_folders) == 1 else  # cached
+                           evaluate_predictions(preds, threads=threads, **settings))
         summary = aggregate_seeds(results)
         settings = results[0]["settings"]["attributes"]
         summary["attributes"] = settings
@@ -233,14 +233,15 @@ def summarise(runs_dir: Path, *, n_boot: int = N_BOOT, attributes: str | None = 
     return groups
 
 
-def collect(runs_dir: Path, *, n_boot: int = N_BOOT, attributes: str | None = None, adjust: str) -> tuple[list[Group], int]:
+def collect(runs_dir: Path, *, n_boot: int = N_BOOT, attributes: str | None = None, adjust: str,
+            threads: int = 1) -> tuple[list[Group], int]:
     """Every finished run under ``runs_dir`` summarised, with the report's family of gap tests adjusted
     (``adjust``: bh or holm); returns the groups and the family's size. What the report and the results
     table are both built from."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise EmbedkitError(f"{runs_dir}: runs folder not found")
-    groups = summarise(runs_dir, n_boot=n_boot, attributes=attributes)
+    groups = summarise(runs_dir, n_boot=n_boot, attributes=attributes, threads=threads)
     if not groups:
         raise EmbedkitError(f"{runs_dir}: no finished runs (<dataset>/<model>/<method>/seed-<k>/run.json) found; "
                             "run `embedkit probe`, `zeroshot` or `finetune` first")

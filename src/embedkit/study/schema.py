@@ -129,7 +129,7 @@ def _report() -> type[BaseModel]:
     from embedkit.metrics.intervals import ADJUSTMENTS
 
     return create_model("Report", __base__=_Strict, n_boot=(int, FAIRNESS.n_boot),
-                        adjust=(Literal[ADJUSTMENTS], FAIRNESS.adjust))
+                        adjust=(Literal[ADJUSTMENTS], FAIRNESS.adjust), threads=(Annotated[int, Field(ge=1)], 1))
 
 
 def _task() -> type[BaseModel]:

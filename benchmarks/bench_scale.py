@@ -323,7 +323,7 @@ WHERE_THE_TIME_GOES = """
   Both figures of the ratio above are fresh processes, as `embedkit evaluate` runs: both read the predictions
   (pyarrow's columns, under 1 s at 377,110 rows) and load numba's compiled code (~1.2 s). The issue's "within 3×
   of the same evaluate without resampling" is met on two threads (this machine's two cores) and not on one: the
-  ratios above (on a slow, loaded day, 2026-12-01 morning of the seventeenth session: 3.1× and 5.4×). Profiled on one thread at 74,556 test
+  ratios above (3.1× and 5.4× on a loaded day, seventeenth session). Profiled on one thread at 74,556 test
   rows (seventeenth session, 16.6 s in one warm process, reading not counted): the permutation passes 4.9 s
   (14 findings × 3 attributes × 74,556 rows × 1,000 replicates, ~1.5 ns a row and replicate), the bootstrap
   passes 4.7 s, the permutations' draws 1.5 s (numpy's own draws, made by a compiled loop: a faster shuffle that

@@ -24,19 +24,24 @@ def _data(n: int, images_per_patient: float, seed: int = 0):
 
 
 def evaluate_time(n: int = 240, n_boot: int = 1000, images_per_patient: float = 1.27) -> dict:
-    """Best-of-repeats seconds and the peak traced memory of one evaluate (patients: ~1.27 images each,
-    as the NIH 6x200 test split: 241 images of 190 patients)."""
+    """Best-of-repeats seconds of one evaluate on one thread and on the default (a core per block of replicates,
+    where there are several), without resampling, and the peak traced memory (patients: ~1.27 images each, as
+    the NIH 6x200 test split: 241 images of 190 patients)."""
     from embedkit.metrics import evaluate
+    from embedkit.metrics.resample import cores
 
     y, proba, groups, patients = _data(n, images_per_patient)
-    run = lambda: evaluate(y, proba, groups=groups, classes=tuple("ABCDEF"), patient_id=patients,  # noqa: E731
-                           n_boot=n_boot, n_perm=n_boot)
-    seconds = timed(run, repeat=5 if n <= 1000 else 1)
-    bare = timed(lambda: evaluate(y, proba, groups=groups, classes=tuple("ABCDEF"), patient_id=patients,
-                                  n_boot=1, n_perm=1), repeat=5 if n <= 1000 else 1)
+
+    def run(threads=1, n_boot=n_boot):
+        return evaluate(y, proba, groups=groups, classes=tuple("ABCDEF"), patient_id=patients, n_boot=n_boot,
+                        n_perm=n_boot, threads=threads)
+
+    repeat = 5 if n <= 1000 else 1
+    seconds, default = timed(run, repeat=repeat), timed(lambda: run(None), repeat=repeat)
+    bare = timed(lambda: run(n_boot=1), repeat=repeat)
     tracemalloc.start()
     run()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return {"n": len(y), "patients": len(set(patients)), "n_boot": n_boot, "seconds": seconds, "bare_s": bare,
-            "peak_mib": peak / 2**20}
+    return {"n": len(y), "patients": len(set(patients)), "n_boot": n_boot, "seconds": seconds, "default_s": default,
+            "cores": cores(), "bare_s": bare, "peak_mib": peak / 2**20}

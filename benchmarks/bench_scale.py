@@ -300,7 +300,8 @@ def _bound(runs: list[dict], label: dict) -> str:
 
 def _evaluate(evaluate: dict[int, dict], n: int) -> str:
     parts = [f"{st['seconds']:.1f} s against {st['without_resampling_s']:.1f} s without resampling on "
-             f"{'one thread' if t == 1 else 'two threads'} ({st['seconds'] / st['without_resampling_s']:.1f}×)"
+             f"{'one thread' if t == 1 else 'two threads, the default here'} "
+             f"({st['seconds'] / st['without_resampling_s']:.1f}×)"
              for t, st in sorted(evaluate.items(), reverse=True) if "without_resampling_s" in st]
     rows = next((st["test_rows"] for st in evaluate.values() if "test_rows" in st), 0)
     return (f"\n`evaluate` with 1,000 patient bootstraps and 1,000 permutations at {n:,} rows ({rows:,} test rows, "
@@ -322,7 +323,8 @@ WHERE_THE_TIME_GOES = """
   of the replicates whose patient carries it (beyond five groups each replicate adds to its own group instead).
   Both figures of the ratio above are fresh processes, as `embedkit evaluate` runs: both read the predictions
   (pyarrow's columns, under 1 s at 377,110 rows) and load numba's compiled code (~1.2 s). The issue's "within 3×
-  of the same evaluate without resampling" is met on two threads (this machine's two cores) and not on one: the
+  of the same evaluate without resampling" is met on two threads (this machine's two cores, and the default
+  since the nineteenth session: blocks of replicates take a core each where there are several) and not on one: the
   ratios above (3.1× and 5.4× on a loaded day, seventeenth session). Profiled on one thread at 74,556 test
   rows (seventeenth session, 16.6 s in one warm process, reading not counted): the permutation passes 4.9 s
   (14 findings × 3 attributes × 74,556 rows × 1,000 replicates, ~1.5 ns a row and replicate), the bootstrap

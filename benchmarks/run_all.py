@@ -167,14 +167,18 @@ def _metrics() -> str:
     for n in (240, 22_400):
         big = m = bench_metrics.evaluate_time(n)
         rows.append([f"{m['n']:,}", f"{m['patients']:,}", f"{m['seconds']:.3f}", f"{m['bare_s']:.3f}",
-                     f"{m['seconds'] / m['bare_s']:.1f}", f"{m['peak_mib']:.0f}"])
+                     f"{m['seconds'] / m['bare_s']:.1f}", f"{m['default_s']:.3f}", f"{m['default_s'] / m['bare_s']:.1f}",
+                     f"{m['peak_mib']:.0f}"])
     per_replicate = (big["seconds"] - big["bare_s"]) / 2000
     return ("## Metrics\n\nEvery metric of one run (sex, age, sex × age) with 1,000 patient-level bootstrap and 1,000 "
             "permutation replicates (`embedkit.metrics.evaluate`), against the same evaluation without resampling; "
             "peak memory traced by Python (numpy's buffers). Replicates are counts over patients times per-patient "
             "statistics in blocks, so memory is bounded by a block, not by replicates × rows.\n\n"
+            + f"On one thread, and by default (blocks of replicates a core each where there are several; "
+              f"{big['cores']} cores here; at 240 rows all replicates fit one block, so both columns run the same "
+              f"code and differ by noise):\n\n"
             + table(["test rows", "patients", "seconds (1,000 + 1,000)", "seconds (no resampling)", "ratio",
-                     "peak MiB"], rows)
+                     "default s", "default ratio", "peak MiB"], rows)
             + "\nA block's sums come from one compiled pass over the per-patient sums' nonzero entries (a patient's "
               "one or few images fill a handful of its confusion and calibration cells; `stats.PatientSums`), and the "
               "permutations from a compiled loop that draws exactly what numpy's `Generator.permuted` draws (tested "

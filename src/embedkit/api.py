@@ -52,9 +52,10 @@ def probe(manifest: str | Path, model: str, *, head: str = "linear", seeds: Iter
 
 def evaluate(predictions: str | Path, *, attributes: str | None = FAIRNESS.attributes, split: str = "test",
              n_boot: int = FAIRNESS.n_boot, n_perm: int = FAIRNESS.n_perm, seed: int = 0,
-             threshold: str = TASK.threshold, threads: int = 1) -> dict:
+             threshold: str = TASK.threshold, threads: int | None = None) -> dict:
     """Every metric of one run's ``predictions.csv`` (a file or a run folder) with CIs, p-values and noise
-    floors, as ``embedkit evaluate --json`` prints it; ``threads`` blocks of replicates at once."""
+    floors, as ``embedkit evaluate --json`` prints it; ``threads`` blocks of replicates at once (None: a core each
+    where there are several)."""
     from embedkit.predictions import PREDICTIONS, read_predictions
     from embedkit.runs import evaluate_predictions
 
@@ -65,9 +66,10 @@ def evaluate(predictions: str | Path, *, attributes: str | None = FAIRNESS.attri
 
 
 def results(runs_dir: str | Path = WHERE.runs_dir, *, attributes: str | None = FAIRNESS.attributes,
-            n_boot: int = FAIRNESS.n_boot, adjust: str = FAIRNESS.adjust, threads: int = 1) -> "pd.DataFrame":
+            n_boot: int = FAIRNESS.n_boot, adjust: str = FAIRNESS.adjust, threads: int | None = None) -> "pd.DataFrame":
     """Every number of every finished run as one tidy DataFrame (``embedkit results``; columns:
-    ``embedkit.report.results.COLUMNS``); ``threads`` blocks of each run's replicates at once (the same numbers)."""
+    ``embedkit.report.results.COLUMNS``); ``threads`` blocks of each run's replicates at once (the same numbers;
+    None: a core each where there are several)."""
     from embedkit.report.export import of_runs
 
     return of_runs(Path(runs_dir), n_boot=n_boot, attributes=attributes, adjust=adjust, threads=threads)

@@ -35,7 +35,7 @@ def _code_digest() -> str:
     return h.hexdigest()
 
 
-def evaluate_folder(folder: Path, *, threads: int = 1, **settings) -> dict:
+def evaluate_folder(folder: Path, *, threads: int | None = None, **settings) -> dict:
     """``runs.evaluate_predictions(read_predictions(folder/predictions.csv), **settings)``, computed once;
     ``threads`` changes how fast, never what, so it is not part of the key."""
     from embedkit.predictions import PREDICTIONS, read_predictions

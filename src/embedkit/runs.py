@@ -124,13 +124,13 @@ def _json_default(obj):
 
 
 def evaluate_predictions(p: Predictions, *, attributes=None, split: str = "test", n_boot: int = N_BOOT,
-                         n_perm: int = N_PERM, seed: int = 0, return_replicates: bool = False,
-                         where: str = "predictions", threshold: str = TASK.threshold, threads: int = 1) -> dict:
+                         n_perm: int = N_PERM, seed: int = 0, return_replicates: bool = False, where: str = "predictions",
+                         threshold: str = TASK.threshold, threads: int | None = None) -> dict:
     """The metrics object of a run (``embedkit.metrics.suite``; binary and multi-label findings:
     ``metrics.findings``, each finding's threshold chosen by ``threshold`` on the validation rows) on one split,
     for the declared ``attributes`` (text like 'sex,age:60,race' or parsed; default sex, age and their
     intersection), resampling patients when the predictions carry ``patient_id``, ``threads`` blocks of
-    replicates at once."""
+    replicates at once (None: a core each where there are several)."""
     from embedkit.attributes import check_columns
     from embedkit.metrics import evaluate
 

@@ -105,22 +105,26 @@ def test_patients_spanning_classes_share_one_stratum():
 
 
 def test_threads_change_no_number(monkeypatch):
-    """Blocks run two at a time give the same numbers, replicates in the same order, as one after another."""
+    """Blocks run two at a time (or a core each, the default) give the same numbers, replicates in the same order,
+    as one after another."""
     from embedkit.metrics.findings import evaluate_findings
 
     monkeypatch.setattr("embedkit.metrics.resample.BLOCK", 120 * 7)          # 120 patients: blocks of 7 replicates
+    monkeypatch.setattr("embedkit.metrics.resample.cores", lambda: 2)
     y, p, groups = _data()
     patients = np.arange(len(y)) // 2
-    one, two = (evaluate(y, p, groups=groups, classes=CLASSES, patient_id=patients, n_boot=40, n_perm=40,
-                         return_replicates=True, threads=t) for t in (1, 2))
     truth = (p[:, :3] > 0.2).astype(float)
-    first, second = (evaluate_findings(truth, p[:, :3], findings=("a", "b", "c"), thresholds=[0.3] * 3, groups=groups,
-                                       patient_id=patients, n_boot=40, n_perm=40, return_replicates=True, threads=t)
-                     for t in (1, 2))
-    for a, b in ((one, two), (first, second)):
-        reps_a, reps_b = a.pop("_replicates"), b.pop("_replicates")
-        assert a == b and reps_a.keys() == reps_b.keys()
-        assert all(np.array_equal(reps_a[k], reps_b[k], equal_nan=True) for k in reps_a)
+    for run in (lambda t: evaluate(y, p, groups=groups, classes=CLASSES, patient_id=patients, n_boot=40, n_perm=40,
+                                   return_replicates=True, threads=t),
+                lambda t: evaluate_findings(truth, p[:, :3], findings=("a", "b", "c"), thresholds=[0.3] * 3,
+                                            groups=groups, patient_id=patients, n_boot=40, n_perm=40,
+                                            return_replicates=True, threads=t)):
+        one = run(1)
+        reps = one.pop("_replicates")
+        for other in (run(2), run(None)):
+            others = other.pop("_replicates")
+            assert other == one and others.keys() == reps.keys()
+            assert all(np.array_equal(reps[k], others[k], equal_nan=True) for k in reps)
 
 
 @pytest.mark.parametrize("method", ["basic", "percentile", "bc"])
@@ -201,6 +205,25 @@ def test_patient_sums_equal_the_dense_products():
         np.testing.assert_allclose(grouped[:, g], (labels == g) @ dense, rtol=1e-12, atol=1e-12)
     some = sums.grouped(np.ascontiguousarray(labels.T), 3, [0, 2]).T.reshape(5, 3, 12)   # the groups a gap compares
     assert np.array_equal(some[:, [0, 2]], grouped[:, [0, 2]]) and not some[:, 1].any()
+
+
+def test_by_default_blocks_take_a_core_each_only_where_there_are_several(monkeypatch):
+    """threads=None: one block (small data) runs on the caller's thread, no pool started; several run on a pool
+    of one thread per core, and on the caller's thread where there is one core; the results keep their order."""
+    import threading
+
+    from embedkit.metrics.resample import map_blocks
+
+    caller = threading.get_ident()
+
+    def where(block):
+        return block, threading.get_ident() != caller
+
+    monkeypatch.setattr("embedkit.metrics.resample.cores", lambda: 2)
+    assert map_blocks(where, iter([])) == [] and map_blocks(where, iter([7])) == [(7, False)]
+    assert map_blocks(where, iter(range(5))) == [(b, True) for b in range(5)]
+    monkeypatch.setattr("embedkit.metrics.resample.cores", lambda: 1)
+    assert map_blocks(where, iter(range(5))) == [(b, False) for b in range(5)]
 
 
 def test_overlapping_quiet_blocks_in_threads_neither_warn_nor_leave_a_filter():

@@ -32,7 +32,7 @@ class AuditConfig:
     threshold: float | None = None      # near-duplicate cosine; None: the distance-ratio test (duplicates.ALPHA)
     projection: str = "pca"             # the map: pca, or umap when umap-learn is installed
     seed: int = 0
-    threads: int = 1                    # torch, faiss and BLAS threads: the attribute probes and the near-copy search
+    threads: int | None = None          # torch, faiss and BLAS threads: attribute probes, near-copy search (None: 1)
     solver: str = "adamw"               # the attribute probes' optimiser (heads.lbfgs: lbfgs for 100k+ rows)
 
     def settings(self) -> dict:

@@ -170,12 +170,13 @@ def _product(a: np.ndarray, b: np.ndarray, buffer: np.ndarray) -> np.ndarray:
 
 
 @contextmanager
-def search_threads(n: int):
-    """Run a block with faiss (OpenMP), numpy's BLAS and the scan's blocks on ``n`` threads, their own numbers
-    restored after."""
+def search_threads(n: int | None):
+    """Run a block with faiss (OpenMP), numpy's BLAS and the scan's blocks on ``n`` threads (None: one), their own
+    numbers restored after."""
     import faiss
     from threadpoolctl import threadpool_limits
 
+    n = n or 1
     before, token = faiss.omp_get_max_threads(), _THREADS.set(n)
     faiss.omp_set_num_threads(n)
     try:

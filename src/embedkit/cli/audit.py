@@ -21,7 +21,7 @@ def audit(
                                              "(CLIP's protocol; far cheaper at 100k+ rows)."),
     n_boot: int = opt.n_boot_option(),
     n_perm: int = opt.n_perm_option(),
-    threads: int = opt.threads_option(),
+    threads: Optional[int] = opt.threads_option(),
     cache_dir: Path = opt.cache_dir_option(), cache_file: Optional[Path] = opt.cache_file_option(),
     runs_dir: Path = opt.runs_dir_option(), dataset: Optional[str] = opt.dataset_option(),
 ) -> None:

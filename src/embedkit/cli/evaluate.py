@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -63,7 +64,7 @@ def evaluate(
     seed: int = typer.Option(0, min=0, help="Seed of the bootstrap and permutation draws."),
     attributes: str = opt.attributes_option(),
     threshold: str = opt.threshold_option(),
-    threads: int = opt.threads_option(),
+    threads: Optional[int] = opt.threads_option(),
 ) -> None:
     """Utility and fairness metrics with bootstrap CIs, p-values and the noise floor (classes, or findings:
     a predictions file with true_F / prob_F columns)."""

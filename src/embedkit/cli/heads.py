@@ -93,7 +93,7 @@ def probe(
                                              "protocol: full-batch L-BFGS, L2 strength chosen on validation; far "
                                              "cheaper at 100k+ rows)."),
     ks: str = typer.Option(",".join(map(str, KS)), callback=opt.parse_ks, help="kNN k candidates (chosen on validation)."),
-    threads: int = opt.threads_option(),
+    threads: Optional[int] = opt.threads_option(),
     cache_dir: Path = opt.cache_dir_option(), cache_file: Optional[Path] = opt.cache_file_option(),
     runs_dir: Path = opt.runs_dir_option(), dataset: Optional[str] = opt.dataset_option(), force: bool = opt.force_option(),
     attributes: str = opt.attributes_option(),

@@ -221,7 +221,9 @@ def device_option():
 
 
 def threads_option():
-    return typer.Option(1, "--threads", min=1, help="Threads (one is fastest for small work here: docs/benchmarks.md).")
+    return typer.Option(None, "--threads", min=1, show_default=False,
+                        help="Threads (default, as measured in docs/benchmarks.md: one to train and audit; the "
+                             "statistics' blocks of replicates a core each where there are several).")
 
 
 def quiet_option():

@@ -17,7 +17,7 @@ def report(
     runs_dir: Path = opt.runs_dir_option(must_exist=True),
     out: Path = typer.Option(WHERE.report_dir, file_okay=False, help="Where report.md, report.html and figures/ go."),
     n_boot: int = opt.n_boot_option(), attributes: str = opt.attributes_option(),
-    adjust: str = opt.adjust_option(), threads: int = opt.threads_option(),
+    adjust: str = opt.adjust_option(), threads: Optional[int] = opt.threads_option(),
 ) -> None:
     """Tables and figures of the paper, with CIs and seed spread, as Markdown and self-contained HTML."""
     from embedkit.report import build_report
@@ -32,7 +32,7 @@ def results(
                             help="csv, parquet or json (records)."),
     out: Optional[Path] = typer.Option(None, dir_okay=False, help="File to write (default: CSV or JSON on stdout)."),
     n_boot: int = opt.n_boot_option(), attributes: str = opt.attributes_option(),
-    adjust: str = opt.adjust_option(), threads: int = opt.threads_option(),
+    adjust: str = opt.adjust_option(), threads: Optional[int] = opt.threads_option(),
 ) -> None:
     """Every number of every run as one tidy table: dataset, model, method, seed, attribute, group, metric,
     value, CI, p, q, noise floor, n (docs/api.md lists the columns)."""

@@ -44,10 +44,10 @@ def splits(cache: Cache, targets: np.ndarray | None = None) -> dict[str, Split]:
 
 
 @contextmanager
-def torch_threads(n: int):
-    """Run a block with ``n`` torch threads (small head training is fastest on one; see docs/benchmarks.md)."""
+def torch_threads(n: int | None):
+    """Run a block with ``n`` torch threads (None: one; small head training is fastest on one: docs/benchmarks.md)."""
     before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    torch.set_num_threads(n or 1)
     try:
         yield
     finally:

@@ -41,7 +41,7 @@ class ExperimentConfig:
     ks: tuple[int, ...] = KS
     prompts: tuple[str, ...] = FORMATS
     force: bool = False
-    threads: int = 1
+    threads: int | None = None         # torch threads to train (None: one); the statistics' blocks: resample.map_blocks
     n_boot: int = FAIRNESS.n_boot
     attributes: str | None = FAIRNESS.attributes  # declared sensitive attributes (None: sex, age, sex*age)
     mitigate: str | None = None                  # a fairness intervention on ``method`` (embedkit.heads: reweight, ...)

@@ -227,10 +227,10 @@ def evaluate_findings(truth: np.ndarray, prob: np.ndarray, *, findings: tuple[st
                       groups: Mapping[str, np.ndarray], order: Mapping[str, tuple[str, ...]] | None = None,
                       patient_id=None, min_group: int = MIN_GROUP, n_boot: int = N_BOOT, n_perm: int = N_PERM,
                       seed: int = 0, interval: str = intervals.DEFAULT, return_replicates: bool = False,
-                      threads: int = 1) -> dict:
+                      threads: int | None = None) -> dict:
     """Every finding metric of one run as a JSON-ready dict (see the module docstring); with
     ``return_replicates`` the bootstrap replicates too, for ``suite.aggregate_seeds``; ``threads`` blocks of
-    replicates at once (the same numbers)."""
+    replicates at once (the same numbers; None: a core each where there are several)."""
     if not groups:
         groups = {"all": np.full(len(truth), "all")}
     rows = _Rows(truth, prob, thresholds, findings, groups, order, patient_id)

@@ -21,23 +21,32 @@ made by a compiled loop (``kernels.permute_within``, tested against numpy).
 
 from __future__ import annotations
 
+import os
 from collections import deque
+from itertools import chain, islice
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 BLOCK = 1 << 20      # elements of one block of (replicates x patients) counts: 8 MiB of float64 (measured: 4x larger is no faster)
+AUTO_MAX = 8         # blocks at once by default: a core each, at most this many (each holds ~40 MB at 30,000 patients)
 
 
-def map_blocks(fn: Callable, blocks: Iterable, threads: int = 1) -> list:
+def map_blocks(fn: Callable, blocks: Iterable, threads: int | None = None) -> list:
     """``[fn(block) for block in blocks]``, with ``threads`` > 1 running up to that many blocks at once (the
-    compiled passes and numpy's products release the GIL). The caller's generator still draws the blocks one
-    after another, so the numbers do not depend on the thread count, and at most threads + 1 blocks are held.
-    BLAS runs on one thread meanwhile: OpenBLAS's own threads spin-wait against the blocks' (measured at 74,556
-    rows: 27 s with two BLAS threads under two blocks, 18 s with one, 27 s for one block at a time).
-    RuntimeWarnings are ignored meanwhile, as ``suite.quiet`` ignores them within a block: warnings' filters are
-    global, and blocks whose ``quiet`` sections overlap restore each other's saved filters, so without this one
-    block could warn in the middle of another's section, and the last to leave could keep its filter."""
+    compiled passes and numpy's products release the GIL); None: one block per core (up to ``AUTO_MAX``) when
+    there are several blocks, else one thread. The caller's generator still draws the blocks one after another,
+    so the numbers do not depend on the thread count, and at most threads + 1 blocks are held. BLAS runs on one
+    thread meanwhile: OpenBLAS's own threads spin-wait against the blocks' (measured at 74,556 rows: 27 s with
+    two BLAS threads under two blocks, 18 s with one, 27 s for one block at a time). RuntimeWarnings are ignored
+    meanwhile, as ``suite.quiet`` ignores them within a block: warnings' filters are global, and blocks whose
+    ``quiet`` sections overlap restore each other's saved filters, so without this one block could warn in the
+    middle of another's section, and the last to leave could keep its filter."""
+    blocks = iter(blocks)
+    first = list(islice(blocks, 2))                  # one block (small data): no pool to start
+    if threads is None:
+        threads = min(cores(), AUTO_MAX) if len(first) > 1 else 1
+    blocks = chain(first, blocks)
     if threads <= 1:
         return [fn(block) for block in blocks]
     import warnings
@@ -54,6 +63,11 @@ def map_blocks(fn: Callable, blocks: Iterable, threads: int = 1) -> list:
                 out.append(pending.popleft().result())
         out += [f.result() for f in pending]
     return out
+
+
+def cores() -> int:
+    """The cores this process may run on (its affinity where the OS tells it, else the machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def first_seen_codes(values) -> tuple[np.ndarray, int]:

@@ -228,11 +228,11 @@ def _stacked(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 def evaluate(y_true: np.ndarray, proba: np.ndarray, *, groups: Mapping[str, np.ndarray], classes: tuple[str, ...],
              order: Mapping[str, tuple[str, ...]] | None = None, patient_id=None, min_group: int = MIN_GROUP,
              n_boot: int = N_BOOT, n_perm: int = N_PERM, seed: int = 0, return_replicates: bool = False,
-             interval: str = intervals.DEFAULT, threads: int = 1) -> dict:
+             interval: str = intervals.DEFAULT, threads: int | None = None) -> dict:
     """All utility and fairness metrics of one run as a JSON-ready dict (see module docstring).
 
     ``patient_id`` (one per row) makes the patient the unit of resampling; without it each row is its own;
-    ``threads`` blocks of replicates run at once (the same numbers).
+    ``threads`` blocks of replicates run at once (the same numbers; None: a core each where there are several).
     Keys: n, accuracy, f1, f1_macro, var_f1, ece, ece_binned, groups, fairness (one entry per
     attribute), excluded, ci (same nesting, [low, high]), null (noise floor), excess, p_value,
     significant, settings (per attribute: group order, sign, groups left out as too small; the design).

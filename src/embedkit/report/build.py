@@ -95,7 +95,7 @@ def _probe_line(groups) -> list[str]:
 
 
 def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = N_BOOT, attributes: str | None = None,
-                 adjust: str = FAIRNESS.adjust, threads: int = 1) -> Path:
+                 adjust: str = FAIRNESS.adjust, threads: int | None = None) -> Path:
     """Write ``out/report.md``, ``out/report.html`` (figures embedded), ``out/figures/*.png`` and
     ``out/summary.json``; returns the Markdown path. ``threads``: blocks of each run's replicates at once."""
     from markdown_it import MarkdownIt

@@ -8,7 +8,7 @@ from pathlib import Path
 from embedkit.report.results import COLUMNS, table
 
 
-def of_runs(runs_dir: Path, *, n_boot: int, attributes, adjust: str, threads: int = 1):
+def of_runs(runs_dir: Path, *, n_boot: int, attributes, adjust: str, threads: int | None = None):
     """The tidy table of every finished run under ``runs_dir`` (classes or findings), as the report computes it."""
     import pandas as pd
 

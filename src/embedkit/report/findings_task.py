@@ -70,7 +70,7 @@ def is_findings_run(folder: Path) -> bool:
         return any(c.startswith("true_") for c in fh.readline().strip().split(","))
 
 
-def summarise(found: dict, *, n_boot: int, attributes, threads: int = 1) -> list[FindingGroup]:
+def summarise(found: dict, *, n_boot: int, attributes, threads: int | None = None) -> list[FindingGroup]:
     """(dataset, model, method) -> seed folders, each evaluated on test (thresholds chosen on its val rows)."""
     groups = []
     for (dataset, model, method), folders in sorted(found.items()):
@@ -300,7 +300,8 @@ def result_rows(groups: list[FindingGroup]) -> list[dict]:
     return out
 
 
-def build(runs_dir: Path, out: Path, found: dict, *, n_boot: int, attributes, adjust: str, threads: int = 1) -> Path:
+def build(runs_dir: Path, out: Path, found: dict, *, n_boot: int, attributes, adjust: str,
+          threads: int | None = None) -> Path:
     """The report of a runs folder of binary / multi-label runs: report.md, report.html, figures, results.csv
     and summary.json, written like the multiclass report."""
     import base64

@@ -198,7 +198,8 @@ def adjust_family(groups: list[Group], method: str) -> int:
     return len(keys)
 
 
-def summarise(runs_dir: Path, *, n_boot: int = N_BOOT, attributes: str | None = None, threads: int = 1) -> list[Group]:
+def summarise(runs_dir: Path, *, n_boot: int = N_BOOT, attributes: str | None = None,
+              threads: int | None = None) -> list[Group]:
     groups = []
     for (dataset, model, method), per_seed in sorted(_rounds(runs_dir).items()):
         results, preds_all = [], []
@@ -234,7 +235,7 @@ def summarise(runs_dir: Path, *, n_boot: int = N_BOOT, attributes: str | None = 
 
 
 def collect(runs_dir: Path, *, n_boot: int = N_BOOT, attributes: str | None = None, adjust: str,
-            threads: int = 1) -> tuple[list[Group], int]:
+            threads: int | None = None) -> tuple[list[Group], int]:
     """Every finished run under ``runs_dir`` summarised, with the report's family of gap tests adjusted
     (``adjust``: bh or holm); returns the groups and the family's size. What the report and the results
     table are both built from."""

@@ -129,7 +129,8 @@ def _report() -> type[BaseModel]:
     from embedkit.metrics.intervals import ADJUSTMENTS
 
     return create_model("Report", __base__=_Strict, n_boot=(int, FAIRNESS.n_boot),
-                        adjust=(Literal[ADJUSTMENTS], FAIRNESS.adjust), threads=(Annotated[int, Field(ge=1)], 1))
+                        adjust=(Literal[ADJUSTMENTS], FAIRNESS.adjust),
+                        threads=(Optional[int], Field(None, ge=1)))    # None: a core per block of replicates
 
 
 def _task() -> type[BaseModel]:

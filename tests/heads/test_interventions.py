@@ -36,9 +36,9 @@ def shifted_cache(tmp_path_factory):
     return make_cache(tmp_path_factory.mktemp("shift") / "c.h5", x, y, split, sex=sex)
 
 
-def run(cache, tmp, method="linear", **kw):
+def run(cache, tmp, method="linear", seeds=(0, 1), **kw):
     cfg = ExperimentConfig(model="synthetic", manifest=cache.with_suffix(".csv"), method=method, cache=cache,
-                           runs_dir=tmp / "runs", dataset="toy", head=HEAD, n_boot=300, seeds=(0, 1), **kw)
+                           runs_dir=tmp / "runs", dataset="toy", head=HEAD, n_boot=300, seeds=seeds, **kw)
     return run_experiment(cfg)
 
 
@@ -87,6 +87,15 @@ def test_selection_strategies_are_recorded_and_use_validation(shifted_cache, tmp
             chosen = sel["candidates"][[(p["lr"], p["weight_decay"]) for p in sel["sweep"]].index((sel["lr"], sel["weight_decay"]))]
             if strategy == "worst-group":
                 assert chosen["worst_group_accuracy"] == max(c["worst_group_accuracy"] for c in sel["candidates"])
+
+
+def test_a_fairness_aware_selection_is_a_new_run_for_another_attribute(shifted_cache, tmp_path):
+    """The groups that choose the sweep point are part of the run's identity: the age run is not the sex run's."""
+    sex, age = (run(shifted_cache, tmp_path, selection="worst-group", attribute=a, seeds=(0,))[0] for a in ("sex", "age"))
+    assert not age.skipped and age.record["selection"]["attribute"] == "age"
+    assert age.record["config_hash"] != sex.record["config_hash"]
+    loss = [run(shifted_cache, tmp_path / "loss", attribute=a, seeds=(0,))[0] for a in ("sex", "age")]
+    assert loss[1].skipped                                    # the loss chooses without groups: one run
 
 
 def test_temperature_recovers_a_known_temperature():
@@ -196,3 +205,4 @@ def test_a_seed_of_the_adversary_rerun_alone_gives_the_same_run(shifted_cache, t
     a = read_predictions(both[1].path / "predictions.csv").proba
     b = read_predictions(alone[0].path / "predictions.csv").proba
     np.testing.assert_allclose(a, b, atol=1e-6)
+

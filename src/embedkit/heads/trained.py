@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields, replace
 import torch
 from torch.nn import functional as F
 
+from embedkit.attributes import ACTED_ON
 from embedkit.heads import lbfgs, stacked
 from embedkit.heads.base import Fitted, Method
 from embedkit.heads.checkpoint import resume as _resume, save as _save
@@ -288,7 +289,8 @@ class TrainedMethod(Method):
         head = asdict(cfg.head.resolved(self.head_kind(cfg)))
         if head["solver"] == "adamw":            # the default: identities as before the option existed
             del head["solver"]
-        return {"head": head, "selection": cfg.selection}
+        chosen_by = {} if cfg.selection == "loss" else {"attribute": cfg.attribute or ACTED_ON}   # its groups choose
+        return {"head": head, "selection": cfg.selection, **chosen_by}
 
     def objective(self, cfg, cache, parts, seeds) -> Objective:
         return Objective()

@@ -8,7 +8,7 @@ from embedkit.heads.runner import ExperimentConfig, run_experiment
 from embedkit.heads.trained import HeadConfig
 from embedkit.metrics.compare import paired_changes, shrank_beyond_noise
 from embedkit.predictions import read_predictions
-from embedkit.runs import evaluate_predictions
+from embedkit.runs import evaluate_predictions, read_record
 
 from .conftest import make_cache
 
@@ -206,3 +206,38 @@ def test_a_seed_of_the_adversary_rerun_alone_gives_the_same_run(shifted_cache, t
     b = read_predictions(alone[0].path / "predictions.csv").proba
     np.testing.assert_allclose(a, b, atol=1e-6)
 
+
+def test_post_processing_maps_the_finished_base_runs_without_refitting_them(shifted_cache, tmp_path, monkeypatch):
+    """Offsets on linear run the missing ERM runs first, then read them back: a second intervention refits
+    nothing, and its probabilities are those of refitting the base in memory (to the 7 digits a file keeps)."""
+    from embedkit.heads import base
+    from embedkit.heads.trained import TrainedMethod
+
+    temperature = run(shifted_cache, tmp_path, mitigate="temperature", attribute="sex")
+    erm = [r.path for r in run(shifted_cache, tmp_path)]
+    assert [p.parent.name for p in erm] == ["linear"] * 2 and all((p / "run.json").is_file() for p in erm)
+    assert all(run(shifted_cache, tmp_path)[i].skipped for i in range(2))            # made by the intervention
+    assert temperature[0].record["selection"]["lr"] == read_record(erm[0])["selection"]["lr"]
+
+    refit = list(base.get("offsets").fit(*_inputs(shifted_cache, tmp_path, mitigate="offsets", attribute="sex")))
+
+    def no_refit(*a, **k):
+        raise AssertionError("the base head was refitted")
+
+    monkeypatch.setattr(TrainedMethod, "fit", no_refit)
+    offsets = run(shifted_cache, tmp_path, mitigate="offsets", attribute="sex")
+    for r, f in zip(offsets, refit):
+        p = read_predictions(r.path / "predictions.csv")
+        np.testing.assert_allclose(p.proba, np.concatenate([f.proba["val"], f.proba["test"]]), atol=2e-6)
+        assert r.record["selection"]["post_processing"] == f.selection["post_processing"]
+
+
+def _inputs(cache, tmp, **kw):
+    """What the runner hands a method's fit: the config, the store, its splits and the seeds."""
+    from embedkit.heads import features
+    from embedkit.heads.runner import ExperimentConfig
+
+    cfg = ExperimentConfig(model="synthetic", manifest=cache.with_suffix(".csv"), method="linear", cache=cache,
+                           runs_dir=tmp / "runs", dataset="toy", head=HEAD, n_boot=300, seeds=(0, 1), **kw)
+    store, parts = features.load(cache, cfg.manifest, cfg.task)
+    return cfg, store, parts, cfg.seeds

@@ -1,7 +1,10 @@
-"""What the post-processing interventions share: the base method's probabilities, refitted per group
-of the attribute on the validation split only, then applied to validation and test."""
+"""What the post-processing interventions share: the base method's probabilities (its finished runs, which the
+runner reads rather than refits), mapped per group of the attribute as fitted on the validation split only, then
+applied to validation and test."""
 
 from __future__ import annotations
+
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -14,7 +17,7 @@ EPS = 1e-7
 
 
 class PostProcessing(Method):
-    """Wraps ``--head`` (any method: zero-shot, linear, MLP, kNN): its fit, then a per-group map."""
+    """Wraps ``--head`` (any method: zero-shot, linear, MLP, kNN): its fits, then a per-group map."""
 
     needs_attribute = True
 
@@ -28,11 +31,14 @@ class PostProcessing(Method):
         raise NotImplementedError
 
     def fit(self, cfg, cache, parts, seeds):
-        inner = base.get(cfg.method)
+        yield from self.post(cfg, cache, parts, base.get(cfg.method).fit(cfg, cache, parts, seeds))
+
+    def post(self, cfg, cache, parts, fits: Iterable[Fitted]) -> Iterator[Fitted]:
+        """The base method's ``fits`` mapped per group (the runner passes its finished runs: no refit)."""
         _, g_val, order = attribute_labels(cfg, cache, parts["val"].rows)
         _, g_test, _ = attribute_labels(cfg, cache, parts["test"].rows)
         y_val = parts["val"].y.numpy()
-        for f in inner.fit(cfg, cache, parts, seeds):
+        for f in fits:
             logp = {s: np.log(np.clip(f.proba[s], EPS, 1.0)) for s in ("val", "test")}
             fitted = self.fit_groups(cfg, logp["val"], y_val, g_val, order)
             proba = {"val": self.apply(logp["val"], g_val, fitted), "test": self.apply(logp["test"], g_test, fitted)}

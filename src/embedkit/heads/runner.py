@@ -2,13 +2,14 @@
 
 Each run writes ``<runs>/<dataset>/<model>/<method>/seed-<k>/{predictions.csv,run.json}`` through
 ``embedkit.runs``, which also answers whether a run is done; a finished run with the same identity is
-skipped unless ``force``. Every selection (prompt format, lr/wd and epoch, k) uses validation only.
+skipped unless ``force``. Every selection (prompt format, lr/wd and epoch, k) uses validation only. A
+post-processing intervention maps its base method's finished runs (running them first where missing).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,11 @@ from embedkit.cache import Cache
 from embedkit.errors import EmbedkitError
 from embedkit.heads import base, features
 from embedkit.heads.knn import KS
+from embedkit.heads.posthoc import PostProcessing
 from embedkit.heads.trained import HeadConfig
 from embedkit.manifest import read_manifest
 from embedkit.prompts import FORMATS
-from embedkit.predictions import Predictions, attribute_columns
+from embedkit.predictions import PREDICTIONS, Predictions, attribute_columns, read_predictions
 from embedkit.runs import config_digest, finish_run, new_record, refresh_metrics, run_state
 from embedkit.spec import FAIRNESS, SWEEP, TASK, WHERE, Task, Where
 
@@ -113,12 +115,33 @@ def run_experiment(cfg: ExperimentConfig) -> list[RunResult]:
     todo = tuple(s for s in seeds_of(cfg) if s not in results)
     if todo:
         start = time.perf_counter()
-        with features.torch_threads(cfg.threads):
-            fitted = list(method.fit(cfg, cache, parts, todo))
+        if isinstance(method, PostProcessing):
+            fitted = list(method.post(cfg, cache, parts, _base_fits(cfg, cache, parts, todo)))
+        else:
+            with features.torch_threads(cfg.threads):
+                fitted = list(method.fit(cfg, cache, parts, todo))
         seconds = (time.perf_counter() - start) / len(todo)
         for f in fitted:
             results[f.seed] = _write_run(cfg, f, cache, parts, ident, seconds)
     return [results[s] for s in seeds_of(cfg)]
+
+
+def _base_fits(cfg: ExperimentConfig, cache: Cache, parts: dict, seeds: tuple[int, ...]) -> list[base.Fitted]:
+    """A post-processing intervention's base: the finished runs of its ``--head`` with the same settings (run first
+    where missing or stale; ``force`` redoes the intervention, not them), read back rather than refitted. Their
+    probabilities are the refit's to the 7 digits predictions.csv keeps."""
+    fits = []
+    for run in run_experiment(replace(cfg, mitigate=None, seeds=seeds, force=False)):
+        p = read_predictions(run.path / PREDICTIONS)
+        proba = {}
+        for s in ("val", "test"):
+            rows = p.split == s
+            if not np.array_equal(p.image_id[rows], cache.image_id[parts[s].rows]):
+                raise EmbedkitError(f"{run.path / PREDICTIONS}: its {s} rows are not this store's; delete the run "
+                                    "folder to refit it")
+            proba[s] = p.proba[rows]
+        fits.append(base.Fitted(run.record["seed"], proba, run.record["selection"]))
+    return fits
 
 
 BINARY_INTERVENTIONS = ("reweight", "resample", "groupdro")     # (group x label) cells of a binary label
@@ -144,8 +167,6 @@ def _check_task(cfg: ExperimentConfig) -> None:
 
 
 def _with_hash(cfg: ExperimentConfig, digest: str) -> ExperimentConfig:
-    from dataclasses import replace
-
     return replace(cfg, config_hash=digest)
 
 

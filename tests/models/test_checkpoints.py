@@ -3,6 +3,7 @@
 import io
 import os
 import pickle
+import warnings
 import zipfile
 
 import pytest
@@ -91,7 +92,9 @@ def test_openai_torchscript_archive_loads(published, tmp_path, images):
     state = {k: v.half() if v.is_floating_point() else v for k, v in torch.load(weights).items()}
     state.update(input_resolution=torch.tensor(32), context_length=torch.tensor(77), vocab_size=torch.tensor(49408))
     _torchscript_archive(state, tmp_path / "ViT-B-16.pt")
-    loaded = load_encoder("clip-tiny", weights=tmp_path / "ViT-B-16.pt")
+    with warnings.catch_warnings():   # torch's advice to call jit.load, and TorchScript's deprecation: not the user's
+        warnings.simplefilter("error")
+        loaded = load_encoder("clip-tiny", weights=tmp_path / "ViT-B-16.pt")
     x = batch(enc, images)
     with torch.no_grad():
         torch.testing.assert_close(loaded.encode_images(x), enc.encode_images(x), atol=2e-2, rtol=0)  # fp16 weights

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -65,7 +66,9 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except Exception as exc:
             raise EmbedkitError(f"{path}: not a readable safetensors file ({exc})") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # OpenAI's TorchScript archives: torch warns, then raises (handled below)
+            warnings.filterwarnings("ignore", "'torch.load' received a zip file that looks like a TorchScript")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise _refused(path, exc) from None
     except Exception as exc:  # torch raises RuntimeError, KeyError, EOFError… on non-checkpoint bytes
@@ -83,7 +86,9 @@ def load_torchscript_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict of a TorchScript archive (OpenAI's original CLIP files)."""
     path = Path(path)
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():   # torch deprecates TorchScript, but OpenAI's files are published in it
+            warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", FutureWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         raise _refused(path, exc) from None
     return {k: v for k, v in module.state_dict().items()}

@@ -52,11 +52,13 @@ class _Figures:
             err = np.clip(np.nan_to_num(np.array([[a - lo for a, lo, _ in v], [hi - a for a, _, hi in v]], dtype=float)), 0, None)
             ax.bar(np.arange(len(labels)) + i * width, np.nan_to_num(mean), width, yerr=np.nan_to_num(err), label=s,
                    capsize=1.5, error_kw={"elinewidth": 0.6}, color=colours[i % len(colours)])
+            at_foot = ax.get_xaxis_transform()   # x in data, y in axes: a marker stays inside the axes at any scale
             for j, m in enumerate(mean):
                 if not np.isfinite(m):
-                    ax.text(j + i * width, 0, "—", ha="center", va="bottom", fontsize=7)
+                    ax.text(j + i * width, 0, "—", ha="center", va="bottom", fontsize=7, transform=at_foot)
                 elif (labels[j], s) in self.kept:   # a fine-tuning bar that is its starting linear probe
-                    ax.text(j + i * width, 0.02, "= probe", ha="center", va="bottom", rotation=90, fontsize=6)
+                    ax.text(j + i * width, 0.02, "= probe", ha="center", va="bottom", rotation=90, fontsize=6,
+                            transform=at_foot)
         ax.set_xticks(np.arange(len(labels)) + width * (len(series) - 1) / 2, labels, rotation=35, ha="right",
                       rotation_mode="anchor", fontsize=8)
         ax.set_title(title, fontsize=10)

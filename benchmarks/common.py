@@ -17,6 +17,17 @@ def table(header, rows) -> str:
     return "\n".join(out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]) + "\n"
 
 
+def cpu_model() -> str:
+    """The processor's name as Linux reports it (figures move 2-3x between the machines these runs land on)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def timed(fn, *args, repeat: int = 1, **kw) -> float:
     """Best of ``repeat`` wall-clock runs, in seconds."""
     best = float("inf")

@@ -91,54 +91,7 @@ def _read() -> str:
 
 @section("grid")
 def _grid() -> str:
-    g1, g2 = bench_heads.probe_grid(1), bench_heads.probe_grid(2)
-    cli = bench_heads.cli_grid()
-    stacked = [bench_heads.written_vs_autograd(k) for k in ("linear", "mlp")]
-    cost = bench_heads.reencode_cost()
-    reencode = cost["seconds_per_image"] * 840 * 150 * 5 * 5 * 2  # linear + MLP, 5 models, 5 seeds
-    work = bench_heads.grid_gflop()
-    bound = {k: v / g1["gemm_gflops"] for k, v in work.items()}
-    return ("## Heads on cached features: the whole grid\n\n5 models (D = 512, GLoRIA 768) × {linear, MLP, kNN} × "
-            "5 seeds × 150 epochs on 1,200 samples, default sweeps (linear: 2 lr × 2 wd; MLP hidden 128: 2 lr; "
-            "kNN: 8 k), metrics with 1,000 bootstrap and 1,000 permutation replicates per run. In one process "
-            "(`run_experiment` per model and head), the time split into reading the stores, fitting, and metrics + "
-            "run files:\n\n"
-            + table(["torch threads", "total s", "linear s", "MLP s", "kNN s", "read stores s", "fit s", "metrics + files s"],
-                    [[g["threads"], f"{g['total_s']:.1f}", f"{g['linear_s']:.1f}", f"{g['mlp_s']:.1f}", f"{g['knn_s']:.1f}",
-                      f"{g['load_s']:.1f}", f"{g['fit_s']:.1f}", f"{g['finish_s']:.1f}"] for g in (g1, g2)])
-            + f"\nThrough the one CLI command (`embedkit probe --model clip,biomedclip,medclip-vit,medclip-rn50,gloria "
-              f"--head linear,mlp,knn --seeds 0-4`, one process, process start included): **{cli['seconds']:.1f} s** "
-              f"for {cli['runs']} runs.\n"
-            + f"\n**Against the FLOP bound, measured in the same process** (one thread): the heads' GEMM work "
-              f"(forward and weight gradient of each layer, the MLP's hidden gradient, validation every epoch) is "
-              f"{work['linear']:,.0f} GFLOP for the linear probes and {work['mlp']:,.0f} GFLOP for the MLPs; a "
-              f"2048² GEMM ran at {g1['gemm_gflops']:.0f} GFLOP/s in that process, so the bound is "
-              f"{bound['linear']:.1f} s and {bound['mlp']:.1f} s. Measured (each head's runs, metrics and run files "
-              f"included): linear {g1['linear_s']:.1f} s ({g1['linear_s'] / bound['linear']:.1f}× its bound), MLP "
-              f"{g1['mlp_s']:.1f} s ({g1['mlp_s'] / bound['mlp']:.1f}×); the whole grid {g1['total_s']:.1f} s against "
-              f"{sum(bound.values()):.1f} s ({g1['total_s'] / sum(bound.values()):.1f}×).\n"
-            + "\n**Written-out gradients against the plain torch way** (one model, 5 seeds × the default sweep, "
-              "150 epochs, one thread; the same members, batches and dropout; the plain way is autograd through the "
-              "members stacked each step and torch.optim.AdamW, fused, with a parameter group per member):\n\n"
-            + table(["head", "members", "stacked, written out s", "autograd + AdamW groups s", "speed-up"],
-                    [[r["kind"], r["members"], f"{r['written_s']:.2f}", f"{r['autograd_s']:.2f}",
-                      f"{r['autograd_s'] / r['written_s']:.2f}×"] for r in stacked])
-            + "\n**What limits the grid.** The MLP is most of it. Profiled with torch.profiler when this was written "
-              "(one model, one thread), an MLP step at batch 64 spent about 4.3 ms in its four large GEMMs (forward and "
-              "weight gradient of the first layer for each sweep point), 0.8 ms in the fused AdamW kernel, 0.5 ms "
-              "drawing the members' dropout masks from their own generators, 0.4 ms gathering the batch and about 1 ms "
-              "in the rest. Those GEMMs ran at about 39 GFLOP/s in the loop against 63 for the same shapes alone: one "
-              "model's weights, gradients and Adam moments (about 13 MB) pass through memory every step, so each "
-              "step's GEMMs start from cold caches. The linear probe's GEMMs are narrow (6 classes per member), so "
-              "its fixed per-step work (about 30 small tensor operations) weighs as much as its FLOPs.\n"
-            + "\nThe heads default to one torch thread: two are faster only on an idle machine, and two torch "
-              "threads on two cores slow several-fold as soon as anything else holds a core.\n"
-            + f"\nRe-encoding images every epoch instead (what FairMedFM's linear probe does): a full-size CLIP "
-              f"forward costs {cost['seconds_per_image']:.3f} s per image here, so 840 training images × 150 epochs "
-              f"× 5 seeds × 5 models × 2 trained heads would take about {reencode / 3600:,.0f} CPU-hours "
-              f"(forward only, no sweep) against {g1['total_s']:.0f} s from the cache — about "
-              f"{reencode / g1['total_s']:,.0f}× (an extrapolation from the measured per-image cost; all five "
-              "encoders priced as CLIP).\n")
+    return bench_heads.grid_markdown()
 
 
 @section("interventions")

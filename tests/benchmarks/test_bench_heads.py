@@ -1,0 +1,32 @@
+"""The grid benchmark's FLOP count and its "what limits the grid" text, from given measurements."""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_heads  # noqa: E402
+
+
+def test_one_models_gemm_work_is_counted_by_hand():
+    # linear, 512-d, 5 seeds x 4 sweep points x 6 classes: forward + weight gradient per train row, forward per val row
+    per_row = 2 * 512 * 6 * 20
+    assert bench_heads.grid_gflop(bench_heads.MODELS[:1])["linear"] == 150 * (840 * 2 * per_row + 120 * per_row) / 1e9
+    whole = bench_heads.grid_gflop()
+    assert whole["linear"] > 5 * bench_heads.grid_gflop(bench_heads.MODELS[:1])["linear"]   # GLoRIA is 768-d
+
+
+def _costs(kind, total, gemm, adamw, five, twenty):
+    return {"kind": kind, "members": 20 if kind == "linear" else 10, "timed_s": total, "gather": 0.2, "forward": 0.4,
+            "loss + gradient": 0.5, "backward": 0.3, "AdamW": adamw, "gemm_alone_s": gemm, "five_s": five,
+            "twenty_s": twenty}
+
+
+def test_the_limits_paragraph_states_the_measured_ratios():
+    steps = [_costs("linear", 1.8, 0.3, 0.25, 1.5, 5.4), _costs("mlp", 6.0, 2.0, 1.2, 6.0, 26.4)]
+    text = bench_heads._limits(steps, {"linear": 0.2, "mlp": 2.0})
+    assert "| linear | 20 | 1.80 | 0.20 | 0.40 | 0.50 | 0.30 | 0.25 | 0.15 | 0.30 | 5.40 | 6.00 |" in text
+    assert "those two alone are 1.60× the model's FLOP bound (2.00 s" in text         # (2.0 + 1.2) / 2.0
+    assert "costs 5.0× its GEMMs" in text                                               # (1.8 - 0.3) / 0.3
+    assert "took 0.90× the time of four stacks of 5 for the linear probe and 1.10× for the MLP" in text

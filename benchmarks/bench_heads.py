@@ -51,16 +51,14 @@ import tempfile, time
 from pathlib import Path
 import sys; sys.path.insert(0, "benchmarks")
 from bench_heads import _synthetic_caches
+from common import timed_into
 from embedkit.heads import runner, features
 from embedkit.heads.runner import ExperimentConfig, run_experiment
 tmp = Path(tempfile.mkdtemp())
 caches = _synthetic_caches(tmp)
 spent = {{"load": 0.0, "finish": 0.0}}
-def timed(name, fn):
-    def wrapper(*a, **k):
-        t0 = time.perf_counter(); out = fn(*a, **k); spent[name] += time.perf_counter() - t0; return out
-    return wrapper
-features.load = timed("load", features.load); runner.finish_run = timed("finish", runner.finish_run)
+features.load = timed_into(spent, "load", features.load)
+runner.finish_run = timed_into(spent, "finish", runner.finish_run)
 times = {{}}
 t_all = time.perf_counter()
 for cache in caches:
@@ -168,43 +166,45 @@ def step_costs(kind: str) -> dict:
     the trainer's own steps timed (validation's forward and loss counted with the steps'), the same GEMMs alone
     at their shapes, and 20 seeds stacked against 4 x 5 (what fusing four models of one width would save)."""
     return child(f"""
-import time, torch
+import sys, time, torch
+sys.path.insert(0, "benchmarks")
+from common import timed_into
 from embedkit.heads import stacked, trained
 from embedkit.heads.features import Split
 from embedkit.heads.trained import HeadConfig, train_sweep
 {ONE_MODEL}cfg = HeadConfig(kind="{kind}").resolved()
-spent = {{}}
-def timed(name, fn):
-    def wrapper(*a, **k):
-        t0 = time.perf_counter(); out = fn(*a, **k); spent[name] = spent.get(name, 0) + time.perf_counter() - t0
-        return out
-    return wrapper
 def fit(seeds):
     t0 = time.perf_counter(); train_sweep(tr, va, cfg, list(range(seeds)), 6); return time.perf_counter() - t0
 five = min(fit(5), fit(5))
 twenty = fit(20)
+spent = {{}}
 parts = [(trained, "rows", "gather"), (stacked, "forward", "forward"), (trained.Targets, "__call__", "loss + gradient"),
          (stacked, "backward", "backward"), (stacked.StackedAdamW, "step", "AdamW")]
 saved = [getattr(o, n) for o, n, _ in parts]
 for o, n, label in parts:
-    setattr(o, n, timed(label, getattr(o, n)))
+    setattr(o, n, timed_into(spent, label, getattr(o, n)))
 total = fit(5)
 for (o, n, _), f in zip(parts, saved):
     setattr(o, n, f)
-G = len(cfg.lrs) * len(cfg.weight_decays)
-steps = cfg.epochs * -(-840 // 64)
-def gemm(a, b, calls):
-    a, b = torch.randn(*a), torch.randn(*b)
-    out = torch.bmm(a, b)
+def gemm(rows, width):
+    a, b = torch.randn({SEEDS}, rows, 512), torch.randn({SEEDS}, 512, width)
+    at, db, out = a.transpose(1, 2).contiguous(), torch.randn({SEEDS}, rows, width), torch.bmm(a, b)
+    grad = torch.bmm(at, db)
     t0 = time.perf_counter()
     for _ in range(200):
         torch.bmm(a, b, out=out)
-    return (time.perf_counter() - t0) / 200 * calls
-width, per = (6 * G, 1) if cfg.kind == "linear" else (cfg.hidden, G)
-alone = steps * per * (gemm((5, 64, 512), (5, 512, width), 1) + gemm((5, 512, 64), (5, 64, width), 1))
-alone += cfg.epochs * per * gemm((5, 120, 512), (5, 512, width), 1)
-RESULT = dict(kind="{kind}", members=5 * G, five_s=five, twenty_s=twenty, timed_s=total, gemm_alone_s=alone,
-              **{{k: v for k, v in spent.items()}})
+    forward = (time.perf_counter() - t0) / 200
+    t0 = time.perf_counter()
+    for _ in range(200):
+        torch.bmm(at, db, out=grad)
+    return forward, (time.perf_counter() - t0) / 200
+G = len(cfg.lrs) * len(cfg.weight_decays)
+width, per = (6 * G, 1) if cfg.kind == "linear" else (cfg.hidden, G)    # columns per GEMM, GEMMs per product
+full, last = divmod({N_TRAIN}, cfg.batch_size)
+batches = [(cfg.batch_size, full)] + ([(last, 1)] if last else [])
+alone = cfg.epochs * per * (sum(n * sum(gemm(rows, width)) for rows, n in batches) + gemm({N_VAL}, width)[0])
+RESULT = dict(kind="{kind}", members={SEEDS} * G, five_s=five, twenty_s=twenty, timed_s=total, gemm_alone_s=alone,
+              **spent)
 """, env={"OMP_NUM_THREADS": "1"})
 
 
@@ -288,8 +288,7 @@ def _limits(steps: list[dict], one: dict) -> str:
             "steps' forward and loss; the same GEMMs alone at their shapes, 64-row batches; 20 seeds stacked "
             "stand for four models of one width fused):\n\n"
             + table(["head", "members", "total s", *(f"{p} s" for p in parts), "rest s", "same GEMMs alone s",
-                     "20 seeds stacked s",
-                     "4 × 5 seeds s"],
+                     "20 seeds stacked s", "4 × 5 seeds s"],
                     [[r["kind"], r["members"], f"{r['timed_s']:.2f}", *(f"{r[p]:.2f}" for p in parts),
                       f"{r['timed_s'] - sum(r[p] for p in parts):.2f}", f"{r['gemm_alone_s']:.2f}",
                       f"{r['twenty_s']:.2f}", f"{4 * r['five_s']:.2f}"] for r in steps])

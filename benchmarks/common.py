@@ -28,6 +28,17 @@ def cpu_model() -> str:
         return platform.processor() or platform.machine()
 
 
+def timed_into(spent: dict, name: str, fn):
+    """``fn``, adding the wall time of every call to ``spent[name]``: a child times the library's own calls."""
+    def wrapper(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - t0
+    return wrapper
+
+
 def timed(fn, *args, repeat: int = 1, **kw) -> float:
     """Best of ``repeat`` wall-clock runs, in seconds."""
     best = float("inf")

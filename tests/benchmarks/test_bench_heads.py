@@ -20,13 +20,18 @@ def test_one_models_gemm_work_is_counted_by_hand():
 def _costs(kind, total, gemm, adamw, five, twenty):
     return {"kind": kind, "members": 20 if kind == "linear" else 10, "timed_s": total, "gather": 0.2, "forward": 0.4,
             "loss + gradient": 0.5, "backward": 0.3, "AdamW": adamw, "gemm_alone_s": gemm, "five_s": five,
-            "twenty_s": twenty}
+            "twenty_s": twenty, "params": 664_380, "steps": 2100, "adamw_ns": 0.6, "adamw_cached_ns": 0.55,
+            "adamw_kernel_s": 0.8}
 
 
 def test_the_limits_paragraph_states_the_measured_ratios():
     steps = [_costs("linear", 1.8, 0.3, 0.25, 1.5, 5.4), _costs("mlp", 6.0, 2.0, 1.2, 6.0, 26.4)]
     text = bench_heads._limits(steps, {"linear": 0.2, "mlp": 2.0})
     assert "| linear | 20 | 1.80 | 0.20 | 0.40 | 0.50 | 0.30 | 0.25 | 0.15 | 0.30 | 5.40 | 6.00 |" in text
-    assert "those two alone are 1.60× the model's FLOP bound (2.00 s" in text         # (2.0 + 1.2) / 2.0
+    assert "on all 664k parameters at once, takes 0.80 s for the 2,100 steps" in text
+    assert "0.60 ns a parameter at that size and 0.55 ns on 16k" in text
+    assert "kernel alone are 1.40× the model's FLOP bound (2.00 s" in text              # (2.0 + 0.8) / 2.0
+    assert "leaves 0.20 s within 1.5× for everything else" in text                      # 3.0 - 2.0 - 0.8
+    assert "which takes 2.80 s and would have to shrink 14-fold" in text               # 6.0 - 2.0 - 1.2
     assert "costs 5.0× its GEMMs" in text                                               # (1.8 - 0.3) / 0.3
     assert "took 0.90× the time of four stacks of 5 for the linear probe and 1.10× for the MLP" in text

@@ -187,7 +187,6 @@ def _epoch(cfg: HeadConfig, params, opt, x: torch.Tensor, targets: "Targets", ob
     """One pass over ``perms`` (S, N): each seed's rows in its order, every member a step per batch."""
     s, groups = perms.shape[0], len(gens) // perms.shape[0]
     keep = 1 - cfg.dropout
-    grads = [torch.empty_like(p) for p in params]
     drawn = None
     if cfg.kind == "mlp" and cfg.dropout > 0:     # each member's masks for the epoch from its own generator
         drawn = torch.stack([torch.rand(perms.shape[1], cfg.hidden, generator=g) < keep for g in gens])
@@ -202,7 +201,8 @@ def _epoch(cfg: HeadConfig, params, opt, x: torch.Tensor, targets: "Targets", ob
         dlogits.mul_(weight.view(s, groups, -1, 1))
         if direct is not None:
             dlogits.add_(direct)
-        opt.step(stacked.backward(cfg.kind, params, xb, hidden, dropout, dlogits, grads))
+        stacked.backward(cfg.kind, params, xb, hidden, dropout, dlogits, opt.grads)
+        opt.step()
         objective.after_step()
 
 

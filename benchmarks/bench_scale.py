@@ -350,8 +350,8 @@ WHERE_THE_TIME_GOES = """
   of 14 columns run far below the GEMM rate (~19 GFLOP/s against 52), so a second thread saves little.
 - *The paper's probes* (AdamW, batch 64, 150 epochs: ~184,000 optimiser steps at 112,120 rows, ~620,000 at
   377,110, of GEMMs 64 rows tall). The linear probe's four members are 56 columns wide, so the rest of each step
-  (the loss over few columns, the weights' permuted copies, AdamW) outweighs its FLOPs; the MLP's AdamW streams its
-  weights, gradients and moments through memory every step ("What limits the grid", measured there). The issue's
+  (the loss over few columns, the weights' permuted copies, AdamW) outweighs its FLOPs; the MLP's AdamW costs a
+  square root and two divisions per parameter every step ("What limits the grid", measured there). The issue's
   "within 1.5× of the FLOP bound" is not met (the table above); L-BFGS sidesteps it for the linear probe at the
   same test AUROC.
 """

@@ -110,13 +110,13 @@ class StackedAdamW:
         self.lr_factor = 1.0
         self._points = [tuple([t[j] for t in kind] for kind in (params, self.grads, self.m, self.v))
                         for j in range(len(lrs))]
+        self._steps = [self.step_count] * len(params)      # one counter, incremented in place, for every tensor
 
     def step(self) -> None:
         """One update of every member from ``grads``."""
-        self.step_count += 1
-        steps = [self.step_count] * len(self.params)
+        self.step_count.add_(1)
         for (p, d, m, v), lr, wd in zip(self._points, self.lrs, self.weight_decays):
-            torch._fused_adamw_(p, d, m, v, [], steps, lr=lr * self.lr_factor, beta1=self.betas[0],
+            torch._fused_adamw_(p, d, m, v, [], self._steps, lr=lr * self.lr_factor, beta1=self.betas[0],
                                 beta2=self.betas[1], weight_decay=wd, eps=self.eps, amsgrad=False, maximize=False)
 
     def cosine(self, epoch: int, total: int) -> None:

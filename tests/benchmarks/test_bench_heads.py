@@ -35,3 +35,12 @@ def test_the_limits_paragraph_states_the_measured_ratios():
     assert "which takes 2.80 s and would have to shrink 14-fold" in text               # 6.0 - 2.0 - 1.2
     assert "costs 5.0× its GEMMs" in text                                               # (1.8 - 0.3) / 0.3
     assert "took 0.90× the time of four stacks of 5 for the linear probe and 1.10× for the MLP" in text
+
+
+def test_the_limits_paragraph_says_when_gemms_and_adamw_alone_pass_one_and_a_half_times_the_bound():
+    steps = [_costs("linear", 1.8, 0.3, 0.25, 1.5, 5.4), _costs("mlp", 6.0, 2.0, 1.2, 6.0, 26.4)]
+    text = bench_heads._limits(steps, {"linear": 0.2, "mlp": 1.8})
+    assert "kernel alone are 1.56× the model's FLOP bound (1.80 s" in text              # (2.0 + 0.8) / 1.8
+    assert "beyond 1.5× already, before everything else of the steps" in text
+    assert "validation), which takes 2.80 s: within 1.5× is out of reach" in text
+    assert "leaves" not in text and "shrink" not in text

@@ -89,6 +89,9 @@ def test_missing_column_and_missing_files(tmp_path):
         read_manifest(write(tmp_path, [GOOD]), check_files=True)
     with pytest.raises(EmbedkitError, match="manifest not found"):
         read_manifest(tmp_path / "nope.csv")
+    with pytest.raises(EmbedkitError, match="no column 'race' for --attributes; columns there: age, extra, sex"):
+        read_manifest(write(tmp_path, [GOOD]), attributes="sex,age:60,race")
+    assert len(read_manifest(write(tmp_path, [GOOD]), attributes="sex*age")) == 1
 
 
 def test_digest_changes_with_any_row(tmp_path):

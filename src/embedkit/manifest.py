@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedkit.attributes import AGE_BANDS, OLD_AGE, SEXES
+from embedkit.attributes import AGE_BANDS, OLD_AGE, SEXES, check_columns, parse
 from embedkit.errors import EmbedkitError
 
 COLUMNS = ("image_id", "path", "patient_id", "label", "sex", "age", "split")     # the canonical order
@@ -133,11 +133,13 @@ def _check_row(path: Path, line: int, row: dict[str, str], classes: tuple[str, .
 
 
 def read_manifest(
-    path: str | Path, *, classes: tuple[str, ...] | None = None, check_files: bool = False
+    path: str | Path, *, classes: tuple[str, ...] | None = None, check_files: bool = False,
+    attributes: str | None = None,
 ) -> Manifest:
     """Read and validate a manifest; any problem raises EmbedkitError naming row and column.
 
-    ``classes`` fixes the class list (and order); by default it is the sorted labels found.
+    ``classes`` fixes the class list (and order); by default it is the sorted labels found. ``attributes``, a
+    declaration as ``--attributes`` takes it, must name columns the manifest has (checked before any work is done).
     """
     path = Path(path)
     if not path.is_file():
@@ -150,6 +152,8 @@ def read_manifest(
     manifest = Manifest(path=path, table=table,
                         classes=tuple(classes) if classes is not None else tuple(sorted(set(table["label"].tolist()))),
                         extra_columns=tuple(c for c in header if c not in COLUMNS))
+    if attributes:
+        check_columns(parse(attributes), (*OPTIONAL, *manifest.extra_columns), str(path))
     if check_files:
         absent = [(i + 2, p) for i, p in enumerate(table["path"].tolist())
                   if not (manifest.path.parent / p).is_file()]

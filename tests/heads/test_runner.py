@@ -128,3 +128,13 @@ def test_a_new_declaration_rescores_finished_runs_without_refitting(synthetic_ca
     assert json.loads((again.path / "run.json").read_text())["metrics"]["settings"]["attributes"]["age"]["cuts"] == [[30.0, 50.0]]
     same = run_experiment(cfg(synthetic_cache, tmp_path, "knn", attributes="sex,age:30,50"))[0]
     assert same.record == again.record
+
+
+@pytest.mark.parametrize("method", ["linear", "knn"])
+def test_an_attribute_the_manifest_lacks_is_named_before_anything_is_fitted(synthetic_cache, tmp_path, method):
+    from embedkit.errors import EmbedkitError
+
+    manifest = synthetic_cache.with_suffix(".csv")
+    with pytest.raises(EmbedkitError, match=rf"^{manifest}: no column 'race' for --attributes; columns there: age, sex$"):
+        run_experiment(cfg(synthetic_cache, tmp_path, method, attributes="sex,race*age"))
+    assert not (tmp_path / "runs").exists()         # no half-made run folder to trip over later

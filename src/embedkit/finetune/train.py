@@ -312,7 +312,7 @@ def _check(cfg: FinetuneConfig) -> None:
 def finetune(cfg: FinetuneConfig, *, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Fine-tune for every seed (skipping finished runs); returns the run records."""
     _check(cfg)
-    manifest = read_manifest(cfg.manifest)
+    manifest = read_manifest(cfg.manifest, attributes=cfg.attributes)  # a missing attribute is named before training
     device = resolve_device(cfg.device)
     dist = init_distributed(device)
     if device.type == "cuda":

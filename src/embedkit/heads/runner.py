@@ -100,7 +100,7 @@ def run_experiment(cfg: ExperimentConfig) -> list[RunResult]:
     if cfg.mitigate and not method.needs_attribute:
         raise EmbedkitError(f"--mitigate {cfg.mitigate}: not an intervention; choose from "
                             f"{', '.join(n for n in base.names() if base.get(n).needs_attribute)}")
-    read_manifest(cfg.manifest)  # a bad manifest is named before anything else
+    read_manifest(cfg.manifest, attributes=cfg.attributes)  # a bad manifest is named before anything else
     _check_task(cfg)
     path = cfg.cache or features.find_cache(cfg.model, cfg.manifest, cfg.cache_dir)
     cache, parts = features.load(path, cfg.manifest, cfg.task)

@@ -59,6 +59,34 @@ def test_results_equal_the_report_and_load_in_pandas(tmp_path):
     assert main(["results", "--runs-dir", str(tmp_path / "runs"), "--format", "parquet"]) == 2   # binary: needs --out
 
 
+@pytest.mark.parametrize("call, message", [
+    (lambda e: e.probe("m.csv", "clip-tiny", seeds="0-x"), "'0-x' is not a seed"),
+    (lambda e: e.probe("m.csv", "clip-tiny", seeds=[0], epochs=0), "--epochs 0: must be at least 1"),
+    (lambda e: e.evaluate("p.csv", n_boot=-1), "--n-boot -1: must be at least 0"),
+    (lambda e: e.evaluate("p.csv", n_perm=-1), "--n-perm -1: must be at least 0"),
+    (lambda e: e.results("runs", threads=0), "--threads 0: must be at least 1"),
+])
+def test_the_api_refuses_what_the_cli_refuses_before_reading_anything(call, message):
+    """Its numbers are bounded as the CLI's options are (none of these files exists: the settings fail first)."""
+    import embedkit
+    from embedkit.errors import EmbedkitError
+
+    with pytest.raises(EmbedkitError, match=re.escape(message)):
+        call(embedkit)
+
+
+def test_the_api_takes_seeds_as_the_cli_writes_them(tmp_path, monkeypatch):
+    import embedkit
+    from embedkit.data.phantom import PhantomSpec, make_phantom
+
+    monkeypatch.chdir(tmp_path)
+    manifest = make_phantom(Path("p"), PhantomSpec(per_group=5, size=16))
+    embedkit.extract(manifest, "clip-tiny")
+    folders = embedkit.probe(manifest, "clip-tiny", head="linear", seeds="0-1", epochs=2)
+    assert [f.name for f in folders] == ["seed-0", "seed-1"]
+    assert [f.name for f in embedkit.probe(manifest, "clip-tiny", head="knn", seeds=3)] == ["seed-3"]
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["data", "--help"], ["evaluate", "--help"], ["results", "--help"],
                                   ["report", "--help"], ["probe", "--help"], ["study", "--help"], ["models"]])
 def test_the_cli_starts_without_heavy_modules(argv):

@@ -1,6 +1,7 @@
 """The run spec: each main default in one place, and the study schema derived from the configs and registries."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,93 @@ def test_every_documented_cli_option_exists():
               "--rdzv"}                     # README: `--rdzv-*`
     missing = {o: d for o, d in documented.items() if o not in known and o not in others}
     assert not missing, missing
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: _head(epochs=0), "--epochs 0: must be at least 1"),
+    (lambda: _head(lrs=(1e-3, -1e-2)), "--lrs -0.01: must be greater than 0"),
+    (lambda: _head(weight_decays=(-1.0,)), "--weight-decays -1.0: must be at least 0"),
+    (lambda: _head(dropout=1.0), "--dropout 1.0: must be below 1"),
+    (lambda: _experiment(seeds=(0, -1)), "--seeds -1: must be at least 0"),
+    (lambda: _experiment(seeds=tuple("0-1")), "--seeds '0': must be a number"),
+    (lambda: _experiment(ks=(5, 0)), "--ks 0: must be at least 1"),
+    (lambda: _experiment(n_boot=-5), "--n-boot -5: must be at least 0"),
+    (lambda: _finetune(rank=0), "--rank 0: must be at least 1"),
+    (lambda: _finetune(workers=-1), "--workers -1: must be at least 0"),
+    (lambda: _extract(batch_size=0), "--batch-size 0: must be at least 1"),
+    (lambda: _audit(n_perm=-1), "--n-perm -1: must be at least 0"),
+])
+def test_a_setting_out_of_its_bounds_is_refused_when_the_config_is_made(make, message):
+    """The Python API and a study make these configs without the CLI's checks: the bounds hold there too."""
+    from embedkit.errors import EmbedkitError
+
+    with pytest.raises(EmbedkitError, match=f"^{re.escape(message)}$"):
+        make()
+
+
+def test_the_bounds_within_them_pass_and_the_study_schema_enforces_the_same():
+    from embedkit.study.schema import validate
+    from embedkit.errors import EmbedkitError
+
+    assert _head(epochs=1, lrs=(1e-9,), weight_decays=(0.0,), dropout=0.0).epochs == 1
+    assert _experiment(seeds=(0,), ks=(1,), n_boot=0).n_boot == 0 and _finetune(workers=0).workers == 0
+    study = {"data": {"kind": "manifest", "path": "m.csv"}, "models": {"clip": {}},
+             "methods": {"linear": {"epochs": 0, "lrs": [-1.0]}, "lora": {"rank": 0}}, "seeds": [-2], "folds": 1}
+    with pytest.raises(EmbedkitError) as err:
+        validate(study, Path("s.toml"))
+    for key in ("methods.linear.epochs", "methods.linear.lrs.0", "methods.lora.rank", "seeds.0", "folds"):
+        assert f"'{key}'" in str(err.value)
+
+
+@pytest.mark.parametrize("text, seeds", [("0-4", (0, 1, 2, 3, 4)), ("3", (3,)), ("2, 0-1,2", (2, 0, 1)), ("1,,2", (1, 2))])
+def test_seeds_as_text_read_the_same_in_the_api_and_the_cli(text, seeds):
+    from embedkit.cli.options import parse_seeds
+    from embedkit.spec import as_seeds
+
+    assert as_seeds(text) == parse_seeds(text) == seeds
+    assert as_seeds(3) == (3,) and as_seeds([0, 1]) == (0, 1)
+
+
+@pytest.mark.parametrize("text", ["0-x", "-3", "4-2", "a", ""])
+def test_a_bad_seed_text_is_named(text):
+    import typer
+
+    from embedkit.cli.options import parse_seeds
+    from embedkit.errors import EmbedkitError
+    from embedkit.spec import as_seeds
+
+    message = "--seeds needs at least one value" if not text else f"{text!r} is not a seed; use integers and ranges"
+    with pytest.raises(EmbedkitError, match=re.escape(message)):
+        as_seeds(text)
+    with pytest.raises(typer.BadParameter, match=re.escape(message)):
+        parse_seeds(text)
+
+
+def _head(**kw):
+    from embedkit.heads.trained import HeadConfig
+
+    return HeadConfig(**kw)
+
+
+def _experiment(**kw):
+    from embedkit.heads.runner import ExperimentConfig
+
+    return ExperimentConfig("m", Path("m.csv"), "linear", **kw)
+
+
+def _finetune(**kw):
+    from embedkit.finetune.train import FinetuneConfig
+
+    return FinetuneConfig("m", Path("m.csv"), "lora", **kw)
+
+
+def _extract(**kw):
+    from embedkit.cache.extract import ExtractConfig
+
+    return ExtractConfig(Path("m.csv"), ("m",), **kw)
+
+
+def _audit(**kw):
+    from embedkit.audit import AuditConfig
+
+    return AuditConfig("m", Path("m.csv"), **kw)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from embedkit.spec import FAIRNESS, SWEEP, TASK, WHERE
+from embedkit.spec import FAIRNESS, SWEEP, TASK, WHERE, Count, Replicates, as_seeds, check_bounds
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -30,7 +30,7 @@ def extract(manifest: str | Path, models: str | Iterable[str], *, cache_dir: str
     return [r.path for r in run(cfg)]
 
 
-def probe(manifest: str | Path, model: str, *, head: str = "linear", seeds: Iterable[int] = SWEEP.seeds,
+def probe(manifest: str | Path, model: str, *, head: str = "linear", seeds: int | str | Iterable[int] = SWEEP.seeds,
           cache_dir: str | Path = WHERE.cache_dir, runs_dir: str | Path = WHERE.runs_dir, dataset: str | None = None,
           epochs: int = SWEEP.epochs, attributes: str | None = FAIRNESS.attributes, mitigate: str | None = None,
           attribute: str | None = FAIRNESS.attribute, selection: str = FAIRNESS.selection, task: str = TASK.kind,
@@ -38,13 +38,13 @@ def probe(manifest: str | Path, model: str, *, head: str = "linear", seeds: Iter
           solver: str = "adamw") -> list[Path]:
     """Train (or skip, when finished) a head on cached features for every seed; returns the run folders. ``task``:
     multiclass, binary (``positive``) or multilabel (``findings``, comma-separated; default every finding);
-    ``solver``: the linear probe's adamw (the paper's) or lbfgs (CLIP's protocol)."""
+    ``seeds``: 3, [0, 1] or the CLI's '0-4'; ``solver``: the linear probe's adamw (the paper's) or lbfgs (CLIP's protocol)."""
     from embedkit import tasks
     from embedkit.heads.runner import ExperimentConfig, run_experiment
     from embedkit.heads.trained import HeadConfig
 
     cfg = ExperimentConfig(model=model, manifest=Path(manifest), method=head, cache_dir=Path(cache_dir),
-                           runs_dir=Path(runs_dir), dataset=dataset, seeds=tuple(seeds), head=HeadConfig(epochs=epochs, solver=solver),
+                           runs_dir=Path(runs_dir), dataset=dataset, seeds=as_seeds(seeds), head=HeadConfig(epochs=epochs, solver=solver),
                            attributes=attributes, mitigate=mitigate, attribute=attribute, selection=selection,
                            task=tasks.parse(task, findings, positive, threshold))
     return [r.path for r in run_experiment(cfg)]
@@ -59,6 +59,7 @@ def evaluate(predictions: str | Path, *, attributes: str | None = FAIRNESS.attri
     from embedkit.predictions import PREDICTIONS, read_predictions
     from embedkit.runs import evaluate_predictions
 
+    _Resampling(n_boot, threads, n_perm)
     path = Path(predictions)
     path = path / PREDICTIONS if path.is_dir() else path
     return evaluate_predictions(read_predictions(path), attributes=attributes, split=split, n_boot=n_boot,
@@ -72,7 +73,20 @@ def results(runs_dir: str | Path = WHERE.runs_dir, *, attributes: str | None = F
     None: a core each where there are several)."""
     from embedkit.report.export import of_runs
 
+    _Resampling(n_boot, threads)
     return of_runs(Path(runs_dir), n_boot=n_boot, attributes=attributes, adjust=adjust, threads=threads)
+
+
+@dataclass(frozen=True)
+class _Resampling:
+    """The replicates and threads a call asked for, refused out of their bounds as the CLI's options are."""
+
+    n_boot: Replicates
+    threads: Count | None = None
+    n_perm: Replicates | None = None
+
+    def __post_init__(self):
+        check_bounds(self)
 
 
 @dataclass

@@ -9,10 +9,80 @@ interventions, model families, prompt formats), never restated; ``tests/test_spe
 
 from __future__ import annotations
 
+import dataclasses
+import operator
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
+from annotated_types import Ge, Gt, Lt
+
+from embedkit.errors import EmbedkitError
 from embedkit.metrics.suite import N_BOOT, N_PERM
+
+# The bounds of a setting, declared once on its field: the configs check them when made (``check_bounds``: the
+# Python API, the CLI and a study alike) and the study schema, built from the same fields, enforces them too.
+Count = Annotated[int, Ge(1)]                  # epochs, batch size, widths, k: at least one
+Seed = Annotated[int, Ge(0)]
+Replicates = Annotated[int, Ge(0)]             # bootstrap / permutation replicates (0: none)
+Workers = Annotated[int, Ge(0)]                # loader processes (0: in the main process)
+Rate = Annotated[float, Gt(0)]                 # learning rates, sizes in GB
+Decay = Annotated[float, Ge(0)]                # weight decays
+Fraction = Annotated[float, Ge(0), Lt(1)]      # dropout
+_RULES = {Ge: ("ge", operator.ge, "at least"), Gt: ("gt", operator.gt, "greater than"), Lt: ("lt", operator.lt, "below")}
+
+
+def check_bounds(config) -> None:
+    """Refuse a dataclass config whose field lies outside its declared bounds, naming the option that sets it."""
+    hints = typing.get_type_hints(type(config), include_extras=True)
+    for f in dataclasses.fields(config):
+        for value, rule in _broken(hints[f.name], getattr(config, f.name)):
+            raise EmbedkitError(f"--{f.name.replace('_', '-')} {value!r}: must be {rule}")
+
+
+def _broken(kind, value):
+    """(value, rule) for each part of ``value`` (a number, or each item of a sequence) outside ``kind``'s bounds."""
+    if value is None:
+        return
+    origin, args, many = typing.get_origin(kind), typing.get_args(kind), isinstance(value, (tuple, list))
+    if origin is Annotated:
+        for bound in kind.__metadata__:
+            attr, holds, words = _RULES[type(bound)]
+            try:
+                if not holds(value, getattr(bound, attr)):
+                    yield value, f"{words} {getattr(bound, attr)}"
+            except TypeError:
+                yield value, "a number"
+    elif origin in (typing.Union, types.UnionType):
+        for arg in args:
+            if arg is not type(None) and (typing.get_origin(arg) in (tuple, list)) == many:
+                yield from _broken(arg, value)
+    elif origin in (tuple, list) and many:
+        for item in value:
+            yield from _broken(args[0], item)
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``0,1,2`` or ``0-4`` (inclusive) or a mix; duplicates removed, order kept."""
+    items = [v.strip() for v in str(text).split(",") if v.strip()]
+    if not items:
+        raise EmbedkitError("--seeds needs at least one value")
+    out: list[int] = []
+    for item in items:
+        lo, dash, hi = (v.strip() for v in item.partition("-"))
+        if not (lo.isdigit() and (hi.isdigit() if dash else True)) or (dash and int(hi) < int(lo)):
+            raise EmbedkitError(f"{item!r} is not a seed; use integers and ranges, e.g. 0,1,2 or 0-4")
+        out += range(int(lo), int(hi) + 1) if dash else [int(lo)]
+    return tuple(dict.fromkeys(out))
+
+
+def as_seeds(seeds) -> tuple[int, ...]:
+    """Seeds as the Python API takes them: ``3``, ``[0, 1]`` or the CLI's text ``'0-4'``."""
+    if isinstance(seeds, str):
+        return parse_seeds(seeds)
+    return (seeds,) if isinstance(seeds, int) else tuple(seeds)
 
 
 @dataclass(frozen=True)
@@ -41,11 +111,11 @@ class Where:
 class Sweep:
     """What is trained and chosen among on validation (the paper's recipe by default)."""
 
-    seeds: tuple[int, ...] = (0,)
-    epochs: int = 150
-    batch_size: int = 64
-    lrs: tuple[float, ...] | None = None       # None: the method's own default sweep
-    weight_decays: tuple[float, ...] | None = None
+    seeds: tuple[Seed, ...] = (0,)
+    epochs: Count = 150
+    batch_size: Count = 64
+    lrs: tuple[Rate, ...] | None = None        # None: the method's own default sweep
+    weight_decays: tuple[Decay, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -55,8 +125,8 @@ class Fairness:
     attributes: str | None = None              # None: attributes.DEFAULT (sex, age, sex*age)
     attribute: str | None = None               # what an intervention or a fairness-aware selection acts on; None: sex
     selection: str = "loss"                    # heads.selection.STRATEGIES
-    n_boot: int = N_BOOT
-    n_perm: int = N_PERM
+    n_boot: Replicates = N_BOOT
+    n_perm: Replicates = N_PERM
     adjust: str = "bh"                         # the report's multiple-testing rule: bh | holm
 
 

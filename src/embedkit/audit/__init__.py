@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from embedkit.spec import FAIRNESS, WHERE, Where
+from embedkit.spec import FAIRNESS, WHERE, Count, Replicates, Where, check_bounds
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,16 @@ class AuditConfig:
     runs_dir: Path = WHERE.runs_dir
     dataset: str | None = None
     attributes: str | None = FAIRNESS.attributes  # a declaration (embedkit.attributes); None: sex, age, sex*age
-    n_boot: int = FAIRNESS.n_boot
-    n_perm: int = FAIRNESS.n_perm
+    n_boot: Replicates = FAIRNESS.n_boot
+    n_perm: Replicates = FAIRNESS.n_perm
     threshold: float | None = None      # near-duplicate cosine; None: the distance-ratio test (duplicates.ALPHA)
     projection: str = "pca"             # the map: pca, or umap when umap-learn is installed
     seed: int = 0
-    threads: int | None = None          # torch, faiss and BLAS threads: attribute probes, near-copy search (None: 1)
+    threads: Count | None = None        # torch, faiss and BLAS threads: attribute probes, near-copy search (None: 1)
     solver: str = "adamw"               # the attribute probes' optimiser (heads.lbfgs: lbfgs for 100k+ rows)
+
+    def __post_init__(self):
+        check_bounds(self)
 
     def settings(self) -> dict:
         """What determines the audit's results besides the data (recorded; a change reruns it in a study)."""

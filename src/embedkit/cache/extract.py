@@ -31,7 +31,7 @@ from embedkit.manifest import Manifest, read_manifest
 from embedkit.models import Encoder, load_encoder
 from embedkit.models.images import ImageRows, collate
 from embedkit.prompts import FORMATS, prompt_set, text_classes
-from embedkit.spec import SWEEP, WHERE
+from embedkit.spec import SWEEP, WHERE, Count, Workers, check_bounds
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}    # spec.PRECISIONS as torch types
 
@@ -45,8 +45,8 @@ class ExtractConfig:
     cache_dir: Path = WHERE.cache_dir
     weights: dict[str, Path] = field(default_factory=dict)
     tokenizers: dict[str, Path] = field(default_factory=dict)
-    batch_size: int = SWEEP.batch_size
-    workers: int | None = None                # None: devices.auto_workers(device)
+    batch_size: Count = SWEEP.batch_size
+    workers: Workers | None = None            # None: devices.auto_workers(device)
     dtype: str = "float32"
     precision: str = "fp32"
     device: str = "auto"
@@ -57,6 +57,9 @@ class ExtractConfig:
     seed: int = 0
     shard: tuple[int, int] | None = None      # (i, n); None: from torchrun's RANK/WORLD_SIZE, else unsharded
     wait: bool = False                        # another process holds the lock: wait (True) or refuse
+
+    def __post_init__(self):
+        check_bounds(self)
 
     @property
     def chunk_rows(self) -> int:

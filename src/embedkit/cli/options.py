@@ -15,6 +15,7 @@ from pathlib import Path
 
 import typer
 
+from embedkit import spec
 from embedkit.errors import EmbedkitError
 from embedkit.spec import FAIRNESS, PRECISIONS, SWEEP, TASK, WHERE
 
@@ -41,21 +42,11 @@ def _items(text: str, option: str) -> list[str]:
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """``0,1,2`` or ``0-4`` (inclusive) or a mix; duplicates removed, order kept."""
-    out: list[int] = []
-    for item in _items(text, "--seeds"):
-        try:
-            if "-" in item:
-                lo, hi = item.split("-", 1)
-                lo_i, hi_i = int(lo), int(hi)
-                if hi_i < lo_i:
-                    raise ValueError
-                out += range(lo_i, hi_i + 1)
-            else:
-                out.append(int(item))
-        except ValueError:
-            raise typer.BadParameter(f"{item!r} is not a seed; use integers and ranges, e.g. 0,1,2 or 0-4") from None
-    return tuple(dict.fromkeys(out))
+    """``0,1,2`` or ``0-4`` (inclusive) or a mix (``spec.parse_seeds``, which the Python API shares)."""
+    try:
+        return spec.parse_seeds(text)
+    except EmbedkitError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _numbers(text: str | None, option: str, kind, *, minimum: float, strict: bool):

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from embedkit import tasks
 from embedkit.devices import auto_workers, resolve_device
 from embedkit.errors import EmbedkitError
 from embedkit.finetune.data import Images, load_images
@@ -37,7 +38,8 @@ from embedkit.manifest import read_manifest
 from embedkit.models import Encoder, load_encoder
 from embedkit.predictions import Predictions, attribute_columns
 from embedkit.runs import config_digest, finish_run, new_record, refresh_metrics, run_state
-from embedkit.spec import FAIRNESS, SWEEP, TASK, TRAINING_PRECISIONS, WHERE, Task, Where
+from embedkit.spec import (FAIRNESS, SWEEP, TASK, TRAINING_PRECISIONS, WHERE, Count, Decay, Fraction, Rate, Replicates,
+                           Seed, Task, Where, Workers, check_bounds)
 
 
 @dataclass(frozen=True)
@@ -48,32 +50,43 @@ class FinetuneConfig:
     weights: Path | None = None
     runs_dir: Path = WHERE.runs_dir
     dataset: str | None = None
-    seeds: tuple[int, ...] = SWEEP.seeds
-    epochs: int = SWEEP.epochs
-    batch_size: int = SWEEP.batch_size
-    lrs: tuple[float, ...] | None = None        # None: the mode's default sweep
-    weight_decays: tuple[float, ...] = (0.01,)
-    rank: int = 8
-    alpha: int = 16
-    dropout: float = 0.1
+    seeds: tuple[Seed, ...] = SWEEP.seeds
+    epochs: Count = SWEEP.epochs
+    batch_size: Count = SWEEP.batch_size
+    lrs: tuple[Rate, ...] | None = None         # None: the mode's default sweep
+    weight_decays: tuple[Decay, ...] = (0.01,)
+    rank: Count = 8
+    alpha: Count = 16
+    dropout: Fraction = 0.1
     lora_targets: str | None = None
     augment: bool = False
     device: str = "auto"
     precision: str = "fp32"                     # fp32 | bf16 (autocast)
     grad_checkpointing: bool = False
     compile: bool = False
-    memory_limit_gb: float = 4.0
-    workers: int | None = None                  # None: auto_workers(device), as extraction
+    memory_limit_gb: Rate = 4.0
+    workers: Workers | None = None                  # None: auto_workers(device), as extraction
     skip_bad: bool = False
     resume: bool = True
     force: bool = False
-    n_boot: int = FAIRNESS.n_boot
+    n_boot: Replicates = FAIRNESS.n_boot
     attributes: str | None = FAIRNESS.attributes  # declared sensitive attributes (None: sex, age, sex*age)
     arch: str | None = None                      # a generic adapter's architecture (open_clip --arch)
     head_init: str = "probe"                     # probe (LP-FT) | random (the paper's fresh head): docs/benchmarks.md
     selection: str = FAIRNESS.selection          # how a sweep point is chosen on validation (heads.selection)
     attribute: str | None = FAIRNESS.attribute   # what a fairness-aware selection acts on; None: sex
     task: Task = TASK                            # classes (the paper's), or findings: masked BCE (finetune.objective)
+
+    def __post_init__(self):
+        """Bad settings are refused when the config is made, naming the option."""
+        check_bounds(self)
+        if self.precision not in TRAINING_PRECISIONS:
+            raise EmbedkitError(f"--precision {self.precision}: fine-tuning runs in fp32 or bf16 (autocast)")
+        modes.get(self.mode)
+        check_selection(self.selection)
+        if self.head_init not in HEAD_INITS:
+            raise EmbedkitError(f"--head-init {self.head_init}: choose {' or '.join(HEAD_INITS)}")
+        tasks.check(self.task)
 
     def learning_rates(self) -> tuple[float, ...]:
         return self.lrs or modes.get(self.mode).lrs
@@ -297,21 +310,8 @@ def fit(cfg: FinetuneConfig, enc: Encoder, seed: int, lr: float, wd: float, data
     return fit_info, model, info
 
 
-def _check(cfg: FinetuneConfig) -> None:
-    if cfg.precision not in TRAINING_PRECISIONS:
-        raise EmbedkitError(f"--precision {cfg.precision}: fine-tuning runs in fp32 or bf16 (autocast)")
-    modes.get(cfg.mode)
-    check_selection(cfg.selection)
-    if cfg.head_init not in HEAD_INITS:
-        raise EmbedkitError(f"--head-init {cfg.head_init}: choose {' or '.join(HEAD_INITS)}")
-    from embedkit import tasks
-
-    tasks.check(cfg.task)
-
-
 def finetune(cfg: FinetuneConfig, *, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Fine-tune for every seed (skipping finished runs); returns the run records."""
-    _check(cfg)
     manifest = read_manifest(cfg.manifest, attributes=cfg.attributes)  # a missing attribute is named before training
     device = resolve_device(cfg.device)
     dist = init_distributed(device)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from embedkit.heads.base import Fitted, Method, register
+from embedkit.spec import Count
 
 KS = (1, 3, 5, 7, 11, 15, 21, 31)
 
@@ -78,7 +79,7 @@ class Knn(Method):
 
     @classmethod
     def options(cls):
-        return {"ks": (tuple[int, ...] | None, None)}      # None: KS
+        return {"ks": (tuple[Count, ...] | None, None)}      # None: KS
 
     def settings(self, cfg) -> dict:
         return {"ks": cfg.ks}

@@ -24,7 +24,7 @@ from embedkit.manifest import read_manifest
 from embedkit.prompts import FORMATS
 from embedkit.predictions import PREDICTIONS, Predictions, attribute_columns, read_predictions
 from embedkit.runs import config_digest, finish_run, new_record, refresh_metrics, run_state
-from embedkit.spec import FAIRNESS, SWEEP, TASK, WHERE, Task, Where
+from embedkit.spec import FAIRNESS, SWEEP, TASK, WHERE, Count, Replicates, Seed, Task, Where, check_bounds
 
 
 @dataclass(frozen=True)
@@ -38,13 +38,13 @@ class ExperimentConfig:
     cache: Path | None = None
     runs_dir: Path = WHERE.runs_dir
     dataset: str | None = None
-    seeds: tuple[int, ...] = SWEEP.seeds
+    seeds: tuple[Seed, ...] = SWEEP.seeds
     head: HeadConfig = field(default_factory=HeadConfig)
-    ks: tuple[int, ...] = KS
+    ks: tuple[Count, ...] = KS
     prompts: tuple[str, ...] = FORMATS
     force: bool = False
     threads: int | None = None         # torch threads to train (None: one); the statistics' blocks: resample.map_blocks
-    n_boot: int = FAIRNESS.n_boot
+    n_boot: Replicates = FAIRNESS.n_boot
     attributes: str | None = FAIRNESS.attributes  # declared sensitive attributes (None: sex, age, sex*age)
     mitigate: str | None = None                  # a fairness intervention on ``method`` (embedkit.heads: reweight, ...)
     attribute: str | None = FAIRNESS.attribute   # the attribute it (and a fairness-aware selection) acts on; None: sex
@@ -52,6 +52,9 @@ class ExperimentConfig:
     strength: float | None = None                # the intervention's strength; None: its paper's default
     task: Task = TASK                            # what is predicted (embedkit.tasks): classes, or findings
     config_hash: str = ""                        # set by run_experiment: the identity's digest
+
+    def __post_init__(self):
+        check_bounds(self)
 
     @property
     def name(self) -> str:

@@ -22,21 +22,24 @@ from embedkit.heads import lbfgs, stacked
 from embedkit.heads.base import Fitted, Method
 from embedkit.heads.checkpoint import resume as _resume, save as _save
 from embedkit.heads.features import Split
-from embedkit.spec import SWEEP
+from embedkit.spec import SWEEP, Count, Decay, Fraction, Rate, check_bounds
 
 
 @dataclass(frozen=True)
 class HeadConfig:
     kind: str = "linear"                      # linear | mlp
-    epochs: int = SWEEP.epochs
-    batch_size: int = SWEEP.batch_size
-    lrs: tuple[float, ...] | None = None       # None: SWEEPS[kind]
-    weight_decays: tuple[float, ...] | None = None
-    hidden: int = 128                          # mlp only (cost grows linearly: docs/benchmarks.md)
-    dropout: float = 0.2                       # mlp only
+    epochs: Count = SWEEP.epochs
+    batch_size: Count = SWEEP.batch_size
+    lrs: tuple[Rate, ...] | None = None        # None: SWEEPS[kind]
+    weight_decays: tuple[Decay, ...] | None = None
+    hidden: Count = 128                        # mlp only (cost grows linearly: docs/benchmarks.md)
+    dropout: Fraction = 0.2                    # mlp only
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     solver: str = "adamw"                      # adamw (the paper's) | lbfgs (CLIP's protocol, linear only: heads.lbfgs)
+
+    def __post_init__(self):
+        check_bounds(self)
 
     def resolved(self, kind: str | None = None) -> "HeadConfig":
         """This configuration for ``kind`` with the default sweeps filled in."""
@@ -282,7 +285,7 @@ class TrainedMethod(Method):
         """The head's recipe (``HeadConfig``) as study settings: epochs, batch size, sweeps, MLP width and dropout."""
         import typing
 
-        hints = typing.get_type_hints(HeadConfig)
+        hints = typing.get_type_hints(HeadConfig, include_extras=True)     # with their bounds
         return {f.name: (hints[f.name], f.default) for f in fields(HeadConfig) if f.name not in ("kind", "betas", "eps")}
 
     def settings(self, cfg) -> dict:

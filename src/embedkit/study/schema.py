@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
+from annotated_types import Ge
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from embedkit.errors import EmbedkitError
-from embedkit.spec import FAIRNESS, PRECISIONS, SWEEP, TRAINING_PRECISIONS, Task, Where
+from embedkit.spec import FAIRNESS, PRECISIONS, SWEEP, TRAINING_PRECISIONS, Count, Replicates, Seed, Task, Where
 
 # FinetuneConfig's fields a study sets elsewhere (the model, its weights, the rounds' paths, the attributes)
 FINETUNE_FIXED = ("model", "manifest", "mode", "weights", "runs_dir", "dataset", "seeds", "resume", "force",
@@ -33,7 +35,7 @@ class _Strict(BaseModel):
 def _fields(cls, skip=(), choices=None) -> dict:
     """A dataclass's fields as pydantic field definitions: its types and its defaults (never restated here);
     ``choices`` narrows a text field to the values its owner accepts."""
-    hints, choices = typing.get_type_hints(cls), choices or {}
+    hints, choices = typing.get_type_hints(cls, include_extras=True), choices or {}     # with their bounds
     out = {}
     for f in dataclasses.fields(cls):
         if f.name in skip:
@@ -93,11 +95,11 @@ def _methods() -> type[BaseModel]:
     from embedkit.heads import base
     from embedkit.heads.selection import STRATEGIES
 
-    shared = {"seeds": (Optional[list[int]], None),
+    shared = {"seeds": (Optional[list[Seed]], None),
               "mitigate": (list[Literal[base.interventions()]], []), "attribute": (Optional[str], FAIRNESS.attribute),
               "selection": (Literal[STRATEGIES], FAIRNESS.selection), "strength": (Optional[float], None)}
     heads = {n: create_model(n.title(), __base__=_Strict, **shared, **type(base.get(n)).options()) for n in base.heads()}
-    tuning = create_model("Finetune", __base__=_Strict, seeds=(Optional[list[int]], None),
+    tuning = create_model("Finetune", __base__=_Strict, seeds=(Optional[list[Seed]], None),
                           **_fields(FinetuneConfig, skip=FINETUNE_FIXED,
                                     choices={"precision": TRAINING_PRECISIONS, "head_init": HEAD_INITS,
                                              "selection": STRATEGIES}))
@@ -128,9 +130,9 @@ def _audit() -> type[BaseModel]:
 def _report() -> type[BaseModel]:
     from embedkit.metrics.intervals import ADJUSTMENTS
 
-    return create_model("Report", __base__=_Strict, n_boot=(int, FAIRNESS.n_boot),
+    return create_model("Report", __base__=_Strict, n_boot=(Replicates, FAIRNESS.n_boot),
                         adjust=(Literal[ADJUSTMENTS], FAIRNESS.adjust),
-                        threads=(Optional[int], Field(None, ge=1)))    # None: a core per block of replicates
+                        threads=(Optional[Count], None))    # None: a core per block of replicates
 
 
 def _task() -> type[BaseModel]:
@@ -145,9 +147,9 @@ def _paths() -> type[BaseModel]:
 
 
 class _Study(_Strict):
-    seeds: list[int] = list(SWEEP.seeds)
+    seeds: list[Seed] = list(SWEEP.seeds)
     dataset: Optional[str] = None
-    folds: Optional[int] = None          # K-fold cross-validation rounds from one store (report pools them)
+    folds: Optional[Annotated[int, Ge(2)]] = None   # K-fold cross-validation rounds from one store (report pools them)
     attributes: Optional[list[str]] = None   # sensitive attributes (embedkit.attributes); default sex, age, sex*age
     vars: dict[str, str] = {}
 
@@ -273,11 +275,22 @@ def _model_of(annotation) -> type[BaseModel] | None:
 
 
 def _table(title: str, model: type[BaseModel], skip=()) -> list[str]:
-    rows = [f"| `{k}` | {_type_name(f.annotation)} | {'required' if f.is_required() else f'`{f.default!r}`'} |"
+    rows = [f"| `{k}` | {_type_name(f.annotation, f.metadata)} | {'required' if f.is_required() else f'`{f.default!r}`'} |"
             for k, f in model.model_fields.items() if k not in skip]
     return [f"## {title}", "", "| key | type | default |", "|---|---|---|", *rows, ""]
 
 
-def _type_name(annotation) -> str:
-    text = str(annotation).replace("typing.", "").replace("NoneType", "None")
-    return text.replace("<class '", "").replace("'>", "").replace("|", "\\|")
+def _type_name(annotation, bounds=()) -> str:
+    """A key's type as the docs write it: ``int ≥ 1`` for ``Annotated[int, Ge(ge=1)]`` (spec's bounds)."""
+    text = str(annotation if not bounds else typing.Annotated[(annotation, *bounds)])
+    text = text.replace("typing.", "").replace("NoneType", "None").replace("<class '", "").replace("'>", "")
+    return _BOUNDED.sub(_bounded, text).replace("|", "\\|")
+
+
+_BOUNDED = re.compile(r"Annotated\[(\w+), ([^\[\]]+)\]")
+_SIGNS = {"ge": "≥", "gt": ">", "lt": "<", "le": "≤"}
+
+
+def _bounded(match: re.Match) -> str:
+    bounds = re.findall(r"\w+\((\w+)=([^)]+)\)", match.group(2))
+    return f"{match.group(1)} " + ", ".join(f"{_SIGNS[k]} {v}" for k, v in bounds)

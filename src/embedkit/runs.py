@@ -62,8 +62,9 @@ def run_state(folder: Path, identity: dict, *, manifest_digest: str | None = Non
               manifest_path: Path | None = None) -> RunState:
     """The one answer to "is this run done?" for heads, zero-shot and fine-tuning alike: done only when
     the finished record's digest equals the digest of ``identity`` (everything that determines the
-    result). A folder written for another manifest file is refused, never overwritten; the same file
-    with new content (a regenerated dataset) makes the run stale."""
+    result). A folder written for another manifest file, or holding another task's run (multiclass, binary for
+    another finding, multi-label), is refused, never overwritten; the same file with new content (a regenerated
+    dataset) makes the run stale."""
     record = read_record(folder)
     if record is None:
         return RunState("to run", "not run yet")
@@ -72,9 +73,20 @@ def run_state(folder: Path, identity: dict, *, manifest_digest: str | None = Non
     if manifest_digest and stored and stored != manifest_digest and not same_file:
         raise EmbedkitError(f"{folder}: this run folder holds results for another manifest (digest {stored[:12]}); "
                             "give this dataset its own name with --dataset NAME (study: dataset = ...)")
+    held, asked = _task_of(record.get("config", {})), _task_of(identity.get("config", {}))
+    if held != asked:
+        raise EmbedkitError(f"{folder}: holds a {held} run, which a {asked} run would replace; give each task its own "
+                            "runs folder (--runs-dir; study: [paths] runs_dir) or dataset name (--dataset)")
     if record.get("config_hash") == config_digest(identity):
         return RunState("done")
     return RunState("stale", describe_change(record.get("identity", record.get("config", {})), identity))
+
+
+def _task_of(config: dict) -> str:
+    """What a run predicts, from its settings (``spec.Task``; absent: the paper's multiclass): 'binary (Edema)'."""
+    task = config.get("task") or {}
+    kind, positive = task.get("kind", TASK.kind), task.get("positive")
+    return f"{kind} ({positive})" if positive else kind
 
 
 def describe_change(old: dict, new: dict) -> str:

@@ -88,6 +88,25 @@ def test_probe_command_with_a_multilabel_task(multilabel_cache, tmp_path, capsys
     assert "--positive" in capsys.readouterr().err
 
 
+def test_a_run_of_another_task_is_never_replaced(multilabel_cache, tmp_path, capsys):
+    """Another kind, or a binary task for another finding, in the same run folder is refused (one task per runs
+    folder, as the report reads them); another threshold rule is a setting of the same task: the run reruns."""
+    path, manifest = multilabel_cache
+    [kept] = run_experiment(_cfg(path, manifest, tmp_path, "knn", Task(kind="binary", positive="Effusion")))
+    held = (kept.path / "predictions.csv").read_bytes()
+    for other in (Task(kind="binary", positive="Edema"), Task(kind="multilabel")):
+        with pytest.raises(EmbedkitError, match=r"holds a binary \(Effusion\) run, which a .* run would replace"):
+            run_experiment(_cfg(path, manifest, tmp_path, "knn", other))
+    assert (kept.path / "predictions.csv").read_bytes() == held
+    argv = ["probe", "--model", "synthetic", "--manifest", str(manifest), "--cache-file", str(path), "--runs-dir",
+            str(tmp_path / "runs"), "--head", "knn", "--task", "multilabel"]
+    assert main(argv) == 2
+    assert "(--runs-dir; study: [paths] runs_dir)" in capsys.readouterr().err      # printed as written, not as markup
+    [again] = run_experiment(_cfg(path, manifest, tmp_path, "knn", Task(kind="binary", positive="Effusion",
+                                                                        threshold="youden")))
+    assert not again.skipped and again.path == kept.path
+
+
 def test_a_multilabel_manifest_is_refused_by_a_multiclass_run_and_interventions_say_why(multilabel_cache, tmp_path):
     path, manifest = multilabel_cache
     with pytest.raises(EmbedkitError, match="give --task multilabel"):

@@ -11,6 +11,7 @@ import traceback
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from typer.exceptions import TyperException
 
 from embedkit.cli import audit, cache, data, evaluate, finetune, heads, models, report, study
@@ -65,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         rc = app(args=argv, standalone_mode=False)  # returns an exit code instead of raising SystemExit
         return rc if isinstance(rc, int) else EXIT_OK
     except LockedError as exc:
-        errors.print(f"[bold red]locked:[/] {exc}", highlight=False)
+        errors.print(f"[bold red]locked:[/] {escape(str(exc))}", highlight=False)
         return EXIT_LOCKED
     except EmbedkitError as exc:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+        errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)   # its text as written
         return EXIT_USAGE
     except typer.Exit as exc:
         return exc.exit_code
@@ -76,11 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         errors.print("interrupted: finished work is kept; rerun the same command to continue", highlight=False)
         return EXIT_INTERRUPTED
     except TyperException as exc:  # typer's usage errors: unknown option, bad or missing value
-        exc.show() if hasattr(exc, "show") else errors.print(f"error: {exc}", highlight=False)
+        exc.show() if hasattr(exc, "show") else errors.print(f"error: {escape(str(exc))}", highlight=False)
         return EXIT_USAGE
     except Exception as exc:  # a bug: short message, full traceback in a file
         log = _log_internal_error()
-        errors.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}\n"
+        errors.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
                      f"full traceback: {log} (please include it in a bug report)", highlight=False)
         return EXIT_INTERNAL
 

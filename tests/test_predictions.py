@@ -73,7 +73,9 @@ HEAD = "image_id,split,sex,true_A,true_B,prob_A,prob_B\n"
     ("image_id,split,true_A,true_B,prob_A\na,test,1,0,0.5\n", "not a findings predictions file (missing prob_B)"),
     ("image_id,split,label,pred,prob_x\na,test,y,x,0.5\n", "label(s) y have no prob_ column"),
     ("image_id,split,label,pred,prob_x\na,test,x,x,NA\n", "line 2, column 'prob_x': 'NA' is not a number"),
-    ("image_id,split,label\na,test,x\n", "not a predictions file (missing pred)"),
+    ("image_id,split,pred,prob_x\na,test,x,1\n", "not a predictions file (missing label); it needs image_id, split, "
+                                                  "label and prob_<class> per class (optional: patient_id"),
+    ("image_id,split,label\na,test,x\n", "not a predictions file (missing prob_<class> columns)"),
 ])
 def test_a_malformed_file_is_named_with_its_line_and_column(tmp_path, monkeypatch, text, error):
     monkeypatch.setattr(predictions, "COLUMNS_FROM", 0)             # the columns first: they defer to the rows
@@ -103,3 +105,11 @@ def test_the_file_is_written_as_documented(tmp_path):
     write_predictions(tmp_path / "c.csv", classes)
     assert (tmp_path / "c.csv").read_bytes().decode() == (
         "image_id,split,label,age,pred,prob_x,prob_y\r\na,test,y,40,y,0.25,0.75\r\nb,test,x,,x,0.6666667,0.3333333\r\n")
+
+
+def test_a_file_made_elsewhere_needs_no_pred_column(tmp_path):
+    """A model of one's own: image_id, split, label and the probabilities are enough (pred is argmax, derived)."""
+    text = "image_id,split,label,sex,prob_x,prob_y\na,test,y,M,0.25,0.75\nb,test,x,F,0.6,0.4\n"
+    p = read_predictions(_file(tmp_path, text))
+    assert p.classes == ("x", "y") and p.label.tolist() == ["y", "x"]
+    np.testing.assert_array_equal(p.proba, [[0.25, 0.75], [0.6, 0.4]])

@@ -19,7 +19,7 @@ import numpy as np
 from embedkit.errors import EmbedkitError
 
 PREDICTIONS = "predictions.csv"
-REQUIRED = ("image_id", "split", "label", "pred")
+REQUIRED = ("image_id", "split", "label")    # ``pred`` is written for people to read; the metrics use the probabilities
 NOT_ATTRIBUTES = ("image_id", "path", "patient_id", "label", "split", "pred", "masked")
 COLUMNS_FROM = 1 << 20      # bytes from which pyarrow reads the file: below, the rows are read before pyarrow loads (0.2 s)
 TRUTHS = ("", "0", "1", "0.0", "1.0")          # a true_<finding> cell: positive, negative or masked
@@ -115,7 +115,10 @@ def read_predictions(path: str | Path) -> Predictions:
     missing = [c for c in needed if c not in header]
     if missing or not prob_cols:
         kind = "a findings predictions file" if findings else "a predictions file"
-        raise EmbedkitError(f"{path}: not {kind} (missing {', '.join(missing) or 'prob_<class> columns'})")
+        raise EmbedkitError(f"{path}: not {kind} (missing {', '.join(missing) or 'prob_<class> columns'}); it needs "
+                            + ("image_id, split, and true_<finding> and prob_<finding> per finding" if findings else
+                               "image_id, split, label and prob_<class> per class")
+                            + " (optional: patient_id, to resample patients, and attribute columns such as sex, age)")
     table = (path.stat().st_size >= COLUMNS_FROM and _read_columns(path, header)) or _read_rows(path, header)
     if findings:
         truth = np.stack([table[f"true_{f}"] for f in findings], 1)

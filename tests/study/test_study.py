@@ -77,6 +77,17 @@ def test_a_failing_step_is_recorded_and_the_rest_completes(tmp_path, capsys):
     assert (tmp_path / "report/report.md").is_file()
 
 
+def test_an_attribute_the_data_lacks_stops_the_study_once_before_extraction(tmp_path, capsys):
+    config = tmp_path / "s.toml"
+    config.write_text('attributes = ["sex", "race"]\n' + DEMO)
+    assert main(["study", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("no column 'race' for --attributes") == 1 and str(tmp_path / "phantom/manifest.csv") in err
+    assert (tmp_path / "phantom/manifest.csv").is_file() and not (tmp_path / "cache").exists()
+    assert main(["study", "--config", str(config), "--dry-run"]) == 2      # the plan says it too, the data being there
+    assert "no column 'race'" in capsys.readouterr().err
+
+
 def test_paper_dry_run_on_generated_nih_metadata(tmp_path, capsys):
     meta = tmp_path / "Data_Entry_2017_v2020.csv"
     with meta.open("w", newline="") as fh:

@@ -20,6 +20,7 @@ def study(
 ) -> None:
     """Run the study: data, extraction, zero-shot/probes, fine-tuning, report — skipping finished work."""
     from rich.live import Live
+    from rich.markup import escape
     from rich.table import Table
 
     from embedkit.study import load_study, plan, run_study
@@ -33,6 +34,7 @@ def study(
         console.print(f"{sum(not p.done for p in steps)} step(s) to run, roughly {_duration(todo)} (CPU estimates; "
                       "a GPU is much faster)")
         return
+    s.check_declared()
     rows: list[list[str]] = []
 
     def view() -> Table:
@@ -56,7 +58,7 @@ def study(
     failed = [p for p in steps if p.error]
     report = s.paths["report_dir"] / "report.html"
     for p in failed:
-        console.print(f"[red]failed[/] {p.stage} {p.name}: {p.error}", highlight=False)
+        console.print(f"[red]failed[/] {escape(f'{p.stage} {p.name}: {p.error}')}", highlight=False)
     console.print(f"log: {s.paths['runs_dir'] / 'study.log'}", highlight=False)
     if report.is_file():
         console.print(f"report: {report} (and report.md beside it)", highlight=False)

@@ -78,6 +78,14 @@ class Study:
         own = self.models[model].methods
         return method in self.methods and (own is None or method in own)
 
+    def check_declared(self) -> None:
+        """Once the manifest exists, an attribute the study declares and it lacks is one error, before any step
+        (not the same failure in every step)."""
+        from embedkit.manifest import read_manifest
+
+        if self.manifest.is_file():
+            read_manifest(self.manifest, attributes=self.attributes)
+
     def task(self):
         """The declared task (``spec.Task``), checked."""
         from embedkit import tasks

@@ -171,6 +171,7 @@ def plan(study: Study) -> list[Step]:
     """Every step in order, with whether it is already done and a rough time."""
     from embedkit.report import build_report
 
+    study.check_declared()
     steps = [data_step(study), _extract_step(study), *_experiment_steps(study), *_audit_steps(study),
              *_finetune_steps(study)]
     steps.append(Step("report", str(study.paths["report_dir"]), "to run", 10.0,

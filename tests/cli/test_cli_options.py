@@ -147,3 +147,12 @@ def test_version_and_bare_command(capsys):
     assert main(["--version"]) == 0
     assert "embedkit" in capsys.readouterr().out
     assert main([]) == 2
+
+
+def test_table_cells_print_as_written(capsys):
+    """Data in a table (a group named '[site A]', a CI) is text, never rich markup that would vanish."""
+    from embedkit.cli.console import table
+
+    table("t", ["group", "value"], [["[site A]", "0.5 [0.1, 0.9]"], ["[bold]x[/bold]", 1]])
+    out = capsys.readouterr().out
+    assert "[site A]" in out and "[bold]x[/bold]" in out and "0.5 [0.1, 0.9]" in out

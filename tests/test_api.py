@@ -53,7 +53,8 @@ def test_results_equal_the_report_and_load_in_pandas(tmp_path):
     assert row.p == pytest.approx(summary["p_value"]["sex"]["f1_gap"])
     assert row.q == pytest.approx(summary["q_value"]["sex"]["f1_gap"])
     accuracy = parquet[(parquet.model == "gloria") & (parquet.seed == "seed-0") & (parquet.metric == "accuracy")]
-    assert accuracy.n.iloc[0] == 120
+    assert accuracy.n.iloc[0] == 120 and str(parquet.n.dtype) == "Int64"          # a count, empty where none
+    assert (tmp_path / "r.csv").read_text().splitlines()[1].endswith(",120")
     report_csv = pd.read_parquet(tmp_path / "r.parquet")
     assert (tmp_path / "rep/results.csv").is_file() and len(pd.read_csv(tmp_path / "rep/results.csv")) == len(report_csv)
     assert main(["results", "--runs-dir", str(tmp_path / "runs"), "--format", "parquet"]) == 2   # binary: needs --out

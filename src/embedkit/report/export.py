@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from embedkit.report.results import COLUMNS, table
+from embedkit.report.results import frame, table
 
 
 def of_runs(runs_dir: Path, *, n_boot: int, attributes, adjust: str, threads: int | None = None):
     """The tidy table of every finished run under ``runs_dir`` (classes or findings), as the report computes it."""
-    import pandas as pd
-
     from embedkit.report import findings_task
     from embedkit.report.summary import collect
 
@@ -19,6 +17,6 @@ def of_runs(runs_dir: Path, *, n_boot: int, attributes, adjust: str, threads: in
     if found:
         groups = findings_task.summarise(found, n_boot=n_boot, attributes=attributes, threads=threads)
         findings_task.adjust_family(groups, adjust)
-        return pd.DataFrame(findings_task.result_rows(groups), columns=list(COLUMNS))
+        return frame(findings_task.result_rows(groups))
     groups, _ = collect(Path(runs_dir), n_boot=n_boot, attributes=attributes, adjust=adjust, threads=threads)
     return table(groups)

@@ -307,7 +307,6 @@ def build(runs_dir: Path, out: Path, found: dict, *, n_boot: int, attributes, ad
     import base64
     import json
 
-    import pandas as pd
     from markdown_it import MarkdownIt
 
     from embedkit.report import render, results
@@ -324,7 +323,7 @@ def build(runs_dir: Path, out: Path, found: dict, *, n_boot: int, attributes, ad
         "images": {p.name: base64.b64encode(p.read_bytes()).decode() for p in figs.values()},
     }
     render.write(out, context)
-    results.write(pd.DataFrame(result_rows(groups), columns=list(results.COLUMNS)), out / "results.csv", "csv")
+    results.write(results.frame(result_rows(groups)), out / "results.csv", "csv")
     summary = {"family": {"tests": family, "adjust": adjust}, **{f"{g.dataset}/{g.model}/{g.method}":
                                                                   {k: v for k, v in g.summary.items()} for g in groups}}
     tmp = out / ".summary.json.partial"

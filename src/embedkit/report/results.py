@@ -68,9 +68,15 @@ def rows(groups: list[Group]) -> list[dict]:
 
 def table(groups: list[Group]):
     """The rows as a pandas DataFrame with the documented columns."""
+    return frame(rows(groups))
+
+
+def frame(records: list[dict]):
+    """Rows (classes' or findings') as the documented table; ``n`` a count (pandas' nullable integer: 33, not
+    33.0, and empty where a row has none)."""
     import pandas as pd
 
-    return pd.DataFrame(rows(groups), columns=list(COLUMNS))
+    return pd.DataFrame(records, columns=list(COLUMNS)).astype({"n": "Int64"})
 
 
 def write(frame, out: Path, fmt: str) -> Path:

@@ -66,6 +66,9 @@ def test_results_equal_the_report_and_load_in_pandas(tmp_path):
     (lambda e: e.evaluate("p.csv", n_boot=-1), "--n-boot -1: must be at least 0"),
     (lambda e: e.evaluate("p.csv", n_perm=-1), "--n-perm -1: must be at least 0"),
     (lambda e: e.results("runs", threads=0), "--threads 0: must be at least 1"),
+    (lambda e: e.extract("m.csv", []), "models: name at least one encoder"),
+    (lambda e: e.probe("m.csv", "clip-tiny,gloria-tiny"), "model 'clip-tiny,gloria-tiny': probe takes one model and one head"),
+    (lambda e: e.probe("m.csv", "clip-tiny", head="linear,mlp"), "head 'linear,mlp': probe takes one model and one head"),
 ])
 def test_the_api_refuses_what_the_cli_refuses_before_reading_anything(call, message):
     """Its numbers are bounded as the CLI's options are (none of these files exists: the settings fail first)."""
@@ -82,7 +85,7 @@ def test_the_api_takes_seeds_as_the_cli_writes_them(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     manifest = make_phantom(Path("p"), PhantomSpec(per_group=5, size=16))
-    embedkit.extract(manifest, "clip-tiny")
+    assert [p.name.split("-")[0] for p in embedkit.extract(manifest, "clip-tiny, gloria-tiny")] == ["clip", "gloria"]
     folders = embedkit.probe(manifest, "clip-tiny", head="linear", seeds="0-1", epochs=2)
     assert [f.name for f in folders] == ["seed-0", "seed-1"]
     assert [f.name for f in embedkit.probe(manifest, "clip-tiny", head="knn", seeds=3)] == ["seed-3"]

@@ -20,10 +20,14 @@ if TYPE_CHECKING:  # pragma: no cover
 def extract(manifest: str | Path, models: str | Iterable[str], *, cache_dir: str | Path = WHERE.cache_dir,
             weights: dict[str, str | Path] | None = None, batch_size: int = SWEEP.batch_size,
             device: str = "auto", precision: str = "fp32") -> list[Path]:
-    """Run each frozen encoder once over the manifest's images into its store; returns the store files."""
+    """Run each frozen encoder once over the manifest's images into its store; returns the store files. ``models``:
+    'clip', 'clip,biomedclip' (as on the CLI) or a list of names."""
     from embedkit.cache.extract import ExtractConfig, extract as run
+    from embedkit.errors import EmbedkitError
 
-    names = (models,) if isinstance(models, str) else tuple(models)
+    names = tuple(m.strip() for m in (models.split(",") if isinstance(models, str) else models) if m.strip())
+    if not names:
+        raise EmbedkitError("models: name at least one encoder, e.g. 'clip' or ['clip', 'biomedclip']")
     cfg = ExtractConfig(manifest=Path(manifest), models=names, cache_dir=Path(cache_dir),
                         weights={k: Path(v) for k, v in (weights or {}).items()}, batch_size=batch_size, device=device,
                         precision=precision)
@@ -40,9 +44,13 @@ def probe(manifest: str | Path, model: str, *, head: str = "linear", seeds: int 
     multiclass, binary (``positive``) or multilabel (``findings``, comma-separated; default every finding);
     ``seeds``: 3, [0, 1] or the CLI's '0-4'; ``solver``: the linear probe's adamw (the paper's) or lbfgs (CLIP's protocol)."""
     from embedkit import tasks
+    from embedkit.errors import EmbedkitError
     from embedkit.heads.runner import ExperimentConfig, run_experiment
     from embedkit.heads.trained import HeadConfig
 
+    for what, value in (("model", model), ("head", head)):
+        if "," in value:
+            raise EmbedkitError(f"{what} {value!r}: probe takes one model and one head per call; call it once for each")
     cfg = ExperimentConfig(model=model, manifest=Path(manifest), method=head, cache_dir=Path(cache_dir),
                            runs_dir=Path(runs_dir), dataset=dataset, seeds=as_seeds(seeds), head=HeadConfig(epochs=epochs, solver=solver),
                            attributes=attributes, mitigate=mitigate, attribute=attribute, selection=selection,

@@ -113,3 +113,22 @@ def test_a_file_made_elsewhere_needs_no_pred_column(tmp_path):
     p = read_predictions(_file(tmp_path, text))
     assert p.classes == ("x", "y") and p.label.tolist() == ["y", "x"]
     np.testing.assert_array_equal(p.proba, [[0.25, 0.75], [0.6, 0.4]])
+
+
+def test_a_run_folder_stands_for_its_predictions_file(tmp_path, capsys):
+    from embedkit.cli.app import main
+
+    run = tmp_path / "runs/d/m/linear/seed-0"
+    run.mkdir(parents=True)
+    text = "image_id,split,label,sex,prob_x,prob_y\n" + "".join(f"i{i},test,{'xy'[i % 2]},{'MF'[i // 2 % 2]},0.6,0.4\n"
+                                                                for i in range(40))
+    (run / "predictions.csv").write_text(text)
+    assert read_predictions(run).image_id.tolist() == read_predictions(run / "predictions.csv").image_id.tolist()
+    assert main(["evaluate", str(run), "--n-boot", "10", "--n-perm", "10"]) == 0      # no age: scored by sex, as the API
+    assert f"{run} (test, n = 40)" in capsys.readouterr().out
+    assert main(["evaluate", str(run), "--attributes", "sex,age"]) == 2                 # declared: the file is named
+    assert f"{run / 'predictions.csv'}: no column 'age' for --attributes" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--split", "val"]) == 2
+    assert f"{run / 'predictions.csv'}: no rows with split 'val'; it has test" in capsys.readouterr().err
+    with pytest.raises(EmbedkitError, match=r"runs: not a run folder \(no predictions.csv\); give a run's folder"):
+        read_predictions(tmp_path / "runs")

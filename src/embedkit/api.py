@@ -64,13 +64,11 @@ def evaluate(predictions: str | Path, *, attributes: str | None = FAIRNESS.attri
     """Every metric of one run's ``predictions.csv`` (a file or a run folder) with CIs, p-values and noise
     floors, as ``embedkit evaluate --json`` prints it; ``threads`` blocks of replicates at once (None: a core each
     where there are several)."""
-    from embedkit.predictions import PREDICTIONS, read_predictions
+    from embedkit.predictions import read_predictions
     from embedkit.runs import evaluate_predictions
 
     _Resampling(n_boot, threads, n_perm)
-    path = Path(predictions)
-    path = path / PREDICTIONS if path.is_dir() else path
-    return evaluate_predictions(read_predictions(path), attributes=attributes, split=split, n_boot=n_boot,
+    return evaluate_predictions(read_predictions(predictions), attributes=attributes, split=split, n_boot=n_boot,
                                 n_perm=n_perm, seed=seed, threshold=threshold, threads=threads)
 
 

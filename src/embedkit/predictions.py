@@ -37,14 +37,17 @@ class Predictions:
     attributes: dict[str, np.ndarray] = field(default_factory=dict)   # column -> values as text (sex, age, race, ...)
     patient_id: np.ndarray | None = None      # the unit of resampling; None: every image its own
     truth: np.ndarray | None = None           # binary / multi-label tasks: (N, F) targets, NaN masked; classes = findings
+    source: Path | None = None                # the file it was read from, named in errors about it
 
     def select(self, split: str) -> "Predictions":
         keep = self.split == split
         if not keep.any():
-            raise EmbedkitError(f"no rows with split '{split}' in the predictions")
+            raise EmbedkitError(f"{self.source or 'predictions'}: no rows with split '{split}'; "
+                                f"it has {', '.join(sorted(set(self.split.tolist())))}")
         pick = lambda v: None if v is None else v[keep]  # noqa: E731
         return Predictions(self.image_id[keep], self.split[keep], pick(self.label), self.proba[keep], self.classes,
-                           {k: v[keep] for k, v in self.attributes.items()}, pick(self.patient_id), pick(self.truth))
+                           {k: v[keep] for k, v in self.attributes.items()}, pick(self.patient_id), pick(self.truth),
+                           self.source)
 
     def y_true(self) -> np.ndarray:
         index = {c: i for i, c in enumerate(self.classes)}
@@ -100,8 +103,12 @@ def _truth_text(values: np.ndarray) -> np.ndarray:
 
 
 def read_predictions(path: str | Path) -> Predictions:
-    """Read a predictions file; errors name the file, and the line and column where one is wrong."""
+    """Read a predictions file (or a run folder's); errors name the file, and the line and column where one is wrong."""
     path = Path(path)
+    if path.is_dir() and not (path / PREDICTIONS).is_file():
+        raise EmbedkitError(f"{path}: not a run folder (no {PREDICTIONS}); give a run's folder, "
+                            f"<runs>/<dataset>/<model>/<method>/seed-<k>, or a predictions file")
+    path = path / PREDICTIONS if path.is_dir() else path
     if not path.is_file():
         raise EmbedkitError(f"{path}: predictions file not found")
     try:
@@ -123,13 +130,13 @@ def read_predictions(path: str | Path) -> Predictions:
     if findings:
         truth = np.stack([table[f"true_{f}"] for f in findings], 1)
         return Predictions(table["image_id"], table["split"], None, np.stack([table[f"prob_{f}"] for f in findings], 1),
-                           findings, attribute_columns(table), table.get("patient_id"), truth)
+                           findings, attribute_columns(table), table.get("patient_id"), truth, path)
     classes = tuple(c[5:] for c in prob_cols)
     unknown = sorted(set(table["label"]) - set(classes))
     if unknown:
         raise EmbedkitError(f"{path}: label(s) {', '.join(unknown)} have no prob_ column")
     return Predictions(table["image_id"], table["split"], table["label"], np.stack([table[c] for c in prob_cols], 1),
-                       classes, attribute_columns(table), table.get("patient_id"))
+                       classes, attribute_columns(table), table.get("patient_id"), source=path)
 
 
 def _read_columns(path: Path, header: list[str]) -> dict[str, np.ndarray] | None:

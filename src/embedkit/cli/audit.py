@@ -13,7 +13,7 @@ from embedkit.cli.console import console, table
 
 def audit(
     model: str = opt.model_option(), manifest: Path = opt.manifest_option(),
-    attributes: str = opt.attributes_option(),
+    attributes: Optional[str] = opt.attributes_option(),
     threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Near-duplicate cosine of the centred "
                                                         "embeddings (default: a distance-ratio test, family-wise error 0.05 over the images)."),
     projection: str = typer.Option("pca", help="The map's projection: pca, or umap (needs umap-learn)."),

@@ -37,7 +37,7 @@ def finetune(
                                                            "several beside a GPU, none on CPU — measured faster there)."),
     skip_bad: bool = typer.Option(False, help="Leave unreadable images out instead of stopping."),
     resume: bool = typer.Option(True, help="Continue from the last checkpoint of an interrupted run."),
-    force: bool = opt.force_option(), quiet: bool = opt.quiet_option(), attributes: str = opt.attributes_option(),
+    force: bool = opt.force_option(), quiet: bool = opt.quiet_option(), attributes: Optional[str] = opt.attributes_option(),
     runs_dir: Path = opt.runs_dir_option(), dataset: Optional[str] = opt.dataset_option(),
     task: str = opt.task_option(), findings: Optional[str] = opt.findings_option(),
     positive: Optional[str] = opt.positive_option(), threshold: str = opt.threshold_option(),

@@ -59,7 +59,7 @@ def zeroshot(
     seeds: str = opt.seeds_option("0-9", "Prompt-sampling seeds (the sampled formats run once per seed)"),
     cache_dir: Path = opt.cache_dir_option(), cache_file: Optional[Path] = opt.cache_file_option(),
     runs_dir: Path = opt.runs_dir_option(), dataset: Optional[str] = opt.dataset_option(), force: bool = opt.force_option(),
-    attributes: str = opt.attributes_option(),
+    attributes: Optional[str] = opt.attributes_option(),
     task: str = opt.task_option(), findings: Optional[str] = opt.findings_option(),
     positive: Optional[str] = opt.positive_option(), threshold: str = opt.threshold_option(),
 ) -> None:
@@ -96,7 +96,7 @@ def probe(
     threads: Optional[int] = opt.threads_option(),
     cache_dir: Path = opt.cache_dir_option(), cache_file: Optional[Path] = opt.cache_file_option(),
     runs_dir: Path = opt.runs_dir_option(), dataset: Optional[str] = opt.dataset_option(), force: bool = opt.force_option(),
-    attributes: str = opt.attributes_option(),
+    attributes: Optional[str] = opt.attributes_option(),
     mitigate: str = typer.Option("", callback=opt.parse_interventions,
                                  help="Fairness interventions, comma-separated (ERM runs too): reweight, resample, "
                                       "groupdro, adversarial (in training), temperature, offsets (post-processing)."),

@@ -233,11 +233,12 @@ def n_boot_option(default: int = FAIRNESS.n_boot):
     return typer.Option(default, "--n-boot", min=0, help="Bootstrap resamples (and permutations) per run.")
 
 
-def parse_attributes(text: str) -> str:
-    """A declaration like 'sex,age:60,race,sex*age', checked here and passed on as text."""
+def parse_attributes(text: str | None) -> str | None:
+    """A declaration like 'sex,age:60,race,sex*age', checked here and passed on as text; None (not given): the
+    default declaration, which keeps only the attributes the data has (a file without age is scored by sex)."""
     from embedkit.attributes import parse
 
-    return _checked(parse, text)
+    return None if text is None else _checked(parse, text)
 
 
 def name_option():
@@ -253,7 +254,7 @@ def arch_option():
 def attributes_option():
     from embedkit.attributes import DEFAULT
 
-    return typer.Option(DEFAULT, "--attributes", callback=parse_attributes,
+    return typer.Option(None, "--attributes", callback=parse_attributes, show_default=DEFAULT,
                         help="Sensitive attributes: manifest columns, numbers banded at cut points (age:40,60,80; "
                              "age alone: young < 60 <= old), intersections (sex*age).")
 

@@ -16,7 +16,7 @@ from embedkit.spec import WHERE
 def report(
     runs_dir: Path = opt.runs_dir_option(must_exist=True),
     out: Path = typer.Option(WHERE.report_dir, file_okay=False, help="Where report.md, report.html and figures/ go."),
-    n_boot: int = opt.n_boot_option(), attributes: str = opt.attributes_option(),
+    n_boot: int = opt.n_boot_option(), attributes: Optional[str] = opt.attributes_option(),
     adjust: str = opt.adjust_option(), threads: Optional[int] = opt.threads_option(),
 ) -> None:
     """Tables and figures of the paper, with CIs and seed spread, as Markdown and self-contained HTML."""
@@ -31,7 +31,7 @@ def results(
     fmt: str = typer.Option("csv", "--format", callback=opt.one_of("--format", FORMATS),
                             help="csv, parquet or json (records)."),
     out: Optional[Path] = typer.Option(None, dir_okay=False, help="File to write (default: CSV or JSON on stdout)."),
-    n_boot: int = opt.n_boot_option(), attributes: str = opt.attributes_option(),
+    n_boot: int = opt.n_boot_option(), attributes: Optional[str] = opt.attributes_option(),
     adjust: str = opt.adjust_option(), threads: Optional[int] = opt.threads_option(),
 ) -> None:
     """Every number of every run as one tidy table: dataset, model, method, seed, attribute, group, metric,

@@ -182,6 +182,9 @@ def test_phantom_attributes_are_predicted_and_the_planted_copies_found(tmp_path,
     capsys.readouterr()
     assert main(["audit", "--model", "gloria-tiny", *common, "--attributes", "race"]) == 2
     assert "no column 'race' for --attributes" in capsys.readouterr().err
+    store = next((tmp_path / "c").glob("gloria-tiny-*.h5"))
+    assert main(["audit", "--model", "clip-tiny", "--manifest", str(src), "--cache-file", str(store)]) == 2
+    assert "holds gloria-tiny's embeddings, not clip-tiny's" in capsys.readouterr().err
 
 
 def test_umap_is_optional_and_says_how_to_get_it():

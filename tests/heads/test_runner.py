@@ -138,3 +138,14 @@ def test_an_attribute_the_manifest_lacks_is_named_before_anything_is_fitted(synt
     with pytest.raises(EmbedkitError, match=rf"^{manifest}: no column 'race' for --attributes; columns there: age, sex$"):
         run_experiment(cfg(synthetic_cache, tmp_path, method, attributes="sex,race*age"))
     assert not (tmp_path / "runs").exists()         # no half-made run folder to trip over later
+
+
+def test_a_store_of_another_model_is_refused(synthetic_cache, tmp_path):
+    """--cache-file names a store by hand: filing its results under another model's name would mislabel them."""
+    from dataclasses import replace
+
+    from embedkit.errors import EmbedkitError
+
+    with pytest.raises(EmbedkitError, match=r"holds synthetic's embeddings, not gloria's; give --model synthetic"):
+        run_experiment(replace(cfg(synthetic_cache, tmp_path, "knn"), model="gloria"))
+    assert not (tmp_path / "runs").exists()

@@ -61,7 +61,7 @@ def run_audit(cfg: AuditConfig) -> dict:
     manifest = read_manifest(cfg.manifest, attributes=cfg.attributes)
     declared = parse(cfg.attributes)
     path = cfg.cache or features.find_cache(cfg.model, cfg.manifest, cfg.cache_dir)
-    view = join(read_cache(path), manifest)          # the store itself (its ids, its path index) is not kept
+    view = join(features.of_model(read_cache(path), cfg.model), manifest)   # the store itself is not kept
     out = cfg.out_dir()
     out.mkdir(parents=True, exist_ok=True)
     groups = {a.name: probes.attribute_values(view, a) for a in declared}

@@ -21,6 +21,16 @@ def find_cache(model: str, manifest: Path, cache_dir: Path, *, expect: dict | No
     return _find(model, cache_dir, expect=expect, manifest_hint=str(manifest))
 
 
+def of_model(cache: Cache, model: str) -> Cache:
+    """The store, refused when it holds another model's embeddings (a --cache-file given by hand): a run is filed,
+    and reported, under ``model``'s name."""
+    held = cache.attrs.get("model")
+    if held is not None and held != model:
+        raise EmbedkitError(f"{cache.path}: holds {held}'s embeddings, not {model}'s; give --model {held}, or "
+                            f"{model}'s store (`embedkit cache ls`)")
+    return cache
+
+
 @dataclass
 class Split:
     """One split's features and labels, plus the rows' identities for the predictions file."""

@@ -107,6 +107,7 @@ def run_experiment(cfg: ExperimentConfig) -> list[RunResult]:
     _check_task(cfg)
     path = cfg.cache or features.find_cache(cfg.model, cfg.manifest, cfg.cache_dir)
     cache, parts = features.load(path, cfg.manifest, cfg.task)
+    features.of_model(cache, cfg.model)
     ident = identity(cfg, cache.attrs.get("key"), cache.manifest_digest, cache.rows_digest)
     cfg = _with_hash(cfg, config_digest(ident))
     results = {}

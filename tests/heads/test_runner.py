@@ -114,6 +114,8 @@ def test_cli_probe_and_zeroshot_from_an_extracted_cache(phantom_dir, tmp_path, c
     assert main(["probe", "--model", "clip-tiny", "--head", "linear", "--solver", "lbfgs", "--seeds", "0", *lbfgs]) == 0
     fitted = json.loads((tmp_path / "r-lbfgs/phantom0/clip-tiny/linear/seed-0/run.json").read_text())
     assert fitted["config"]["head"]["solver"] == "lbfgs" and len(fitted["selection"]["sweep"]) == 8
+    sel = fitted["selection"]                                  # shown in its own terms, not as "lr=0.0"
+    assert f"l2={sel['weight_decay']} (L-BFGS, {sel['best_epoch']} iterations)" in " ".join(capsys.readouterr().out.split())
     assert "solver" not in record["config"]["head"]           # the paper's AdamW: identities as before
 
 

@@ -23,9 +23,8 @@ def _show(results, attributes: str) -> None:
     rows = []
     for r in results:
         m, sel = r.record["metrics"], r.record["selection"]
-        chosen = ", ".join(f"{k}={v}" for k, v in sel.items() if k in ("prompt_format", "lr", "weight_decay", "best_epoch", "k"))
         rows.append([str(r.path), "skipped (done)" if r.skipped else "ran", f"{m['accuracy']:.3f}", f"{m['f1_macro']:.3f}",
-                     _abs(m["fairness"][first]["f1_gap"]), chosen])
+                     _abs(m["fairness"][first]["f1_gap"]), _chosen(sel)])
     table("runs", ["run", "status", "test acc", "macro F1", f"|F1 gap| {first}", "chosen on validation"], rows)
 
 
@@ -36,12 +35,17 @@ def _show_findings(results, first: str) -> None:
         m, sel = r.record["metrics"], r.record["selection"]
         gaps = m.get("fairness", {}).get(first, {}).get("auroc_gap", {})
         largest = max((v for v in gaps.values() if v is not None), default=None)
-        chosen = ", ".join(f"{k}={v}" for k, v in sel.items()
-                           if k in ("prompt_format", "lr", "weight_decay", "best_epoch", "k"))
         rows.append([str(r.path), "skipped (done)" if r.skipped else "ran", _abs(m["auroc_macro"]),
-                     _abs(m["underdiagnosis"]), _abs(largest), chosen])
+                     _abs(m["underdiagnosis"]), _abs(largest), _chosen(sel)])
     table("runs", ["run", "status", "test macro AUROC", "underdiagnosis", f"largest AUROC gap {first}",
                    "chosen on validation"], rows)
+
+
+def _chosen(sel: dict) -> str:
+    """What validation chose, in the method's own terms: an L-BFGS probe (recorded as lr 0) by its L2 strength."""
+    if sel.get("lr") == 0.0 and "best_epoch" in sel:
+        return f"l2={sel['weight_decay']} (L-BFGS, {sel['best_epoch']} iterations)"
+    return ", ".join(f"{k}={v}" for k, v in sel.items() if k in ("prompt_format", "lr", "weight_decay", "best_epoch", "k"))
 
 
 def _abs(value) -> str:

@@ -123,3 +123,17 @@ def test_a_manifest_without_age_and_with_unknown_sex_works_for_what_it_has(tmp_p
     assert any("sex: 1 of 120 rows have no value" in w for w in r["warnings"])
     with pytest.raises(EmbedkitError):                         # a declaration the user wrote is kept whole
         evaluate_predictions(p, attributes="race", n_boot=20, n_perm=20)
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path, monkeypatch, columnar):
+    """Excel's 'CSV UTF-8' starts the file with a BOM: the manifest reads the same through either reader."""
+    from embedkit import manifest
+
+    plain = write(tmp_path, [GOOD, GOOD | {"image_id": "b", "path": "b.png", "split": "val", "patient_id": "p2"}])
+    marked = tmp_path / "bom.csv"
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    if not columnar:
+        monkeypatch.setattr(manifest, "_read_columns", lambda *a: None)
+    a, b = read_manifest(plain), read_manifest(marked)
+    assert list(b.table) == list(a.table) and b.digest() == a.digest() and b.table["image_id"].tolist() == ["a", "b"]

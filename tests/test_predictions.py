@@ -132,3 +132,11 @@ def test_a_run_folder_stands_for_its_predictions_file(tmp_path, capsys):
     assert f"{run / 'predictions.csv'}: no rows with split 'val'; it has test" in capsys.readouterr().err
     with pytest.raises(EmbedkitError, match=r"runs: not a run folder \(no predictions.csv\); give a run's folder"):
         read_predictions(tmp_path / "runs")
+
+
+@pytest.mark.parametrize("columns_from", [0, 10**9])
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path, monkeypatch, columns_from):
+    monkeypatch.setattr(predictions, "COLUMNS_FROM", columns_from)      # pyarrow's reader, then the row reader
+    path = tmp_path / "p.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + b"image_id,split,label,prob_x,prob_y\na,test,y,0.25,0.75\n")
+    assert read_predictions(path).image_id.tolist() == ["a"]

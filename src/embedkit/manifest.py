@@ -178,7 +178,7 @@ def _read_columns(path: Path, classes: tuple[str, ...] | None) -> dict[str, np.n
     import pyarrow.compute as pc
 
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
             header = next(csv.reader(fh), [])
     except (OSError, UnicodeDecodeError, csv.Error):
         return None
@@ -248,7 +248,7 @@ def _ages(age) -> np.ndarray | None:
 def _read_rows(path: Path, classes: tuple[str, ...] | None) -> tuple[list[dict[str, str]], tuple[str, ...]]:
     """The row-by-row reader: every check in file order, the first problem raised naming its line and column."""
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             header = tuple(reader.fieldnames or ())
             if not header:

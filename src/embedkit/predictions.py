@@ -112,7 +112,7 @@ def read_predictions(path: str | Path) -> Predictions:
     if not path.is_file():
         raise EmbedkitError(f"{path}: predictions file not found")
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
             header = next(csv.reader(fh), [])
     except (UnicodeDecodeError, csv.Error) as exc:
         raise EmbedkitError(f"{path}: not a predictions CSV ({type(exc).__name__}); give a run's predictions.csv") from None
@@ -162,7 +162,7 @@ def _read_columns(path: Path, header: list[str]) -> dict[str, np.ndarray] | None
 
 def _read_rows(path: Path, header: list[str]) -> dict[str, np.ndarray]:
     """Every column as ``_read_columns`` gives it, line by line, naming the first line and column that is wrong."""
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         rows = list(csv.reader(fh))[1:]
     if not rows:
         raise EmbedkitError(f"{path}: has a header but no rows")

@@ -117,6 +117,11 @@ def test_csv_maps_columns_and_keeps_the_rest(tmp_path, capsys):
                  "--out", str(tmp_path / "m.csv")]) == 0
     m = read_manifest(tmp_path / "m.csv")
     assert len(m) == 59 and m.extra_columns == ("site",) and set(m.column("split")) == {"train", "val", "test"}
+    marked = tmp_path / "bom.csv"                                 # Excel's 'CSV UTF-8' starts with a byte order mark
+    marked.write_bytes(b"\xef\xbb\xbf" + table.read_bytes())
+    assert main(["data", "csv", "--table", str(marked), "--columns", mapping, "--classes", "Edema,Effusion",
+                 "--out", str(tmp_path / "m2.csv")]) == 0
+    assert (tmp_path / "m2.csv").read_bytes() == (tmp_path / "m.csv").read_bytes()
     assert main(["data", "csv", "--table", str(table), "--columns", "pth=File", "--out", str(tmp_path / "x.csv")]) == 2
     assert "--columns 'pth=File'" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()

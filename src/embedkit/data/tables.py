@@ -14,8 +14,8 @@ from embedkit.errors import EmbedkitError
 
 def open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return path.open(encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return path.open(encoding="utf-8-sig", newline="")
 
 
 def read_table(path: str | Path, required: tuple[str, ...], what: str) -> list[tuple[int, dict[str, str]]]:

@@ -156,3 +156,7 @@ def test_table_cells_print_as_written(capsys):
     table("t", ["group", "value"], [["[site A]", "0.5 [0.1, 0.9]"], ["[bold]x[/bold]", 1]])
     out = capsys.readouterr().out
     assert "[site A]" in out and "[bold]x[/bold]" in out and "0.5 [0.1, 0.9]" in out
+    long = "runs/" + "x" * 300 + "/seed-0"                       # wider than the console: folded, never cut
+    table("t", ["run"], [[long]])
+    out = capsys.readouterr().out
+    assert "…" not in out and long in "".join(c for c in out if c not in "│ \n")

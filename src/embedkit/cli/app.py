@@ -11,11 +11,10 @@ import traceback
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 from typer.exceptions import TyperException
 
 from embedkit.cli import audit, cache, data, evaluate, finetune, heads, models, report, study
-from embedkit.cli.console import errors
+from embedkit.cli.console import errors, labelled
 from embedkit.errors import EmbedkitError, LockedError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -66,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         rc = app(args=argv, standalone_mode=False)  # returns an exit code instead of raising SystemExit
         return rc if isinstance(rc, int) else EXIT_OK
     except LockedError as exc:
-        errors.print(f"[bold red]locked:[/] {escape(str(exc))}", highlight=False)
+        labelled(errors, "locked:", "bold red", str(exc))
         return EXIT_LOCKED
     except EmbedkitError as exc:
-        errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)   # its text as written
+        labelled(errors, "error:", "bold red", str(exc))
         return EXIT_USAGE
     except typer.Exit as exc:
         return exc.exit_code
@@ -77,12 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         errors.print("interrupted: finished work is kept; rerun the same command to continue", highlight=False)
         return EXIT_INTERRUPTED
     except TyperException as exc:  # typer's usage errors: unknown option, bad or missing value
-        exc.show() if hasattr(exc, "show") else errors.print(f"error: {escape(str(exc))}", highlight=False)
+        exc.show() if hasattr(exc, "show") else errors.print(f"error: {exc}", highlight=False)
         return EXIT_USAGE
     except Exception as exc:  # a bug: short message, full traceback in a file
         log = _log_internal_error()
-        errors.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
-                     f"full traceback: {log} (please include it in a bug report)", highlight=False)
+        labelled(errors, "internal error:", "bold red", f"{type(exc).__name__}: {exc}\n"
+                 f"full traceback: {log} (please include it in a bug report)")
         return EXIT_INTERNAL
 
 

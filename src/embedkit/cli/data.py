@@ -9,9 +9,8 @@ import typing
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
-from embedkit.cli.console import console, errors, table
+from embedkit.cli.console import console, errors, labelled, table
 from embedkit.cli.options import manifest_option
 from embedkit.data import registry
 
@@ -54,9 +53,9 @@ def command(builder: registry.Builder):
 def show(summary: registry.Summary) -> None:
     """Print what a build decided: warnings, notes, its tables, and the manifest written."""
     for w in summary.warnings:
-        errors.print(f"[yellow]warning:[/] {escape(str(w))}", highlight=False)
+        labelled(errors, "warning:", "yellow", str(w))
     for n in summary.notes:
-        errors.print(f"[yellow]note:[/] {escape(str(n))}", highlight=False)
+        labelled(errors, "note:", "yellow", str(n))
     for title, header, rows in summary.tables:
         table(title, header, rows)
     for line in summary.lines:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 
 from embedkit.cli import options as opt
 from embedkit.cli.console import console, table
@@ -80,7 +79,7 @@ def evaluate(
         return _findings(predictions, split, result)
     ci = result["ci"]
     console.print(_design(result["settings"]["resampling"], result["n"]), highlight=False)
-    console.print(f"{escape(str(predictions))} ({split}, n = {result['n']}): accuracy {_fmt(result['accuracy'], ci['accuracy'])}, "
+    console.print(f"{predictions} ({split}, n = {result['n']}): accuracy {_fmt(result['accuracy'], ci['accuracy'])}, "
                   f"macro F1 {_fmt(result['f1_macro'], ci['f1_macro'])}, var F1 {_fmt(result['var_f1'], ci['var_f1'])}")
     table("per-class F1", ["class", "F1 [95% CI]"], [[c, _fmt(v, ci["f1"][c])] for c, v in result["f1"].items()])
     table("per group", ["attribute", "group", "n", "accuracy", "macro F1", "ECE (Eq. 4)", "ECE (15 bins)"],
@@ -95,7 +94,7 @@ def evaluate(
                          _fmt(result["excess"][attr][k]), _fmt(result["p_value"][attr][k]), sig])
     signs = ", ".join(f"{a} {s['sign']}" for a, s in result["settings"]["attributes"].items())
     for w in result["warnings"]:
-        console.print(f"note: {escape(w)}", highlight=False)
+        console.print(f"note: {w}", highlight=False)
     table(f"fairness gaps (f1_gap: {signs})",
           ["attribute", "gap", "value [95% CI]", "noise floor", "excess", "p", "significant"], rows)
 
@@ -104,7 +103,7 @@ def _findings(predictions: Path, split: str, result: dict) -> None:
     """Tables of a findings run: per finding, per group, and the gaps with floors and p-values."""
     ci = result["ci"]
     console.print(_design(result["settings"]["resampling"], result["n"]), highlight=False)
-    console.print(f"{escape(str(predictions))} ({split}, n = {result['n']}): macro AUROC {_fmt(result['auroc_macro'], ci['auroc_macro'])}, "
+    console.print(f"{predictions} ({split}, n = {result['n']}): macro AUROC {_fmt(result['auroc_macro'], ci['auroc_macro'])}, "
                   f"underdiagnosis {_fmt(result['underdiagnosis'], ci['underdiagnosis'])} "
                   f"({result['settings']['underdiagnosis']}); thresholds chosen on validation by "
                   f"{result['settings']['threshold_rule']}", highlight=False)
@@ -123,6 +122,6 @@ def _findings(predictions: Path, split: str, result: dict) -> None:
                 rows.append([attr, gap, finding or "all", _fmt(v, pick(ci["fairness"])), _fmt(pick(result["null"])),
                              _fmt(pick(result["p_value"])), "yes" if pick(result["significant"]) else "no"])
     for key, why in result["undefined"].items():
-        console.print(f"note: {escape(f'{key} undefined: {why}')}", highlight=False)
+        console.print(f"note: {key} undefined: {why}", highlight=False)
     table("fairness gaps (max - min over groups)", ["attribute", "gap", "finding", "value [95% CI]", "noise floor", "p",
                                                     "significant"], rows)

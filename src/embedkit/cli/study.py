@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from embedkit.cli.console import console, table
+from embedkit.cli.console import console, labelled, table
 
 
 def _duration(seconds: float) -> str:
@@ -20,7 +20,6 @@ def study(
 ) -> None:
     """Run the study: data, extraction, zero-shot/probes, fine-tuning, report — skipping finished work."""
     from rich.live import Live
-    from rich.markup import escape
     from rich.table import Table
 
     from embedkit.study import load_study, plan, run_study
@@ -58,7 +57,7 @@ def study(
     failed = [p for p in steps if p.error]
     report = s.paths["report_dir"] / "report.html"
     for p in failed:
-        console.print(f"[red]failed[/] {escape(f'{p.stage} {p.name}: {p.error}')}", highlight=False)
+        labelled(console, "failed", "red", f"{p.stage} {p.name}: {p.error}")
     console.print(f"log: {s.paths['runs_dir'] / 'study.log'}", highlight=False)
     if report.is_file():
         console.print(f"report: {report} (and report.md beside it)", highlight=False)

@@ -61,7 +61,8 @@ def attribute_columns(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def concat(parts: list[Predictions]) -> Predictions:
-    """Several runs' rows as one set (e.g. the out-of-fold test predictions of K rounds)."""
+    """Several runs' rows as one set (e.g. the out-of-fold test predictions of K rounds); errors about it name the
+    first run's file."""
     classes = parts[0].classes
     if any(p.classes != classes for p in parts):
         raise EmbedkitError("cannot pool predictions over different class lists")
@@ -71,7 +72,7 @@ def concat(parts: list[Predictions]) -> Predictions:
     findings = parts[0].truth is not None
     return Predictions(cat("image_id"), cat("split"), None if findings else cat("label"), cat("proba"), classes,
                        {k: np.concatenate([p.attributes[k] for p in parts]) for k in shared}, patients,
-                       cat("truth") if findings else None)
+                       cat("truth") if findings else None, parts[0].source)
 
 
 def write_predictions(path: Path, p: Predictions) -> None:

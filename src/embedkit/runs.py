@@ -136,7 +136,7 @@ def _json_default(obj):
 
 
 def evaluate_predictions(p: Predictions, *, attributes=None, split: str = "test", n_boot: int = N_BOOT,
-                         n_perm: int = N_PERM, seed: int = 0, return_replicates: bool = False, where: str | None = None,
+                         n_perm: int = N_PERM, seed: int = 0, return_replicates: bool = False,
                          threshold: str = TASK.threshold, threads: int | None = None) -> dict:
     """The metrics object of a run (``embedkit.metrics.suite``; binary and multi-label findings:
     ``metrics.findings``, each finding's threshold chosen by ``threshold`` on the validation rows) on one split,
@@ -147,7 +147,7 @@ def evaluate_predictions(p: Predictions, *, attributes=None, split: str = "test"
     from embedkit.metrics import evaluate
 
     attrs, notes = _available(_declared(attributes), p.attributes, default=attributes is None)
-    check_columns(attrs, p.attributes, where or str(p.source or "predictions"))
+    check_columns(attrs, p.attributes, str(p.source or "predictions"))
     s = p.select(split)
     groups = {a.name: a.labels(s.attributes) for a in attrs}
     order = {a.name: a.order(groups[a.name]) for a in attrs}

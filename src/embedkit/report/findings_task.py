@@ -76,7 +76,7 @@ def summarise(found: dict, *, n_boot: int, attributes, threads: int | None = Non
     for (dataset, model, method), folders in sorted(found.items()):
         records = {f: read_record(f) or {} for f in folders}
         results = [evaluate_folder(f, attributes=attributes, split="test", n_boot=n_boot, n_perm=n_boot, seed=i,
-                                   return_replicates=True, where=str(f / PREDICTIONS), threshold=_rule(records[f]),
+                                   return_replicates=True, threshold=_rule(records[f]),
                                    threads=threads)
                    for i, f in enumerate(folders)]
         summary = aggregate_seeds(results)

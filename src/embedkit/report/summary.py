@@ -209,7 +209,7 @@ def summarise(runs_dir: Path, *, n_boot: int = N_BOOT, attributes: str | None = 
             preds = _pooled_test(seed_folders, parts)
             preds_all.append(preds)
             settings = dict(attributes=attributes, split="test", n_boot=n_boot, n_perm=n_boot, seed=i,
-                            return_replicates=True, where=str(seed_folders[0] / PREDICTIONS))
+                            return_replicates=True)
             results.append(evaluate_folder(seed_folders[0], threads=threads, **settings) if len(seed_folders) == 1 else  # cached
                            evaluate_predictions(preds, threads=threads, **settings))
         summary = aggregate_seeds(results)

@@ -60,6 +60,30 @@ def test_results_equal_the_report_and_load_in_pandas(tmp_path):
     assert main(["results", "--runs-dir", str(tmp_path / "runs"), "--format", "parquet"]) == 2   # binary: needs --out
 
 
+def test_results_write_the_format_their_file_name_says(tmp_path, capsys):
+    """--out's suffix picks the format; a suffix of another format, or one that is none of them, is refused before
+    any work (a CSV written to results.parquet or results.xlsx would not load)."""
+    import pandas as pd
+
+    from embedkit.cli.app import main
+
+    from .test_report import fake_run
+
+    fake_run(tmp_path / "runs", "clip", "linear", 0, 2.0)
+    runs = ["results", "--runs-dir", str(tmp_path / "runs"), "--n-boot", "20"]
+    assert main([*runs, "--out", str(tmp_path / "r.parquet")]) == 0
+    assert main([*runs, "--out", str(tmp_path / "r.json")]) == 0
+    assert main([*runs, "--format", "csv", "--out", str(tmp_path / "r.txt")]) == 0
+    assert len(pd.read_parquet(tmp_path / "r.parquet")) == len(pd.read_json(tmp_path / "r.json")) \
+        == len(pd.read_csv(tmp_path / "r.txt")) > 10
+    capsys.readouterr()
+    assert main([*runs, "--out", str(tmp_path / "r.xlsx")]) == 2
+    assert "r.xlsx: give a .csv, .parquet or .json file, or say which with --format" in capsys.readouterr().err
+    assert main([*runs, "--format", "json", "--out", str(tmp_path / "r.csv")]) == 2
+    assert "names a csv file but --format is json" in capsys.readouterr().err
+    assert not (tmp_path / "r.xlsx").exists() and not (tmp_path / "r.csv").exists()
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda e: e.probe("m.csv", "clip-tiny", seeds="0-x"), "'0-x' is not a seed"),
     (lambda e: e.probe("m.csv", "clip-tiny", seeds=[0], epochs=0), "--epochs 0: must be at least 1"),

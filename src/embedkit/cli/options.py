@@ -297,7 +297,9 @@ def selection_option():
 
 def one_of(option: str, valid: tuple[str, ...]):
     """A callback accepting exactly one of ``valid`` for ``option`` (did-you-mean on a typo)."""
-    def parse(text: str) -> str:
+    def parse(text: str | None) -> str | None:
+        if text is None:                        # an option without a default: chosen later (e.g. from a file name)
+            return None
         items = _choices(text, option, valid)
         if len(items) != 1:
             raise typer.BadParameter(f"give one of {', '.join(valid)}")

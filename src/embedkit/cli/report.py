@@ -28,8 +28,8 @@ def report(
 
 def results(
     runs_dir: Path = opt.runs_dir_option(must_exist=True),
-    fmt: str = typer.Option("csv", "--format", callback=opt.one_of("--format", FORMATS),
-                            help="csv, parquet or json (records)."),
+    fmt: Optional[str] = typer.Option(None, "--format", callback=opt.one_of("--format", FORMATS),
+                                      help="csv, parquet or json (records); default: --out's suffix, else csv."),
     out: Optional[Path] = typer.Option(None, dir_okay=False, help="File to write (default: CSV or JSON on stdout)."),
     n_boot: int = opt.n_boot_option(), attributes: Optional[str] = opt.attributes_option(),
     adjust: str = opt.adjust_option(), threads: Optional[int] = opt.threads_option(),
@@ -39,8 +39,7 @@ def results(
     from embedkit.report import results as res
     from embedkit.report.export import of_runs
 
-    if out is None and fmt == "parquet":
-        raise typer.BadParameter("Parquet is binary: give --out FILE.parquet", param_hint="--format")
+    fmt = res.format_of(out, fmt)                       # before the work: a wrong name is refused at once
     frame = of_runs(runs_dir, n_boot=n_boot, attributes=attributes, adjust=adjust, threads=threads)
     if out is None:
         typer.echo(frame.to_csv(index=False) if fmt == "csv" else frame.to_json(orient="records", indent=1), nl=False)

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from embedkit.errors import EmbedkitError
 from embedkit.report.summary import Group
 
 COLUMNS = ("dataset", "model", "method", "seed", "attribute", "group", "metric", "value", "ci_low", "ci_high", "p", "q",
            "noise_floor", "n")
 OVERALL = ("accuracy", "f1_macro", "var_f1", "ece", "ece_binned")
 FORMATS = ("csv", "parquet", "json")
+SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json"}
 
 
 def _row(g: Group, seed: str, attribute: str, group: str, metric: str, value, ci=None, **extra) -> dict:
@@ -77,6 +79,19 @@ def frame(records: list[dict]):
     import pandas as pd
 
     return pd.DataFrame(records, columns=list(COLUMNS)).astype({"n": "Int64"})
+
+
+def format_of(out: Path | None, fmt: str | None) -> str:
+    """The format to write: the one asked for, else the file's suffix, else CSV. A file whose suffix names another
+    format, or an unknown one, is refused: CSV written to results.parquet or results.xlsx would not load."""
+    named = SUFFIXES.get(out.suffix.lower()) if out is not None else None
+    if out is None and fmt == "parquet":
+        raise EmbedkitError("--format parquet: Parquet is binary; give --out FILE.parquet")
+    if out is not None and out.suffix and named is None and fmt is None:
+        raise EmbedkitError(f"--out {out}: give a .csv, .parquet or .json file, or say which with --format")
+    if named and fmt and named != fmt:
+        raise EmbedkitError(f"--out {out} names a {named} file but --format is {fmt}: drop one or make them agree")
+    return fmt or named or "csv"
 
 
 def write(frame, out: Path, fmt: str) -> Path:

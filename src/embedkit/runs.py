@@ -82,6 +82,21 @@ def run_state(folder: Path, identity: dict, *, manifest_digest: str | None = Non
     return RunState("stale", describe_change(record.get("identity", record.get("config", {})), identity))
 
 
+def check_one_kind(runs_dir: Path, kind: str) -> None:
+    """A runs folder holds runs of one kind, classes (multiclass) or findings (binary, multi-label), as its report
+    and results table read it: a run of the other kind is refused before any work, not at the report."""
+    findings = kind != TASK.kind
+    for path in sorted(Path(runs_dir).glob(f"*/*/*/seed-*/{RECORD}")):
+        try:
+            held = _task_of(json.loads(path.read_text()).get("config", {}))
+        except (OSError, ValueError, AttributeError):
+            continue                                 # not a finished record: run_state judges that folder
+        if (held != TASK.kind) != findings:
+            raise EmbedkitError(f"{runs_dir}: holds {held} runs ({path.parent}); a {kind} run beside them would leave a "
+                                "folder no report reads; give each task its own runs folder (--runs-dir; study: "
+                                "[paths] runs_dir)")
+
+
 def _task_of(config: dict) -> str:
     """What a run predicts, from its settings (``spec.Task``; absent: the paper's multiclass): 'binary (Edema)'."""
     task = config.get("task") or {}

@@ -3,9 +3,13 @@ predictions and metrics, and no worse on validation than the linear probe it sta
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+import pytest
 
 from embedkit.cli.app import main
+from embedkit.errors import EmbedkitError
 from embedkit.finetune.train import FinetuneConfig, finetune
 from embedkit.predictions import read_predictions
 from embedkit.spec import Task
@@ -24,6 +28,8 @@ def test_lora_on_a_multilabel_phantom(tmp_path, capsys):
     history = record["history"]
     assert record["selection"]["val_loss"] <= min([h["val_loss"] for h in history] + [np.inf]) + 1e-9
     assert "task" in record["config"] and record["init"]["kind"] == "probe"
+    with pytest.raises(EmbedkitError, match=r"r: holds multilabel runs .* a multiclass run beside them"):
+        finetune(replace(cfg, task=Task(), mode="full"))        # refused before any image is read
     assert main(["finetune", "--model", "clip-tiny", "--manifest", str(tmp_path / "p/manifest.csv"), "--lora",
                  "--runs-dir", str(tmp_path / "r2"), "--seeds", "0", "--epochs", "1", "--lrs", "1e-3",
                  "--task", "binary", "--positive", "Edema", "--quiet"]) == 0

@@ -44,8 +44,8 @@ def multilabel_cache(tmp_path):
 
 
 def _cfg(path, manifest, tmp_path, method, task=Task(kind="multilabel"), **kw):
-    return ExperimentConfig(model="synthetic", manifest=manifest, method=method, cache=path, runs_dir=tmp_path / "runs",
-                            seeds=(0,), task=task, head=HeadConfig(epochs=30), n_boot=50, **kw)
+    return ExperimentConfig(model="synthetic", manifest=manifest, method=method, cache=path, seeds=(0,), task=task,
+                            head=HeadConfig(epochs=30), n_boot=50, **{"runs_dir": tmp_path / "runs", **kw})
 
 
 @pytest.mark.parametrize("method", ["linear", "mlp", "knn"])
@@ -105,6 +105,29 @@ def test_a_run_of_another_task_is_never_replaced(multilabel_cache, tmp_path, cap
     [again] = run_experiment(_cfg(path, manifest, tmp_path, "knn", Task(kind="binary", positive="Effusion",
                                                                         threshold="youden")))
     assert not again.skipped and again.path == kept.path
+
+
+def test_a_runs_folder_holds_one_kind_of_task_refused_before_any_work(tmp_path, capsys):
+    """Classes and findings runs in one runs folder make a folder no report reads: a findings run of another head
+    beside multiclass runs (and the reverse) is refused before training, not at the report."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 120)
+    path = make_cache(tmp_path / "mc.h5", (np.eye(3)[y] + 0.3 * rng.normal(size=(120, 3))).astype(np.float32), y,
+                      np.array(["train"] * 80 + ["val"] * 20 + ["test"] * 20))
+    manifest = path.with_suffix(".csv")
+    binary = Task(kind="binary", positive="Edema")
+    run_experiment(_cfg(path, manifest, tmp_path, "knn", Task()))
+    with pytest.raises(EmbedkitError, match=r"runs: holds multiclass runs \(.*knn.*\); a binary run beside them"):
+        run_experiment(_cfg(path, manifest, tmp_path, "linear", binary))
+    assert not (tmp_path / "runs" / manifest.stem / "synthetic" / "linear").exists()
+    [other] = run_experiment(_cfg(path, manifest, tmp_path, "linear", binary, runs_dir=tmp_path / "findings"))
+    with pytest.raises(EmbedkitError, match=r"findings: holds binary \(Edema\) runs .* a multiclass run beside"):
+        run_experiment(_cfg(path, manifest, tmp_path, "knn", Task(), runs_dir=tmp_path / "findings"))
+    argv = ["probe", "--model", "synthetic", "--manifest", str(manifest), "--cache-file", str(path), "--runs-dir",
+            str(tmp_path / "runs"), "--head", "mlp", "--task", "multilabel"]
+    assert main(argv) == 2
+    assert "holds multiclass runs" in capsys.readouterr().err
+    assert main(argv[:-2]) == 0 and other.path.parent.parent.parent.parent == tmp_path / "findings"
 
 
 def test_a_multilabel_manifest_is_refused_by_a_multiclass_run_and_interventions_say_why(multilabel_cache, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import subprocess
 import sys
@@ -86,6 +87,19 @@ def test_an_attribute_the_data_lacks_stops_the_study_once_before_extraction(tmp_
     assert (tmp_path / "phantom/manifest.csv").is_file() and not (tmp_path / "cache").exists()
     assert main(["study", "--config", str(config), "--dry-run"]) == 2      # the plan says it too, the data being there
     assert "no column 'race'" in capsys.readouterr().err
+
+
+def test_a_runs_folder_of_another_kind_of_task_stops_the_study_before_any_step(tmp_path, capsys):
+    config = tmp_path / "s.toml"
+    config.write_text(DEMO)
+    held = tmp_path / "runs/phantom/clip-tiny/linear/seed-0"
+    held.mkdir(parents=True)
+    (held / "run.json").write_text(json.dumps({"config": {"task": {"kind": "binary", "positive": "Edema"}}}))
+    for dry in ([], ["--dry-run"]):
+        assert main(["study", "--config", str(config), *dry]) == 2
+        err = capsys.readouterr().err
+        assert "holds binary (Edema) runs" in err and "a multiclass run beside them" in err
+    assert not (tmp_path / "phantom").exists() and not (tmp_path / "cache").exists()
 
 
 def test_paper_dry_run_on_generated_nih_metadata(tmp_path, capsys):

@@ -37,7 +37,7 @@ from embedkit.heads.selection import check as check_selection
 from embedkit.manifest import read_manifest
 from embedkit.models import Encoder, load_encoder
 from embedkit.predictions import Predictions, attribute_columns
-from embedkit.runs import config_digest, finish_run, new_record, refresh_metrics, run_state
+from embedkit.runs import check_one_kind, config_digest, finish_run, new_record, refresh_metrics, run_state
 from embedkit.spec import (FAIRNESS, SWEEP, TASK, TRAINING_PRECISIONS, WHERE, Count, Decay, Fraction, Rate, Replicates,
                            Seed, Task, Where, Workers, check_bounds)
 
@@ -313,14 +313,14 @@ def fit(cfg: FinetuneConfig, enc: Encoder, seed: int, lr: float, wd: float, data
 def finetune(cfg: FinetuneConfig, *, on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Fine-tune for every seed (skipping finished runs); returns the run records."""
     manifest = read_manifest(cfg.manifest, attributes=cfg.attributes)  # a missing attribute is named before training
+    check_one_kind(cfg.runs_dir, cfg.task.kind)
     device = resolve_device(cfg.device)
     dist = init_distributed(device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     identity = cfg.identity()
     config_hash = config_digest(identity)
-    records = []
-    data = enc = features = None
+    records, data, enc, features = [], None, None, None
     for seed in cfg.seeds:
         folder = cfg.run_dir(seed)
         if run_state(folder, identity, manifest_digest=manifest.digest(), manifest_path=cfg.manifest).done and not cfg.force:

@@ -23,7 +23,7 @@ from embedkit.heads.trained import HeadConfig
 from embedkit.manifest import read_manifest
 from embedkit.prompts import FORMATS
 from embedkit.predictions import PREDICTIONS, Predictions, attribute_columns, read_predictions
-from embedkit.runs import config_digest, finish_run, new_record, refresh_metrics, run_state
+from embedkit.runs import check_one_kind, config_digest, finish_run, new_record, refresh_metrics, run_state
 from embedkit.spec import FAIRNESS, SWEEP, TASK, WHERE, Count, Replicates, Seed, Task, Where, check_bounds
 
 
@@ -105,6 +105,7 @@ def run_experiment(cfg: ExperimentConfig) -> list[RunResult]:
                             f"{', '.join(n for n in base.names() if base.get(n).needs_attribute)}")
     read_manifest(cfg.manifest, attributes=cfg.attributes)  # a bad manifest is named before anything else
     _check_task(cfg)
+    check_one_kind(cfg.runs_dir, cfg.task.kind)
     path = cfg.cache or features.find_cache(cfg.model, cfg.manifest, cfg.cache_dir)
     cache, parts = features.load(path, cfg.manifest, cfg.task)
     features.of_model(cache, cfg.model)

@@ -80,11 +80,13 @@ class Study:
 
     def check_declared(self) -> None:
         """Once the manifest exists, an attribute the study declares and it lacks is one error, before any step
-        (not the same failure in every step)."""
+        (not the same failure in every step); so is a runs folder holding runs of another kind of task."""
         from embedkit.manifest import read_manifest
+        from embedkit.runs import check_one_kind
 
         if self.manifest.is_file():
             read_manifest(self.manifest, attributes=self.attributes)
+        check_one_kind(self.paths["runs_dir"], self.task().kind)
 
     def task(self):
         """The declared task (``spec.Task``), checked."""

@@ -43,15 +43,15 @@ def _why_not(result: dict, attr: str, gap: str) -> str:
     if result["significant"][attr][gap]:
         return "yes"
     lo, hi = result["ci"]["fairness"][attr][gap]
-    p = result["p_value"][attr][gap]
+    p, q = result["p_value"][attr][gap], result["q_value"][attr][gap]
     if p is None:
         return ("no (not tested: --n-perm 0)" if not result["settings"]["n_perm"] else
                 "no (undefined: fewer than two groups large enough)")
     reasons = []
     if lo is None or (lo <= 0 <= hi):
         reasons.append("CI includes 0")
-    if p >= ALPHA:
-        reasons.append(f"p = {p:.2f} >= {ALPHA}")
+    if q >= ALPHA:
+        reasons.append(f"q = {q:.2f} >= {ALPHA}")
     return "no (" + "; ".join(reasons or ["undefined"]) + ")"
 
 
@@ -91,12 +91,13 @@ def evaluate(
         for k, v in gaps.items():
             sig = _why_not(result, attr, k)
             rows.append([attr, k, _fmt(v, ci["fairness"][attr][k]), _fmt(result["null"][attr][k]),
-                         _fmt(result["excess"][attr][k]), _fmt(result["p_value"][attr][k]), sig])
+                         _fmt(result["excess"][attr][k]), _fmt(result["p_value"][attr][k]),
+                         _fmt(result["q_value"][attr][k]), sig])
     signs = ", ".join(f"{a} {s['sign']}" for a, s in result["settings"]["attributes"].items())
     for w in result["warnings"]:
         console.print(f"note: {w}", highlight=False)
-    table(f"fairness gaps (f1_gap: {signs})",
-          ["attribute", "gap", "value [95% CI]", "noise floor", "excess", "p", "significant"], rows)
+    table(f"fairness gaps (f1_gap: {signs}; q: p adjusted over these gaps)",
+          ["attribute", "gap", "value [95% CI]", "noise floor", "excess", "p", "q", "significant"], rows)
 
 
 def _findings(predictions: Path, split: str, result: dict) -> None:
@@ -120,8 +121,9 @@ def _findings(predictions: Path, split: str, result: dict) -> None:
             for finding, v in (value.items() if isinstance(value, dict) else [("", value)]):
                 pick = (lambda tree: tree[attr][gap][finding]) if finding else (lambda tree: tree[attr][gap])  # noqa: E731
                 rows.append([attr, gap, finding or "all", _fmt(v, pick(ci["fairness"])), _fmt(pick(result["null"])),
-                             _fmt(pick(result["p_value"])), "yes" if pick(result["significant"]) else "no"])
+                             _fmt(pick(result["p_value"])), _fmt(pick(result["q_value"])),
+                             "yes" if pick(result["significant"]) else "no"])
     for key, why in result["undefined"].items():
         console.print(f"note: {key} undefined: {why}", highlight=False)
-    table("fairness gaps (max - min over groups)", ["attribute", "gap", "finding", "value [95% CI]", "noise floor", "p",
-                                                    "significant"], rows)
+    table("fairness gaps (max - min over groups; q: p adjusted over these gaps)",
+          ["attribute", "gap", "finding", "value [95% CI]", "noise floor", "p", "q", "significant"], rows)

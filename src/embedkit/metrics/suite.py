@@ -36,7 +36,8 @@ MIN_GROUP = 10
 ALPHA = 0.05
 N_BOOT = 1000         # bootstrap replicates (patients resampled)
 N_PERM = 1000         # permutations of the group labels (per patient)
-STATS_VERSION = 2     # 2: patient-level design stratified by class alone, basic intervals; a change re-scores runs
+STATS_VERSION = 3     # 2: patient-level design stratified by class alone, basic intervals; 3: q over a run's gaps decides
+#                       significance. A change re-scores runs
 
 
 @contextmanager
@@ -115,7 +116,8 @@ def _attribute_metrics(attr: str, cm: np.ndarray, cal: np.ndarray, order: tuple[
 
 
 def significant(ci: list, p_value: float | None) -> bool:
-    """A gap counts only when its CI excludes 0 *and* its permutation p-value is below ALPHA.
+    """A gap counts only when its CI excludes 0 *and* its permutation p-value (adjusted over its family: q) is
+    below ALPHA.
 
     The CI alone is not enough: eqodds and ece_gap are absolute values whose CI never includes 0,
     and on 240 test images the percentile bootstrap CI of the signed f1_gap excludes 0 in about
@@ -154,12 +156,16 @@ def gap_tests(observed: Mapping[str, float], perm: Mapping[str, np.ndarray], gap
 
 
 def gap_sections(observed: Mapping[str, float], ci: Mapping[str, list], floor: dict, p: dict, gaps: list[str]) -> dict:
-    """A result's null, excess, p_value and significant sections, keyed without "fairness/"."""
+    """A result's null, excess, p_value, q_value and significant sections, keyed without "fairness/". ``q`` is p
+    adjusted (Benjamini–Hochberg) over the gaps this one evaluation tests, its family: a gap is significant when
+    its CI excludes 0 and q < ALPHA (the report adjusts again over all of its runs' gaps)."""
     short = {k: k.removeprefix("fairness/") for k in gaps}
+    q = dict(zip(gaps, intervals.adjust([p[k] for k in gaps], "bh")))
     return {"null": nest({short[k]: clean(floor[k]) for k in gaps}),
             "excess": nest({short[k]: clean(abs(observed[k]) - floor[k]) for k in gaps}),
             "p_value": nest({short[k]: p[k] for k in gaps}),
-            "significant": nest({short[k]: significant(ci[k], p[k]) for k in gaps})}
+            "q_value": nest({short[k]: q[k] for k in gaps}),
+            "significant": nest({short[k]: significant(ci[k], q[k]) for k in gaps})}
 
 
 class _Data:

@@ -188,6 +188,7 @@ def test_interventions_are_compared_with_erm_on_the_same_images(tmp_path):
     rows = {line.split("|")[3].strip(): line for line in md.splitlines() if line.startswith("| clip | linear |")}
     assert "shrinks f1_gap" in rows["reweight"] and "no gap shrank beyond noise" in rows["offsets"]
     assert "1 of 2 intervention runs shrank a gap beyond noise" in md
+    assert "adjusted over the table's 6 gap changes (Benjamini–Hochberg false-discovery-rate q)" in md
 
 
 def test_a_cross_validated_report_says_it_is_pooled_and_states_the_planted_bias(tmp_path):

@@ -114,7 +114,7 @@ def build_report(runs_dir: str | Path, out: str | Path, *, n_boot: int = N_BOOT,
     front = frontier.figure(groups, out / "figures")
     if front is not None:
         figs = {"frontier": front, **figs}
-    compared = frontier.table(groups)
+    compared = frontier.table(groups, adjust)
     found_audits = audits(runs_dir)
     for a in found_audits:
         target = out / "figures" / f"audit-map-{a['dataset']}-{a['model']}.png"

@@ -9,10 +9,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from embedkit.metrics.compare import paired_changes, shrank_beyond_noise
+from embedkit.metrics import compare, intervals
+from embedkit.metrics.compare import paired_changes, shrank_beyond_noise, widened_beyond_noise
+from embedkit.report.findings import ADJUSTED
 from embedkit.report.summary import Group
 from embedkit.report.tables import lookup
+from embedkit.spec import FAIRNESS
 
+GAPS = tuple(f"|{g}|" for g in compare.GAPS)
 NAME = re.compile(r"^(?P<head>[^+]+)\+(?P<intervention>.+)-(?P<attribute>[^-]+)$")
 
 
@@ -35,24 +39,29 @@ def _fmt(change: dict) -> str:
     return f"{change['change']:+.3f} [{lo:+.3f}, {hi:+.3f}]" if lo is not None else f"{change['change']:+.3f}"
 
 
-def table(groups: list[Group]) -> tuple[str, list[str], list[list[str]]] | None:
-    """What each intervention changed against ERM: utility and |gap| changes with paired CIs, and the verdict."""
+def table(groups: list[Group], adjust: str = FAIRNESS.adjust) -> tuple[str, list[str], list[list[str]]] | None:
+    """What each intervention changed against ERM: utility and |gap| changes with paired CIs, and the verdict, each
+    change's p adjusted over every gap change the table tests (``adjust``: bh or holm)."""
+    compared = [(base, g, intervention, attr, paired_changes(base.per_seed[:n], g.per_seed[:n], attr))
+                for base, g, intervention, attr in pairs(groups)
+                for n in [min(len(base.per_seed), len(g.per_seed))]]
+    if not compared:
+        return None
+    q = iter(intervals.adjust([c[k]["p"] for *_, c in compared for k in GAPS], adjust))
     rows = []
-    for base, g, intervention, attr in pairs(groups):
-        n = min(len(base.per_seed), len(g.per_seed))
-        change = paired_changes(base.per_seed[:n], g.per_seed[:n], attr)
-        shrunk = [k.strip("|") for k in ("|f1_gap|", "|eqodds|", "|ece_gap|") if shrank_beyond_noise(change[k])]
-        grew = [k.strip("|") for k in ("|f1_gap|", "|eqodds|", "|ece_gap|")
-                if change[k]["ci"][0] is not None and change[k]["ci"][0] > 0]
+    for base, g, intervention, attr, change in compared:
+        qs = {k: next(q) for k in GAPS}
+        shrunk = [k.strip("|") for k in GAPS if shrank_beyond_noise(change[k], qs[k])]
+        grew = [k.strip("|") for k in GAPS if widened_beyond_noise(change[k], qs[k])]
         verdict = ("shrinks " + ", ".join(shrunk) + " beyond noise") if shrunk else "no gap shrank beyond noise"
         if grew:
             verdict += "; widens " + ", ".join(grew)
-        rows.append([g.model, base.method, intervention, attr, _fmt(change["accuracy"]), _fmt(change["|f1_gap|"]),
-                     _fmt(change["|eqodds|"]), _fmt(change["|ece_gap|"]), verdict])
-    if not rows:
-        return None
+        rows.append([g.model, base.method, intervention, attr, _fmt(change["accuracy"]), *(_fmt(change[k]) for k in GAPS),
+                     verdict])
     return ("Interventions against ERM (change, intervention − ERM, on the same test images; [95% CI] from paired "
-            "bootstrap replicates pooled over seeds; a gap shrank beyond noise only when its whole CI is below 0)",
+            "bootstrap replicates pooled over seeds; a gap shrank (or widened) beyond noise only when its change's "
+            f"paired-bootstrap p, adjusted over the table's {len(compared) * len(GAPS)} gap changes "
+            f"({ADJUSTED[adjust]}), is below 0.05)",
             ["model", "head", "intervention", "attribute", "Δ accuracy", "Δ |f1_gap|", "Δ |eqodds|", "Δ |ece_gap|", "verdict"],
             rows)
 

@@ -189,6 +189,7 @@ def test_interventions_are_compared_with_erm_on_the_same_images(tmp_path):
     assert "shrinks f1_gap" in rows["reweight"] and "no gap shrank beyond noise" in rows["offsets"]
     assert "1 of 2 intervention runs shrank a gap beyond noise" in md
     assert "adjusted over the table's 6 gap changes (Benjamini–Hochberg false-discovery-rate q)" in md
+    assert "| Δ accuracy | Δ \\|f1_gap\\| | Δ \\|eqodds\\| |" in md       # a '|' in a cell does not split its row
 
 
 def test_a_cross_validated_report_says_it_is_pooled_and_states_the_planted_bias(tmp_path):

@@ -9,8 +9,15 @@ from pathlib import Path
 def environment():
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-    return Environment(loader=PackageLoader("embedkit.report", "templates"), undefined=StrictUndefined,
-                       autoescape=select_autoescape(["html"]), keep_trailing_newline=True)
+    env = Environment(loader=PackageLoader("embedkit.report", "templates"), undefined=StrictUndefined,
+                      autoescape=select_autoescape(["html"]), keep_trailing_newline=True)
+    env.filters["cell"] = markdown_cell
+    return env
+
+
+def markdown_cell(value) -> str:
+    """A Markdown table cell as written: a '|' in it (Δ |f1_gap|) escaped, so it does not split the row."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def write(out: Path, context: dict) -> Path:

@@ -29,12 +29,15 @@ demo: setup
 	$(VENV)/bin/embedkit study --config studies/demo.toml
 	$(VENV)/bin/embedkit study --config studies/demo-cv.toml
 	$(VENV)/bin/embedkit study --config studies/demo-multilabel.toml
+	$(VENV)/bin/embedkit study --config studies/demo-binary.toml
 	@echo "demo report: demo/report/report.html (Markdown: demo/report/report.md)"
 	@echo "cross-validated demo report: demo/report-cv/report.html"
 	@echo "multi-label demo report (underdiagnosis): demo/report-multilabel/report.html"
+	@echo "binary demo report (interventions on one finding): demo/report-binary/report.html"
 
 REPORT ?= demo/report/report.html
-REPORTS ?= $(REPORT) $(wildcard demo/report-cv/report.html demo/report-multilabel/report.html)
+REPORTS ?= $(REPORT) $(wildcard demo/report-cv/report.html demo/report-multilabel/report.html \
+	demo/report-binary/report.html)
 CHROMIUM = --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
 	--disable-component-update --disable-sync --user-data-dir=$$(mktemp -d)
 # Every figure present, drawn and fitting its box (python -m embedkit.report.check); with headless Chromium also

@@ -85,8 +85,8 @@ def test_the_study_schema_lists_nothing_by_hand():
     assert all(f in prompts for f in FORMATS)
 
 
-@pytest.mark.parametrize("path", ["studies/demo.toml", "studies/demo-cv.toml", "studies/paper.toml",
-                                  "studies/paper-cv.toml"])
+@pytest.mark.parametrize("path", ["studies/demo.toml", "studies/demo-cv.toml", "studies/demo-multilabel.toml",
+                                  "studies/demo-binary.toml", "studies/paper.toml", "studies/paper-cv.toml"])
 def test_every_study_config_validates(path):
     from embedkit.study import load_study
 

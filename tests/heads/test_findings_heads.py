@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -255,3 +256,27 @@ def test_interventions_balance_group_by_label_cells_of_a_binary_task(multilabel_
     [result] = run_experiment(_cfg(path, manifest, tmp_path, "linear", task, mitigate=mitigate, attribute="sex"))
     assert result.path.parent.name == f"linear+{mitigate}-sex"
     assert result.record["metrics"]["auroc"]["Mass"] > 0.85
+
+
+def test_the_findings_report_compares_a_binary_intervention_with_erm(multilabel_cache, tmp_path):
+    """As for classes: the change in macro AUROC and in each |gap| (underdiagnosis, the finding's AUROC and
+    equalized odds) on the same test images, with paired CIs and a verdict adjusted over the table."""
+    import shutil
+
+    from embedkit.report import build_report
+
+    path, manifest = multilabel_cache
+    task = Task(kind="binary", positive="Effusion")
+    [erm] = run_experiment(_cfg(path, manifest, tmp_path, "linear", task))
+    run_experiment(_cfg(path, manifest, tmp_path, "linear", task, mitigate="reweight", attribute="sex"))
+    shutil.copytree(erm.path, erm.path.parent.parent / "linear+copy-sex" / "seed-0")     # ERM against itself: no change
+    text = build_report(tmp_path / "runs", tmp_path / "report", n_boot=50, attributes="sex").read_text()
+    cells = lambda line: [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]      # noqa: E731  (\| escaped)
+    table = text.split("| model | head | intervention", 1)[1].split("\n\n", 1)[0].splitlines()
+    header = cells("| model | head | intervention" + table[0])
+    assert header[4:8] == ["Δ macro AUROC", r"Δ \|underdiagnosis_gap\|", r"Δ \|auroc_gap\|", r"Δ \|eqodds\|"]
+    rows = {cells(line)[2]: line for line in table[2:]}
+    assert all(len(cells(line)) == len(header) == 9 for line in rows.values())
+    assert set(rows) == {"reweight", "copy"} and "adjusted over the table's 6 gap changes" in text
+    assert rows["copy"].count("+0.000 [+0.000, +0.000]") == 4 and "no gap shrank beyond noise" in rows["copy"]
+    assert "of 2 intervention runs shrank" in text or "None of the 2 intervention runs" in text

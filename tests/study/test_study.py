@@ -255,3 +255,6 @@ def test_the_demo_studies_share_one_phantom():
     main_demo, cv = load_study(root / "demo.toml"), load_study(root / "demo-cv.toml")
     assert main_demo.config.data.model_dump() == cv.config.data.model_dump() and main_demo.manifest == cv.manifest
     assert main_demo.attributes == cv.attributes
+    multilabel, binary = load_study(root / "demo-multilabel.toml"), load_study(root / "demo-binary.toml")
+    assert multilabel.config.data.model_dump() == binary.config.data.model_dump()        # one finding of that phantom
+    assert len({s.paths["runs_dir"] for s in (main_demo, cv, multilabel, binary)}) == 4    # one task kind per folder

@@ -19,11 +19,13 @@ UTILITY = ("accuracy", "f1_macro")
 GAPS = ("f1_gap", "eqodds", "ece_gap")
 
 
-def paired_changes(base: list[dict], other: list[dict], attribute: str) -> dict:
-    """From ``evaluate(..., return_replicates=True)`` results, seed by seed on the same rows and seeds:
-    per utility metric the change (other - base), per gap the change in |gap|, with the paired 95 % CI."""
+def paired_changes(base: list[dict], other: list[dict], attribute: str, *, utility: tuple[str, ...] = UTILITY,
+                   gaps: tuple[str, ...] = GAPS) -> dict:
+    """From ``evaluate(..., return_replicates=True)`` results (or ``evaluate_findings``', with its metric names:
+    ``auroc_macro``, ``underdiagnosis_gap``, ``auroc_gap/<F>``), seed by seed on the same rows and seeds: per
+    utility metric the change (other - base), per gap the change in |gap| (``|gap|``), with the paired 95 % CI."""
     out = {}
-    keys = [(k, k, False) for k in UTILITY] + [(f"|{g}|", f"fairness/{attribute}/{g}", True) for g in GAPS]
+    keys = [(k, k, False) for k in utility] + [(f"|{g}|", f"fairness/{attribute}/{g}", True) for g in gaps]
     for name, path, absolute in keys:
         diffs, observed = [], []
         for a, b in zip(base, other):

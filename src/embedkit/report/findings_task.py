@@ -309,15 +309,17 @@ def build(runs_dir: Path, out: Path, found: dict, *, n_boot: int, attributes, ad
 
     from markdown_it import MarkdownIt
 
-    from embedkit.report import render, results
+    from embedkit.report import frontier, render, results
 
     groups = summarise(found, n_boot=n_boot, attributes=attributes, threads=threads)
     family = adjust_family(groups, adjust)
     figs = figures(groups, out / "figures")
+    compared = frontier.table(groups, adjust)                # binary interventions against ERM, as for classes
     context = {
         "runs_dir": str(runs_dir), "n_runs": sum(len(g.runs) for g in groups), "n_groups": len(groups), "scope": "", "omitted": [],
-        "headline": headline(gaps(groups), family, adjust, planted(groups)), "beyond": [], "more": 0,
-        "findings_figure": "findings.png", "tables": tables(groups), "audits": [], "audit_headers": ([], []),
+        "headline": headline(gaps(groups), family, adjust, planted(groups)) + frontier.headline(compared), "beyond": [],
+        "more": 0, "findings_figure": "findings.png", "tables": ([compared] if compared else []) + tables(groups),
+        "audits": [], "audit_headers": ([], []),
         "figures": [(n, CAPTIONS.get(n, n)) for n in figs if n != "findings"],
         "conventions": CONVENTIONS, "conventions_html": MarkdownIt("commonmark").render(CONVENTIONS),
         "images": {p.name: base64.b64encode(p.read_bytes()).decode() for p in figs.values()},

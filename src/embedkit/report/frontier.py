@@ -16,7 +16,7 @@ from embedkit.report.summary import Group
 from embedkit.report.tables import lookup
 from embedkit.spec import FAIRNESS
 
-GAPS = tuple(f"|{g}|" for g in compare.GAPS)
+UTILITY_NAMES = {"accuracy": "accuracy", "auroc_macro": "macro AUROC"}
 NAME = re.compile(r"^(?P<head>[^+]+)\+(?P<intervention>.+)-(?P<attribute>[^-]+)$")
 
 
@@ -39,31 +39,44 @@ def _fmt(change: dict) -> str:
     return f"{change['change']:+.3f} [{lo:+.3f}, {hi:+.3f}]" if lo is not None else f"{change['change']:+.3f}"
 
 
-def table(groups: list[Group], adjust: str = FAIRNESS.adjust) -> tuple[str, list[str], list[list[str]]] | None:
+def judged_on(group) -> tuple[str, dict[str, str]]:
+    """The utility metric and the gaps (name -> metric) an intervention is judged on: the classes', or for a binary
+    finding F (interventions on findings are binary) its underdiagnosis, AUROC and equalized-odds gaps."""
+    findings = getattr(group, "findings", None)                     # a findings report's groups have them
+    if not findings:
+        return "accuracy", {g: g for g in compare.GAPS}
+    f = findings[0]
+    return "auroc_macro", {"underdiagnosis_gap": "underdiagnosis_gap", "auroc_gap": f"auroc_gap/{f}",
+                           "eqodds": f"eqodds/{f}"}
+
+
+def table(groups: list, adjust: str = FAIRNESS.adjust) -> tuple[str, list[str], list[list[str]]] | None:
     """What each intervention changed against ERM: utility and |gap| changes with paired CIs, and the verdict, each
     change's p adjusted over every gap change the table tests (``adjust``: bh or holm)."""
-    compared = [(base, g, intervention, attr, paired_changes(base.per_seed[:n], g.per_seed[:n], attr))
-                for base, g, intervention, attr in pairs(groups)
-                for n in [min(len(base.per_seed), len(g.per_seed))]]
-    if not compared:
+    found = pairs(groups)
+    if not found:
         return None
-    q = iter(intervals.adjust([c[k]["p"] for *_, c in compared for k in GAPS], adjust))
+    utility, gaps = judged_on(found[0][0])                   # one report, one kind of task (runs.check_one_kind)
+    compared = [(base, g, intervention, attr, paired_changes(base.per_seed[:n], g.per_seed[:n], attr,
+                                                             utility=(utility,), gaps=tuple(gaps.values())))
+                for base, g, intervention, attr in found for n in [min(len(base.per_seed), len(g.per_seed))]]
+    q = iter(intervals.adjust([c[f"|{k}|"]["p"] for *_, c in compared for k in gaps.values()], adjust))
     rows = []
     for base, g, intervention, attr, change in compared:
-        qs = {k: next(q) for k in GAPS}
-        shrunk = [k.strip("|") for k in GAPS if shrank_beyond_noise(change[k], qs[k])]
-        grew = [k.strip("|") for k in GAPS if widened_beyond_noise(change[k], qs[k])]
+        judged = {name: (change[f"|{k}|"], next(q)) for name, k in gaps.items()}
+        shrunk = [name for name, (c, qv) in judged.items() if shrank_beyond_noise(c, qv)]
+        grew = [name for name, (c, qv) in judged.items() if widened_beyond_noise(c, qv)]
         verdict = ("shrinks " + ", ".join(shrunk) + " beyond noise") if shrunk else "no gap shrank beyond noise"
         if grew:
             verdict += "; widens " + ", ".join(grew)
-        rows.append([g.model, base.method, intervention, attr, _fmt(change["accuracy"]), *(_fmt(change[k]) for k in GAPS),
-                     verdict])
+        rows.append([g.model, base.method, intervention, attr, _fmt(change[utility]),
+                     *(_fmt(c) for c, _ in judged.values()), verdict])
     return ("Interventions against ERM (change, intervention − ERM, on the same test images; [95% CI] from paired "
             "bootstrap replicates pooled over seeds; a gap shrank (or widened) beyond noise only when its change's "
-            f"paired-bootstrap p, adjusted over the table's {len(compared) * len(GAPS)} gap changes "
+            f"paired-bootstrap p, adjusted over the table's {len(compared) * len(gaps)} gap changes "
             f"({ADJUSTED[adjust]}), is below 0.05)",
-            ["model", "head", "intervention", "attribute", "Δ accuracy", "Δ |f1_gap|", "Δ |eqodds|", "Δ |ece_gap|", "verdict"],
-            rows)
+            ["model", "head", "intervention", "attribute", f"Δ {UTILITY_NAMES[utility]}", *(f"Δ |{n}|" for n in gaps),
+             "verdict"], rows)
 
 
 def figure(groups: list[Group], out: Path) -> Path | None:
@@ -119,7 +132,7 @@ def _point(ax, g: Group, attr: str, label: str, colour: str) -> None:
 
 
 def headline(compared) -> list[str]:
-    """One sentence on the interventions: which shrank a gap beyond noise, at what accuracy change."""
+    """One sentence on the interventions: which shrank a gap beyond noise, at what change of utility."""
     if not compared:
         return []
     _, _, rows = compared
@@ -127,7 +140,8 @@ def headline(compared) -> list[str]:
     if not helped:
         return [f"None of the {len(rows)} intervention runs shrank a fairness gap beyond noise against ERM "
                 "(paired bootstrap on the same test images)."]
-    shown = "; ".join(f"{r[0]} / {r[1]}+{r[2]} ({r[3]}): {r[-1].split(';')[0]}, accuracy {r[4].split(' [')[0]}"
+    utility = compared[1][4].removeprefix("Δ ")
+    shown = "; ".join(f"{r[0]} / {r[1]}+{r[2]} ({r[3]}): {r[-1].split(';')[0]}, {utility} {r[4].split(' [')[0]}"
                       for r in helped[:6])
     return [f"{len(helped)} of {len(rows)} intervention runs shrank a gap beyond noise against ERM: {shown}"
             + (" …" if len(helped) > 6 else "") + "."]

@@ -1,6 +1,8 @@
 """The predictions file: both readers (pyarrow's columns, and the row reader that names what is wrong) give the
 same predictions, and every malformed file one error naming its line and column."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -140,3 +142,37 @@ def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path, monkeypatch
     path = tmp_path / "p.csv"
     path.write_bytes(b"\xef\xbb\xbf" + b"image_id,split,label,prob_x,prob_y\na,test,y,0.25,0.75\n")
     assert read_predictions(path).image_id.tolist() == ["a"]
+
+
+@pytest.mark.parametrize("make", [_findings, _classes])
+def test_a_dataframe_gives_the_predictions_of_the_csv_it_writes(make, tmp_path):
+    """Your own model's outputs straight from a notebook: the frame read back from the CSV pandas writes of it
+    (missing truth empty) is the same predictions as that file, and evaluates to the same numbers."""
+    import pandas as pd
+
+    import embedkit
+
+    write_predictions(tmp_path / "predictions.csv", make())
+    frame = pd.read_csv(tmp_path / "predictions.csv", keep_default_na=False, na_values={
+        c: [""] for c in pd.read_csv(tmp_path / "predictions.csv", nrows=0).columns if c.startswith("true_")})
+    from_file, from_frame = read_predictions(tmp_path / "predictions.csv"), read_predictions(frame)
+    _same(from_file, from_frame)
+    assert from_frame.source == "the DataFrame"
+    args = dict(attributes="sex" if from_file.truth is not None else "age", n_boot=30, n_perm=30)
+    a, b = embedkit.evaluate(tmp_path / "predictions.csv", **args), embedkit.evaluate(frame, **args)
+    assert json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def test_a_dataframe_is_checked_as_a_file_is_naming_the_row():
+    import pandas as pd
+
+    good = {"image_id": ["a", "b"], "split": ["test", "test"], "true_Edema": [1.0, None], "prob_Edema": [0.9, 0.2]}
+    assert read_predictions(pd.DataFrame(good)).truth[:, 0].tolist()[0] == 1.0
+    bad = [({**good, "prob_Edema": [0.9, "high"]}, "the DataFrame, row 1, column 'prob_Edema': 'high' is not a number"),
+           ({**good, "true_Edema": [2, 0]}, "the DataFrame, row 0, column 'true_Edema': '2' is not 1, 0 or empty"),
+           ({k: v for k, v in good.items() if k != "prob_Edema"}, "the DataFrame: not a findings predictions file"),
+           ({k: [] for k in good}, "the DataFrame: has columns but no rows")]
+    for table, message in bad:
+        with pytest.raises(EmbedkitError, match=message.replace("(", r"\(")):
+            read_predictions(pd.DataFrame(table))
+    assert read_predictions(pd.DataFrame({**good, "true_Edema": [True, False]})).truth[:, 0].tolist() == [1.0, 0.0]

@@ -58,12 +58,12 @@ def probe(manifest: str | Path, model: str, *, head: str = "linear", seeds: int 
     return [r.path for r in run_experiment(cfg)]
 
 
-def evaluate(predictions: str | Path, *, attributes: str | None = FAIRNESS.attributes, split: str = "test",
-             n_boot: int = FAIRNESS.n_boot, n_perm: int = FAIRNESS.n_perm, seed: int = 0,
+def evaluate(predictions: "str | Path | pd.DataFrame", *, attributes: str | None = FAIRNESS.attributes,
+             split: str = "test", n_boot: int = FAIRNESS.n_boot, n_perm: int = FAIRNESS.n_perm, seed: int = 0,
              threshold: str = TASK.threshold, threads: int | None = None) -> dict:
-    """Every metric of one run's ``predictions.csv`` (a file or a run folder) with CIs, p-values and noise
-    floors, as ``embedkit evaluate --json`` prints it; ``threads`` blocks of replicates at once (None: a core each
-    where there are several)."""
+    """Every metric of one run's ``predictions.csv`` (a file or a run folder, or a pandas DataFrame with its
+    columns: your own model's outputs) with CIs, p-values and noise floors, as ``embedkit evaluate --json`` prints
+    it; ``threads`` blocks of replicates at once (None: a core each where there are several)."""
     from embedkit.predictions import read_predictions
     from embedkit.runs import evaluate_predictions
 

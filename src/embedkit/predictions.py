@@ -37,7 +37,7 @@ class Predictions:
     attributes: dict[str, np.ndarray] = field(default_factory=dict)   # column -> values as text (sex, age, race, ...)
     patient_id: np.ndarray | None = None      # the unit of resampling; None: every image its own
     truth: np.ndarray | None = None           # binary / multi-label tasks: (N, F) targets, NaN masked; classes = findings
-    source: Path | None = None                # the file it was read from, named in errors about it
+    source: Path | str | None = None          # the file it was read from (or 'the DataFrame'), named in errors
 
     def select(self, split: str) -> "Predictions":
         keep = self.split == split
@@ -103,9 +103,12 @@ def _truth_text(values: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(values), "", np.nan_to_num(values).astype(np.int64).astype(str))
 
 
-def read_predictions(path: str | Path) -> Predictions:
-    """Read a predictions file (or a run folder's); errors name the file, and the line and column where one is wrong."""
-    path = Path(path)
+def read_predictions(source) -> Predictions:
+    """Read a predictions file (or a run folder's), or take a pandas DataFrame with its columns; errors name the
+    file (or the DataFrame), and the line (or row) and column where one is wrong."""
+    if hasattr(source, "columns") and hasattr(source, "iloc"):
+        return _from_frame(source)
+    path = Path(source)
     if path.is_dir() and not (path / PREDICTIONS).is_file():
         raise EmbedkitError(f"{path}: not a run folder (no {PREDICTIONS}); give a run's folder, "
                             f"<runs>/<dataset>/<model>/<method>/seed-<k>, or a predictions file")
@@ -117,27 +120,55 @@ def read_predictions(path: str | Path) -> Predictions:
             header = next(csv.reader(fh), [])
     except (UnicodeDecodeError, csv.Error) as exc:
         raise EmbedkitError(f"{path}: not a predictions CSV ({type(exc).__name__}); give a run's predictions.csv") from None
+    _check_header(path, header)
+    table = (path.stat().st_size >= COLUMNS_FROM and _read_columns(path, header)) or _read_rows(path, header)
+    return _assemble(path, header, table)
+
+
+def _check_header(source, header: list[str]) -> None:
+    """The columns a predictions table needs: classes' or findings' (named by their ``true_`` columns)."""
     findings = tuple(c[5:] for c in header if c.startswith("true_"))
-    prob_cols = [c for c in header if c.startswith("prob_")]
     needed = ("image_id", "split", *(f"prob_{f}" for f in findings)) if findings else REQUIRED
     missing = [c for c in needed if c not in header]
-    if missing or not prob_cols:
+    if missing or not any(c.startswith("prob_") for c in header):
         kind = "a findings predictions file" if findings else "a predictions file"
-        raise EmbedkitError(f"{path}: not {kind} (missing {', '.join(missing) or 'prob_<class> columns'}); it needs "
+        raise EmbedkitError(f"{source}: not {kind} (missing {', '.join(missing) or 'prob_<class> columns'}); it needs "
                             + ("image_id, split, and true_<finding> and prob_<finding> per finding" if findings else
                                "image_id, split, label and prob_<class> per class")
                             + " (optional: patient_id, to resample patients, and attribute columns such as sex, age)")
-    table = (path.stat().st_size >= COLUMNS_FROM and _read_columns(path, header)) or _read_rows(path, header)
+
+
+def _assemble(source, header: list[str], table: dict[str, np.ndarray]) -> Predictions:
+    """Predictions from checked columns (``prob_`` numbers, ``true_`` 1 / 0 / NaN, the rest text)."""
+    findings = tuple(c[5:] for c in header if c.startswith("true_"))
     if findings:
         truth = np.stack([table[f"true_{f}"] for f in findings], 1)
         return Predictions(table["image_id"], table["split"], None, np.stack([table[f"prob_{f}"] for f in findings], 1),
-                           findings, attribute_columns(table), table.get("patient_id"), truth, path)
+                           findings, attribute_columns(table), table.get("patient_id"), truth, source)
+    prob_cols = [c for c in header if c.startswith("prob_")]
     classes = tuple(c[5:] for c in prob_cols)
     unknown = sorted(set(table["label"]) - set(classes))
     if unknown:
-        raise EmbedkitError(f"{path}: label(s) {', '.join(unknown)} have no prob_ column")
+        raise EmbedkitError(f"{source}: label(s) {', '.join(unknown)} have no prob_ column")
     return Predictions(table["image_id"], table["split"], table["label"], np.stack([table[c] for c in prob_cols], 1),
-                       classes, attribute_columns(table), table.get("patient_id"), source=path)
+                       classes, attribute_columns(table), table.get("patient_id"), source=source)
+
+
+def _from_frame(frame) -> Predictions:
+    """A DataFrame's columns, checked as a file's lines are: every cell as its text, a missing value empty (a
+    masked ``true_`` cell), so a frame and the CSV it would write give the same predictions."""
+    name = "the DataFrame"
+    header = [str(c) for c in frame.columns]
+    _check_header(name, header)
+    if len(set(header)) < len(header):
+        raise EmbedkitError(f"{name}: column names repeat ({', '.join(sorted({c for c in header if header.count(c) > 1}))})")
+    if not len(frame):
+        raise EmbedkitError(f"{name}: has columns but no rows")
+    table = {c: np.array(["" if missing else str(int(v)) if isinstance(v, (bool, np.bool_)) else str(v)
+                          for v, missing in zip(frame.iloc[:, i].tolist(), frame.iloc[:, i].isna().tolist())])
+             for i, c in enumerate(header)}
+    index = frame.index.tolist()
+    return _assemble(name, header, _parsed(table, header, lambda i: f"{name}, row {index[i]!r}"))
 
 
 def _read_columns(path: Path, header: list[str]) -> dict[str, np.ndarray] | None:
@@ -171,15 +202,19 @@ def _read_rows(path: Path, header: list[str]) -> dict[str, np.ndarray]:
         if len(r) != len(header):
             raise EmbedkitError(f"{path}, line {line}: {len(header)} fields expected")
     table = {c: np.array([r[i] for r in rows]) for i, c in enumerate(header)}
+    return _parsed(table, header, lambda i: f"{path}, line {i + 2}")
+
+
+def _parsed(table: dict[str, np.ndarray], header: list[str], at) -> dict[str, np.ndarray]:
+    """Text columns with ``prob_`` as numbers and ``true_`` as 1 / 0 / NaN; ``at(i)`` names row i in an error."""
     for c in header:
         if c.startswith("prob_"):
-            table[c] = _numbers(path, c, table[c])
+            table[c] = _numbers(at, c, table[c])
         elif c.startswith("true_"):
-            bad = np.flatnonzero(~np.isin(np.char.strip(table[c]), TRUTHS))
+            bad = np.flatnonzero(~np.isin(np.char.strip(table[c].astype(str)), TRUTHS))
             if len(bad):
-                raise EmbedkitError(f"{path}, line {bad[0] + 2}, column '{c}': {str(table[c][bad[0]])!r} is not 1, 0 or "
-                                    "empty (masked)")
-            table[c] = _truth_values(np.char.strip(table[c]))
+                raise EmbedkitError(f"{at(bad[0])}, column '{c}': {str(table[c][bad[0]])!r} is not 1, 0 or empty (masked)")
+            table[c] = _truth_values(np.char.strip(table[c].astype(str)))
     return table
 
 
@@ -188,11 +223,11 @@ def _truth_values(values: np.ndarray) -> np.ndarray:
     return np.where(values == "", np.nan, np.isin(values, ("1", "1.0")).astype(float))
 
 
-def _numbers(path: Path, column: str, values: np.ndarray) -> np.ndarray:
+def _numbers(at, column: str, values: np.ndarray) -> np.ndarray:
     out = np.empty(len(values))
     for i, v in enumerate(values):
         try:
             out[i] = float(v)
         except ValueError:
-            raise EmbedkitError(f"{path}, line {i + 2}, column '{column}': {str(v)!r} is not a number") from None
+            raise EmbedkitError(f"{at(i)}, column '{column}': {str(v)!r} is not a number") from None
     return out

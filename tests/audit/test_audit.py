@@ -221,3 +221,24 @@ def test_attribute_probe_statistics_resample_patients():
     naive_boot, naive_null = resampled_aucs(y[copies], proba[copies], None, n_boot=300, n_perm=300, seed=4)
     assert np.std(boot) > 2.5 * np.std(naive_boot) and np.std(null) > 2.5 * np.std(naive_null)
     assert 0.3 < np.mean(null) < 0.7 < np.mean(boot)
+
+
+def test_ks_tests_count_each_patient_once():
+    """Copies of a patient's image add no evidence: with patient ids the tests equal those of one image per
+    patient; image by image the same copies would shrink every p-value."""
+    from embedkit.audit.distribution import ks_tests
+
+    rng = np.random.default_rng(1)
+    n = 80
+    sex = np.where(np.arange(n) % 2 == 0, "M", "F")
+    scores = rng.normal(size=(n, 2)) + 0.25 * (sex == "M")[:, None]
+    labels = np.where(np.arange(n) % 4 < 2, "Edema", "Mass")
+    copies = np.repeat(np.arange(n), 5)
+    args = ({"sex": sex}, {"sex": ["M", "F"]})
+    once = ks_tests((scores, np.ones(2)), labels, *args)
+    repeated = ks_tests((scores[copies], np.ones(2)), labels[copies], {"sex": sex[copies]}, args[1],
+                        patient_id=np.array([f"p{i}" for i in copies]))
+    naive = ks_tests((scores[copies], np.ones(2)), labels[copies], {"sex": sex[copies]}, args[1])
+    assert [(r["d"], r["p"], r["n_a"]) for r in repeated["rows"]] == [(r["d"], r["p"], r["n_a"]) for r in once["rows"]]
+    assert all(b["p"] < a["p"] for a, b in zip(once["rows"], naive["rows"]) if a["p"] < 1)
+    assert repeated["unit"].startswith("patient") and once["unit"] == "image"

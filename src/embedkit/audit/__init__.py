@@ -71,7 +71,8 @@ def run_audit(cfg: AuditConfig) -> dict:
         dup = duplicates.find(view, manifest, threshold=cfg.threshold)
     principal = distribution.principal_scores(view.embeddings)      # the KS tests' components and the map's axes
     ks = distribution.ks_tests(principal, view.meta["label"], groups,
-                               {name: list(a.order(groups[name])) for name, a in zip(groups, declared)})
+                               {name: list(a.order(groups[name])) for name, a in zip(groups, declared)},
+                               patient_id=view.meta["patient_id"])
     geometry = maps.draw(view, groups, out / "map.png", title=cfg.model, projection=cfg.projection,
                          principal=principal[0])
     summary = {"model": cfg.model, "manifest": str(cfg.manifest.resolve()), "manifest_digest": manifest.digest(),

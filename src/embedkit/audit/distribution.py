@@ -2,8 +2,9 @@
 the embeddings on their leading principal components and compare, per component, the groups of each
 attribute with two-sample Kolmogorov–Smirnov tests — over all images and within each class or finding, so
 that a finding whose prevalence differs between groups cannot explain a difference. Every pair of groups is
-compared; the p-values of one model's tests are one family, Benjamini–Hochberg controlled. Cheap at any N:
-one pass for the components, then sorting.
+compared; the p-values of one model's tests are one family, Benjamini–Hochberg controlled. The test assumes
+independent samples, so each patient counts once: its first image in each subset (a patient's further images
+would make the p-values optimistic). Cheap at any N: one pass for the components, then sorting.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from embedkit.metrics.distribution import ks_2samp
 from embedkit.metrics.intervals import adjust
 
 COMPONENTS = 5          # leading principal components tested
-MIN_GROUP = 10          # images a group needs in a subset to be compared there
+MIN_GROUP = 10          # patients (images, without patient ids) a group needs in a subset to be compared there
 ALPHA = 0.05
 
 
@@ -55,13 +56,25 @@ def subsets(labels: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def first_per_patient(mask: np.ndarray, patient_id) -> np.ndarray:
+    """``mask`` keeping only each patient's first row in it (every row where there are no patient ids)."""
+    if patient_id is None:
+        return mask
+    rows = np.flatnonzero(mask)
+    _, first = np.unique(np.asarray(patient_id)[rows], return_index=True)
+    out = np.zeros_like(mask)
+    out[rows[first]] = True
+    return out
+
+
 def ks_tests(principal: tuple[np.ndarray, np.ndarray], labels: np.ndarray, groups: dict[str, np.ndarray],
-             orders: dict[str, list[str]]) -> dict:
+             orders: dict[str, list[str]], patient_id=None) -> dict:
     """Every (attribute, subset, pair of groups, component) KS test on the rows' ``principal_scores`` with its
-    BH q; a summary per attribute."""
+    BH q, one image per patient (``first_per_patient``); a summary per attribute."""
     scores, explained = principal
     rows = []
     for subset, mask in subsets(labels).items():
+        mask = first_per_patient(mask, patient_id)
         for name, values in groups.items():
             present = [g for g in orders[name] if np.sum(mask & (values == g)) >= MIN_GROUP]
             for a, b in combinations(present, 2):
@@ -73,6 +86,7 @@ def ks_tests(principal: tuple[np.ndarray, np.ndarray], labels: np.ndarray, group
     for r, q in zip(rows, adjust([r["p"] for r in rows], "bh")):
         r["q"] = q
     return {"components": scores.shape[1], "explained": [float(v) for v in explained], "tests": len(rows),
+            "unit": "image" if patient_id is None else "patient (its first image in each subset)",
             "alpha": ALPHA, "per_attribute": {name: _summary([r for r in rows if r["attribute"] == name])
                                               for name in groups}, "rows": rows}
 

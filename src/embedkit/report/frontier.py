@@ -56,14 +56,16 @@ def table(groups: list, adjust: str = FAIRNESS.adjust) -> tuple[str, list[str], 
     found = pairs(groups)
     if not found:
         return None
-    utility, gaps = judged_on(found[0][0])                   # one report, one kind of task (runs.check_one_kind)
-    compared = [(base, g, intervention, attr, paired_changes(base.per_seed[:n], g.per_seed[:n], attr,
-                                                             utility=(utility,), gaps=tuple(gaps.values())))
-                for base, g, intervention, attr in found for n in [min(len(base.per_seed), len(g.per_seed))]]
-    q = iter(intervals.adjust([c[f"|{k}|"]["p"] for *_, c in compared for k in gaps.values()], adjust))
+    utility, names = judged_on(found[0][0])                 # one report, one kind of task (runs.check_one_kind)
+    compared = []
+    for base, g, intervention, attr in found:                 # each binary dataset judged on its own finding
+        n, gaps = min(len(base.per_seed), len(g.per_seed)), judged_on(base)[1]
+        change = paired_changes(base.per_seed[:n], g.per_seed[:n], attr, utility=(utility,), gaps=tuple(gaps.values()))
+        compared.append((base, g, intervention, attr, {name: change[f"|{k}|"] for name, k in gaps.items()} | change))
+    q = iter(intervals.adjust([c[name]["p"] for *_, c in compared for name in names], adjust))
     rows = []
     for base, g, intervention, attr, change in compared:
-        judged = {name: (change[f"|{k}|"], next(q)) for name, k in gaps.items()}
+        judged = {name: (change[name], next(q)) for name in names}
         shrunk = [name for name, (c, qv) in judged.items() if shrank_beyond_noise(c, qv)]
         grew = [name for name, (c, qv) in judged.items() if widened_beyond_noise(c, qv)]
         verdict = ("shrinks " + ", ".join(shrunk) + " beyond noise") if shrunk else "no gap shrank beyond noise"
@@ -73,7 +75,7 @@ def table(groups: list, adjust: str = FAIRNESS.adjust) -> tuple[str, list[str], 
                      *(_fmt(c) for c, _ in judged.values()), verdict])
     return ("Interventions against ERM (change, intervention − ERM, on the same test images; [95% CI] from paired "
             "bootstrap replicates pooled over seeds; a gap shrank (or widened) beyond noise only when its change's "
-            f"paired-bootstrap p, adjusted over the table's {len(compared) * len(gaps)} gap changes "
+            f"paired-bootstrap p, adjusted over the table's {len(compared) * len(names)} gap changes "
             f"({ADJUSTED[adjust]}), is below 0.05)",
             ["model", "head", "intervention", "attribute", f"Δ {UTILITY_NAMES[utility]}", *(f"Δ |{n}|" for n in gaps),
              "verdict"], rows)

@@ -211,10 +211,11 @@ def _parsed(table: dict[str, np.ndarray], header: list[str], at) -> dict[str, np
         if c.startswith("prob_"):
             table[c] = _numbers(at, c, table[c])
         elif c.startswith("true_"):
-            bad = np.flatnonzero(~np.isin(np.char.strip(table[c].astype(str)), TRUTHS))
+            text = np.char.strip(table[c].astype(str))
+            bad = np.flatnonzero(~np.isin(text, TRUTHS))
             if len(bad):
                 raise EmbedkitError(f"{at(bad[0])}, column '{c}': {str(table[c][bad[0]])!r} is not 1, 0 or empty (masked)")
-            table[c] = _truth_values(np.char.strip(table[c].astype(str)))
+            table[c] = _truth_values(text)
     return table
 
 

@@ -49,14 +49,14 @@ def probe_attribute(view: Cache, manifest: Manifest, attr, values: np.ndarray, *
     proba = head.predict_proba(x[test]).numpy()
     yt = y[test]
     auc = macro_ovr_auc(yt, proba)
-    boot, null = resampled_aucs(yt, proba, view.meta["patient_id"][test], n_boot=n_boot, n_perm=n_perm, seed=seed)
+    patients = view.meta["patient_id"][test]
+    boot, null = resampled_aucs(yt, proba, patients, n_boot=n_boot, n_perm=n_perm, seed=seed)
     from embedkit.audit.distribution import subsets
 
     within = {c: macro_ovr_auc(yt[m], proba[m]) for c, m in subsets(view.meta["label"][test]).items() if c != "all"}
     within = {c: (None if not np.isfinite(v) else float(v)) for c, v in within.items()}
     finite = [v for v in within.values() if v is not None]
-    return {"groups": names, "n_test": int(len(test)), "patients_test": int(len(set(view.meta["patient_id"][test]))),
-            "auc": float(auc),
+    return {"groups": names, "n_test": int(len(test)), "patients_test": int(len(set(patients))), "auc": float(auc),
             "auc_ci": list(interval(boot, auc, bounds=(0.0, 1.0))),      # basic, as every other interval here
             "balanced_accuracy": balanced_accuracy(yt, proba.argmax(1)),
             "chance_auc_mean": float(null.mean()), "chance_auc_q95": float(np.quantile(null, 0.95)),

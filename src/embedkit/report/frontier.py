@@ -61,23 +61,22 @@ def table(groups: list, adjust: str = FAIRNESS.adjust) -> tuple[str, list[str], 
     for base, g, intervention, attr in found:                 # each binary dataset judged on its own finding
         n, gaps = min(len(base.per_seed), len(g.per_seed)), judged_on(base)[1]
         change = paired_changes(base.per_seed[:n], g.per_seed[:n], attr, utility=(utility,), gaps=tuple(gaps.values()))
-        compared.append((base, g, intervention, attr, {name: change[f"|{k}|"] for name, k in gaps.items()} | change))
-    q = iter(intervals.adjust([c[name]["p"] for *_, c in compared for name in names], adjust))
+        compared.append((base, g, intervention, attr, change[utility], [change[f"|{k}|"] for k in gaps.values()]))
+    q = iter(intervals.adjust([c["p"] for *_, changes in compared for c in changes], adjust))
     rows = []
-    for base, g, intervention, attr, change in compared:
-        judged = {name: (change[name], next(q)) for name in names}
-        shrunk = [name for name, (c, qv) in judged.items() if shrank_beyond_noise(c, qv)]
-        grew = [name for name, (c, qv) in judged.items() if widened_beyond_noise(c, qv)]
+    for base, g, intervention, attr, used, changes in compared:
+        judged = [(name, c, next(q)) for name, c in zip(names, changes)]
+        shrunk = [name for name, c, qv in judged if shrank_beyond_noise(c, qv)]
+        grew = [name for name, c, qv in judged if widened_beyond_noise(c, qv)]
         verdict = ("shrinks " + ", ".join(shrunk) + " beyond noise") if shrunk else "no gap shrank beyond noise"
         if grew:
             verdict += "; widens " + ", ".join(grew)
-        rows.append([g.model, base.method, intervention, attr, _fmt(change[utility]),
-                     *(_fmt(c) for c, _ in judged.values()), verdict])
+        rows.append([g.model, base.method, intervention, attr, _fmt(used), *(_fmt(c) for c in changes), verdict])
     return ("Interventions against ERM (change, intervention − ERM, on the same test images; [95% CI] from paired "
             "bootstrap replicates pooled over seeds; a gap shrank (or widened) beyond noise only when its change's "
             f"paired-bootstrap p, adjusted over the table's {len(compared) * len(names)} gap changes "
             f"({ADJUSTED[adjust]}), is below 0.05)",
-            ["model", "head", "intervention", "attribute", f"Δ {UTILITY_NAMES[utility]}", *(f"Δ |{n}|" for n in gaps),
+            ["model", "head", "intervention", "attribute", f"Δ {UTILITY_NAMES[utility]}", *(f"Δ |{n}|" for n in names),
              "verdict"], rows)
 
 

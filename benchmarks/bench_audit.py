@@ -113,7 +113,8 @@ def full_audit(n_per_group: int = 25, rows: int | None = None) -> dict:
         y = np.arange(rows) % 6
         x = (rng.normal(size=(6, 512))[y] * 0.3 + rng.normal(size=(rows, 512))).astype(np.float32)
         split = np.array((["train"] * 7 + ["val"] + ["test"] * 2) * (rows // 10))
-        cache = synthetic_store(tmp / "s.h5", x, [f"c{i}" for i in y], list(split), [f"c{i}" for i in range(6)])
+        cache = synthetic_store(tmp / "s.h5", x, [f"c{i}" for i in y], list(split), [f"c{i}" for i in range(6)],
+                                model="clip-tiny")
         manifest = cache.with_suffix(".csv")
     t0 = time.perf_counter()
     s = run_audit(AuditConfig(model="clip-tiny", manifest=manifest, cache=cache, runs_dir=tmp / "r", n_boot=1000,

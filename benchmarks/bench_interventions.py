@@ -51,7 +51,7 @@ def simulate(trials: int, planted: bool) -> dict:
         cache = make_cache(tmp / "c.h5", x, y, split, sex=sex, classes=tuple("ABCDEF"))
 
         def result(mitigate=None):
-            cfg = ExperimentConfig(model="sim", manifest=cache.with_suffix(".csv"), method="linear", cache=cache,
+            cfg = ExperimentConfig(model="synthetic", manifest=cache.with_suffix(".csv"), method="linear", cache=cache,
                                    runs_dir=tmp / "runs", dataset="sim", head=head, n_boot=10, mitigate=mitigate,
                                    attribute="sex" if mitigate else None)
             folder = run_experiment(cfg)[0].path

@@ -64,3 +64,17 @@ def simulate(trials: int, planted: bool) -> dict:
             for gap in ("f1_gap", "eqodds"):
                 hits[m][gap] += shrank_beyond_noise(change[f"|{gap}|"])
     return {m: {g: v / trials for g, v in h.items()} for m, h in hits.items()}
+
+
+def reweighted_minority_share(trials: int) -> float:
+    """Women's mean share of the total training weight under Kamiran & Calders' weights on the planted sets:
+    reweighing keeps each group's marginal, so it stays the group's share of images (about 10 %)."""
+    from embedkit.heads.mitigation import kamiran_calders
+
+    shares = []
+    for t in range(trials):
+        x, y, split, sex = dataset(t, planted=True)
+        train = split == "train"
+        w = kamiran_calders(sex[train], y[train]).numpy()
+        shares.append(w[sex[train] == "F"].sum() / w.sum())
+    return float(np.mean(shares))

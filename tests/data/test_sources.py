@@ -78,10 +78,12 @@ def test_mimic_joins_metadata_labels_split_patients_and_admissions(tmp_path):
                      [["10000032", "F", "52", "2180", "2014 - 2016", ""], ["10000764", "M", "86", "2132", "2014 - 2016", ""]])
     adm = write(tmp_path / "admissions.csv", ["subject_id", "hadm_id", "admittime", "insurance", "race"],
                 [["10000032", "1", "2180-05-06", "Medicaid", "WHITE"], ["10000032", "2", "2180-06-26", "Medicaid", "WHITE"],
-                 ["10000032", "3", "2180-07-23", "Other", "UNKNOWN"], ["10000764", "4", "2132-10-14", "Medicare", "BLACK/AFRICAN AMERICAN"]])
+                 ["10000032", "3", "2180-07-23", "Other", "UNKNOWN"], ["10000764", "5", "2133-01-02 08:00:00", "Medicare", "WHITE"],
+                 ["10000764", "4", "2132-10-14 11:30:00", "Medicare", "BLACK/AFRICAN AMERICAN"]])
     sources, notes = mimic.read(meta, labels, patients, split=split, admissions=adm, images=tmp_path / "jpg")
     assert [(s.image_id, s.age, s.sex, s.split) for s in sources] == [("d1", 52, "F", "train"), ("d3", 86, "M", "val")]
     assert sources[0].extra == {"view": "PA", "race": "WHITE", "insurance": "Medicaid"}
+    assert sources[1].extra["race"] == "BLACK/AFRICAN AMERICAN"       # a tie: the first admitted, not the file's first
     assert sources[0].path.endswith("files/p10/p10000032/s50414267/d1.jpg") and notes == ["1 image(s) left out: view"]
     built = build(sources, tmp_path / "m.csv", classes=("Cardiomegaly", "Effusion"), split="official")
     assert [r["split"] for r in built.rows] == ["train", "val"]

@@ -8,7 +8,7 @@ given, ``admissions.csv`` (subject_id, race — ``ethnicity`` before MIMIC-IV 2.
 
 Age at the study is anchor_age + (study year - anchor_year) (both dates are shifted alike). A
 subject's race and insurance are the most frequent values over their admissions (ties: the first
-admitted). Frontal views (PA, AP) by default; images lie in
+admitted, by admittime where the file has it, else the file's order). Frontal views (PA, AP) by default; images lie in
 ``<images>/files/p<first two digits>/p<subject_id>/s<study_id>/<dicom_id>.jpg``.
 """
 
@@ -71,6 +71,8 @@ def _admissions(path: str | Path) -> dict[str, dict[str, str]]:
     table = read_table(path, ("subject_id", "insurance"), "MIMIC-IV's admissions.csv")
     if table and "race" not in table[0][1] and "ethnicity" not in table[0][1]:
         raise EmbedkitError(f"{path}: no race (or ethnicity) column; give MIMIC-IV's admissions.csv")
+    if table and "admittime" in table[0][1]:
+        table = sorted(table, key=lambda row: row[1]["admittime"])     # ISO times: ties go to the first admitted
     values: dict[str, dict[str, Counter]] = {}
     for _, r in table:
         v = values.setdefault(r["subject_id"], {"race": Counter(), "insurance": Counter()})

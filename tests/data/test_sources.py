@@ -47,6 +47,7 @@ def test_chexpert_labels_views_uncertainty_and_race(tmp_path):
     assert [s.patient_id for s in sources] == ["patient00001", "patient00002", "patient00005"]
     assert sources[1].findings["Effusion"] == 1.0 and sources[2].findings["Edema"] == -1.0
     assert sources[0].extra["race"] == "White" and any("view" in n for n in notes) and any("sex" in n for n in notes)
+    assert sources[0].extra["ethnicity"] == "Non-Hispanic" and sources[0].extra["race_raw"] == "White"
     built = build(sources, tmp_path / "m.csv", classes=("Edema", "Effusion"), uncertain="ignore")
     assert [r["label"] for r in built.rows] == ["Edema", "Effusion"] and built.dropped["uncertain label"] == 1
     ones = build(sources, tmp_path / "m1.csv", classes=("Edema", "Effusion"), uncertain="ones")
@@ -78,12 +79,15 @@ def test_mimic_joins_metadata_labels_split_patients_and_admissions(tmp_path):
                      [["10000032", "F", "52", "2180", "2014 - 2016", ""], ["10000764", "M", "86", "2132", "2014 - 2016", ""]])
     adm = write(tmp_path / "admissions.csv", ["subject_id", "hadm_id", "admittime", "insurance", "race"],
                 [["10000032", "1", "2180-05-06", "Medicaid", "WHITE"], ["10000032", "2", "2180-06-26", "Medicaid", "WHITE"],
+                 ["10000764", "7", "2133-03-01", "Medicare", "ASIAN - KOREAN"],    # grouped before counting:
+                 ["10000764", "6", "2133-02-01", "Medicare", "ASIAN - CHINESE"],   # Asian 2, White 1, Black 1
                  ["10000032", "3", "2180-07-23", "Other", "UNKNOWN"], ["10000764", "5", "2133-01-02 08:00:00", "Medicare", "WHITE"],
                  ["10000764", "4", "2132-10-14 11:30:00", "Medicare", "BLACK/AFRICAN AMERICAN"]])
     sources, notes = mimic.read(meta, labels, patients, split=split, admissions=adm, images=tmp_path / "jpg")
     assert [(s.image_id, s.age, s.sex, s.split) for s in sources] == [("d1", 52, "F", "train"), ("d3", 86, "M", "val")]
-    assert sources[0].extra == {"view": "PA", "race": "WHITE", "insurance": "Medicaid"}
-    assert sources[1].extra["race"] == "BLACK/AFRICAN AMERICAN"       # a tie: the first admitted, not the file's first
+    assert sources[0].extra == {"view": "PA", "race": "White", "race_raw": "WHITE", "insurance": "Medicaid"}
+    assert sources[1].extra == {"view": "AP", "race": "Asian", "race_raw": "ASIAN - CHINESE", "insurance": "Medicare"}
+    # raw values tied: the first admitted (by admittime), not the file's first
     assert sources[0].path.endswith("files/p10/p10000032/s50414267/d1.jpg") and notes == ["1 image(s) left out: view"]
     built = build(sources, tmp_path / "m.csv", classes=("Cardiomegaly", "Effusion"), split="official")
     assert [r["split"] for r in built.rows] == ["train", "val"]
@@ -148,6 +152,30 @@ def test_data_help_lists_every_builder(capsys):
     assert all(name in out for name in registry.names())
 
 
+@pytest.mark.parametrize("raw, group", [("White, non-Hispanic", "White"), ("Black or African American", "Black"),
+                                        ("Asian, Hispanic", "Asian"), ("White, Asian", "Asian"), ("Other, Hispanic", "Other"),
+                                        ("Native Hawaiian or Other Pacific Islander", "Other"), ("Unknown", ""),
+                                        ("Race and Ethnicity Unknown", ""), ("Patient Refused", ""), ("", "")])
+def test_chexpert_race_groups(raw, group):
+    assert chexpert.race_group(raw) == group
+
+
+@pytest.mark.parametrize("raw, group", [("Non-Hispanic/Non-Latino", "Non-Hispanic"), ("Not Hispanic", "Non-Hispanic"),
+                                        ("Hispanic/Latino", "Hispanic"), ("Hispanic", "Hispanic"), ("Unknown", ""),
+                                        ("Patient Refused", ""), ("", "")])
+def test_chexpert_ethnicity_groups(raw, group):
+    assert chexpert.ethnicity_group(raw) == group
+
+
+@pytest.mark.parametrize("raw, group", [("WHITE - OTHER EUROPEAN", "White"), ("BLACK/CAPE VERDEAN", "Black"),
+                                        ("HISPANIC/LATINO - PUERTO RICAN", "Hispanic"), ("HISPANIC OR LATINO", "Hispanic"),
+                                        ("ASIAN - SOUTH EAST ASIAN", "Asian"), ("AMERICAN INDIAN/ALASKA NATIVE", "American Indian"),
+                                        ("MULTIPLE RACE/ETHNICITY", "Other"), ("OTHER", "Other"), ("UNABLE TO OBTAIN", ""),
+                                        ("PATIENT DECLINED TO ANSWER", ""), ("UNKNOWN", "")])
+def test_mimic_race_groups(raw, group):
+    assert mimic.race_group(raw) == group
+
+
 def test_chexpert_demographics_as_published_xlsx(tmp_path):
     import openpyxl
 
@@ -158,7 +186,8 @@ def test_chexpert_demographics_as_published_xlsx(tmp_path):
     book.save(tmp_path / "CHEXPERT DEMO.xlsx")
     train = write(tmp_path / "train.csv", CHEXPERT_HEADER, [chexpert_row(1, "Edema"), chexpert_row(2, "Edema")])
     sources, notes = chexpert.read([train], demographics=tmp_path / "CHEXPERT DEMO.xlsx")
-    assert [s.extra["race"] for s in sources] == ["White, non-Hispanic"] and notes == ["1 image(s) left out: no demographics"]
+    assert [s.extra["race"] for s in sources] == ["White"] and notes == ["1 image(s) left out: no demographics"]
+    assert sources[0].extra["race_raw"] == "White, non-Hispanic"
     (tmp_path / "bad.xlsx").write_text("not a workbook")
     with pytest.raises(EmbedkitError, match="bad.xlsx: not an Excel workbook"):
         chexpert.read([train], demographics=tmp_path / "bad.xlsx")

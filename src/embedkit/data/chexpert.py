@@ -1,6 +1,8 @@
 """CheXpert (Irvin et al. 2019) from ``train.csv`` / ``valid.csv`` and, when given, the CheXpert
 demographics file ``CHEXPERT DEMO.xlsx`` (or a CSV of it: PATIENT, GENDER, AGE_AT_CXR, PRIMARY_RACE,
-ETHNICITY) for race and ethnicity.
+ETHNICITY) for race and ethnicity: ``race`` is Asian, Black, White or Other and ``ethnicity`` Hispanic or
+Non-Hispanic (unknown or refused left empty, so missing), the published values kept in ``race_raw`` and
+``ethnicity_raw``.
 
 Labels are the CheXpert labeler's: 1.0 positive, 0.0 negative, -1.0 uncertain, blank unmentioned
 (an explicit ``--uncertain`` policy decides the -1s). Sex from ``Sex`` (Male/Female; Unknown left
@@ -27,6 +29,7 @@ NOT_FINDINGS = ("Support Devices",)          # a device is no finding: it does n
 COLUMN_OF = {"Effusion": "Pleural Effusion"}  # the study's class names -> the labeler's columns
 SEX = {"Male": "M", "Female": "F"}
 _PATIENT = re.compile(r"(patient\d+)")
+UNKNOWN = ("unknown", "refused", "declined")     # PRIMARY_RACE / ETHNICITY values that say nothing
 
 
 def findings(row: dict[str, str], where: str) -> dict[str, float | None]:
@@ -84,10 +87,29 @@ def read(labels: list[str | Path], *, demographics: str | Path | None = None, vi
     return rows, [f"{n} image(s) left out: {why}" for why, n in skipped.items() if n]
 
 
+def race_group(primary_race: str) -> str:
+    """PRIMARY_RACE's many spellings ("White, non-Hispanic", "Asian - Historical Conv", ...) as Asian, Black, White
+    or Other, the groups of Gichoya et al. and Glocker et al. (their order of precedence: Asian, White, Black);
+    unknown or refused is missing ('')."""
+    text = primary_race.strip()
+    if not text or any(word in text.lower() for word in UNKNOWN):
+        return ""
+    return next((group for group in ("Asian", "White", "Black") if group in text), "Other")
+
+
+def ethnicity_group(ethnicity: str) -> str:
+    """ETHNICITY's spellings as Hispanic or Non-Hispanic; unknown or refused is missing ('')."""
+    text = ethnicity.strip().lower()
+    if not text or any(word in text for word in UNKNOWN):
+        return ""
+    return "Non-Hispanic" if text.startswith(("non", "not")) else "Hispanic" if "hispanic" in text else ""
+
+
 def _demographics(path: str | Path) -> dict[str, dict[str, str]]:
     table = read_table(path, ("PATIENT", "PRIMARY_RACE", "ETHNICITY"),
                        "the CheXpert demographics file (CHEXPERT DEMO.xlsx, or a CSV with its columns)")
-    return {r["PATIENT"]: {"race": r["PRIMARY_RACE"], "ethnicity": r["ETHNICITY"]} for _, r in table}
+    return {r["PATIENT"]: {"race": race_group(r["PRIMARY_RACE"]), "ethnicity": ethnicity_group(r["ETHNICITY"]),
+                           "race_raw": r["PRIMARY_RACE"], "ethnicity_raw": r["ETHNICITY"]} for _, r in table}
 
 
 @dataclass(kw_only=True)

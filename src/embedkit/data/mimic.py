@@ -7,9 +7,10 @@ validate, test), MIMIC-IV ``patients.csv`` (subject_id, gender, anchor_age, anch
 given, ``admissions.csv`` (subject_id, race — ``ethnicity`` before MIMIC-IV 2.0 — and insurance).
 
 Age at the study is anchor_age + (study year - anchor_year) (both dates are shifted alike). A
-subject's race and insurance are the most frequent values over their admissions (ties: the first
-admitted, by admittime where the file has it, else the file's order). Frontal views (PA, AP) by default; images lie in
-``<images>/files/p<first two digits>/p<subject_id>/s<study_id>/<dicom_id>.jpg``.
+subject's race (grouped as Seyyed-Kalantari et al. did: White, Black, Hispanic, Asian, American Indian,
+Other; the published value in ``race_raw``) and insurance are the most frequent over their admissions
+(ties: the first admitted, by admittime where the file has it, else the file's order). Frontal views
+(PA, AP) by default; images lie in ``<images>/files/p<first two digits>/p<subject_id>/s<study_id>/<dicom_id>.jpg``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from embedkit.data.tables import read_table
 from embedkit.errors import EmbedkitError
 
 SEX = {"M": "M", "F": "F"}
+RACE_PREFIXES = (("WHITE", "White"), ("PORTUGUESE", "White"), ("BLACK", "Black"), ("HISPANIC", "Hispanic"),
+                 ("SOUTH AMERICAN", "Hispanic"), ("ASIAN", "Asian"), ("AMERICAN INDIAN", "American Indian"))
 FRONTAL = ("PA", "AP")
+NO_ADMISSIONS = {"race": "", "race_raw": "", "insurance": ""}
 
 
 def read(metadata: str | Path, labels: str | Path, patients: str | Path, *, split: str | Path | None = None,
@@ -63,7 +67,7 @@ def read(metadata: str | Path, labels: str | Path, patients: str | Path, *, spli
         rel = f"files/p{s[:2]}/p{s}/s{r['study_id']}/{r['dicom_id']}.jpg"
         rows.append(Source(image_id=r["dicom_id"], path=str(Path(images) / rel) if images else rel, patient_id=s,
                            sex=SEX[person["gender"]], age=age, findings=found, split=official.get(r["dicom_id"], ""),
-                           extra={"view": r["ViewPosition"], **social.get(s, {"race": "", "insurance": ""})}))
+                           extra={"view": r["ViewPosition"], **social.get(s, NO_ADMISSIONS)}))
     return rows, [f"{n} image(s) left out: {why}" for why, n in skipped.items()]
 
 
@@ -76,12 +80,34 @@ def _admissions(path: str | Path) -> dict[str, dict[str, str]]:
     values: dict[str, dict[str, Counter]] = {}
     for _, r in table:
         v = values.setdefault(r["subject_id"], {"race": Counter(), "insurance": Counter()})
-        race = r.get("race", r.get("ethnicity", ""))
-        if race and race.upper() not in ("UNKNOWN", "UNABLE TO OBTAIN", "PATIENT DECLINED TO ANSWER"):
-            v["race"][race] += 1
+        raw = r.get("race", r.get("ethnicity", ""))
+        if race_group(raw):
+            v["race"][raw] += 1
         if r["insurance"]:
             v["insurance"][r["insurance"]] += 1
-    return {s: {k: (c.most_common(1)[0][0] if c else "") for k, c in v.items()} for s, v in values.items()}
+    return {s: {**_race(v["race"]), "insurance": _most_common(v["insurance"])} for s, v in values.items()}
+
+
+def _most_common(counts: Counter) -> str:
+    return counts.most_common(1)[0][0] if counts else ""       # ties: the first counted
+
+
+def _race(raw: Counter) -> dict[str, str]:
+    """The most frequent race group over a subject's admissions, and its most frequent published value."""
+    groups = Counter()
+    for value, n in raw.items():
+        groups[race_group(value)] += n
+    group = _most_common(groups)
+    return {"race": group, "race_raw": _most_common(Counter({v: n for v, n in raw.items() if race_group(v) == group}))}
+
+
+def race_group(race: str) -> str:
+    """MIMIC-IV's race ("WHITE - OTHER EUROPEAN", "ASIAN - CHINESE", ...; v1's coarser ethnicity alike) as the
+    groups of Seyyed-Kalantari et al.: White, Black, Hispanic, Asian, American Indian or Other; unknown is ''."""
+    text = race.strip().upper()
+    if text in ("", "UNKNOWN", "UNABLE TO OBTAIN", "PATIENT DECLINED TO ANSWER"):
+        return ""
+    return next((group for prefix, group in RACE_PREFIXES if text.startswith(prefix)), "Other")
 
 
 @dataclass(kw_only=True)

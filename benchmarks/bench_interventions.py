@@ -1,6 +1,7 @@
 """Interventions under honest comparison: how often each is reported as shrinking a gap beyond noise
 (paired bootstrap CI of the change in |gap| entirely below 0) when there is no bias to remove (the
-false-positive rate, nominal 2.5 % per gap), and when a group shift is planted (the power)."""
+false-positive rate, nominal 2.5 % per gap), and when a bias is planted (the power), of two kinds: a rare group
+whose class signal differs, and a training set where sex predicts the class."""
 
 from __future__ import annotations
 
@@ -12,25 +13,36 @@ import numpy as np
 INTERVENTIONS = ("reweight", "resample", "groupdro", "adversarial", "offsets")
 
 
-def dataset(seed: int, planted: bool, n: int = 1000):
-    """Six classes, two sexes. Null: both groups alike and balanced. Planted: women are 10 % of training
-    and their class signal lies in other features (the shift of tests/heads/test_interventions.py)."""
+SHIFTS = ("rare group", "label shift")      # the planted biases (``dataset``)
+
+
+def dataset(seed: int, shift: str | None, n: int = 1000):
+    """Six classes, two sexes. Null (shift None): both groups alike and balanced. "rare group": women are 10 %
+    of training and their class signal lies in other features (the shift of tests/heads/test_interventions.py).
+    "label shift": sex shows in the image and, in training only, 90 % of women's images are of classes 0-2
+    (men's balanced), so sex is a shortcut to the class that fails on the balanced test set."""
     rng = np.random.default_rng(seed)
     split = np.array(["train"] * 600 + ["val"] * 150 + ["test"] * 250)
     y = rng.integers(0, 6, n)
     sex = np.where(np.arange(n) % 2, "F", "M")
     x = rng.normal(size=(n, 16)).astype(np.float32)
-    if planted:
+    if shift == "rare group":
         sex = np.where(split == "train", np.where(rng.random(n) < 0.1, "F", "M"), sex)
         men, women = sex == "M", sex == "F"
         x[men, y[men]] += 1.5
         x[women, 8 + (y[women] % 8)] += 1.2
+    elif shift == "label shift":
+        women = (split == "train") & (sex == "F")
+        k = int(women.sum())
+        y[women] = np.where(rng.random(k) < 0.9, rng.integers(0, 3, k), rng.integers(3, 6, k))
+        x[np.arange(n), y] += 1.0
+        x[sex == "F", 15] += 3.0
     else:
         x[np.arange(n), y] += 1.2
     return x, y, split, sex
 
 
-def simulate(trials: int, planted: bool) -> dict:
+def simulate(trials: int, shift: str | None) -> dict:
     """Per intervention: the share of trials where it shrank |F1 gap| (or |EqOdds|) beyond noise."""
     import sys
 
@@ -47,7 +59,7 @@ def simulate(trials: int, planted: bool) -> dict:
     hits = {m: {"f1_gap": 0, "eqodds": 0} for m in INTERVENTIONS}
     for t in range(trials):
         tmp = Path(tempfile.mkdtemp())
-        x, y, split, sex = dataset(t, planted)
+        x, y, split, sex = dataset(t, shift)
         cache = make_cache(tmp / "c.h5", x, y, split, sex=sex, classes=tuple("ABCDEF"))
 
         def result(mitigate=None):
@@ -67,13 +79,13 @@ def simulate(trials: int, planted: bool) -> dict:
 
 
 def reweighted_minority_share(trials: int) -> float:
-    """Women's mean share of the total training weight under Kamiran & Calders' weights on the planted sets:
+    """Women's mean share of the total training weight under Kamiran & Calders' weights on the rare-group sets:
     reweighing keeps each group's marginal, so it stays the group's share of images (about 10 %)."""
     from embedkit.heads.mitigation import kamiran_calders
 
     shares = []
     for t in range(trials):
-        x, y, split, sex = dataset(t, planted=True)
+        x, y, split, sex = dataset(t, "rare group")
         train = split == "train"
         w = kamiran_calders(sex[train], y[train]).numpy()
         shares.append(w[sex[train] == "F"].sum() / w.sum())

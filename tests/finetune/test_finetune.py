@@ -14,7 +14,8 @@ import torch
 from embedkit.finetune.data import load_images
 from embedkit.finetune.head import Head, embed_split, fit_probe_init
 from embedkit.finetune.lora import apply_lora, load_adapters
-from embedkit.finetune.train import Distributed, FinetuneConfig, finetune, fit
+from embedkit.finetune.distributed import Distributed
+from embedkit.finetune.train import FinetuneConfig, finetune, fit
 from embedkit.manifest import read_manifest
 from embedkit.models import load_encoder
 from embedkit.predictions import read_predictions

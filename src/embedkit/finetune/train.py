@@ -30,6 +30,7 @@ from embedkit import tasks
 from embedkit.devices import auto_workers, resolve_device
 from embedkit.errors import EmbedkitError
 from embedkit.finetune.data import Images, load_images
+from embedkit.finetune.distributed import Distributed, init_distributed
 from embedkit.finetune.head import HEAD_INITS, Head, ProbeInit, embed_split, fit_probe_init, random_init
 from embedkit.finetune import modes, objective
 from embedkit.finetune.choose import checkpoint_dir, choose
@@ -130,27 +131,6 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.tower(x).float())
-
-
-@dataclass
-class Distributed:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: torch.device) -> Distributed:
-    """Join the torchrun process group when launched by torchrun; a single process otherwise."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return Distributed()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Distributed(dist.get_rank(), dist.get_world_size())
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

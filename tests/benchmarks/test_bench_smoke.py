@@ -14,6 +14,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import bench_audit  # noqa: E402
 import bench_cv  # noqa: E402
+import bench_extract  # noqa: E402
 import bench_findings  # noqa: E402
 import bench_interventions  # noqa: E402
 import bench_metrics  # noqa: E402
@@ -23,10 +24,12 @@ import run_all  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _scratch_in_tmp_path(tmp_path, monkeypatch):
-    """The benchmarks make their scratch folders with tempfile.mkdtemp: here they go under the test's tmp_path."""
+    """The benchmarks make their scratch folders with tempfile.mkdtemp (some in a child process): here they go
+    under the test's tmp_path."""
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
 
 
 def test_metrics_findings_and_statistics_benchmarks_run_at_toy_size():
@@ -38,6 +41,14 @@ def test_metrics_findings_and_statistics_benchmarks_run_at_toy_size():
     null = bench_stats.clustered_null(datasets=2, n_boot=10, n_perm=10)
     assert null["datasets"] == 2 and set(null["fpr"]) == {"image", "patient"}
     assert {c["case"] for c in bench_stats.coverage(datasets=1, n=240, n_boot=10)} >= {"f1_gap (2 groups, signed)"}
+
+
+def test_store_benchmarks_run_at_toy_size():
+    assert bench_extract.read_speed(2000, 32)["n"] == 2000
+    assert bench_extract.join_merge_vs_virtual(5000, 16, 2)["shards"] == 2
+    assert bench_extract.decode_rate(2, 64)["img_s_per_core"] > 0
+    memory = bench_extract.peak_memory(120)                  # a clip-tiny extraction in a child process
+    assert memory["n"] == 144 and memory["peak_rss_mib"] >= memory["rss_before_mib"]
 
 
 def test_the_approximate_search_benchmark_finds_its_planted_copies_at_toy_size():

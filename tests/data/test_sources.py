@@ -47,7 +47,7 @@ def test_chexpert_labels_views_uncertainty_and_race(tmp_path):
     assert [s.patient_id for s in sources] == ["patient00001", "patient00002", "patient00005"]
     assert sources[1].findings["Effusion"] == 1.0 and sources[2].findings["Edema"] == -1.0
     assert sources[0].extra["race"] == "White" and any("view" in n for n in notes) and any("sex" in n for n in notes)
-    assert sources[0].extra["ethnicity"] == "Non-Hispanic" and sources[0].extra["race_raw"] == "White"
+    assert sources[0].extra["ethnicity_group"] == "Non-Hispanic" and sources[0].extra["race_group"] == "White"
     built = build(sources, tmp_path / "m.csv", classes=("Edema", "Effusion"), uncertain="ignore")
     assert [r["label"] for r in built.rows] == ["Edema", "Effusion"] and built.dropped["uncertain label"] == 1
     ones = build(sources, tmp_path / "m1.csv", classes=("Edema", "Effusion"), uncertain="ones")
@@ -85,9 +85,9 @@ def test_mimic_joins_metadata_labels_split_patients_and_admissions(tmp_path):
                  ["10000764", "4", "2132-10-14 11:30:00", "Medicare", "BLACK/AFRICAN AMERICAN"]])
     sources, notes = mimic.read(meta, labels, patients, split=split, admissions=adm, images=tmp_path / "jpg")
     assert [(s.image_id, s.age, s.sex, s.split) for s in sources] == [("d1", 52, "F", "train"), ("d3", 86, "M", "val")]
-    assert sources[0].extra == {"view": "PA", "race": "White", "race_raw": "WHITE", "insurance": "Medicaid"}
-    assert sources[1].extra == {"view": "AP", "race": "Asian", "race_raw": "ASIAN - CHINESE", "insurance": "Medicare"}
-    # raw values tied: the first admitted (by admittime), not the file's first
+    assert sources[0].extra == {"view": "PA", "race": "WHITE", "race_group": "White", "insurance": "Medicaid"}
+    assert sources[1].extra == {"view": "AP", "race": "BLACK/AFRICAN AMERICAN", "race_group": "Asian", "insurance": "Medicare"}
+    # four published values tied: the first admitted (by admittime), not the file's first; two of them are Asian
     assert sources[0].path.endswith("files/p10/p10000032/s50414267/d1.jpg") and notes == ["1 image(s) left out: view"]
     built = build(sources, tmp_path / "m.csv", classes=("Cardiomegaly", "Effusion"), split="official")
     assert [r["split"] for r in built.rows] == ["train", "val"]
@@ -186,8 +186,8 @@ def test_chexpert_demographics_as_published_xlsx(tmp_path):
     book.save(tmp_path / "CHEXPERT DEMO.xlsx")
     train = write(tmp_path / "train.csv", CHEXPERT_HEADER, [chexpert_row(1, "Edema"), chexpert_row(2, "Edema")])
     sources, notes = chexpert.read([train], demographics=tmp_path / "CHEXPERT DEMO.xlsx")
-    assert [s.extra["race"] for s in sources] == ["White"] and notes == ["1 image(s) left out: no demographics"]
-    assert sources[0].extra["race_raw"] == "White, non-Hispanic"
+    assert [s.extra["race"] for s in sources] == ["White, non-Hispanic"] and notes == ["1 image(s) left out: no demographics"]
+    assert sources[0].extra["race_group"] == "White" and sources[0].extra["ethnicity"] == "Non-Hispanic/Non-Latino"
     (tmp_path / "bad.xlsx").write_text("not a workbook")
     with pytest.raises(EmbedkitError, match="bad.xlsx: not an Excel workbook"):
         chexpert.read([train], demographics=tmp_path / "bad.xlsx")

@@ -1,8 +1,7 @@
 """CheXpert (Irvin et al. 2019) from ``train.csv`` / ``valid.csv`` and, when given, the CheXpert
 demographics file ``CHEXPERT DEMO.xlsx`` (or a CSV of it: PATIENT, GENDER, AGE_AT_CXR, PRIMARY_RACE,
-ETHNICITY) for race and ethnicity: ``race`` is Asian, Black, White or Other and ``ethnicity`` Hispanic or
-Non-Hispanic (unknown or refused left empty, so missing), the published values kept in ``race_raw`` and
-``ethnicity_raw``.
+ETHNICITY) for race and ethnicity as published, and grouped: ``race_group`` Asian, Black, White or Other,
+``ethnicity_group`` Hispanic or Non-Hispanic (unknown or refused left empty, so missing).
 
 Labels are the CheXpert labeler's: 1.0 positive, 0.0 negative, -1.0 uncertain, blank unmentioned
 (an explicit ``--uncertain`` policy decides the -1s). Sex from ``Sex`` (Male/Female; Unknown left
@@ -108,8 +107,9 @@ def ethnicity_group(ethnicity: str) -> str:
 def _demographics(path: str | Path) -> dict[str, dict[str, str]]:
     table = read_table(path, ("PATIENT", "PRIMARY_RACE", "ETHNICITY"),
                        "the CheXpert demographics file (CHEXPERT DEMO.xlsx, or a CSV with its columns)")
-    return {r["PATIENT"]: {"race": race_group(r["PRIMARY_RACE"]), "ethnicity": ethnicity_group(r["ETHNICITY"]),
-                           "race_raw": r["PRIMARY_RACE"], "ethnicity_raw": r["ETHNICITY"]} for _, r in table}
+    return {r["PATIENT"]: {"race": r["PRIMARY_RACE"], "ethnicity": r["ETHNICITY"],
+                           "race_group": race_group(r["PRIMARY_RACE"]), "ethnicity_group": ethnicity_group(r["ETHNICITY"])}
+            for _, r in table}
 
 
 @dataclass(kw_only=True)

@@ -7,9 +7,9 @@ validate, test), MIMIC-IV ``patients.csv`` (subject_id, gender, anchor_age, anch
 given, ``admissions.csv`` (subject_id, race — ``ethnicity`` before MIMIC-IV 2.0 — and insurance).
 
 Age at the study is anchor_age + (study year - anchor_year) (both dates are shifted alike). A
-subject's race (grouped as Seyyed-Kalantari et al. did: White, Black, Hispanic, Asian, American Indian,
-Other; the published value in ``race_raw``) and insurance are the most frequent over their admissions
-(ties: the first admitted, by admittime where the file has it, else the file's order). Frontal views
+subject's race and insurance are the most frequent values over their admissions (ties: the first admitted,
+by admittime where the file has it, else the file's order); ``race_group`` is the most frequent of the groups
+Seyyed-Kalantari et al. compared (White, Black, Hispanic, Asian, American Indian, Other). Frontal views
 (PA, AP) by default; images lie in ``<images>/files/p<first two digits>/p<subject_id>/s<study_id>/<dicom_id>.jpg``.
 """
 
@@ -30,7 +30,7 @@ SEX = {"M": "M", "F": "F"}
 RACE_PREFIXES = (("WHITE", "White"), ("PORTUGUESE", "White"), ("BLACK", "Black"), ("HISPANIC", "Hispanic"),
                  ("SOUTH AMERICAN", "Hispanic"), ("ASIAN", "Asian"), ("AMERICAN INDIAN", "American Indian"))
 FRONTAL = ("PA", "AP")
-NO_ADMISSIONS = {"race": "", "race_raw": "", "insurance": ""}
+NO_ADMISSIONS = {"race": "", "race_group": "", "insurance": ""}
 
 
 def read(metadata: str | Path, labels: str | Path, patients: str | Path, *, split: str | Path | None = None,
@@ -93,12 +93,12 @@ def _most_common(counts: Counter) -> str:
 
 
 def _race(raw: Counter) -> dict[str, str]:
-    """The most frequent race group over a subject's admissions, and its most frequent published value."""
+    """The most frequent published race over a subject's admissions, and the most frequent race group (counted
+    over the groups: two admissions "ASIAN - CHINESE" and "ASIAN - KOREAN" outweigh one "WHITE")."""
     groups = Counter()
     for value, n in raw.items():
         groups[race_group(value)] += n
-    group = _most_common(groups)
-    return {"race": group, "race_raw": _most_common(Counter({v: n for v, n in raw.items() if race_group(v) == group}))}
+    return {"race": _most_common(raw), "race_group": _most_common(groups)}
 
 
 def race_group(race: str) -> str:

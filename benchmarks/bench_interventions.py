@@ -42,19 +42,27 @@ def dataset(seed: int, shift: str | None, n: int = 1000):
     return x, y, split, sex
 
 
+def _test_helper(relative: str):
+    """A module of tests/ loaded from its file: putting tests/ on sys.path would make its ``benchmarks`` package
+    shadow this folder's for every later import in the process."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tests" / relative
+    spec = importlib.util.spec_from_file_location(f"_bench_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def simulate(trials: int, shift: str | None) -> dict:
     """Per intervention: the share of trials where it shrank |F1 gap| (or |EqOdds|) beyond noise."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from heads.conftest import make_cache
-
     from embedkit.heads.runner import ExperimentConfig, run_experiment
     from embedkit.heads.trained import HeadConfig
     from embedkit.metrics.compare import paired_changes, shrank_beyond_noise
     from embedkit.predictions import read_predictions
     from embedkit.runs import evaluate_predictions
 
+    make_cache = _test_helper("heads/conftest.py").make_cache
     head = HeadConfig(epochs=40, lrs=(1e-2,), weight_decays=(1e-2,))
     hits = {m: {"f1_gap": 0, "eqodds": 0} for m in INTERVENTIONS}
     for t in range(trials):

@@ -10,7 +10,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT / "tests"))
 
 import bench_audit  # noqa: E402
 import bench_cv  # noqa: E402
@@ -87,6 +86,7 @@ def test_the_interventions_benchmark_runs_one_dataset_of_each_kind():
         rates = bench_interventions.simulate(1, shift)
         assert set(rates) == set(bench_interventions.INTERVENTIONS)
         assert all(v in (0.0, 1.0) for gaps in rates.values() for v in gaps.values())
+    assert str(ROOT / "tests") not in sys.path          # tests/benchmarks would shadow benchmarks/ for later imports
 
 
 def test_the_whole_audit_benchmark_runs_on_a_small_phantom():

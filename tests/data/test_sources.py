@@ -114,6 +114,34 @@ def test_padchest_age_from_dates_findings_from_the_labels_list(tmp_path):
     assert [r["label"] for r in first.rows] == ["Effusion", "Cardiomegaly", "Cardiomegaly"]
 
 
+def _padchest_row(i, labels):
+    return [str(i), f"im{i}.png", "0", "20140915", f"s{i}", f"p{i}", "1950", "F", "POSTEROANTERIOR", "PA",
+            "Manual review of DICOM fields", "No", "CR", labels, "[]", "[]", "[]", "[]"]
+
+
+def test_padchest_subtypes_count_as_their_class_and_near_synonyms_do_not(tmp_path):
+    meta = write(tmp_path / "p.csv", PADCHEST_HEADER,
+                 [_padchest_row(1, "['laminar atelectasis']"), _padchest_row(2, "['pericardial effusion']"),
+                  _padchest_row(3, "['loculated pleural effusion', 'COPD signs']"), _padchest_row(4, "['hydropneumothorax']")])
+    found = [s.findings for s in padchest.read(meta)[0]]
+    assert (found[0]["Atelectasis"], found[0]["(other)"]) == (1.0, 0.0)
+    assert (found[1]["Effusion"], found[1]["(other)"]) == (0.0, 1.0)        # the pericardium's, not the pleura's
+    assert (found[2]["Effusion"], found[2]["(other)"]) == (1.0, 1.0) and found[3]["Pneumothorax"] == 1.0
+
+
+def test_padchest_class_map_adds_classes_from_the_command_line(tmp_path):
+    meta = write(tmp_path / "p.csv", PADCHEST_HEADER,
+                 [_padchest_row(i, "['nodule']" if i % 2 else "['multiple nodules']") for i in range(40)]
+                 + [_padchest_row(40 + i, "['pleural effusion']") for i in range(40)])
+    assert padchest.class_map("Nodule=Nodule| multiple nodules ,Mass=mass") == {"Nodule": ("nodule", "multiple nodules"),
+                                                                                "Mass": ("mass",)}
+    assert main(["data", "padchest", "--metadata", str(meta), "--classes", "Nodule,Effusion", "--class-map",
+                 "Nodule=nodule|multiple nodules", "--out", str(tmp_path / "m.csv")]) == 0
+    assert read_manifest(tmp_path / "m.csv").column("label").tolist().count("Nodule") == 40
+    with pytest.raises(EmbedkitError, match=r"--class-map 'Nodule': write Class=term"):
+        padchest.class_map("Nodule")
+
+
 def test_csv_maps_columns_and_keeps_the_rest(tmp_path, capsys):
     rows = [[f"f{i}.png", f"P{i // 2}", "Male" if i % 2 else "female", str(30 + i), "Edema|Effusion" if i == 0 else
              ("Edema" if i % 3 else "Effusion"), "ABC"[i % 3]] for i in range(60)]

@@ -5,7 +5,8 @@ Sex from ``PatientSex_DICOM`` (M, F; others left out), age in years from ``Study
 (YYYYMMDD) minus ``PatientBirth`` (a year), findings from ``Labels`` (a Python list literal of
 lower-case terms, e.g. ``['pleural effusion', 'cardiomegaly']``), frontal projections by default
 (``Projection`` PA, AP, AP_horizontal). Images lie in ``<images>/<ImageDir>/<ImageID>``. A class
-is matched to PadChest terms by ``TERMS`` (or ``--class-map Class=term``).
+is matched to PadChest terms by ``TERMS`` — a term and the subtypes under it ("laminar atelectasis" is
+Atelectasis; "pericardial effusion" is not Effusion) — or by ``--class-map Class=term|term,...``.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ from embedkit.errors import EmbedkitError
 
 COLUMNS = ("ImageID", "ImageDir", "StudyDate_DICOM", "PatientID", "PatientBirth", "PatientSex_DICOM", "Projection", "Labels")
 FRONTAL = ("PA", "AP", "AP_horizontal")
-TERMS = {"Atelectasis": ("atelectasis",), "Cardiomegaly": ("cardiomegaly",), "Consolidation": ("consolidation",),
-         "Edema": ("pulmonary edema",), "Effusion": ("pleural effusion",), "Pneumothorax": ("pneumothorax",),
-         "Pneumonia": ("pneumonia",), "No Finding": ("normal",)}
+TERMS = {"Atelectasis": ("atelectasis", "laminar atelectasis", "lobar atelectasis", "segmental atelectasis",
+                         "round atelectasis", "total atelectasis", "atelectasis basal"),
+         "Cardiomegaly": ("cardiomegaly",), "Consolidation": ("consolidation",), "Edema": ("pulmonary edema",),
+         "Effusion": ("pleural effusion", "loculated pleural effusion", "loculated fissural effusion"),
+         "Pneumothorax": ("pneumothorax", "hydropneumothorax"), "Pneumonia": ("pneumonia", "atypical pneumonia"),
+         "No Finding": ("normal",)}                # each class with the subtypes PadChest's label tree puts under it
 EXCLUDED_TERMS = ("exclude", "suboptimal study")
 
 
@@ -78,7 +82,7 @@ def _labels(text: str) -> set[str] | None:
         return None
     if not isinstance(value, list):
         return None
-    return {str(v).strip() for v in value if str(v).strip()}
+    return {str(v).strip().lower() for v in value if str(v).strip()}      # 'COPD signs' as 'copd signs'
 
 
 @dataclass(kw_only=True)
@@ -86,11 +90,25 @@ class Options(Labelling):
     metadata: Path = option(help="PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv[.gz].", exists=True,
                             dir_okay=False)
     projections: str = option(",".join(FRONTAL), help="Projection values to keep (comma-separated).")
+    class_map: str = option("", help="Classes matched to PadChest terms, beside or instead of the built-in ones: "
+                                     "Class=term|term,... (e.g. 'Nodule=nodule|multiple nodules,Mass=mass').")
     images: Optional[Path] = images_option()
 
 
+def class_map(text: str) -> dict[str, tuple[str, ...]]:
+    """``'Nodule=nodule|multiple nodules,Mass=mass'`` -> {class: terms}."""
+    out = {}
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        name, _, terms = item.partition("=")
+        found = tuple(t.strip().lower() for t in terms.split("|") if t.strip())
+        if not name.strip() or not found:
+            raise EmbedkitError(f"--class-map {item!r}: write Class=term or Class=term|term, e.g. Nodule=nodule")
+        out[name.strip()] = found
+    return out
+
+
 def _run(opts: Options, out: Path):
-    rows, notes = read(opts.metadata, projections=tuple(opts.projections.split(",")))
+    rows, notes = read(opts.metadata, projections=tuple(opts.projections.split(",")), terms=class_map(opts.class_map))
     for r in rows if opts.images is not None else ():
         r.path = str(opts.images / r.path)
     return finish(rows, notes, str(opts.metadata), opts, out)

@@ -58,8 +58,7 @@ from embedkit.data.phantom import PhantomSpec, make_phantom
 from embedkit.cache.extract import ExtractConfig, extract
 tmp = Path(tempfile.mkdtemp())
 make_phantom(tmp, PhantomSpec(per_group={n} // 24 + 1, size=16, seed=0))
-with open("/proc/self/status") as fh:   # this process's own peak so far (ru_maxrss would carry the parent's)
-    before = next(int(l.split()[1]) for l in fh if l.startswith("VmHWM:")) / 1024
+before = _peak_mib()                    # this process's own peak so far (common.PEAK)
 t0 = time.perf_counter()
 r = extract(ExtractConfig(manifest=tmp / "manifest.csv", models=("clip-tiny",), cache_dir=tmp / "c", batch_size=256,
                           workers=1, rows_per_chunk=1024))[0]

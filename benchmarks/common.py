@@ -62,10 +62,11 @@ def _peak_mib():
 
 def child(code: str, env: dict | None = None) -> dict:
     """Run ``code`` in a fresh Python; it prints one JSON object last. Adds its own peak RSS (MiB): Linux's VmHWM
-    (ru_maxrss would also count the parent's peak, which Linux carries into a child across fork and exec)."""
+    (ru_maxrss would also count the parent's peak, which Linux carries into a child across fork and exec);
+    ``code`` may call ``_peak_mib()`` itself for the peak so far."""
     import os
 
-    wrapped = code + PEAK + "print(_j.dumps({**RESULT, 'peak_rss_mib': _peak_mib()}))\n"
+    wrapped = PEAK + code + "print(_j.dumps({**RESULT, 'peak_rss_mib': _peak_mib()}))\n"
     out = subprocess.run([sys.executable, "-c", wrapped], capture_output=True, text=True, cwd=ROOT,
                          env=dict(os.environ, **(env or {})))
     if out.returncode != 0:

@@ -42,7 +42,7 @@ def probe(manifest: str | Path, model: str, *, head: str = "linear", seeds: int 
           solver: str = "adamw") -> list[Path]:
     """Train (or skip, when finished) a head on cached features for every seed; returns the run folders. ``task``:
     multiclass, binary (``positive``) or multilabel (``findings``, comma-separated; default every finding);
-    ``seeds``: 3, [0, 1] or the CLI's '0-4'; ``solver``: the linear probe's adamw (the paper's) or lbfgs (CLIP's protocol)."""
+    ``seeds``: 3 (seed 3 alone), [0, 1] or the CLI's '0-4'; ``solver``: the linear probe's adamw (the paper's) or lbfgs (CLIP's protocol)."""
     from embedkit import tasks
     from embedkit.errors import EmbedkitError
     from embedkit.heads.runner import ExperimentConfig, run_experiment

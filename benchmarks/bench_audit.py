@@ -6,6 +6,8 @@ import time
 
 import numpy as np
 
+from common import cpu_model, synthetic_store
+
 
 def clustered(n: int, d: int = 512, copies: int = 100, seed: int = 0):
     """Rows on a 32-dimensional manifold plus noise (an encoder's embeddings are far from isotropic), with
@@ -54,7 +56,7 @@ def _searches(n: int, d: int) -> dict:
         index.hnsw.efSearch = 64
         return listed(index, "HNSW (32 links, efSearch 64)")
 
-    out = {"n": n, "d": d, "planted": len(planted), "searches": {}}
+    out = {"n": n, "d": d, "planted": len(planted), "searches": {}, "cpu": cpu_model(), "date": time.strftime("%Y-%m-%d")}
     t0 = time.perf_counter()
     sims, idx = search.neighbours(z, 2)
     seconds = time.perf_counter() - t0
@@ -104,11 +106,6 @@ def full_audit(n_per_group: int = 25, rows: int | None = None) -> dict:
         manifest = make_phantom(tmp / "p", PhantomSpec(per_group=n_per_group, size=64, seed=0, duplicates=2))
         cache = extract(ExtractConfig(manifest=manifest, models=("clip-tiny",), cache_dir=tmp / "c", workers=0))[0].path
     else:
-        import sys
-
-        sys.path.insert(0, str(Path(__file__).parent))
-        from common import synthetic_store
-
         rng = np.random.default_rng(0)
         y = np.arange(rows) % 6
         x = (rng.normal(size=(6, 512))[y] * 0.3 + rng.normal(size=(rows, 512))).astype(np.float32)

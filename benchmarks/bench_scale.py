@@ -339,8 +339,8 @@ WHERE_THE_TIME_GOES = """
   same process after the first evaluate had loaded numba, and 3.8 s of each figure reading the predictions row
   by row).
 - *The audit* (attribute probes by L-BFGS with 200 + 200 replicates, KS tests, near copies, the map). Near copies
-  come from an exact radius scan on the leading principal axes ("Audit at scale": 11.5× brute force at 100,000
-  rows, the same pairs), which runs on both cores; the attribute probes' fits are most of the rest. It is the
+  come from an exact radius scan on the leading principal axes ("Audit at scale": at 100,000 rows a fraction of
+  brute force's time, the same pairs), which runs on both cores; the attribute probes' fits are most of the rest. It is the
   stage with the highest memory (the per-image tables and the principal scores beside the normalised
   embeddings). At 377,110 rows it took 3,574 s with exact search, then 1,122, 798, 716 and 527 s (421 on two
   threads, twelfth session) and 386 s (279 on two, fifteenth).

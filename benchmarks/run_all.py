@@ -400,7 +400,8 @@ def audit_text(nn: dict, demo: dict | None, big: dict | None) -> str:
     text = ("## Audit at scale: approximate neighbours, near copies, run time\n\n"
             f"The near-copy search on {nn['n']:,} × {nn['d']} rows (a 32-dimensional manifold plus noise, "
             f"{nn['planted']} near copies planted: the original plus 1 % noise), one thread, all four in one run "
-            "(`python benchmarks/run_all.py --only audit`; `bench_audit.ann_vs_exact`). Pairs are flagged by the "
+            f"(measured {nn.get('date', '?')} on {nn.get('cpu', '?')}; `python benchmarks/run_all.py --only audit`; "
+            "`bench_audit.ann_vs_exact`). Pairs are flagged by the "
             "audit's family-wise distance-ratio test (α 0.05 over the rows); recall@1 is against brute force, over "
             f"all rows and over the {nn['close']} rows whose nearest neighbour is unusually near but not flagged "
             "(ratio to the second above the test's bound, below 0.8):\n\n"
@@ -433,6 +434,8 @@ def audit_text(nn: dict, demo: dict | None, big: dict | None) -> str:
                  if exact["seconds"] / scan["seconds"] >= 10 else
                  f"Its cost is still quadratic: the issue's ≥ 10× at recall ≥ 0.99 is not met here "
                  f"({exact['seconds'] / scan['seconds']:.1f}×) — the pairs are brute force's. ")
+              + "The ratio moves with the machine: the twenty-third session's run of this table, on another machine "
+                "of this pool (its processor not recorded), gave 7.3× (brute force 122.9 s, the scan 16.9 s). "
               + f"IVF-Flat ({exact['seconds'] / ivf['seconds']:.1f}×) flags "
               f"{'the same' if ivf['same_flags'] else 'other'} pairs here, because the only flagged rows are copies "
               f"far nearer than any neighbour; but it finds the nearest neighbour of only {ivf['recall_close']:.0%} of "

@@ -71,6 +71,22 @@ def _clustered(rng, n: int, d: int = 64, copies: int = 20):
     return x, {frozenset((int(a), n - copies + i)) for i, a in enumerate(originals)}
 
 
+def test_normalised_rows_take_one_copy_of_memory_and_equal_the_whole_array_form():
+    import tracemalloc
+
+    from embedkit.audit.duplicates import normalised
+
+    x = np.random.default_rng(1).normal(size=(20_001, 64)).astype(np.float32)
+    whole = x - x.mean(0, dtype=np.float64).astype(np.float32)
+    whole /= np.linalg.norm(whole, axis=1, keepdims=True).clip(1e-12)
+    tracemalloc.start()
+    z = normalised(x, chunk=1_000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert np.array_equal(z, whole)                                   # bitwise: the norms are per row either way
+    assert peak < 1.2 * x.nbytes                                      # the copy and a chunk, not a second copy
+
+
 def test_the_radius_scan_flags_what_brute_force_flags_and_finds_the_planted_near_copies():
     from embedkit.audit.duplicates import near_by_ratio, normalised
 
